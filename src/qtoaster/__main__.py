@@ -1,0 +1,5 @@
+"""Allow ``python -m qtoaster``."""
+
+from qtoaster.cli.main import main
+
+main()

@@ -1,0 +1,68 @@
+"""SMTP replies as values, rendered in one place.
+
+A :class:`Reply` is a code and a text (which may span lines).  qmail embeds the
+RFC 3463 enhanced status code in the text as ``(#x.y.z)``; we keep its texts byte
+for byte, so the enhanced code lives inside ``text`` where qmail puts it.
+
+Invariant: ``render()`` always yields lines ``CODE-text`` / ``CODE text`` ending
+in CRLF, with no bare CR or LF inside a line (RFC 5321 4.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    text: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.replace("\r", "").split("\n")
+
+    @property
+    def is_positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def is_temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def render(self) -> bytes:
+        lines = self.lines
+        out = []
+        for i, line in enumerate(lines):
+            sep = " " if i == len(lines) - 1 else "-"
+            out.append(f"{self.code}{sep}{line}\r\n")
+        return "".join(out).encode("utf-8", "surrogateescape")
+
+
+# qmail-smtpd's fixed replies (spec section 26), byte for byte.
+OK = Reply(250, "ok")
+FLUSHED = Reply(250, "flushed")
+VRFY = Reply(252, "send some mail, i'll try my best")
+HELP = Reply(214, "qtoaster home page: https://qtoaster.invalid/ (qmail-compatible)")
+GO_AHEAD = Reply(354, "go ahead")
+UNIMPLEMENTED = Reply(502, "unimplemented (#5.5.1)")
+SYNTAX_ERROR = Reply(555, "syntax error (#5.5.4)")
+MAIL_FIRST = Reply(503, "MAIL first (#5.5.1)")
+RCPT_FIRST = Reply(503, "RCPT first (#5.5.1)")
+NESTED_MAIL = Reply(503, "5.5.1 Error: nested MAIL command")
+NOT_RCPTHOSTS = Reply(553, "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")
+DATABYTES = Reply(552, "sorry, that message size exceeds my databytes limit (#5.3.4)")
+TOO_MANY_HOPS = Reply(554, "too many hops, this message is looping (#5.4.6)")
+QQT_FAILURE = Reply(451, "qqt failure (#4.3.0)")
+TIMEOUT = Reply(451, "timeout (#4.4.2)")
+BARE_LF = Reply(451, "See http://pobox.com/~djb/docs/smtplf.html.")
+CONTROLS = Reply(421, "unable to read controls (#4.3.0)")
+LINE_TOO_LONG = Reply(500, "line too long (#5.5.2)")
+TOO_MANY_ERRORS = Reply(421, "too many errors, closing connection (#4.7.0)")
+TOO_MANY_COMMANDS = Reply(421, "too many commands, closing connection (#4.7.0)")
+TOO_MANY_RCPTS = Reply(452, "too many recipients (#4.5.3)")
+SHUTTING_DOWN = Reply(421, "service shutting down, try again later (#4.3.2)")

@@ -1,0 +1,1 @@
+"""qtoaster.protocols."""
