@@ -1,10 +1,10 @@
 """The exception tree of qtoaster.
 
-    QtoasterError
-    ├── ConfigError          a setting or control file is invalid (carries every problem)
-    ├── TemporaryFailure     infrastructure trouble: disk, database, DNS -> 4xx, retry later
-    │   └── QueueError       the queue could not commit a message (qmail-queue exit code)
-    └── PermanentFailure     the request can never succeed -> 5xx / bounce
+QtoasterError
+├── ConfigError          a setting or control file is invalid (carries every problem)
+├── TemporaryFailure     infrastructure trouble: disk, database, DNS -> 4xx, retry later
+│   └── QueueError       the queue could not commit a message (qmail-queue exit code)
+└── PermanentFailure     the request can never succeed -> 5xx / bounce
 """
 
 from __future__ import annotations

@@ -1,0 +1,209 @@
+"""Open N idle SMTP connections to a server on loopback and report its memory (process tree).
+
+Method: raise RLIMIT_NOFILE, sum VmRSS and Pss of the server's process tree (the root pid and
+all its descendants, found through /proc/PID/stat), then open N non-blocking TCP connections
+(at most WINDOW connects in flight, so the listen backlog never overflows), wait until each
+one has received its complete 220 greeting (polled with a deadline), sum the memory again,
+and close every connection. Per-connection cost = (after - before) / greeted.
+
+VmRSS counts shared pages (libraries, Python's heap before fork) once per process, so for
+a one-process-per-connection server (Postfix smtpd) it overstates; Pss divides each shared
+page among its sharers and is the fairer figure. Both are reported.
+
+Invariants: one connection attempt per wanted connection plus at most N retries; the wait is
+bounded by the deadline; every socket opened here is closed before ``measure`` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import resource
+import selectors
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WINDOW = 256
+
+
+@dataclass
+class IdleMemory:
+    requested: int
+    greeted: int
+    processes_before: int
+    processes_after: int
+    rss_before_kb: int
+    rss_after_kb: int
+    pss_before_kb: int
+    pss_after_kb: int
+    seconds: float  # to open all connections and receive every greeting
+
+    def per_connection_kb(self, before: int, after: int) -> float:
+        return (after - before) / self.greeted if self.greeted else 0.0
+
+    def summary(self) -> str:
+        rss = self.per_connection_kb(self.rss_before_kb, self.rss_after_kb)
+        pss = self.per_connection_kb(self.pss_before_kb, self.pss_after_kb)
+        return (
+            f"{self.greeted}/{self.requested} idle conns in {self.seconds:.1f}s: "
+            f"{self.processes_after} procs, RSS {self.rss_after_kb / 1024:.1f} MiB "
+            f"(idle {self.rss_before_kb / 1024:.1f}), PSS {self.pss_after_kb / 1024:.1f} MiB "
+            f"(idle {self.pss_before_kb / 1024:.1f}); per connection RSS {rss:.1f} KiB, "
+            f"PSS {pss:.1f} KiB"
+        )
+
+
+def raise_nofile(wanted: int) -> None:
+    """Soft (and, as root, hard) RLIMIT_NOFILE to at least ``wanted``, if allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return
+        except (ValueError, OSError):
+            wanted = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants, from the ppid field of /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # The command name is in parentheses and may hold spaces: split after the last ')'.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _field_kb(path: Path, name: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory(root: int) -> tuple[int, int, int]:
+    """(process count, summed VmRSS KiB, summed Pss KiB) of the tree under ``root``."""
+    pids = tree_pids(root)
+    rss = sum(_field_kb(Path(f"/proc/{pid}/status"), "VmRSS") for pid in pids)
+    pss = sum(_field_kb(Path(f"/proc/{pid}/smaps_rollup"), "Pss") for pid in pids)
+    return len(pids), rss, pss
+
+
+def _connect(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    code = sock.connect_ex((host, port))
+    if code not in (0, errno.EINPROGRESS):
+        sock.close()
+        raise OSError(code, os.strerror(code))
+    return sock
+
+
+def _greeted(buffer: bytes) -> bool | None:
+    """True once a final ``220 `` line is complete, False on another reply, None: wait."""
+    for line in buffer.split(b"\r\n")[:-1]:
+        if line.startswith(b"220 "):
+            return True
+        if not line.startswith(b"220-"):
+            return False
+    return None
+
+
+def open_idle(host: str, port: int, n: int, deadline: float) -> tuple[list[socket.socket], int]:
+    """Open up to ``n`` greeted connections before ``deadline``; returns (greeted, failures)."""
+    selector = selectors.DefaultSelector()
+    buffers: dict[socket.socket, bytes] = {}
+    greeted: list[socket.socket] = []
+    failures = 0
+    try:
+        while len(greeted) < n and time.monotonic() < deadline and failures <= n:
+            while len(buffers) < WINDOW and len(greeted) + len(buffers) < n:
+                sock = _connect(host, port)
+                buffers[sock] = b""
+                selector.register(sock, selectors.EVENT_READ, data=sock)
+            for key, _ in selector.select(timeout=0.1):
+                sock = key.data
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                buffers[sock] += data
+                verdict = _greeted(buffers[sock]) if data else False
+                if verdict is None:
+                    continue
+                selector.unregister(sock)
+                del buffers[sock]
+                if verdict:
+                    greeted.append(sock)
+                else:
+                    failures += 1
+                    sock.close()
+    finally:
+        for sock in buffers:
+            selector.unregister(sock)
+            sock.close()
+        selector.close()
+    return greeted, failures
+
+
+def measure(host: str, port: int, root_pid: int, n: int, deadline_s: float) -> IdleMemory:
+    raise_nofile(n + 256)
+    procs_before, rss_before, pss_before = tree_memory(root_pid)
+    start = time.monotonic()
+    greeted, _failures = open_idle(host, port, n, start + deadline_s)
+    seconds = time.monotonic() - start
+    try:
+        procs_after, rss_after, pss_after = tree_memory(root_pid)
+    finally:
+        for sock in greeted:
+            sock.close()
+    return IdleMemory(
+        requested=n,
+        greeted=len(greeted),
+        processes_before=procs_before,
+        processes_after=procs_after,
+        rss_before_kb=rss_before,
+        rss_after_kb=rss_after,
+        pss_before_kb=pss_before,
+        pss_after_kb=pss_after,
+        seconds=seconds,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--pid", type=int, required=True, help="root of the server's tree")
+    parser.add_argument("-n", type=int, default=1000, help="connections to open")
+    parser.add_argument("--deadline", type=float, default=180.0, help="seconds")
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        parser.error("loopback only")
+    print(measure(args.host, args.port, args.pid, args.n, args.deadline).summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""``qtoaster init``: create a home with commented defaults, then say what to do next.
+
+A thin shell over config.init.init_home; it never overwrites an existing home.
+"""
+
+from __future__ import annotations
+
+import click
+
+from qtoaster.cli.options import home_option
+from qtoaster.core.errors import ConfigError
+from qtoaster.core.home import Home
+
+
+@click.command()
+@home_option
+@click.option("--me", metavar="HOST", help="this server's host name (qmail's control/me)")
+@click.option(
+    "--smtp",
+    multiple=True,
+    metavar="ADDR:PORT",
+    help="SMTP listen address, repeatable (default 127.0.0.1:2525)",
+)
+@click.option("--demo", is_flag=True, help="throw-away home: fsync off, debug logging")
+def init(home: Home, me: str | None, smtp: tuple[str, ...], demo: bool) -> None:
+    """Create a new qtoaster home."""
+    from qtoaster.config.init import init_home
+
+    if not me:
+        raise click.UsageError(
+            "--me HOST is required: the host name of this mail server, "
+            "e.g. --me mail.example.com (it becomes control/me)"
+        )
+    try:
+        init_home(home, me, smtp=list(smtp) or None, demo=demo)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"qtoaster init: {problem}", err=True)
+        raise SystemExit(1) from None
+    _report(home)
+
+
+def _report(home: Home) -> None:
+    click.echo(f"created {home.root}")
+    for path in sorted(home.root.iterdir()):
+        click.echo(f"  {path.name}{'/' if path.is_dir() else ''}")
+        if path == home.control:
+            click.echo(f"    {' '.join(sorted(p.name for p in path.iterdir()))}")
+    flag = f"--home {home.root}"
+    click.echo("next steps:")
+    click.echo(f"  qtoaster domain add example.com {flag}")
+    click.echo(f"  qtoaster user add alice@example.com --password-stdin {flag}")
+    click.echo(f"  add example.com to {home.control / 'rcpthosts'} if it is not a directory domain")
+    click.echo(f"  qtoaster config check {flag}")
+    click.echo(f"  qtoaster run {flag}")

@@ -1,0 +1,152 @@
+"""Create a new qtoaster home with commented defaults (``qtoaster init``).
+
+Invariants: an existing home is never touched (anything but an absent path or an
+empty directory is refused); the new home is built in a sibling temporary directory
+and renamed into place, so a failure never leaves a half-made home behind.  Every
+control file written holds qmail's default value, so deleting one changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from qtoaster.config.settings import parse_listen
+from qtoaster.core.errors import ConfigError
+from qtoaster.core.home import Home
+
+DEFAULT_SMTP = ["127.0.0.1:2525"]
+
+SETTINGS_TEMPLATE = """\
+# qtoaster.toml: service settings, i.e. what qmail kept in run scripts and tcpserver
+# flags.  qmail's own settings live in control/ (same names and formats as qmail's),
+# access rules in tcp.smtp.  Check your edits with: qtoaster config check
+# Every setting is listed with its default; docs/configuration.md explains each one.
+
+[listen]
+# Addresses the SMTP listener binds: "HOST:PORT", "[IPv6]:PORT", or ":PORT" for every
+# IPv4 address.  Port 25 needs root (qtoaster drops privileges after binding).
+smtp = {smtp}
+
+[smtpd]
+# smtpd worker processes sharing the listening sockets; 0 = one per CPU core.
+workers = 0
+# Most simultaneous SMTP connections per worker (tcpserver -c).
+max_connections = 10000
+
+[database]
+# The directory of domains and users.  Unset: SQLite file users.sqlite3 in this home.
+# url = "postgresql+psycopg://qtoaster@dbhost/qtoaster"
+
+[queue]
+# fsync each message (and its directory) before answering 250.  Turning this off
+# loses mail on a crash: only for tests{demo_queue}.
+fsync = {fsync}
+
+[log]
+# One of: debug, info, warning, error.
+level = "{level}"
+"""
+
+TCP_SMTP_TEMPLATE = """\
+# tcp.smtp: which clients may connect to SMTP, and with which variables (tcprules(1)).
+# One rule per line, ADDRESS:INSTRUCTIONS, no spaces around the colon or commas.
+# INSTRUCTIONS: allow or deny, then optional ,VAR="value" (any repeated quote character).
+# ADDRESS forms, most specific tried first: user@1.2.3.4, 1.2.3.4, ::1, =host.name,
+# 1.2.3. (prefix ending in a dot), 1.2.3.1-22 (range), 10.0.0.0/8, 2001:db8::/32,
+# 2001:db8: (IPv6 prefix: the rule reads 2001:db8::allow), =.example.com (host
+# suffix), = (any client with a known host name), empty (everyone).
+# RELAYCLIENT="" lets a client relay (skip control/rcpthosts); everybody else must be
+# sending to our domains, or authenticate.  Read at start; check with qtoaster config check.
+127.:allow,RELAYCLIENT=""
+::1:allow,RELAYCLIENT=""
+:allow
+"""
+
+
+def _control_files(me: str) -> dict[str, str]:
+    """control/ contents: qmail's defaults written out, so operators see them."""
+    return {
+        "me": me,
+        "rcpthosts": me,
+        "locals": f"{me}\nlocalhost",
+        "defaultdomain": me,
+        "smtpgreeting": me,
+        "databytes": "0",
+        "timeoutsmtpd": "1200",
+        "queuelifetime": "604800",
+        "concurrencylocal": "10",
+        "concurrencyremote": "20",
+    }
+
+
+def _check_me(me: str) -> None:
+    if not me or any(ch.isspace() or ch in "/@" for ch in me):
+        raise ConfigError([f"--me {me!r}: must be this host's name, e.g. mail.example.com"])
+
+
+def _refuse_existing(root: Path) -> None:
+    if not root.exists() and not root.is_symlink():
+        return
+    if root.is_dir() and not root.is_symlink() and not any(root.iterdir()):
+        return
+    raise ConfigError([f"{root}: already exists; refusing to overwrite it"])
+
+
+def _write_home(home: Home, me: str, smtp: list[str], demo: bool) -> None:
+    home.root.mkdir()
+    listen = "[" + ", ".join(json.dumps(value) for value in smtp) + "]"
+    home.settings_file.write_text(
+        SETTINGS_TEMPLATE.format(
+            smtp=listen,
+            fsync="false" if demo else "true",
+            demo_queue=" and throw-away demo homes like this one" if demo else "",
+            level="debug" if demo else "info",
+        )
+    )
+    home.control.mkdir()
+    for name, value in _control_files(me).items():
+        (home.control / name).write_text(value + "\n")
+    home.tcp_smtp.write_text(TCP_SMTP_TEMPLATE)
+    home.domains.mkdir()
+    home.run_dir.mkdir()
+    # Written in parallel by the queue and directory helpers; imported here so that
+    # `qtoaster config check` does not pay for them.
+    from qtoaster.directory.store import create_directory
+    from qtoaster.queue.store import QueueStore
+
+    QueueStore.create(home.queue)
+    create_directory(home)
+
+
+def init_home(home: Home, me: str, *, smtp: list[str] | None = None, demo: bool = False) -> None:
+    """Create *home* for the host *me*; ConfigError if it exists or an argument is bad.
+
+    *smtp* lists SMTP listen addresses (default 127.0.0.1:2525).  *demo* makes a
+    throw-away home: fsync off and debug logging (never for real mail).
+    """
+    smtp = list(DEFAULT_SMTP if smtp is None else smtp)
+    problems: list[str] = []
+    try:
+        _check_me(me)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    for value in smtp:
+        try:
+            parse_listen("smtp", value)
+        except ValueError as exc:
+            problems.append(f"--smtp {exc}")
+    _refuse_existing(home.root)
+    if problems:
+        raise ConfigError(problems)
+    home.root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Home(home.root.with_name(f".{home.root.name}.init-{os.getpid()}"))
+    shutil.rmtree(staging.root, ignore_errors=True)
+    try:
+        _write_home(staging, me, smtp, demo)
+        # rename(2) may replace an empty directory, which is all _refuse_existing allows.
+        os.replace(staging.root, home.root)
+    finally:
+        shutil.rmtree(staging.root, ignore_errors=True)

@@ -1,0 +1,190 @@
+"""qtoaster.toml -> one frozen `Settings` (DESIGN.md section 7).
+
+qtoaster.toml holds what qmail kept in run scripts and tcpserver flags: listen
+addresses, worker counts, the database URL, queue durability, logging.  qmail's own
+settings stay in control/ (see config.control).
+
+Invariants: every key is known, typed and within bounds, or `load_settings` raises
+one ConfigError naming every problem (``qtoaster.toml: [table] key: ...``).
+Absent keys take the defaults below; nothing else reads the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qtoaster.core.errors import ConfigError
+
+# Listener kinds served today; "submission", "smtps", "pop3", "pop3s" join when they exist.
+LISTENER_KINDS = ("smtp",)
+DEFAULT_LISTEN = {"smtp": ("127.0.0.1:2525",)}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_WORKERS = 256
+MAX_CONNECTIONS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    kind: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_listen(kind: str, value: str) -> Listener:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (all IPv4 addresses, tcpserver's ``0``).
+
+    HOST must be an IP address literal; PORT 0..65535 (0 = any free port, for tests).
+    """
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{value!r}: expected [IPv6]:PORT")
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            raise ValueError(f"{value!r}: expected HOST:PORT")
+        if ":" in host:
+            raise ValueError(f"{value!r}: write IPv6 addresses in brackets, [{host}]:{port_text}")
+        host = host or "0.0.0.0"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: {host!r} is not an IP address") from None
+    if value.startswith("[") and address.version != 6:
+        raise ValueError(f"{value!r}: only IPv6 addresses go in brackets")
+    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+        raise ValueError(f"{value!r}: port must be a number from 0 to 65535")
+    return Listener(kind=kind, host=address.compressed, port=int(port_text))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listeners: tuple[Listener, ...]
+    smtpd_workers: int
+    max_connections: int
+    database_url: str | None
+    fsync: bool
+    log_level: str
+
+
+class _Tables:
+    """Typed access to the parsed TOML that records problems instead of raising."""
+
+    def __init__(self, data: dict[str, Any], source: str) -> None:
+        self.data = data
+        self.source = source
+        self.problems: list[str] = []
+        self.known: dict[str, set[str]] = {}
+
+    def get(self, table: str, key: str, check: Callable[[Any], str | None], default: Any) -> Any:
+        self.known.setdefault(table, set()).add(key)
+        section = self.data.get(table, {})
+        if not isinstance(section, dict) or key not in section:
+            return default
+        value = section[key]
+        problem = check(value)
+        if problem:
+            self.problems.append(f"{self.source}: [{table}] {key}: {problem}, not {value!r}")
+            return default
+        return value
+
+    def unknown(self) -> None:
+        for table, section in self.data.items():
+            if not isinstance(section, dict):
+                self.problems.append(
+                    f"{self.source}: {table} = {section!r} is not inside a table "
+                    f"(settings go under [{'], ['.join(self.known)}])"
+                )
+            elif table not in self.known:
+                self.problems.append(f"{self.source}: unknown table [{table}]")
+            else:
+                for key in section:
+                    if key not in self.known[table]:
+                        self.problems.append(f"{self.source}: [{table}] unknown key {key!r}")
+
+
+def _int_between(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        # bool is an int subclass in Python; TOML true is not a number.
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"must be an integer from {low} to {high}"
+        return None
+
+    return check
+
+
+def _is_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _is_url(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
+
+
+def _is_level(value: Any) -> str | None:
+    return None if value in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
+
+
+def _is_list(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return None if ok else 'must be a list of "HOST:PORT" strings'
+
+
+def _listeners(tables: _Tables) -> tuple[Listener, ...]:
+    result: list[Listener] = []
+    for kind in LISTENER_KINDS:
+        values = tables.get("listen", kind, _is_list, list(DEFAULT_LISTEN.get(kind, ())))
+        for value in values:
+            try:
+                listener = parse_listen(kind, value)
+            except ValueError as exc:
+                tables.problems.append(f"{tables.source}: [listen] {kind}: {exc}")
+                continue
+            if listener in result:
+                tables.problems.append(f"{tables.source}: [listen] {kind}: {value!r} given twice")
+                continue
+            result.append(listener)
+    return tuple(result)
+
+
+def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> Settings:
+    """Validate parsed TOML; ConfigError listing every problem."""
+    tables = _Tables(data, source)
+    settings = Settings(
+        listeners=_listeners(tables),
+        smtpd_workers=tables.get("smtpd", "workers", _int_between(0, MAX_WORKERS), 0),
+        max_connections=tables.get(
+            "smtpd", "max_connections", _int_between(1, MAX_CONNECTIONS), 10000
+        ),
+        database_url=tables.get("database", "url", _is_url, None),
+        fsync=tables.get("queue", "fsync", _is_bool, True),
+        log_level=tables.get("log", "level", _is_level, "info"),
+    )
+    tables.unknown()
+    if tables.problems:
+        raise ConfigError(tables.problems)
+    return settings
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate qtoaster.toml; a missing or unparsable file is a ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: missing (create a home with qtoaster init)"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: unable to read: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{path.name}: {exc}"]) from None
+    return settings_from_toml(data, source=path.name)

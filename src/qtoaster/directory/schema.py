@@ -1,0 +1,130 @@
+"""The directory's tables (SQLAlchemy Core), its schema version and the migration hook.
+
+One schema serves SQLite and PostgreSQL (DESIGN.md section 6): only portable column types,
+no engine-specific SQL.  The tables already hold the whole vpopmail feature set (spec
+section 22) even where the code does not use it yet: domain aliases, per-domain default
+quota and user limit, unknown-user handling, per-user flags, aliases/forwards.
+
+Invariants:
+- domain names and local parts are stored lower-case; lookups compare lower-case values,
+  so the unique indexes below are the case-insensitive uniqueness rules;
+- ``users.maildir`` is relative to the qtoaster home, so a home can move;
+- ``schema_version`` has exactly one row, equal to :data:`SCHEMA_VERSION` once
+  :func:`install` or :func:`upgrade` has committed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    select,
+)
+
+SCHEMA_VERSION = 1
+
+# Unknown-user handling of a domain (vpopmail's .qmail-default argument, spec 22):
+# 'bounce' (bounce-no-mailbox), 'delete' (accept and discard), or a catch-all address.
+UNKNOWN_BOUNCE = "bounce"
+UNKNOWN_DELETE = "delete"
+
+
+class UserFlag(enum.IntFlag):
+    """Bits of ``users.flags`` (after vpopmail's pw_gid flags, spec 22)."""
+
+    NO_POP = 0x01  # POP3 login refused
+    NO_SMTP_AUTH = 0x02  # SMTP AUTH refused
+    NO_RELAY = 0x04  # authenticated, but may not relay
+    DISABLED = 0x08  # every login refused (mail is still delivered)
+    BOUNCE_MAIL = 0x10  # mail to this user bounces as if the user did not exist
+
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(253), nullable=False, unique=True),
+    # An alias domain has no users of its own: its mail goes to the users of alias_of.
+    Column("alias_of", Integer, ForeignKey("domains.id", ondelete="CASCADE"), nullable=True),
+    Column("default_quota", BigInteger, nullable=True),  # bytes for new users; NULL = none
+    Column("max_users", Integer, nullable=True),  # NULL = unlimited
+    Column("unknown_user", String(320), nullable=False, default=UNKNOWN_BOUNCE),
+    Column("created", BigInteger, nullable=False),  # Unix seconds
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain_id", Integer, ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("local_part", String(64), nullable=False),
+    Column("password_hash", String(255), nullable=True),  # argon2 PHC string; NULL = no login
+    Column("quota", BigInteger, nullable=True),  # bytes (Maildir++ 'S'); NULL = unlimited
+    Column("quota_messages", Integer, nullable=True),  # Maildir++ 'C'; NULL = unlimited
+    Column("flags", Integer, nullable=False, default=0),  # UserFlag bits
+    Column("maildir", String(1024), nullable=False),  # relative to the home
+    Column("created", BigInteger, nullable=False),
+    # The delivery lookup is one probe of this index (domain_id, local_part).
+    UniqueConstraint("domain_id", "local_part", name="users_address"),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain_id", Integer, ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("local_part", String(64), nullable=False),
+    Column("target", String(320), nullable=False),  # an address or a Maildir path
+    Column("keep_copy", Boolean, nullable=False, default=False),  # also deliver to the user
+    UniqueConstraint("domain_id", "local_part", "target", name="aliases_target"),
+)
+Index("aliases_address", aliases.c.domain_id, aliases.c.local_part)
+
+# version n -> the function that upgrades a connection from n to n + 1.  Each runs in the
+# caller's transaction, so a failed upgrade leaves the old schema intact.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+def stored_version(conn: Connection) -> int | None:
+    """The version recorded in the database, or None if it has no schema yet."""
+    if not conn.dialect.has_table(conn, schema_version.name):
+        return None
+    return conn.execute(select(schema_version.c.version)).scalar()
+
+
+def install(conn: Connection) -> None:
+    """Create every table and record :data:`SCHEMA_VERSION` (tables that exist are kept)."""
+    metadata.create_all(conn, checkfirst=True)
+    conn.execute(schema_version.delete())
+    conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+
+
+def upgrade(conn: Connection, version: int) -> None:
+    """Run the migrations from ``version`` up to :data:`SCHEMA_VERSION`.
+
+    Raises KeyError when a step is missing: an old schema we cannot upgrade.
+    """
+    while version < SCHEMA_VERSION:
+        MIGRATIONS[version](conn)
+        version += 1
+    conn.execute(schema_version.update().values(version=SCHEMA_VERSION))

@@ -1,0 +1,337 @@
+"""ServerConnection: the sans-IO SMTP server engine (bytes in, events out; replies in, bytes out).
+
+The driver feeds socket bytes with :meth:`ServerConnection.receive_data`, pulls events with
+:meth:`~ServerConnection.next_event` until :data:`NEED_DATA`, answers each event that expects
+it with :meth:`~ServerConnection.send`, and writes :meth:`~ServerConnection.data_to_send`.
+
+Behaviour (spec 3.1-3.6, RFC 5321, RFC 2920):
+
+- Lines end at LF, one trailing CR is stripped (qmail).  Pipelined commands are taken one at
+  a time, in order; replies accumulate until the driver takes them.  After a 354 the bytes are
+  message data (never commands) until ``CRLF.CRLF``; what follows is commands again.
+- The engine answers by itself, without an event: unknown verbs (502), HELO/EHLO without a
+  name (501, RFC 5321 4.1.1.1; qmail accepted it), unparsable paths (555), RCPT/DATA out of
+  sequence (503), a RCPT over ``max_recipients`` (452), a line over ``max_line`` bytes
+  including CRLF (500; the rest of that line is discarded), a bare LF in DATA (451, closed).
+- Limits: the ``max_errors``+1-th engine-detected error and the ``max_commands``+1-th command
+  line get 421 and close.  Refusals the driver sends are not errors: qmail's policy refusals
+  never drop the connection (spec 4).
+- After QUIT, input is ignored.  Any 421, solicited or not, closes (RFC 5321 3.8).
+- EOF: once all complete commands are taken, :class:`~events.ConnectionClosed` is returned
+  once, the engine is closed, and every later call returns :data:`NEED_DATA`.  A partial
+  command line at EOF is dropped silently (qmail exits on EOF).
+
+Invariants: no I/O imports; after ``next_event`` returns NEED_DATA the input buffer holds less
+than ``max_line`` bytes; an event expecting a reply must be answered before the next
+``next_event`` (else :class:`LocalProtocolError`); replies leave in the order of the commands.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Final
+
+from qtoaster.core.address import AddressSyntaxError, parse_mail_argument
+from qtoaster.core.reply import (
+    BARE_LF,
+    LINE_TOO_LONG,
+    SYNTAX_ERROR,
+    TOO_MANY_COMMANDS,
+    TOO_MANY_ERRORS,
+    TOO_MANY_RCPTS,
+    UNIMPLEMENTED,
+    Reply,
+)
+from qtoaster.protocols.smtp import events as ev
+from qtoaster.protocols.smtp.commands import parse_command_line, parse_parameters
+from qtoaster.protocols.smtp.dataframe import BareLineFeed, DataFramer
+from qtoaster.protocols.smtp.states import (
+    SEQUENCE_ERRORS,
+    LocalProtocolError,
+    State,
+    next_state,
+)
+
+__all__ = [
+    "NEED_DATA",
+    "NEED_HOSTNAME",
+    "LocalProtocolError",
+    "NeedData",
+    "ServerConnection",
+    "State",
+]
+
+NEED_HOSTNAME = Reply(501, "syntax error, HELO/EHLO needs a host name (#5.5.4)")
+"""RFC 5321 4.1.1.1 requires the domain; qmail 1.03 accepted an empty one."""
+
+
+class NeedData(enum.Enum):
+    """The type of :data:`NEED_DATA` (an enum member, so ``is`` checks narrow types)."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+class _Again(enum.Enum):
+    AGAIN = "AGAIN"  # internal: the engine answered by itself, look again
+
+
+class _TooLong(enum.Enum):
+    TOO_LONG = "TOO_LONG"  # internal: _take_line found an over-long line
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+_AGAIN: Final = _Again.AGAIN
+_TOO_LONG: Final = _TooLong.TOO_LONG
+
+
+class ServerConnection:
+    def __init__(
+        self,
+        *,
+        max_line: int = 4096,
+        max_errors: int = 20,
+        max_commands: int = 10_000,
+        max_recipients: int = 1000,
+    ) -> None:
+        if min(max_line, max_errors, max_commands, max_recipients) < 1 or max_line < 8:
+            raise ValueError("limits must be positive (max_line at least 8)")
+        self._max_line = max_line
+        self._max_errors = max_errors
+        self._max_commands = max_commands
+        self._max_recipients = max_recipients
+        self._state = State.COMMAND
+        self._buf = b""
+        self._pos = 0  # start of the unread input in _buf
+        self._out: list[bytes] = []
+        self._pending: ev.Event | None = None
+        self._framer: DataFramer | None = None
+        self._data_end: ev.DataEnd | None = None  # waits until the last DataChunk is out
+        self._discarding = False  # inside an over-long line
+        self._eof = False
+        self._ignore_input = False  # QUIT seen
+        self._errors = 0
+        self._commands = 0
+        self._recipients = 0
+        self.helo: str | None = None
+        self.closed = False
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def buffered(self) -> int:
+        """Input bytes received but not yet turned into events."""
+        return len(self._buf) - self._pos
+
+    # -- input ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client; ``b""`` means EOF.  Ignored once closed or after QUIT."""
+        if self.closed or self._ignore_input or self._eof:
+            return
+        if not data:
+            self._eof = True
+        elif self._pos >= len(self._buf):
+            self._buf, self._pos = bytes(data), 0
+        else:
+            self._buf, self._pos = self._buf[self._pos :] + data, 0
+
+    def next_event(self) -> ev.Event | NeedData:
+        """The next event, or NEED_DATA when more input is needed (or the engine is closed)."""
+        if self._pending is not None:
+            raise LocalProtocolError(f"{self._pending!r} has not been answered")
+        while not self.closed:
+            if self._state is State.DATA:
+                event = self._data_event()
+            else:
+                event = self._command_event()
+            if event is not _AGAIN:
+                return event
+        return NEED_DATA
+
+    # -- output ---------------------------------------------------------------------------
+
+    def send(self, reply: Reply) -> None:
+        """Answer the pending event, or (none pending) send an unsolicited reply.
+
+        Unsolicited replies are the greeting, a timeout or a shutdown notice; a 421 closes.
+        """
+        event = self._pending
+        if self.closed:
+            raise LocalProtocolError("the connection is closed")
+        if event is None:
+            self._out.append(reply.render())
+            if reply.code == 421:
+                self._close()
+            return
+        target = next_state(self._state, type(event), reply.code)
+        self._pending = None
+        self._out.append(reply.render())
+        self._enter(target, event, 200 <= reply.code < 300)
+
+    def data_to_send(self) -> bytes:
+        """All replies queued so far; empties the queue."""
+        out, self._out = b"".join(self._out), []
+        return out
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _command_event(self) -> ev.Event | NeedData | _Again:
+        line = self._take_line()
+        if line is None:
+            return self._connection_closed() if self._eof else NEED_DATA
+        self._commands += 1
+        if self._commands > self._max_commands:
+            return self._fatal(TOO_MANY_COMMANDS)
+        if line is _TOO_LONG:
+            return self._error(LINE_TOO_LONG)
+        command = parse_command_line(line)
+        handler = _HANDLERS.get(command.verb)
+        if handler is None:
+            return self._error(UNIMPLEMENTED)
+        return handler(self, command.argument)
+
+    def _take_line(self) -> bytes | _TooLong | None:
+        """The next command line without LF, _TOO_LONG, or None if no full line yet."""
+        buf, pos = self._buf, self._pos
+        if self._discarding:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                self._buf, self._pos = b"", 0
+                return None
+            pos, self._discarding = nl + 1, False
+        # max_line counts the CRLF (RFC 5321 4.5.3.1.4), so the LF must be within it.
+        nl = buf.find(b"\n", pos, pos + self._max_line)
+        if nl >= 0:
+            self._pos = nl + 1
+            return buf[pos:nl]
+        if len(buf) - pos >= self._max_line:
+            self._discarding = True
+            self._pos = pos + self._max_line
+            return _TOO_LONG
+        self._pos = pos
+        return None
+
+    def _helo(self, argument: str, extended: bool) -> ev.Event | NeedData | _Again:
+        if not argument:
+            return self._error(NEED_HOSTNAME)
+        return self._emit(ev.Helo(argument, extended))
+
+    def _mail(self, argument: str) -> ev.Event | NeedData | _Again:
+        try:
+            address, words = parse_mail_argument(argument)
+        except AddressSyntaxError:
+            return self._error(SYNTAX_ERROR)
+        parsed = parse_parameters(words)
+        return self._emit(ev.MailFrom(address, parsed.params, parsed.size, parsed.body))
+
+    def _rcpt(self, argument: str) -> ev.Event | NeedData | _Again:
+        sequence_error = SEQUENCE_ERRORS.get((self._state, ev.RcptTo))
+        if sequence_error is not None:
+            return self._error(sequence_error)
+        try:
+            address, words = parse_mail_argument(argument)
+        except AddressSyntaxError:
+            return self._error(SYNTAX_ERROR)
+        if self._recipients >= self._max_recipients:
+            # RFC 5321 4.5.3.1.8: 452 and the client goes on with the ones accepted.
+            self._out.append(TOO_MANY_RCPTS.render())
+            return _AGAIN
+        return self._emit(ev.RcptTo(address, parse_parameters(words).params))
+
+    def _data(self, argument: str) -> ev.Event | NeedData | _Again:
+        sequence_error = SEQUENCE_ERRORS.get((self._state, ev.Data))
+        if sequence_error is not None:
+            return self._error(sequence_error)
+        return self._emit(ev.Data())
+
+    def _quit(self, argument: str) -> ev.Event | NeedData | _Again:
+        # Anything pipelined after QUIT is never looked at.
+        self._ignore_input = True
+        self._buf, self._pos = b"", 0
+        return self._emit(ev.Quit())
+
+    # -- DATA -----------------------------------------------------------------------------
+
+    def _data_event(self) -> ev.Event | NeedData | _Again:
+        if self._data_end is not None:
+            end, self._data_end = self._data_end, None
+            return self._emit(end)
+        if self._pos >= len(self._buf):
+            return self._connection_closed() if self._eof else NEED_DATA
+        assert self._framer is not None
+        chunk = self._buf[self._pos :] if self._pos else self._buf
+        self._buf, self._pos = b"", 0
+        try:
+            framed = self._framer.feed(chunk)
+        except BareLineFeed:
+            self._out.append(BARE_LF.render())
+            self._close()
+            return ev.DataAborted(BARE_LF)
+        if framed.end is not None:
+            self._buf = chunk[framed.end :]  # pipelined commands after the final dot
+            self._data_end = ev.DataEnd(self._framer.hops)
+        if framed.payload:
+            return ev.DataChunk(framed.payload)
+        return _AGAIN
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _emit(self, event: ev.Event) -> ev.Event:
+        self._pending = event
+        return event
+
+    def _enter(self, target: State, event: ev.Event, positive: bool) -> None:
+        if target is State.CLOSED:
+            self._close()
+            return
+        if positive and isinstance(event, ev.Helo):
+            self.helo = event.name
+        if positive and isinstance(event, ev.RcptTo):
+            self._recipients += 1
+        elif target is State.COMMAND or (positive and isinstance(event, ev.MailFrom)):
+            self._recipients = 0  # transaction over, or a new one (a second MAIL, qmail)
+        self._framer = DataFramer() if target is State.DATA else None
+        self._state = target
+
+    def _error(self, reply: Reply) -> _Again:
+        self._errors += 1
+        if self._errors > self._max_errors:
+            return self._fatal(TOO_MANY_ERRORS)
+        self._out.append(reply.render())
+        return _AGAIN
+
+    def _fatal(self, reply: Reply) -> _Again:
+        self._out.append(reply.render())
+        self._close()
+        return _AGAIN
+
+    def _connection_closed(self) -> ev.Event:
+        self._close()
+        return ev.ConnectionClosed()
+
+    def _close(self) -> None:
+        self.closed = True
+        self._state = State.CLOSED
+        self._buf, self._pos = b"", 0
+        self._framer = None
+        self._data_end = None
+
+
+_Handler = Callable[[ServerConnection, str], "ev.Event | NeedData | _Again"]
+
+_HANDLERS: dict[str, _Handler] = {
+    "HELO": lambda conn, arg: conn._helo(arg, extended=False),
+    "EHLO": lambda conn, arg: conn._helo(arg, extended=True),
+    "MAIL": ServerConnection._mail,
+    "RCPT": ServerConnection._rcpt,
+    "DATA": ServerConnection._data,
+    "RSET": lambda conn, arg: conn._emit(ev.Rset()),
+    "NOOP": lambda conn, arg: conn._emit(ev.Noop()),
+    "VRFY": lambda conn, arg: conn._emit(ev.Vrfy(arg)),
+    "HELP": lambda conn, arg: conn._emit(ev.Help()),
+    "QUIT": ServerConnection._quit,
+}
+"""RFC 5321 4.1.1 verbs the engine knows; anything else gets 502 (qmail's commands table)."""

@@ -1,0 +1,102 @@
+"""The SMTP server's legal states and transitions, in one table (after h11's ``_state.py``).
+
+States (RFC 5321 3.3 mail transaction, with qmail's sequencing, spec 3.4-3.6):
+
+    COMMAND --MailFrom 2xx--> MAIL --RcptTo 2xx--> RCPT --Data 3xx--> DATA --DataEnd--> COMMAND
+       any command state --Helo/Rset 2xx--> COMMAND          Data 4xx/5xx --> COMMAND
+       any state --Quit (any reply) or any 421--> CLOSED
+
+The reply the driver sends decides the transition; the table maps (state, event type) to the
+next state for each reply class.  A reply class missing from the table is a driver bug and
+raises :class:`LocalProtocolError`.  ``SEQUENCE_ERRORS`` lists the commands the engine answers
+itself because they are out of order.
+
+Invariant: every key of ``TRANSITIONS`` is an event type that the engine may emit in that
+state; the engine emits no other (state, event) pair.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from qtoaster.core.reply import MAIL_FIRST, RCPT_FIRST, Reply
+from qtoaster.protocols.smtp import events as ev
+
+
+class State(enum.Enum):
+    COMMAND = "command"  # no mail transaction
+    MAIL = "mail"  # MAIL accepted, no recipient yet
+    RCPT = "rcpt"  # at least one recipient accepted
+    DATA = "data"  # message bytes flowing until CRLF.CRLF
+    CLOSED = "closed"  # nothing more will be read or answered
+
+
+class Outcome(enum.Enum):
+    POSITIVE = "2xx"
+    INTERMEDIATE = "3xx"
+    NEGATIVE = "4xx/5xx"
+
+
+class LocalProtocolError(Exception):
+    """The driver used the engine wrongly (e.g. a 250 to DATA, or no reply to an event)."""
+
+
+def outcome_of(code: int) -> Outcome:
+    if 200 <= code < 300:
+        return Outcome.POSITIVE
+    if 300 <= code < 400:
+        return Outcome.INTERMEDIATE
+    if 400 <= code < 600:
+        return Outcome.NEGATIVE
+    raise LocalProtocolError(f"reply code {code} is not an SMTP reply code (RFC 5321 4.2)")
+
+
+_COMMAND_STATES = (State.COMMAND, State.MAIL, State.RCPT)
+_P, _I, _N = Outcome.POSITIVE, Outcome.INTERMEDIATE, Outcome.NEGATIVE
+
+
+def _build() -> dict[tuple[State, type[ev.Event]], dict[Outcome, State]]:
+    table: dict[tuple[State, type[ev.Event]], dict[Outcome, State]] = {}
+    for state in _COMMAND_STATES:
+        # HELO/EHLO and RSET cancel the transaction (RFC 5321 4.1.4; qmail spec 3.2).
+        table[state, ev.Helo] = {_P: State.COMMAND, _N: state}
+        table[state, ev.Rset] = {_P: State.COMMAND, _N: state}
+        # A second MAIL starts a new transaction (qmail, spec 3.4; RFC 5321 would say 503).
+        # A refused MAIL leaves any open transaction alone, as qmail's early returns do.
+        table[state, ev.MailFrom] = {_P: State.MAIL, _N: state}
+        for verb in (ev.Noop, ev.Vrfy, ev.Help):
+            table[state, verb] = {_P: state, _N: state}
+        table[state, ev.Quit] = {_P: State.CLOSED, _I: State.CLOSED, _N: State.CLOSED}
+    for state in (State.MAIL, State.RCPT):
+        table[state, ev.RcptTo] = {_P: State.RCPT, _N: state}
+    # qmail closes the transaction at DATA whatever the outcome (spec 3.6).
+    table[State.RCPT, ev.Data] = {_I: State.DATA, _N: State.COMMAND}
+    table[State.DATA, ev.DataEnd] = {_P: State.COMMAND, _N: State.COMMAND}
+    return table
+
+
+TRANSITIONS = _build()
+
+SEQUENCE_ERRORS: dict[tuple[State, type[ev.Event]], Reply] = {
+    (State.COMMAND, ev.RcptTo): MAIL_FIRST,
+    (State.COMMAND, ev.Data): MAIL_FIRST,
+    (State.MAIL, ev.Data): RCPT_FIRST,
+}
+"""Commands the engine answers by itself in these states (qmail-smtpd.c smtp_rcpt/smtp_data)."""
+
+
+def next_state(state: State, event_type: type[ev.Event], code: int) -> State:
+    """The state after answering an event of ``event_type`` with reply ``code``.
+
+    A 421 closes the session from any state (RFC 5321 3.8).
+    """
+    outcomes = TRANSITIONS.get((state, event_type))
+    if outcomes is None:
+        raise LocalProtocolError(f"{event_type.__name__} cannot be answered in state {state}")
+    if code == 421:
+        return State.CLOSED
+    outcome = outcome_of(code)
+    target = outcomes.get(outcome)
+    if target is None:
+        raise LocalProtocolError(f"a {code} reply is not valid for {event_type.__name__}")
+    return target

@@ -1,0 +1,369 @@
+"""QueueStore: the durable queue on disk (docs/queue.md is the full description).
+
+Layout under ``queue/``: ``tmp/`` files being written, ``mess/`` committed messages
+(one file each, format in :mod:`qtoaster.queue.format`), ``state/`` per-message
+delivery results, ``bad/`` unreadable entries moved aside, ``trigger`` a FIFO.
+
+Invariants:
+- A file appears in ``mess/`` only by ``rename`` from ``tmp/`` after its data was
+  fsynced, so ``mess/`` never holds a partial message.  The commit point is the
+  fsync of ``mess/`` after the rename; ``Spool.commit`` returns only after it.
+- Directory fsyncs are coalesced (group commit): a caller waits for one fsync that
+  *started* after its rename, so N concurrent commits cost about two fsyncs, not N.
+- Message ids ``<time_ns:016x>-<pid:x>-<seq:x>`` are unique, sort by time and are
+  safe as file names; anything else in ``mess/`` is moved to ``bad/`` by recover().
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import re
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from qtoaster.core.clock import Clock, SystemClock
+from qtoaster.core.envelope import Envelope
+from qtoaster.core.errors import QueueError
+from qtoaster.queue import exitcodes
+from qtoaster.queue.format import BadQueueFile, EnvelopeError, encode_header, read_header
+
+__all__ = [
+    "BadQueueFile",
+    "NoSuchMessage",
+    "QueueStore",
+    "QueuedMessage",
+    "Spool",
+    "commit_message",
+    "fsync_dir",
+]
+
+STALE_TMP_SECONDS = 36 * 3600  # qmail's cleanup age for pid/ files (spec 14.3)
+_QID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]+-[0-9a-f]+$")
+_SEQ = itertools.count()
+_BUFFER = 64 * 1024
+
+
+class NoSuchMessage(LookupError):
+    """No message with that id in ``mess/``."""
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    qid: str
+    path: Path
+    birth: float
+    origin: str
+    envelope: Envelope
+    body_offset: int  # where the message bytes start in path
+    size: int  # message bytes
+
+
+def new_qid() -> str:
+    return f"{time.time_ns():016x}-{os.getpid():x}-{next(_SEQ):x}"
+
+
+def is_qid(name: str) -> bool:
+    return _QID.match(name) is not None
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DirSync:
+    """Group commit of one directory's fsync (a lock and a generation counter)."""
+
+    def __init__(
+        self, path: Path, enabled: bool, fsync: Callable[[Path], None] = fsync_dir
+    ) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._fsync = fsync
+        self.fsyncs = 0  # how many fsyncs ran (tests check the coalescing)
+        self._cond = threading.Condition()
+        self._started = 0
+        self._finished = 0
+        self._running = False
+
+    def sync(self) -> None:
+        """Return once an fsync of the directory that began after this call has finished."""
+        if not self.enabled:
+            return
+        with self._cond:
+            # One already running may have begun before our rename: we need the next one.
+            target = self._started + 1
+            while self._finished < target:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                generation = self._started
+                error: OSError | None = None
+                self._cond.release()
+                try:
+                    self._fsync(self.path)
+                except OSError as exc:
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                self._running = False
+                self.fsyncs += 1
+                if error is None:
+                    self._finished = generation
+                self._cond.notify_all()
+                if error is not None:
+                    raise error
+
+
+class QueueStore:
+    def __init__(self, path: Path, *, fsync: bool = True, clock: Clock | None = None) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self.clock: Clock = clock or SystemClock()
+        self.tmp = self.path / "tmp"
+        self.mess = self.path / "mess"
+        self.state = self.path / "state"
+        self.bad = self.path / "bad"
+        self.trigger = self.path / "trigger"
+        self.mess_sync = DirSync(self.mess, fsync)
+        self.state_sync = DirSync(self.state, fsync)
+
+    @staticmethod
+    def create(path: Path) -> None:
+        """Create the queue directories (0700) and the trigger FIFO; idempotent."""
+        path = Path(path)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name in ("tmp", "mess", "state", "bad"):
+            (path / name).mkdir(mode=0o700, exist_ok=True)
+        trigger = path / "trigger"
+        if not trigger.exists():
+            os.mkfifo(trigger, 0o600)
+
+    def mess_path(self, qid: str) -> Path:
+        return self.mess / qid
+
+    def state_path(self, qid: str) -> Path:
+        return self.state / qid
+
+    def open_spool(self, envelope: Envelope, origin: str) -> Spool:
+        """Start a message: ``tmp/ID`` created exclusively, header and envelope written."""
+        try:
+            header = encode_header(self.clock.time(), origin, envelope)
+        except EnvelopeError as exc:
+            raise QueueError(exc.code, str(exc)) from None
+        qid = new_qid()
+        path = self.tmp / qid
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise QueueError(exitcodes.CREATE_ERROR, f"creating {path}: {exc}") from None
+        spool = Spool(self, qid, os.fdopen(fd, "wb", buffering=_BUFFER))
+        spool.write_raw(header)
+        return spool
+
+    def ids(self) -> list[str]:
+        """Committed message ids, oldest first."""
+        try:
+            names = os.listdir(self.mess)
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if is_qid(name))
+
+    def load(self, qid: str) -> QueuedMessage:
+        """Header and envelope of ``mess/ID``; NoSuchMessage, or BadQueueFile if unreadable."""
+        if not is_qid(qid):
+            raise NoSuchMessage(qid)
+        path = self.mess / qid
+        try:
+            with open(path, "rb") as stream:
+                header = read_header(stream)
+                size = os.fstat(stream.fileno()).st_size
+        except FileNotFoundError:
+            raise NoSuchMessage(qid) from None
+        except OSError as exc:
+            raise BadQueueFile(f"unreadable: {exc}") from None
+        return QueuedMessage(
+            qid=qid,
+            path=path,
+            birth=header.birth,
+            origin=header.origin,
+            envelope=header.envelope,
+            body_offset=header.body_offset,
+            size=size - header.body_offset,
+        )
+
+    def delete(self, qid: str) -> None:
+        """Unlink ``mess/ID`` (made durable) then ``state/ID``; NoSuchMessage if absent."""
+        if not is_qid(qid):
+            raise NoSuchMessage(qid)
+        try:
+            os.unlink(self.mess / qid)
+        except FileNotFoundError:
+            self._unlink_quietly(self.state / qid)
+            raise NoSuchMessage(qid) from None
+        # State must not vanish while the message could come back after a crash.
+        self.mess_sync.sync()
+        self._unlink_quietly(self.state / qid)
+
+    def move_to_bad(self, name: str) -> None:
+        """Move ``mess/NAME`` (and its state file) aside into ``bad/``; never deletes."""
+        os.replace(self.mess / name, self.bad / name)
+        if (self.state / name).exists():
+            os.replace(self.state / name, self.bad / f"{name}.state")
+        self.mess_sync.sync()
+
+    def recover(self, *, everything: bool = False) -> list[str]:
+        """Clean up crash states (docs/queue.md); return one report line per action."""
+        report = self._clean_tmp(everything)
+        for name in sorted(os.listdir(self.mess)):
+            reason = None if is_qid(name) else "not a queue id"
+            if reason is None:
+                try:
+                    self.load(name)
+                    continue
+                except NoSuchMessage:
+                    continue
+                except BadQueueFile as exc:
+                    reason = str(exc)
+            self.move_to_bad(name)
+            report.append(f"moved unreadable mess/{name} to bad/: {reason}")
+        committed = set(os.listdir(self.mess))
+        for name in sorted(os.listdir(self.state)):
+            if name not in committed:
+                self._unlink_quietly(self.state / name)
+                report.append(f"removed orphan state/{name}")
+        return report
+
+    def notify(self, qid: str) -> None:
+        """Wake the manager through the trigger FIFO; no reader or a full pipe is fine."""
+        try:
+            fd = os.open(self.trigger, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return  # ENXIO: no manager is reading; it rescans periodically anyway
+        try:
+            os.write(fd, f"{qid}\n".encode())
+        except OSError:
+            pass  # EAGAIN: the pipe is full, the manager has plenty to read already
+        finally:
+            os.close(fd)
+
+    def _clean_tmp(self, everything: bool) -> list[str]:
+        report = []
+        limit = self.clock.time() - STALE_TMP_SECONDS
+        for name in sorted(os.listdir(self.tmp)):
+            path = self.tmp / name
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            if everything or info.st_mtime < limit or not stat.S_ISREG(info.st_mode):
+                self._unlink_quietly(path)
+                report.append(f"removed stale tmp/{name}")
+        return report
+
+    @staticmethod
+    def _unlink_quietly(path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+class Spool:
+    """One message being received: buffered writes into ``tmp/ID``, then commit or abort."""
+
+    def __init__(self, store: QueueStore, qid: str, stream: BinaryIO) -> None:
+        self.qid = qid
+        self._store = store
+        self._tmp = store.tmp / qid
+        self._stream = stream  # buffered, over the O_EXCL descriptor
+        self._size = 0
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write_raw(self, data: bytes) -> None:
+        try:
+            self._stream.write(data)
+        except OSError as exc:
+            self.abort()
+            raise QueueError(exitcodes.WRITE_ERROR, f"writing {self._tmp}: {exc}") from None
+
+    def write(self, data: bytes) -> None:
+        """Append message bytes (LF line endings, as they will be delivered)."""
+        self.write_raw(data)
+        self._size += len(data)
+
+    def commit(self) -> str:
+        """fsync, rename into ``mess/``, fsync ``mess/`` (the commit point), trigger."""
+        if self._done:
+            raise QueueError(exitcodes.INTERNAL_BUG, "spool already finished")
+        stream = self._stream
+        try:
+            stream.flush()
+            if self._store.fsync:
+                os.fsync(stream.fileno())
+            stream.close()
+            os.rename(self._tmp, self._store.mess / self.qid)
+        except OSError as exc:
+            self.abort()
+            raise QueueError(exitcodes.WRITE_ERROR, f"committing {self.qid}: {exc}") from None
+        self._done = True
+        try:
+            self._store.mess_sync.sync()
+        except OSError as exc:
+            # Renamed but maybe not durable: refuse the 250; at worst a duplicate later.
+            raise QueueError(exitcodes.WRITE_ERROR, f"syncing mess/: {exc}") from None
+        self._store.notify(self.qid)
+        return self.qid
+
+    def abort(self) -> None:
+        """Remove the temporary file; safe twice and after commit."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._stream.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self._tmp)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+def commit_message(
+    store: QueueStore, envelope: Envelope, origin: str, chunks: Iterable[bytes]
+) -> str:
+    """Queue a whole message in one call (bounces, queue-inject, sendmail); returns the id."""
+    with store.open_spool(envelope, origin) as spool:
+        for chunk in chunks:
+            spool.write(chunk)
+        return spool.commit()

@@ -1,0 +1,23 @@
+"""Address rewriting smtpd does before any policy check (spec 3.3, 23.2).
+
+An address ending in ``@[d.d.d.d]`` where d.d.d.d is this host (the address the
+client connected to, or 0.0.0.0, which RFC 1122 3.2.1.3 calls "this host") gets
+the bracketed part replaced by control/localiphost, so rcpthosts and local
+delivery see our own name.
+"""
+
+from __future__ import annotations
+
+THIS_HOST = "0.0.0.0"
+
+
+def rewrite_localip(address: str, local_ip: str, localiphost: str) -> str:
+    local, at, domain = address.rpartition("@")
+    if not at or not (domain.startswith("[") and domain.endswith("]")):
+        return address
+    literal = domain[1:-1]
+    if literal.lower().startswith("ipv6:"):
+        literal = literal[5:]
+    if literal in (local_ip, THIS_HOST):
+        return f"{local}@{localiphost}"
+    return address

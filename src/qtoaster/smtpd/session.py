@@ -1,0 +1,299 @@
+"""One SMTP session: drives the sans-IO engine over an asyncio transport.
+
+The engine (protocols.smtp.server) parses and sequences; this module decides the
+replies (through the policy pipeline), streams DATA into a queue spool and answers
+250 only after the queue's commit returned.  Nothing here blocks the event loop
+except small buffered writes to the spool; the commit (fsync) runs in the executor.
+
+Invariants:
+- replies are flushed only when the engine needs more input (RFC 2920 batching);
+- while a commit is in flight, reading is paused and no further command is handled,
+  so pipelined commands after the final dot are answered in order;
+- a spool that is not committed is always aborted (connection lost, 4xx, 5xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from qtoaster.core import reply as R
+from qtoaster.core.envelope import Envelope
+from qtoaster.core.reply import Reply
+from qtoaster.policy.checks.databytes import effective_databytes
+from qtoaster.policy.verdict import Facts, Stage
+from qtoaster.protocols.smtp import events as ev
+from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
+from qtoaster.smtpd.addresses import rewrite_localip
+from qtoaster.smtpd.received import received_header
+
+if TYPE_CHECKING:
+    from qtoaster.queue.store import Spool
+    from qtoaster.smtpd.context import SmtpdContext
+
+log = logging.getLogger("qtoaster.smtpd")
+_ids = itertools.count(1)
+MAX_HOPS = 100  # qmail-smtpd's MAXHOPS (spec 3.6)
+
+
+class SmtpSession(asyncio.Protocol):
+    def __init__(self, ctx: SmtpdContext, sessions: set[SmtpSession]) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
+        self.conn = ServerConnection()
+        self.transport: asyncio.Transport | None = None
+        self.last_activity = time.monotonic()
+        self.busy = False
+        self.id = f"{ctx.hostname_pid}:{next(_ids)}"
+        self.env: Mapping[str, str] = {}
+        self.remote_ip = self.local_ip = "unknown"
+        self.sender: str | None = None
+        self.recipients: list[str] = []
+        self.spool: Spool | None = None
+        self.data_bytes = 0
+        self.oversize = False
+
+    # -- asyncio callbacks -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("unknown", 0)
+        sock = transport.get_extra_info("sockname") or ("unknown", 0)
+        self.remote_ip, self.local_ip = _plain_ip(peer[0]), _plain_ip(sock[0])
+        decision = self.ctx.config.tcp_smtp.match(self.remote_ip)
+        if not decision.allow:
+            # tcpserver's deny: drop without running the daemon (tcprules(1)).
+            log.info("%s deny client=%s rule=%s", self.id, self.remote_ip, decision.rule)
+            transport.abort()
+            return
+        self.env = {**self.ctx.process_env, **decision.env}
+        self.sessions.add(self)
+        greeting = self.ctx.config.controls.smtpgreeting
+        transport.write(Reply(220, f"{greeting} ESMTP").render())
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        self.conn.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_data(b"")
+        self._process()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sessions.discard(self)
+        self._abort_spool()
+
+    # -- driving the engine ------------------------------------------------
+    def _process(self) -> None:
+        while not self.busy and self.transport is not None:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, ev.ConnectionClosed):
+                self._abort_spool()
+                self._flush()
+                self.transport.close()
+                return
+            self._handle(event)
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        out = self.conn.data_to_send()
+        if out:
+            self.transport.write(out)
+        if self.conn.closed:
+            self.transport.close()
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, ev.DataChunk):
+            self._data_chunk(event.data)
+        elif isinstance(event, ev.DataEnd):
+            self._data_end(event.hops)
+        elif isinstance(event, ev.DataAborted):
+            self._abort_spool()
+        elif isinstance(event, ev.Helo):
+            self._reset()
+            self.conn.send(self._ehlo_reply() if event.extended else self._greeting(250))
+        elif isinstance(event, ev.MailFrom):
+            self._mail(event)
+        elif isinstance(event, ev.RcptTo):
+            self._rcpt(event.address)
+        elif isinstance(event, ev.Data):
+            self._data_start()
+        elif isinstance(event, ev.Rset):
+            self._reset()
+            self.conn.send(R.FLUSHED)
+        elif isinstance(event, ev.Noop):
+            self.conn.send(R.OK)
+        elif isinstance(event, ev.Vrfy):
+            self.conn.send(R.VRFY)
+        elif isinstance(event, ev.Help):
+            self.conn.send(R.HELP)
+        elif isinstance(event, ev.Quit):
+            self.conn.send(self._greeting(221))
+        else:  # pragma: no cover - the engine's event set is closed
+            raise AssertionError(f"unexpected event {event!r}")
+
+    # -- replies -----------------------------------------------------------
+    def _greeting(self, code: int) -> Reply:
+        return Reply(code, self.ctx.config.controls.smtpgreeting)
+
+    def _databytes(self) -> int:
+        return effective_databytes(self.env, self.ctx.config.controls.databytes)
+
+    def _ehlo_reply(self) -> Reply:
+        lines = [
+            self.ctx.config.controls.smtpgreeting,
+            "PIPELINING",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            f"SIZE {self._databytes()}",
+        ]
+        return Reply(250, "\n".join(lines))
+
+    def _facts(
+        self, *, sender: str | None = None, recipient: str | None = None, size: int | None = None
+    ) -> Facts:
+        return Facts(
+            remote_ip=self.remote_ip,
+            local_ip=self.local_ip,
+            env=self.env,
+            helo=self.conn.helo,
+            sender=self.sender if sender is None else sender,
+            recipient=recipient,
+            size=size,
+            recipients=tuple(self.recipients),
+        )
+
+    # -- transaction ---------------------------------------------------------
+    def _reset(self) -> None:
+        self.sender = None
+        self.recipients = []
+
+    def _mail(self, event: ev.MailFrom) -> None:
+        verdict = self.ctx.pipeline.run(
+            Stage.MAIL, self._facts(sender=event.address, size=event.size), self.id
+        )
+        if verdict.reply is not None:
+            self.conn.send(verdict.reply)
+            return
+        self.sender = event.address
+        self.recipients = []
+        self.conn.send(R.OK)
+
+    def _rcpt(self, address: str) -> None:
+        controls = self.ctx.config.controls
+        address = rewrite_localip(address, self.local_ip, controls.localiphost)
+        verdict = self.ctx.pipeline.run(Stage.RCPT, self._facts(recipient=address), self.id)
+        if verdict.reply is not None:
+            self.conn.send(verdict.reply)
+            return
+        self.recipients.append(verdict.rewritten or address)
+        self.conn.send(R.OK)
+
+    def _data_start(self) -> None:
+        assert self.sender is not None
+        envelope = Envelope(self.sender, tuple(self.recipients))
+        self._reset()  # qmail: the transaction is over at DATA, whatever the outcome
+        try:
+            spool = self.ctx.store.open_spool(envelope, f"smtp {self.remote_ip}")
+            spool.write(self._received())
+        except OSError as exc:
+            log.warning("%s cannot open spool: %s", self.id, exc)
+            self.conn.send(R.QQT_FAILURE)
+            return
+        self.spool, self.data_bytes, self.oversize = spool, 0, False
+        self.conn.send(R.GO_AHEAD)
+
+    def _received(self) -> bytes:
+        return received_header(
+            remotehost=self.env.get("TCPREMOTEHOST", "unknown"),
+            helo=self.conn.helo,
+            remoteip=self.remote_ip,
+            remoteinfo=self.env.get("TCPREMOTEINFO"),
+            local=self.ctx.config.controls.me,
+            when=time.time(),
+        )
+
+    def _data_chunk(self, data: bytes) -> None:
+        if self.spool is None or self.oversize:
+            return
+        self.data_bytes += len(data)
+        limit = self._databytes()
+        if limit and self.data_bytes > limit:
+            # qmail reads the whole message, then answers 552 (spec 3.6); we stop
+            # writing at once so an oversized message costs no disk.
+            self.oversize = True
+            return
+        try:
+            self.spool.write(data)
+        except OSError as exc:
+            log.warning("%s spool write failed: %s", self.id, exc)
+            self._abort_spool()
+
+    def _data_end(self, hops: int) -> None:
+        spool, self.spool = self.spool, None
+        if spool is None:
+            self.conn.send(Reply(451, "qq write error or disk full (#4.3.0)"))
+            return
+        if self.oversize:
+            spool.abort()
+            self.conn.send(R.DATABYTES)
+        elif hops >= MAX_HOPS:
+            spool.abort()
+            self.conn.send(R.TOO_MANY_HOPS)
+        else:
+            self.busy = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+            asyncio.get_running_loop().create_task(self._commit(spool))
+
+    async def _commit(self, spool: Spool) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            qid = await loop.run_in_executor(self.ctx.executor, spool.commit)
+            reply = Reply(250, f"ok {int(time.time())} qp {qid}")
+            log.info("%s accepted msg %s from %s", self.id, qid, self.remote_ip)
+        except Exception as exc:  # the queue failed: temporary, nothing was acknowledged
+            await loop.run_in_executor(self.ctx.executor, spool.abort)
+            log.warning("%s queue commit failed: %s", self.id, exc)
+            reply = Reply(451, "qq write error or disk full (#4.3.0)")
+        self.busy = False
+        self.last_activity = time.monotonic()
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.conn.send(reply)
+        self.transport.resume_reading()
+        self._process()
+
+    def _abort_spool(self) -> None:
+        spool, self.spool = self.spool, None
+        if spool is not None:
+            spool.abort()
+
+    # -- supervision ---------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        """Between transactions: closing now loses nothing the client thinks was sent."""
+        return not self.busy and self.sender is None and self.spool is None
+
+    def expire(self, reply: Reply) -> None:
+        """Timeout or shutdown: tell the client and close (spec 3.1: ``451 timeout``)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._abort_spool()
+        self.transport.write(self.conn.data_to_send() + reply.render())
+        self.transport.close()
+
+
+def _plain_ip(ip: str) -> str:
+    """``::ffff:127.0.0.1`` (a v4 client on a dual-stack socket) -> ``127.0.0.1``."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip

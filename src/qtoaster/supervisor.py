@@ -1,0 +1,183 @@
+"""``qtoaster run``: binds the listeners, runs the roles as child processes.
+
+- Each listener gets one SO_REUSEPORT socket per smtpd worker, bound here so that
+  port 0 resolves once and every worker serves the same address.
+- Children are ``python -m qtoaster serve ROLE`` processes that inherit their
+  sockets and report readiness on a pipe; one line ``qtoaster ready: ...`` is
+  printed when all of them are up.
+- A child that dies is restarted (with a short back-off); the sockets stay open
+  here, so connections waiting in the backlog are not lost.
+- SIGTERM/SIGINT: passed on to every child, which stop gracefully; SIGHUP: the
+  configuration is checked first, then smtpd workers reload and the queue manager
+  is restarted (it rebuilds its state from disk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from qtoaster.config.loader import check_config
+from qtoaster.config.settings import Listener
+from qtoaster.core.home import Home
+
+log = logging.getLogger("qtoaster.supervisor")
+STOP_SECONDS = 40.0
+
+
+@dataclass
+class Child:
+    role: str
+    argv: list[str]
+    fds: list[int]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def bind(listener: Listener, count: int) -> list[socket.socket]:
+    """``count`` SO_REUSEPORT sockets on one address (the first fixes port 0)."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    port = listener.port
+    for _ in range(count):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((listener.host, port))
+        sock.listen(4096)
+        sock.set_inheritable(True)
+        port = sock.getsockname()[1]
+        sockets.append(sock)
+    return sockets
+
+
+class Supervisor:
+    def __init__(self, home: Home, listeners: list[Listener], workers: int) -> None:
+        self.home = home
+        self.listeners = listeners
+        self.workers = workers
+        self.children: list[Child] = []
+        self.stopping = False
+        self.bound: list[tuple[Listener, list[socket.socket]]] = []
+        self.ready_r, self.ready_w = os.pipe()
+        os.set_inheritable(self.ready_w, True)
+
+    def _serve_argv(self, role: str, fds: list[int]) -> list[str]:
+        argv = [sys.executable, "-m", "qtoaster", "serve", role, "--home", str(self.home.root)]
+        argv += ["--ready-fd", str(self.ready_w), "--supervised"]
+        for fd in fds:
+            argv += ["--fd", str(fd)]
+        return argv
+
+    def setup(self) -> None:
+        self.bound = [(lst, bind(lst, self.workers)) for lst in self.listeners]
+        for i in range(self.workers):
+            fds = [socks[i].fileno() for _, socks in self.bound]
+            self.children.append(Child(f"smtpd#{i}", self._serve_argv("smtpd", fds), fds))
+        self.children.append(Child("send", self._serve_argv("send", []), []))
+
+    def addresses(self) -> str:
+        parts = []
+        for lst, socks in self.bound:
+            host, port = socks[0].getsockname()[:2]
+            parts.append(f"{lst.kind} {'[' + host + ']' if ':' in host else host}:{port}")
+        return ", ".join(parts)
+
+    def spawn(self, child: Child) -> None:
+        child.ready.clear()
+        child.started = time.monotonic()
+        child.proc = subprocess.Popen(
+            [*child.argv, "--child-name", child.role],
+            pass_fds=[*child.fds, self.ready_w],
+        )
+
+    def on_ready_pipe(self) -> None:
+        data = os.read(self.ready_r, 4096).decode()
+        for line in data.split():
+            for child in self.children:
+                if child.proc is not None and line == f"ready:{child.proc.pid}":
+                    child.ready.set()
+
+    def signal(self, signum: int, roles: tuple[str, ...] = ("smtpd", "send")) -> None:
+        for child in self.children:
+            if child.proc and child.proc.poll() is None and child.role.startswith(roles):
+                child.proc.send_signal(signum)
+
+    def hangup(self) -> None:
+        problems = check_config(self.home)
+        if problems:
+            log.error("SIGHUP: configuration has problems, not reloading:\n%s", "\n".join(problems))
+            return
+        log.info("SIGHUP: reloading")
+        self.signal(signal.SIGHUP, ("smtpd",))
+        self.signal(signal.SIGTERM, ("send",))  # restarted by the monitor with fresh state
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.ready_r, self.on_ready_pipe)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.hangup)
+        for child in self.children:
+            self.spawn(child)
+        ready = loop.create_task(self.all_ready())
+        monitor = loop.create_task(self.monitor(stop))
+        stopped = loop.create_task(stop.wait())
+        done, _ = await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            print(
+                f"qtoaster ready: {self.addresses()}; smtpd workers {self.workers}; "
+                f"queue manager running; home {self.home.root}",
+                flush=True,
+            )
+        await stop.wait()
+        self.stopping = True
+        monitor.cancel()
+        return await self.shutdown()
+
+    async def all_ready(self) -> None:
+        for child in self.children:
+            await child.ready.wait()
+
+    async def monitor(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+            for child in self.children:
+                if child.proc is None or child.proc.poll() is None or self.stopping:
+                    continue
+                code = child.proc.returncode
+                log.warning("%s exited with %s; restarting", child.role, code)
+                if time.monotonic() - child.started < 1.0:
+                    child.restarts += 1
+                    await asyncio.sleep(min(0.5 * child.restarts, 5.0))
+                else:
+                    child.restarts = 0
+                self.spawn(child)
+
+    async def shutdown(self) -> int:
+        self.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline:
+            if all(c.proc is None or c.proc.poll() is not None for c in self.children):
+                break
+            await asyncio.sleep(0.05)
+        self.signal(signal.SIGKILL)
+        for child in self.children:
+            if child.proc is not None:
+                child.proc.wait()
+        for _, socks in self.bound:
+            for sock in socks:
+                sock.close()
+        return 0

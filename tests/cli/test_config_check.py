@@ -1,0 +1,56 @@
+"""``qtoaster config check`` through click's CliRunner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from qtoaster.cli.main import cli
+from qtoaster.core.home import Home
+
+
+def make_home(root: Path) -> Home:
+    home = Home(root)
+    home.control.mkdir(parents=True)
+    (home.control / "me").write_text("mx.example.com\n")
+    home.settings_file.write_text('[listen]\nsmtp = ["127.0.0.1:2525"]\n')
+    home.tcp_smtp.write_text('127.:allow,RELAYCLIENT=""\n')
+    return home
+
+
+def test_check_ok(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    result = CliRunner().invoke(cli, ["config", "check", "--home", str(home.root)])
+    assert result.exit_code == 0, result.output
+    assert result.output == "configuration OK\n"
+
+
+def test_check_lists_every_problem(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    (home.control / "me").unlink()
+    (home.control / "timeoutsmtpd").write_text("20m\n")
+    home.settings_file.write_text("[smtpd]\nworkers = 1000\n")
+    home.tcp_smtp.write_text('127.:allow,RELAYCLIENT=""\n127.0.0.1 :allow\n:deny,X="open\n')
+    result = CliRunner().invoke(cli, ["config", "check", "--home", str(home.root)])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5, result.output
+    assert lines[0].startswith("qtoaster.toml: [smtpd] workers")
+    assert lines[1].startswith("control/me: missing")
+    assert lines[2].startswith("control/timeoutsmtpd: '20m'")
+    assert lines[3].startswith("tcp.smtp:2: spaces in address")
+    assert lines[4].startswith("tcp.smtp:3: value of X is not closed")
+    assert "5 problem(s)" in result.stderr
+
+
+def test_check_uses_qtoaster_home_env(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    result = CliRunner(env={"QTOASTER_HOME": str(home.root)}).invoke(cli, ["config", "check"])
+    assert result.exit_code == 0, result.output
+
+
+def test_check_missing_home(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["config", "check", "--home", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert "qtoaster init" in result.output

@@ -1,0 +1,98 @@
+"""``qtoaster queue list|stat|show|delete`` through click's CliRunner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qtoaster.cli.main import cli
+from qtoaster.core.envelope import Envelope
+from qtoaster.queue import state
+from qtoaster.queue.store import QueueStore, commit_message
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    root = tmp_path / "home"
+    (root / "control").mkdir(parents=True)
+    (root / "control" / "me").write_text("mx.example.com\n")
+    (root / "control" / "locals").write_text("mx.example.com\nexample.com\n")
+    QueueStore.create(root / "queue")
+    return root
+
+
+def queue_one(home: Path) -> str:
+    store = QueueStore(home / "queue", fsync=False)
+    env = Envelope("alice@example.org", ("bob@example.com", "far@remote.example", "joe"))
+    qid = commit_message(store, env, "inject uid 0", [b"Subject: hi\n\nbody\n"])
+    state.append(store.state_path(qid), [state.delivered(0)], fsync=False)
+    return qid
+
+
+def invoke(home: Path, *args: str, input: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["queue", *args, "--home", str(home)], input=input)
+    return result.exit_code, result.output
+
+
+def test_stat(home: Path) -> None:
+    assert invoke(home, "stat") == (
+        0,
+        "messages in queue: 0\nmessages in queue but not yet preprocessed: 0\n",
+    )
+    queue_one(home)
+    assert invoke(home, "stat")[1].startswith("messages in queue: 1\n")
+
+
+def test_list(home: Path) -> None:
+    qid = queue_one(home)
+    code, out = invoke(home, "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert f"msg {qid}: 18 bytes from <alice@example.org>" in lines[0]
+    assert lines[0].endswith(
+        "GMT  msg " + qid + ": 18 bytes from <alice@example.org>  (inject uid 0)"
+    )
+    assert lines[1:] == [
+        "  done    bob@example.com",
+        "  remote  far@remote.example",
+        "  local   joe@mx.example.com",
+    ]
+
+
+def test_show(home: Path) -> None:
+    qid = queue_one(home)
+    code, out = invoke(home, "show", qid)
+    assert code == 0
+    assert out.startswith(
+        "From: <alice@example.org>\nTo: <bob@example.com>\nTo: <far@remote.example>\nTo: <joe>\n"
+    )
+    assert out.endswith("\nSubject: hi\n\nbody\n")
+
+
+def test_delete(home: Path) -> None:
+    qid = queue_one(home)
+    code, out = invoke(home, "delete", qid, input="n\n")
+    assert code == 1 and "Aborted" in out
+    assert invoke(home, "stat")[1].startswith("messages in queue: 1")
+    code, out = invoke(home, "delete", qid, input="y\n")
+    assert code == 0 and f"deleted msg {qid}" in out
+    assert invoke(home, "stat")[1].startswith("messages in queue: 0")
+    assert not list((home / "queue" / "state").iterdir())
+
+
+def test_unknown_id(home: Path) -> None:
+    for command in ("show", "delete"):
+        code, out = (
+            invoke(home, command, "0000000000000001-1-1", "--yes")
+            if command == "delete"
+            else invoke(home, command, "0000000000000001-1-1")
+        )
+        assert code == 1
+        assert "msg 0000000000000001-1-1: not in the queue" in out
+
+
+def test_no_queue(tmp_path: Path) -> None:
+    code, out = invoke(tmp_path / "nothing", "list")
+    assert code == 1 and "no queue here" in out

@@ -1,0 +1,156 @@
+"""qtoaster.toml -> Settings: defaults, listeners, every problem in one ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qtoaster.config.settings import Listener, Settings, load_settings, parse_listen
+from qtoaster.core.errors import ConfigError
+
+
+def load_settings_text(tmp_path: Path, text: str) -> Settings:
+    path = tmp_path / "qtoaster.toml"
+    path.write_text(text)
+    return load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "host", "port", "text"),
+    [
+        ("127.0.0.1:2525", "127.0.0.1", 2525, "127.0.0.1:2525"),
+        ("[::1]:2525", "::1", 2525, "[::1]:2525"),
+        ("[0:0::1]:25", "::1", 25, "[::1]:25"),
+        (":25", "0.0.0.0", 25, "0.0.0.0:25"),
+        ("0.0.0.0:0", "0.0.0.0", 0, "0.0.0.0:0"),
+    ],
+)
+def test_parse_listen(value: str, host: str, port: int, text: str) -> None:
+    listener = parse_listen("smtp", value)
+    assert listener == Listener("smtp", host, port)
+    assert str(listener) == text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "127.0.0.1",
+        "::1:25",
+        "[::1]25",
+        "[127.0.0.1]:25",
+        "mail.example.com:25",
+        "1.2.3.4:x",
+        "1.2.3.4:65536",
+        "1.2.3.4:-1",
+        "1.2.3.4:",
+        "1.2.3.4:²",
+    ],
+)
+def test_parse_listen_rejects(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen("smtp", value)
+
+
+def test_defaults_for_empty_file(tmp_path: Path) -> None:
+    settings = load_settings_text(tmp_path, "")
+    assert settings == load_settings_text(tmp_path, '[listen]\nsmtp = ["127.0.0.1:2525"]\n')
+    assert settings.listeners == (Listener("smtp", "127.0.0.1", 2525),)
+    assert settings.smtpd_workers == 0
+    assert settings.max_connections == 10000
+    assert settings.database_url is None
+    assert settings.fsync is True
+    assert settings.log_level == "info"
+
+
+def test_all_values(tmp_path: Path) -> None:
+    settings = load_settings_text(
+        tmp_path,
+        """
+[listen]
+smtp = ["127.0.0.1:25", "[::1]:25"]
+[smtpd]
+workers = 4
+max_connections = 500
+[database]
+url = "postgresql://db/q"
+[queue]
+fsync = false
+[log]
+level = "debug"
+""",
+    )
+    assert [str(x) for x in settings.listeners] == ["127.0.0.1:25", "[::1]:25"]
+    assert (settings.smtpd_workers, settings.max_connections) == (4, 500)
+    assert settings.database_url == "postgresql://db/q"
+    assert settings.fsync is False and settings.log_level == "debug"
+
+
+def test_empty_listener_list_allowed(tmp_path: Path) -> None:
+    assert load_settings_text(tmp_path, "[listen]\nsmtp = []\n").listeners == ()
+
+
+def test_every_problem_reported_at_once(tmp_path: Path) -> None:
+    text = """
+typo = 1
+[listen]
+smtp = ["127.0.0.1:25", "nowhere:25", "127.0.0.1:25"]
+pop3 = [":110"]
+[smtpd]
+workers = "four"
+max_connections = 0
+threads = 2
+[database]
+url = ""
+[queue]
+fsync = 1
+[log]
+level = "loud"
+[extra]
+"""
+    with pytest.raises(ConfigError) as info:
+        load_settings_text(tmp_path, text)
+    problems = info.value.problems
+    expected = [
+        "[listen] smtp: 'nowhere:25'",
+        "[listen] smtp: '127.0.0.1:25' given twice",
+        "[listen] unknown key 'pop3'",
+        "[smtpd] workers: must be an integer from 0 to 256, not 'four'",
+        "[smtpd] max_connections: must be an integer from 1 to 1000000, not 0",
+        "[smtpd] unknown key 'threads'",
+        "[database] url: must be a non-empty string",
+        "[queue] fsync: must be true or false, not 1",
+        "[log] level: must be one of debug, info, warning, error, not 'loud'",
+        "unknown table [extra]",
+        "typo = 1 is not inside a table (settings go under [listen], [smtpd]",
+    ]
+    assert len(problems) == len(expected), problems
+    for fragment in expected:
+        assert any(fragment in p for p in problems), fragment
+    assert all(p.startswith("qtoaster.toml: ") for p in problems)
+
+
+def test_bool_is_not_an_integer(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="workers"):
+        load_settings_text(tmp_path, "[smtpd]\nworkers = true\n")
+
+
+def test_wrong_listen_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match='list of "HOST:PORT"'):
+        load_settings_text(tmp_path, '[listen]\nsmtp = "127.0.0.1:25"\n')
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing"):
+        load_settings(tmp_path / "qtoaster.toml")
+
+
+def test_syntax_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^qtoaster\.toml: "):
+        load_settings_text(tmp_path, "[smtpd\n")
+
+
+def test_settings_frozen(tmp_path: Path) -> None:
+    settings = load_settings_text(tmp_path, "")
+    with pytest.raises(AttributeError):
+        settings.fsync = False  # type: ignore[misc]

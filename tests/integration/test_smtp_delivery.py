@@ -1,0 +1,155 @@
+"""Mail in over SMTP from real clients, through the queue, into Maildir."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .harness import Server, maildir_files, qt, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def swaks(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{port}", "--hide-all", "--silent", "2", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_swaks_single_recipient_lands_in_maildir(server: Server) -> None:
+    before = len(maildir_files(server.home, "alice"))
+    result = swaks(
+        server.port,
+        "--to",
+        "alice@example.test",
+        "--from",
+        "x@remote.test",
+        "--header",
+        "Subject: first",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_until(lambda: len(maildir_files(server.home, "alice")) > before, what="delivery")
+    data = maildir_files(server.home, "alice")[-1].read_bytes()
+    assert data.startswith(b"Return-Path: <x@remote.test>\nDelivered-To: alice@example.test\n")
+    assert b"Received: from unknown (HELO " in data
+    assert b"(127.0.0.1)\n  by mx.example.test with SMTP; " in data
+    assert b"Subject: first" in data
+    assert b"\r\n" not in data
+
+
+def test_smtplib_many_recipients(server: Server) -> None:
+    users = ("alice", "bob", "carol")
+    before = {u: len(maildir_files(server.home, u)) for u in users}
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+        refused = client.sendmail(
+            "sender@remote.test",
+            [f"{u}@example.test" for u in users],
+            b"Subject: many\r\n\r\nhello all\r\n",
+        )
+    assert refused == {}
+    for u in users:
+        wait_until(lambda u=u: len(maildir_files(server.home, u)) > before[u], what=u)
+
+
+def test_ehlo_advertises_extensions(server: Server) -> None:
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+        code, _ = client.ehlo("client.test")
+        assert code == 250
+        for ext in ("pipelining", "8bitmime", "size", "enhancedstatuscodes"):
+            assert client.has_extn(ext), ext
+        assert client.esmtp_features["size"] == "0"
+
+
+def test_pipelined_session_gets_replies_in_order(server: Server) -> None:
+    before = len(maildir_files(server.home, "bob"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        sock.sendall(
+            b"EHLO pipe.test\r\nMAIL FROM:<p@remote.test>\r\nRCPT TO:<bob@example.test>\r\n"
+            b"RCPT TO:<nobody@elsewhere.test>\r\nDATA\r\n"
+        )
+        lines = []
+        while not lines or not lines[-1].startswith(b"354"):
+            lines.append(f.readline())
+        sock.sendall(b"Subject: piped\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        final = [f.readline(), f.readline()]
+    codes = [line[:4] for line in lines if not line.startswith(b"250-")]
+    # EHLO (last line), MAIL, RCPT ok, RCPT relaying is fine for 127. (RELAYCLIENT), DATA
+    assert codes == [b"250 ", b"250 ", b"250 ", b"250 ", b"354 "]
+    assert final[0].startswith(b"250 ok ") and final[1].startswith(b"221 ")
+    wait_until(lambda: len(maildir_files(server.home, "bob")) > before, what="bob")
+
+
+def test_8bit_body_is_kept_byte_for_byte(server: Server) -> None:
+    before = len(maildir_files(server.home, "carol"))
+    body = "Grüße aus Köln — ½ € 日本".encode()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+        client.ehlo()
+        client.sendmail(
+            "s@remote.test",
+            ["carol@example.test"],
+            b"Subject: 8bit\r\n\r\n" + body + b"\r\n",
+            mail_options=["BODY=8BITMIME"],
+        )
+    wait_until(lambda: len(maildir_files(server.home, "carol")) > before, what="carol")
+    assert body + b"\n" in maildir_files(server.home, "carol")[-1].read_bytes()
+
+
+def test_remote_recipient_stays_queued_and_is_listed(server: Server) -> None:
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+        client.sendmail("s@remote.test", ["someone@far.test"], b"Subject: far\r\n\r\nx\r\n")
+    listing = qt(server.home, "queue", "list").stdout.decode()
+    assert "someone@far.test" in listing
+    assert "remote" in listing
+
+
+def test_bounce_for_unknown_local_user_reaches_sender(server: Server) -> None:
+    before = len(maildir_files(server.home, "alice"))
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+        client.sendmail(
+            "alice@example.test", ["nosuchuser@example.test"], b"Subject: lost\r\n\r\nwhere\r\n"
+        )
+    wait_until(lambda: len(maildir_files(server.home, "alice")) > before, what="bounce")
+    bounce = maildir_files(server.home, "alice")[-1].read_bytes()
+    assert b"Return-Path: <>\n" in bounce
+    assert b"Subject: failure notice" in bounce
+    assert b"<nosuchuser@example.test>:\nSorry, no mailbox here by that name. (#5.1.1)" in bounce
+    assert b"--- Below this line is a copy of the message." in bounce
+
+
+def test_sendmail_and_queue_inject_deliver(server: Server) -> None:
+    home: Path = server.home
+    before = len(maildir_files(home, "bob"))
+    qt(
+        home,
+        "sendmail",
+        "-f",
+        "root@example.test",
+        "bob@example.test",
+        input=b"Subject: via sendmail\n\nhi\n",
+    )
+    wait_until(lambda: len(maildir_files(home, "bob")) > before, what="sendmail")
+    before = len(maildir_files(home, "bob"))
+    r, w = os.pipe()  # qmail-queue reads the envelope from its fd 1
+    os.write(w, b"Finject@example.test\0Tbob@example.test\0\0")
+    os.close(w)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qtoaster", "queue-inject", "--home", str(home)],
+        input=b"Subject: injected\n\nbody\n",
+        stdout=r,
+        timeout=60,
+    )
+    os.close(r)
+    assert proc.returncode == 0
+    wait_until(lambda: len(maildir_files(home, "bob")) > before, what="inject")
+    assert b"Subject: injected" in maildir_files(home, "bob")[-1].read_bytes()

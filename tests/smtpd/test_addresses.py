@@ -1,0 +1,18 @@
+import pytest
+
+from qtoaster.smtpd.addresses import rewrite_localip
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("joe@[127.0.0.1]", "joe@mx.example"),
+        ("joe@[0.0.0.0]", "joe@mx.example"),  # 0.0.0.0 is "this host" (spec 23.2)
+        ("joe@[192.0.2.9]", "joe@[192.0.2.9]"),  # not us: left for rcpthosts to refuse
+        ("joe@example.com", "joe@example.com"),
+        ("joe", "joe"),
+        ("a@b@[127.0.0.1]", "a@b@mx.example"),
+    ],
+)
+def test_localiphost_rewrite(address: str, expected: str) -> None:
+    assert rewrite_localip(address, "127.0.0.1", "mx.example") == expected
