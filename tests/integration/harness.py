@@ -23,12 +23,14 @@ READY = re.compile(r"qtoaster ready: smtp 127\.0\.0\.1:(\d+)")
 def qt(
     home: Path, *args: str, input: bytes | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
+    """Run a qtoaster command on *home* (given as $QTOASTER_HOME, which every command reads)."""
     return subprocess.run(
-        [*QTOASTER, *args, "--home", str(home)],
+        [*QTOASTER, *args],
         input=input,
         capture_output=True,
         check=check,
         timeout=60,
+        env={**os.environ, "QTOASTER_HOME": str(home)},
     )
 
 
@@ -113,3 +115,15 @@ class Server:
         if self.proc.stdout:
             self.proc.stdout.close()
         self.log.close()
+
+
+def wait_for_mail(home: Path, user: str, needle: bytes, timeout: float = 20.0) -> bytes:
+    """The first message in *user*'s Maildir containing *needle*, waiting for it to arrive."""
+    found: list[bytes] = []
+
+    def arrived() -> bool:
+        found[:] = [d for d in (p.read_bytes() for p in maildir_files(home, user)) if needle in d]
+        return bool(found)
+
+    wait_until(arrived, timeout, what=f"{needle!r} for {user}")
+    return found[0]
