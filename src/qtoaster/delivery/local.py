@@ -18,6 +18,7 @@ from collections.abc import Set
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from qtoaster.core.durable import DirSyncs
 from qtoaster.core.envelope import encode, split_address
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
@@ -56,6 +57,7 @@ class LocalAgent:
         self._home = home
         self._directory = directory
         self._fsync = fsync
+        self._dirsyncs = DirSyncs(fsync)
         self._locals = frozenset(domain.lower() for domain in controls.locals)
         self._defaultdomain = controls.defaultdomain.lower()
         self._hostname = controls.me
@@ -91,7 +93,14 @@ class LocalAgent:
                 return Result(Outcome.PERMANENT, LOOPING)
             prefix = b"Return-Path: <" + encode(sender) + b">\n" + dtline + b"\n"
             try:
-                deliver_maildir(mailbox, source, prefix, fsync=self._fsync, hostname=self._hostname)
+                deliver_maildir(
+                    mailbox,
+                    source,
+                    prefix,
+                    fsync=self._fsync,
+                    hostname=self._hostname,
+                    sync_dir=self._dirsyncs.sync,
+                )
             except OSError as exc:
                 return _temporary(MAILDIR_TEMPORARY, exc)
         return Result(Outcome.SUCCESS, DELIVERED)

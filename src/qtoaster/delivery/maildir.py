@@ -19,8 +19,11 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from qtoaster.core.durable import fsync_dir
 
 CHUNK = 64 * 1024
 _TRIES = 3  # qmail-local tries three names before giving up (spec 16.4)
@@ -67,18 +70,19 @@ def _write(fd: int, prefix: bytes, source: BinaryIO, fsync: bool) -> int:
     return size
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def deliver_maildir(
-    maildir: Path, source: BinaryIO, prefix: bytes, *, fsync: bool = True, hostname: str
+    maildir: Path,
+    source: BinaryIO,
+    prefix: bytes,
+    *,
+    fsync: bool = True,
+    hostname: str,
+    sync_dir: Callable[[Path], None] = fsync_dir,
 ) -> str:
     """Store ``prefix`` + the rest of ``source`` in ``maildir``; the name made in new/.
+
+    ``sync_dir`` makes the new/ name durable; pass a ``DirSyncs.sync`` to share that
+    fsync with deliveries running at the same time into the same Maildir.
 
     Raises OSError (no space, no permission, no such Maildir...): the caller defers.
     """
@@ -90,7 +94,7 @@ def deliver_maildir(
         # If this fsync fails the message may survive in new/ and be delivered again on
         # retry: at-least-once, never lost (DESIGN.md section 3).
         if fsync:
-            _fsync_directory(maildir / "new")
+            sync_dir(maildir / "new")
     finally:
         # Like qmail-local's tryunlinktmp(): once linked, a leftover tmp name is harmless
         # (readers delete tmp files older than 36 hours, spec 16.4), so errors are ignored.

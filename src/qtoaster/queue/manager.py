@@ -5,8 +5,9 @@ runs ``store.recover()`` and reads every ``mess/`` and ``state/`` file; afterwar
 learns of new messages from the trigger FIFO and from a periodic rescan.
 
 Invariants:
-- A recipient's final result (``D``/``F``) is fsynced to ``state/ID`` before the
-  manager acts on it; the bounce is committed before ``B`` is recorded; the message is
+- A permanent failure (``F``) is fsynced to ``state/ID`` before the manager acts on
+  it; a success needs no fsync (the Maildir copy is durable, and losing the ``D``
+  record can only repeat a delivery), nor any record for a one-recipient message; the bounce is committed before ``B`` is recorded; the message is
   deleted only after that.  A crash can repeat a delivery or a bounce, never lose one.
 - Blocking work (agent deliveries, fsyncs, directory lookups) runs in thread pools:
   deliveries in one bounded by concurrencylocal, queue I/O in a single thread.
@@ -308,17 +309,18 @@ class QueueManager:
         if result.outcome is Outcome.TEMPORARY and dying:
             result = Result(Outcome.PERMANENT, schedule.expire_report(result.report))
         if result.outcome is Outcome.SUCCESS:
-            record = state.delivered(idx)
+            # The mail is durable in the Maildir already.  A lost success record can only
+            # cause a second delivery (at-least-once), so it is not fsynced, and a message
+            # with one recipient, deleted right after, needs no record at all.
+            if len(job.recipients) > 1:
+                state.append(self.store.state_path(job.qid), [state.delivered(idx)], fsync=False)
         elif result.outcome is Outcome.PERMANENT:
-            record = state.failed(idx, result.report)
-        else:
-            return result
-        state.append(
-            self.store.state_path(job.qid),
-            [record],
-            fsync=self.store.fsync,
-            sync_dir=self.store.state_sync.sync,
-        )
+            state.append(
+                self.store.state_path(job.qid),
+                [state.failed(idx, result.report)],
+                fsync=self.store.fsync,
+                sync_dir=self.store.state_sync.sync,
+            )
         return result
 
     async def _finish(self, job: Job) -> None:

@@ -21,15 +21,15 @@ import itertools
 import os
 import re
 import stat
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
 from qtoaster.core.clock import Clock, SystemClock
+from qtoaster.core.durable import DirSync, fsync_dir
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import QueueError
 from qtoaster.queue import exitcodes
@@ -72,60 +72,6 @@ def new_qid() -> str:
 
 def is_qid(name: str) -> bool:
     return _QID.match(name) is not None
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class DirSync:
-    """Group commit of one directory's fsync (a lock and a generation counter)."""
-
-    def __init__(
-        self, path: Path, enabled: bool, fsync: Callable[[Path], None] = fsync_dir
-    ) -> None:
-        self.path = path
-        self.enabled = enabled
-        self._fsync = fsync
-        self.fsyncs = 0  # how many fsyncs ran (tests check the coalescing)
-        self._cond = threading.Condition()
-        self._started = 0
-        self._finished = 0
-        self._running = False
-
-    def sync(self) -> None:
-        """Return once an fsync of the directory that began after this call has finished."""
-        if not self.enabled:
-            return
-        with self._cond:
-            # One already running may have begun before our rename: we need the next one.
-            target = self._started + 1
-            while self._finished < target:
-                if self._running:
-                    self._cond.wait()
-                    continue
-                self._running = True
-                self._started += 1
-                generation = self._started
-                error: OSError | None = None
-                self._cond.release()
-                try:
-                    self._fsync(self.path)
-                except OSError as exc:
-                    error = exc
-                finally:
-                    self._cond.acquire()
-                self._running = False
-                self.fsyncs += 1
-                if error is None:
-                    self._finished = generation
-                self._cond.notify_all()
-                if error is not None:
-                    raise error
 
 
 class QueueStore:
@@ -214,9 +160,11 @@ class QueueStore:
         except FileNotFoundError:
             self._unlink_quietly(self.state / qid)
             raise NoSuchMessage(qid) from None
-        # State must not vanish while the message could come back after a crash.
-        self.mess_sync.sync()
-        self._unlink_quietly(self.state / qid)
+        # State must not vanish while the message could come back after a crash; with no
+        # state file, a message that comes back is only delivered again (at-least-once).
+        if (self.state / qid).exists():
+            self.mess_sync.sync()
+            self._unlink_quietly(self.state / qid)
 
     def move_to_bad(self, name: str) -> None:
         """Move ``mess/NAME`` (and its state file) aside into ``bad/``; never deletes."""
