@@ -202,6 +202,7 @@ def test_read_only_maildir_is_temporary() -> None:
         # Routing happens in the parent: the child cannot open the 0600 database.
         directory.hosts_domain = lambda name: True  # type: ignore[method-assign]
         directory.find_mailbox = lambda address: maildir  # type: ignore[method-assign]
+        directory.change_token = lambda: 0  # type: ignore[method-assign]
         result = _deliver_read_only(agent, message, offset, "alice@example.com")
         directory.close()
     finally:

@@ -24,6 +24,7 @@ from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.delivery.base import Outcome, Result
 from qtoaster.delivery.maildir import deliver_maildir
+from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.store import Directory
 
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
@@ -55,7 +56,7 @@ class LocalAgent:
         self, home: Home, controls: LocalControls, directory: Directory, *, fsync: bool = True
     ) -> None:
         self._home = home
-        self._directory = directory
+        self._lookups = CachedLookups(directory)
         self._fsync = fsync
         self._dirsyncs = DirSyncs(fsync)
         self._locals = frozenset(domain.lower() for domain in controls.locals)
@@ -71,7 +72,7 @@ class LocalAgent:
         """Deliver the message stored at ``message`` from ``body_offset`` to ``recipient``."""
         try:
             target = self._route(recipient)
-            mailbox = None if target is None else self._directory.find_mailbox(target)
+            mailbox = None if target is None else self._lookups.find_mailbox(target)
         except TemporaryFailure:
             return Result(Outcome.TEMPORARY, DIRECTORY_UNAVAILABLE)
         if mailbox is None:
@@ -111,7 +112,7 @@ class LocalAgent:
         if not domain:
             return None
         # A hosted domain has real mailboxes: it wins even if control/locals names it too.
-        if self._directory.hosts_domain(domain):
+        if self._lookups.hosts_domain(domain):
             return f"{local}@{domain}"
         if domain in self._locals:
             return f"{local}@{self._defaultdomain}"

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -138,6 +140,12 @@ class Directory:
             .join(real, real.c.id == users.c.domain_id)
         )
         self._asked = asked
+        self._version_lock = threading.Lock()
+        self._version_conn: sqlite3.Connection | None = None
+        if engine.dialect.name == "sqlite" and engine.url.database:
+            # A connection that never writes: its data_version moves on every commit that
+            # any other connection (any process) makes, so caches know when to forget.
+            self._version_conn = sqlite3.connect(engine.url.database, check_same_thread=False)
 
     @classmethod
     def open(cls, home: Home, url: str | None = None, *, clock: Clock | None = None) -> Directory:
@@ -165,7 +173,23 @@ class Directory:
         return cls(home, engine, clock or SystemClock())
 
     def close(self) -> None:
+        if self._version_conn is not None:
+            self._version_conn.close()
         self._engine.dispose()
+
+    def change_token(self) -> int | None:
+        """A number that changes whenever the directory changes (SQLite), else None.
+
+        Lets callers cache lookups exactly; None means they must expire them by time.
+        """
+        if self._version_conn is None:
+            return None
+        try:
+            with self._version_lock:
+                row = self._version_conn.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error as exc:
+            raise DirectoryUnavailable(f"directory database error: {exc}") from exc
+        return int(row[0])
 
     # -- domains ---------------------------------------------------------------------
 

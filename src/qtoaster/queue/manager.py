@@ -7,8 +7,9 @@ learns of new messages from the trigger FIFO and from a periodic rescan.
 Invariants:
 - A permanent failure (``F``) is fsynced to ``state/ID`` before the manager acts on
   it; a success needs no fsync (the Maildir copy is durable, and losing the ``D``
-  record can only repeat a delivery), nor any record for a one-recipient message; the bounce is committed before ``B`` is recorded; the message is
-  deleted only after that.  A crash can repeat a delivery or a bounce, never lose one.
+  record can only repeat a delivery), nor any record for a one-recipient message.
+  The bounce is committed before ``B`` is recorded; the message is deleted only
+  after that.  A crash can repeat a delivery or a bounce, never lose one.
 - Blocking work (agent deliveries, fsyncs, directory lookups) runs in thread pools:
   deliveries in one bounded by concurrencylocal, queue I/O in a single thread.
 - Unreadable entries are moved to ``bad/`` and logged once, never retried.

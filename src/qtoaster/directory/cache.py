@@ -1,0 +1,71 @@
+"""Cached directory lookups for the hot delivery path.
+
+The queue manager asks "is this domain ours?" and "where is this mailbox?" for every
+recipient; through SQLAlchemy each answer costs a few hundred microseconds.  This
+cache keeps the answers (positive and negative) until the directory changes:
+
+- on SQLite, exactly: ``Directory.change_token()`` (SQLite's data_version) moves on
+  every commit from any process, and the cache is emptied when it does;
+- elsewhere (PostgreSQL), answers expire after ``ttl`` seconds.
+
+Thread-safe: deliveries run in a thread pool.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+MAX_ENTRIES = 100_000
+
+
+class Lookups(Protocol):
+    def hosts_domain(self, name: str) -> bool: ...
+    def find_mailbox(self, address: str) -> Path | None: ...
+    def change_token(self) -> int | None: ...
+
+
+class CachedLookups:
+    def __init__(
+        self, directory: Lookups, *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._directory = directory
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: int | None = None
+        self._since = clock()
+        self._domains: dict[str, bool] = {}
+        self._mailboxes: dict[str, Path | None] = {}
+
+    def hosts_domain(self, name: str) -> bool:
+        return self._cached(self._domains, name, self._directory.hosts_domain)
+
+    def find_mailbox(self, address: str) -> Path | None:
+        return self._cached(self._mailboxes, address, self._directory.find_mailbox)
+
+    def _cached(self, table: dict[str, T], key: str, lookup: Callable[[str], T]) -> T:
+        self._expire()
+        with self._lock:
+            if key in table:
+                return table[key]
+        value = lookup(key)
+        with self._lock:
+            if len(table) >= MAX_ENTRIES:
+                table.clear()
+            table[key] = value
+        return value
+
+    def _expire(self) -> None:
+        token = self._directory.change_token()
+        now = self._clock()
+        with self._lock:
+            stale = token != self._token if token is not None else now - self._since > self._ttl
+            if stale:
+                self._token, self._since = token, now
+                self._domains.clear()
+                self._mailboxes.clear()
