@@ -24,7 +24,7 @@ class CountingDirectory:
 
 def test_answers_are_kept_until_the_token_moves() -> None:
     d = CountingDirectory(token=1)
-    cache = CachedLookups(d)
+    cache = CachedLookups(d, check_every=0)
     for _ in range(3):
         assert cache.hosts_domain("ours.test")
         assert cache.find_mailbox("a@ours.test") == Path("/m")
@@ -38,7 +38,7 @@ def test_answers_are_kept_until_the_token_moves() -> None:
 def test_without_token_answers_expire_by_time() -> None:
     now = [0.0]
     d = CountingDirectory(token=None)
-    cache = CachedLookups(d, ttl=5.0, clock=lambda: now[0])
+    cache = CachedLookups(d, ttl=5.0, check_every=0, clock=lambda: now[0])
     cache.hosts_domain("ours.test")
     cache.hosts_domain("ours.test")
     assert d.calls == 1
@@ -52,7 +52,7 @@ def test_sqlite_token_moves_when_another_connection_commits(tmp_path: Path) -> N
     create_directory(home)
     reader, writer = Directory.open(home), Directory.open(home)
     try:
-        cache = CachedLookups(reader)
+        cache = CachedLookups(reader, check_every=0)
         assert not cache.hosts_domain("new.test")
         writer.add_domain("new.test")
         assert cache.hosts_domain("new.test")
@@ -63,3 +63,16 @@ def test_sqlite_token_moves_when_another_connection_commits(tmp_path: Path) -> N
     finally:
         reader.close()
         writer.close()
+
+
+def test_token_is_read_at_most_every_check_every_seconds() -> None:
+    now = [0.0]
+    d = CountingDirectory(token=1)
+    cache = CachedLookups(d, check_every=0.05, clock=lambda: now[0])
+    cache.hosts_domain("ours.test")
+    d.token = 2
+    cache.hosts_domain("ours.test")
+    assert d.calls == 1  # the change is not looked for yet
+    now[0] = 0.06
+    cache.hosts_domain("ours.test")
+    assert d.calls == 2

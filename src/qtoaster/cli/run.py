@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from qtoaster.cli.logs import setup_logging
 from qtoaster.cli.options import home_option
 from qtoaster.config.loader import Config, load_config
 from qtoaster.config.settings import Listener, parse_listen
@@ -19,14 +20,6 @@ from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 
 PR_SET_PDEATHSIG = 1
-
-
-def setup_logging(level: str, name: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def load_or_exit(home: Home) -> Config:

@@ -4,8 +4,9 @@ The queue manager asks "is this domain ours?" and "where is this mailbox?" for e
 recipient; through SQLAlchemy each answer costs a few hundred microseconds.  This
 cache keeps the answers (positive and negative) until the directory changes:
 
-- on SQLite, exactly: ``Directory.change_token()`` (SQLite's data_version) moves on
-  every commit from any process, and the cache is emptied when it does;
+- on SQLite: ``Directory.change_token()`` (SQLite's data_version) moves on every
+  commit from any process, and the cache is emptied when it does; the token is read
+  at most every ``check_every`` seconds (a change is seen within 50 ms by default);
 - elsewhere (PostgreSQL), answers expire after ``ttl`` seconds.
 
 Thread-safe: deliveries run in a thread pool.
@@ -31,7 +32,12 @@ class Lookups(Protocol):
 
 class CachedLookups:
     def __init__(
-        self, directory: Lookups, *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+        self,
+        directory: Lookups,
+        *,
+        ttl: float = 5.0,
+        check_every: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._directory = directory
         self._ttl = ttl
@@ -39,6 +45,8 @@ class CachedLookups:
         self._lock = threading.Lock()
         self._token: int | None = None
         self._since = clock()
+        self._check_every = check_every
+        self._checked = -check_every
         self._domains: dict[str, bool] = {}
         self._mailboxes: dict[str, Path | None] = {}
 
@@ -61,8 +69,11 @@ class CachedLookups:
         return value
 
     def _expire(self) -> None:
-        token = self._directory.change_token()
         now = self._clock()
+        if now - self._checked < self._check_every:
+            return
+        self._checked = now
+        token = self._directory.change_token()
         with self._lock:
             stale = token != self._token if token is not None else now - self._since > self._ttl
             if stale:

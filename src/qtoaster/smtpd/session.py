@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from qtoaster.core import reply as R
 from qtoaster.core.envelope import Envelope
@@ -58,9 +58,8 @@ class SmtpSession(asyncio.Protocol):
         self.oversize = False
 
     # -- asyncio callbacks -------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, base)
         peer = transport.get_extra_info("peername") or ("unknown", 0)
         sock = transport.get_extra_info("sockname") or ("unknown", 0)
         self.remote_ip, self.local_ip = _plain_ip(peer[0]), _plain_ip(sock[0])
