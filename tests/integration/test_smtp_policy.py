@@ -106,9 +106,10 @@ def test_oversize_message_refused_and_nothing_queued(home: Path) -> None:
             client.ehlo()
             assert client.esmtp_features["size"] == "1000"
             code, msg = client.mail("a@b.test", ["SIZE=5000"])
+            # After EHLO: RFC 2034's code in front of qmail's text (docs/decisions/0002).
             assert (code, msg) == (
                 552,
-                b"sorry, that message size exceeds my databytes limit (#5.3.4)",
+                b"5.3.4 sorry, that message size exceeds my databytes limit (#5.3.4)",
             )
             client.rset()
             assert client.mail("a@b.test")[0] == 250

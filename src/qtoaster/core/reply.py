@@ -10,6 +10,7 @@ in CRLF, with no bare CR or LF inside a line (RFC 5321 4.2).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -34,13 +35,24 @@ class Reply:
     def is_permanent(self) -> bool:
         return self.code >= 500
 
-    def render(self) -> bytes:
+    @property
+    def enhanced_code(self) -> str:
+        """The RFC 3463 code: qmail's ``(#x.y.z)`` in the text, else the class's x.0.0."""
+        found = _QMAIL_ENHANCED.search(self.text)
+        return found.group(1) if found else f"{self.code // 100}.0.0"
+
+    def render(self, enhanced: bool = False) -> bytes:
+        """The wire form; ``enhanced`` prefixes every line with the RFC 2034 code."""
         lines = self.lines
+        prefix = f"{self.enhanced_code} " if enhanced else ""
         out = []
         for i, line in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
-            out.append(f"{self.code}{sep}{line}\r\n")
+            out.append(f"{self.code}{sep}{prefix}{line}\r\n")
         return "".join(out).encode("utf-8", "surrogateescape")
+
+
+_QMAIL_ENHANCED = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})")
 
 
 # qmail-smtpd's fixed replies (spec section 26), byte for byte.

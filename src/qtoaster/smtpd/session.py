@@ -44,7 +44,7 @@ class SmtpSession(asyncio.Protocol):
     def __init__(self, ctx: SmtpdContext, sessions: set[SmtpSession]) -> None:
         self.ctx = ctx
         self.sessions = sessions
-        self.conn = ServerConnection()
+        self.conn = ServerConnection(enhanced_status_codes=True)
         self.transport: asyncio.Transport | None = None
         self.last_activity = time.monotonic()
         self.busy = False
@@ -289,7 +289,7 @@ class SmtpSession(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         self._abort_spool()
-        self.transport.write(self.conn.data_to_send() + reply.render())
+        self.transport.write(self.conn.data_to_send() + reply.render(self.conn.enhanced))
         self.transport.close()
 
 

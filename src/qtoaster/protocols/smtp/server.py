@@ -93,6 +93,7 @@ class ServerConnection:
         max_errors: int = 20,
         max_commands: int = 10_000,
         max_recipients: int = 1000,
+        enhanced_status_codes: bool = False,
     ) -> None:
         if min(max_line, max_errors, max_commands, max_recipients) < 1 or max_line < 8:
             raise ValueError("limits must be positive (max_line at least 8)")
@@ -115,10 +116,19 @@ class ServerConnection:
         self._recipients = 0
         self.helo: str | None = None
         self.closed = False
+        # RFC 2034: once a client's EHLO was answered 2xx (and we advertise the
+        # extension), every reply but those to HELO/EHLO carries the code as a prefix.
+        self._offer_enhanced = enhanced_status_codes
+        self._enhanced = False
 
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def enhanced(self) -> bool:
+        """Whether replies now carry RFC 2034 enhanced status codes as a prefix."""
+        return self._enhanced
 
     @property
     def buffered(self) -> int:
@@ -162,14 +172,22 @@ class ServerConnection:
         if self.closed:
             raise LocalProtocolError("the connection is closed")
         if event is None:
-            self._out.append(reply.render())
+            self._out.append(self._render(reply))
             if reply.code == 421:
                 self._close()
             return
         target = next_state(self._state, type(event), reply.code)
         self._pending = None
-        self._out.append(reply.render())
+        if isinstance(event, ev.Helo):
+            self._out.append(reply.render())  # RFC 2034: never prefixed
+            if 200 <= reply.code < 300:
+                self._enhanced = self._offer_enhanced and event.extended
+        else:
+            self._out.append(self._render(reply))
         self._enter(target, event, 200 <= reply.code < 300)
+
+    def _render(self, reply: Reply) -> bytes:
+        return reply.render(self._enhanced)
 
     def data_to_send(self) -> bytes:
         """All replies queued so far; empties the queue."""
@@ -237,7 +255,7 @@ class ServerConnection:
             return self._error(SYNTAX_ERROR)
         if self._recipients >= self._max_recipients:
             # RFC 5321 4.5.3.1.8: 452 and the client goes on with the ones accepted.
-            self._out.append(TOO_MANY_RCPTS.render())
+            self._out.append(self._render(TOO_MANY_RCPTS))
             return _AGAIN
         return self._emit(ev.RcptTo(address, parse_parameters(words).params))
 
@@ -267,7 +285,7 @@ class ServerConnection:
         try:
             framed = self._framer.feed(chunk)
         except BareLineFeed:
-            self._out.append(BARE_LF.render())
+            self._out.append(self._render(BARE_LF))
             self._close()
             return ev.DataAborted(BARE_LF)
         if framed.end is not None:
@@ -300,11 +318,11 @@ class ServerConnection:
         self._errors += 1
         if self._errors > self._max_errors:
             return self._fatal(TOO_MANY_ERRORS)
-        self._out.append(reply.render())
+        self._out.append(self._render(reply))
         return _AGAIN
 
     def _fatal(self, reply: Reply) -> _Again:
-        self._out.append(reply.render())
+        self._out.append(self._render(reply))
         self._close()
         return _AGAIN
 
