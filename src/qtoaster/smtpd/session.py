@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, cast
 
 from qtoaster.core import reply as R
 from qtoaster.core.envelope import Envelope
+from qtoaster.core.errors import QueueError
 from qtoaster.core.reply import Reply
 from qtoaster.policy.checks.databytes import effective_databytes
 from qtoaster.policy.verdict import Facts, Stage
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
+from qtoaster.queue import exitcodes
 from qtoaster.smtpd.addresses import rewrite_localip
 from qtoaster.smtpd.received import received_header
 
@@ -99,7 +101,13 @@ class SmtpSession(asyncio.Protocol):
                 self._flush()
                 self.transport.close()
                 return
-            self._handle(event)
+            try:
+                self._handle(event)
+            except Exception:
+                # A bug must not look like success, nor hang the client: 421 and close.
+                log.exception("%s internal error handling %r", self.id, event)
+                self.expire(R.INTERNAL_ERROR)
+                return
         self._flush()
 
     def _flush(self) -> None:
@@ -205,7 +213,8 @@ class SmtpSession(asyncio.Protocol):
         try:
             spool = self.ctx.store.open_spool(envelope, f"smtp {self.remote_ip}")
             spool.write(self._received())
-        except OSError as exc:
+        except (OSError, QueueError) as exc:
+            # qmail-smtpd's answer when qmail-queue cannot be started (spec 3.6).
             log.warning("%s cannot open spool: %s", self.id, exc)
             self.conn.send(R.QQT_FAILURE)
             return
@@ -234,14 +243,14 @@ class SmtpSession(asyncio.Protocol):
             return
         try:
             self.spool.write(data)
-        except OSError as exc:
+        except (OSError, QueueError) as exc:
             log.warning("%s spool write failed: %s", self.id, exc)
             self._abort_spool()
 
     def _data_end(self, hops: int) -> None:
         spool, self.spool = self.spool, None
-        if spool is None:
-            self.conn.send(Reply(451, "qq write error or disk full (#4.3.0)"))
+        if spool is None:  # a write to the spool failed during DATA
+            self.conn.send(exitcodes.reply_for(exitcodes.WRITE_ERROR))
             return
         if self.oversize:
             spool.abort()
@@ -264,7 +273,8 @@ class SmtpSession(asyncio.Protocol):
         except Exception as exc:  # the queue failed: temporary, nothing was acknowledged
             await loop.run_in_executor(self.ctx.executor, spool.abort)
             log.warning("%s queue commit failed: %s", self.id, exc)
-            reply = Reply(451, "qq write error or disk full (#4.3.0)")
+            code = exc.code if isinstance(exc, QueueError) else exitcodes.WRITE_ERROR
+            reply = exitcodes.reply_for(code)
         self.busy = False
         self.last_activity = time.monotonic()
         if self.transport is None or self.transport.is_closing():
