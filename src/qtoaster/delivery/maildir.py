@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from qtoaster.core.durable import fsync_dir
+from qtoaster.core.pid import pid
 
 CHUNK = 64 * 1024
 _TRIES = 3  # qmail-local tries three names before giving up (spec 16.4)
@@ -42,7 +43,7 @@ def unique_name(hostname: str) -> str:
         n = next(_counter)
     seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
     host = hostname.replace("/", "\\057").replace(":", "\\072")
-    return f"{seconds}.M{micros}P{os.getpid()}Q{n}.{host}"
+    return f"{seconds}.M{micros}P{pid()}Q{n}.{host}"
 
 
 def _create_tmp(maildir: Path, hostname: str) -> tuple[int, Path]:

@@ -33,6 +33,7 @@ from qtoaster.core.clock import Clock, SystemClock
 from qtoaster.core.durable import DirSync, fsync_dir
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import QueueError
+from qtoaster.core.pid import pid
 from qtoaster.queue import exitcodes
 from qtoaster.queue.format import BadQueueFile, EnvelopeError, encode_header, read_header
 
@@ -68,7 +69,7 @@ class QueuedMessage:
 
 
 def new_qid() -> str:
-    return f"{time.time_ns():016x}-{os.getpid():x}-{next(_SEQ):x}"
+    return f"{time.time_ns():016x}-{pid():x}-{next(_SEQ):x}"
 
 
 def is_qid(name: str) -> bool:

@@ -7,8 +7,9 @@ except small buffered writes to the spool; the commit (fsync) runs in the execut
 
 Invariants:
 - replies are flushed only when the engine needs more input (RFC 2920 batching);
-- while a commit is in flight, reading is paused and no further command is handled,
-  so pipelined commands after the final dot are answered in order;
+- while a commit is in flight no further command is handled (pipelined commands
+  after the final dot are answered in order, after the 250); input is buffered, and
+  reading pauses only if it passes MAX_INPUT_WHILE_BUSY;
 - a spool that is not committed is always aborted (connection lost, 4xx, 5xx).
 """
 
@@ -42,7 +43,15 @@ _ids = itertools.count(1)
 MAX_HOPS = 100  # qmail-smtpd's MAXHOPS (spec 3.6)
 
 
-class SmtpSession(asyncio.Protocol):
+# One receive buffer per process: the event loop reads into it and the bytes are
+# copied out at once, so no session holds a buffer while idle and no 256 KiB bytes
+# object is allocated (and shrunk) per read, as asyncio's plain Protocol path does.
+_READ_BUFFER = memoryview(bytearray(65536))
+# While a commit is in flight, input is kept (pipelined commands) up to this much.
+MAX_INPUT_WHILE_BUSY = 65536
+
+
+class SmtpSession(asyncio.BufferedProtocol):
     def __init__(self, ctx: SmtpdContext, sessions: set[SmtpSession]) -> None:
         self.ctx = ctx
         self.sessions = sessions
@@ -50,6 +59,7 @@ class SmtpSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.last_activity = time.monotonic()
         self.busy = False
+        self.paused = False
         self.id = f"{ctx.hostname_pid}:{next(_ids)}"
         self.env: Mapping[str, str] = {}
         self.remote_ip = self.local_ip = "unknown"
@@ -76,9 +86,20 @@ class SmtpSession(asyncio.Protocol):
         greeting = self.ctx.config.controls.smtpgreeting
         transport.write(Reply(220, f"{greeting} ESMTP").render())
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_READ_BUFFER[:nbytes]))
+
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
         self.conn.receive_data(data)
+        if self.busy:
+            if self.conn.buffered > MAX_INPUT_WHILE_BUSY and self.transport is not None:
+                self.transport.pause_reading()
+                self.paused = True
+            return
         self._process()
 
     def eof_received(self) -> bool:
@@ -259,9 +280,7 @@ class SmtpSession(asyncio.Protocol):
             spool.abort()
             self.conn.send(R.TOO_MANY_HOPS)
         else:
-            self.busy = True
-            if self.transport is not None:
-                self.transport.pause_reading()
+            self.busy = True  # no command is handled until the commit answered
             asyncio.get_running_loop().create_task(self._commit(spool))
 
     async def _commit(self, spool: Spool) -> None:
@@ -280,7 +299,9 @@ class SmtpSession(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         self.conn.send(reply)
-        self.transport.resume_reading()
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
         self._process()
 
     def _abort_spool(self) -> None:
