@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import threading
@@ -58,17 +59,52 @@ def _create_tmp(maildir: Path, hostname: str) -> tuple[int, Path]:
 
 
 def _write(fd: int, prefix: bytes, source: BinaryIO, fsync: bool) -> int:
-    """Write prefix and source to ``fd`` (closing it); the number of bytes written."""
-    with open(fd, "wb", buffering=CHUNK, closefd=True) as out:
-        out.write(prefix)
-        size = len(prefix)
-        while chunk := source.read(CHUNK):
-            out.write(chunk)
-            size += len(chunk)
-        out.flush()
+    """Write prefix and source to ``fd`` (closing it); the number of bytes written.
+
+    The message is copied inside the kernel (copy_file_range) when source and target
+    allow it, so a large message never passes through Python; else in CHUNK pieces.
+    """
+    try:
+        _write_all(fd, prefix)
+        size = len(prefix) + _copy(fd, source)
         if fsync:
-            os.fsync(out.fileno())
+            os.fsync(fd)
+    finally:
+        os.close(fd)
     return size
+
+
+def _copy(fd: int, source: BinaryIO) -> int:
+    """Copy the rest of ``source`` to ``fd``; the number of bytes copied."""
+    size = 0
+    try:
+        src = source.fileno()
+        offset = source.tell()
+        remaining = os.fstat(src).st_size - offset
+    except (OSError, AttributeError, ValueError):
+        src = -1
+    if src >= 0:
+        try:
+            while remaining > 0:
+                copied = os.copy_file_range(src, fd, remaining, offset)
+                if copied == 0:
+                    break
+                offset, remaining, size = offset + copied, remaining - copied, size + copied
+            return size
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            source.seek(offset)  # not supported here: finish by hand from where it stopped
+    while chunk := source.read(CHUNK):
+        _write_all(fd, chunk)
+        size += len(chunk)
+    return size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def deliver_maildir(
