@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     """fsync a directory, so the names created in it so far survive a crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -75,13 +75,13 @@ class DirSyncs:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._lock = threading.Lock()
-        self._syncs: dict[Path, DirSync] = {}
+        self._syncs: dict[str, DirSync] = {}
 
-    def sync(self, path: Path) -> None:
+    def sync(self, path: str) -> None:
         if not self.enabled:
             return
         with self._lock:
             syncer = self._syncs.get(path)
             if syncer is None:
-                syncer = self._syncs[path] = DirSync(path, True)
+                syncer = self._syncs[path] = DirSync(Path(path), True)
         syncer.sync()

@@ -14,8 +14,8 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Set
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from qtoaster.core.durable import DirSyncs
@@ -68,7 +68,9 @@ class LocalAgent:
         directory cannot be read)."""
         return self._route(recipient) is not None
 
-    def deliver(self, message: Path, body_offset: int, sender: str, recipient: str) -> Result:
+    def deliver(
+        self, message: str | os.PathLike[str], body_offset: int, sender: str, recipient: str
+    ) -> Result:
         """Deliver the message stored at ``message`` from ``body_offset`` to ``recipient``."""
         try:
             target = self._route(recipient)

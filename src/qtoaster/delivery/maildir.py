@@ -21,7 +21,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import BinaryIO
 
 from qtoaster.core.durable import fsync_dir
@@ -47,15 +46,15 @@ def unique_name(hostname: str) -> str:
     return f"{seconds}.M{micros}P{pid()}Q{n}.{host}"
 
 
-def _create_tmp(maildir: Path, hostname: str) -> tuple[int, Path]:
+def _create_tmp(maildir: str, hostname: str) -> tuple[int, str]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     for _ in range(_TRIES):
-        path = maildir / "tmp" / unique_name(hostname)
+        path = f"{maildir}/tmp/{unique_name(hostname)}"
         try:
             return os.open(path, flags, 0o600), path
         except FileExistsError:
             continue
-    raise FileExistsError(f"no unused name in {maildir / 'tmp'} after {_TRIES} tries")
+    raise FileExistsError(f"no unused name in {maildir}/tmp after {_TRIES} tries")
 
 
 def _write(fd: int, prefix: bytes, source: BinaryIO, fsync: bool) -> int:
@@ -108,13 +107,13 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def deliver_maildir(
-    maildir: Path,
+    maildir: str | os.PathLike[str],
     source: BinaryIO,
     prefix: bytes,
     *,
     fsync: bool = True,
     hostname: str,
-    sync_dir: Callable[[Path], None] = fsync_dir,
+    sync_dir: Callable[[str], None] = fsync_dir,
 ) -> str:
     """Store ``prefix`` + the rest of ``source`` in ``maildir``; the name made in new/.
 
@@ -123,15 +122,16 @@ def deliver_maildir(
 
     Raises OSError (no space, no permission, no such Maildir...): the caller defers.
     """
-    fd, tmp_path = _create_tmp(maildir, hostname)
+    base = os.fspath(maildir)  # plain strings: pathlib costs too much per message
+    fd, tmp_path = _create_tmp(base, hostname)
     try:
         size = _write(fd, prefix, source, fsync)
-        name = f"{tmp_path.name},S={size}"
-        os.link(tmp_path, maildir / "new" / name)
+        name = f"{os.path.basename(tmp_path)},S={size}"
+        os.link(tmp_path, f"{base}/new/{name}")
         # If this fsync fails the message may survive in new/ and be delivered again on
         # retry: at-least-once, never lost (DESIGN.md section 3).
         if fsync:
-            sync_dir(maildir / "new")
+            sync_dir(f"{base}/new")
     finally:
         # Like qmail-local's tryunlinktmp(): once linked, a leftover tmp name is harmless
         # (readers delete tmp files older than 36 hours, spec 16.4), so errors are ignored.

@@ -20,29 +20,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from qtoaster.config.control import Controls, ascii_lower
 from qtoaster.core.clock import Clock
 from qtoaster.delivery.base import Outcome, Result
-from qtoaster.queue import schedule, state
+from qtoaster.queue import lspawn, schedule, state
 from qtoaster.queue.bounce import BounceParams, build_bounce
 from qtoaster.queue.format import BadQueueFile, received_line
+from qtoaster.queue.lspawn import DeliveryPool
 from qtoaster.queue.state import MessageState
 from qtoaster.queue.store import NoSuchMessage, QueuedMessage, QueueStore, commit_message, is_qid
 
 log = logging.getLogger("qtoaster.send")
 
 RESCAN_SECONDS = 30.0
+HOLD_RECHECK = 60.0  # a channel on hold (concurrency 0) is looked at again this often
 SLEEP_SYSFAIL = 123  # qmail-send's pause after a system failure (bounce injection)
 _CHUNK = 65536
 
@@ -55,7 +58,7 @@ class HasControls(Protocol):
 class LocalAgentLike(Protocol):
     def is_local(self, recipient: str) -> bool: ...
 
-    def deliver(self, message: Path, body_offset: int, sender: str, recipient: str) -> Result: ...
+    def deliver(self, message: str, body_offset: int, sender: str, recipient: str) -> Result: ...
 
 
 @dataclass
@@ -91,23 +94,37 @@ def rewrite(recipient: str, envnoathost: str, percenthack: frozenset[str]) -> st
     return f"{local}@{domain}"
 
 
+_LOGSAFE = {i: "_" for i in range(32)} | {10: "/", 127: "_"}
+
+
 def logsafe(text: str) -> str:
     """qmail-send's logsafe: LF -> ``/``, other control bytes -> ``_``."""
-    return "".join("/" if c == "\n" else "_" if ord(c) < 32 or c == "\x7f" else c for c in text)
+    return text.translate(_LOGSAFE)
 
 
-DELIVERY_THREADS = 4
+DELIVERY_WORKERS = 4
+FastFuture = Future[lspawn.Outcome_]
 
 
 class QueueManager:
     def __init__(
-        self, store: QueueStore, config: HasControls, local_agent: LocalAgentLike, clock: Clock
+        self,
+        store: QueueStore,
+        config: HasControls,
+        local_agent: LocalAgentLike,
+        clock: Clock,
     ) -> None:
         self.store = store
         self.controls = config.controls
         self.agent = local_agent
         self.clock = clock
         self.jobs: dict[str, Job] = {}
+        self._due: list[tuple[float, str]] = []  # heap of (next_try, qid) of idle jobs
+        self._fast: dict[FastFuture, Job] = {}  # fast-lane deliveries in flight
+        self._fast_lock = threading.Lock()
+        self._fast_results: list[FastFuture] = []  # finished, waiting for the loop
+        self._fast_wake_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._triggered: set[str] = set()
@@ -116,10 +133,9 @@ class QueueManager:
         concurrency = self.controls.concurrencylocal
         self._slots = asyncio.Semaphore(max(1, concurrency))
         # concurrencylocal bounds deliveries in flight; the threads that run them are
-        # fewer, since more threads than this only fight over the GIL (measured: 4
-        # threads deliver fsynced Maildir files fastest on 2 cores).
-        threads = max(1, min(concurrency, DELIVERY_THREADS))
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qt-local")
+        # fewer, since more only fight over the GIL (measured fastest on 2 cores).
+        workers = max(1, min(concurrency, DELIVERY_WORKERS))
+        self._pool = DeliveryPool(local_agent, store, workers)
         self._io = ThreadPoolExecutor(1, thread_name_prefix="qt-queue-io")
 
     # -- driving -------------------------------------------------------------------
@@ -127,7 +143,8 @@ class QueueManager:
     async def run_once(self) -> None:
         """Scan, start every delivery due now, and wait for all of them (tests, tools)."""
         await (self._scan() if self._started else self._start())
-        await asyncio.gather(*self._launch_due(self.clock.time()))
+        self._launch_due(self.clock.time())
+        await self._settle_all()
 
     async def run(self, stop: asyncio.Event, rescan: float = RESCAN_SECONDS) -> None:
         """Work until ``stop`` is set, then let the deliveries in progress finish."""
@@ -159,11 +176,18 @@ class QueueManager:
             if fd is not None:
                 loop.remove_reader(fd)
                 os.close(fd)
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._settle_all()
             self.close()
 
+    async def _settle_all(self) -> None:
+        """Wait until no delivery, fast or not, and no follow-up task is in flight."""
+        while self._tasks or self._fast:
+            fast = [asyncio.wrap_future(f) for f in self._fast]
+            await asyncio.gather(*self._tasks, *fast, return_exceptions=True)
+            await asyncio.sleep(0)  # let the fast lane's drain run
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
         self._io.shutdown(wait=True)
 
     def _open_trigger(self) -> int | None:
@@ -181,22 +205,42 @@ class QueueManager:
                 self._triggered.update(w for w in words if is_qid(w))
         self._wake.set()
 
+    def _schedule(self, job: Job) -> None:
+        """Put an idle job in the due heap (at its next_try); waiting forever needs no entry."""
+        if not math.isinf(job.next_try):
+            heapq.heappush(self._due, (job.next_try, job.qid))
+
     def _next_due(self) -> float:
-        due = [j.next_try for j in self.jobs.values() if not j.busy]
-        return min(due, default=math.inf)
+        """The earliest next_try of an idle job; stale heap entries are dropped on the way."""
+        while self._due:
+            when, qid = self._due[0]
+            job = self.jobs.get(qid)
+            if job is not None and not job.busy and job.next_try == when:
+                return when
+            heapq.heappop(self._due)
+        return math.inf
 
     def _launch_due(self, now: float) -> list[asyncio.Task[None]]:
+        """Start every job due by ``now``: O(due), however many wait in the queue."""
         started = []
-        for job in list(self.jobs.values()):
-            if job.busy or job.next_try > now:
-                continue
+        held: list[Job] = []
+        while self._next_due() <= now:
+            _, qid = heapq.heappop(self._due)
+            job = self.jobs[qid]
             if job.pending_local() and self.controls.concurrencylocal == 0:
-                continue  # concurrencylocal 0: the local channel is on hold (spec 15.2)
+                held.append(job)  # concurrencylocal 0: the local channel is on hold (15.2)
+                continue
             job.busy = True
+            if len(job.recipients) == 1 and job.pending_local() == [0]:
+                self._launch_fast(job, now)
+                continue
             task = asyncio.create_task(self._process(job, now))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
             started.append(task)
+        for job in held:
+            job.next_try = now + HOLD_RECHECK
+            self._schedule(job)
         return started
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -222,6 +266,7 @@ class QueueManager:
             if job.qid not in self.jobs:
                 job.next_try = now
                 self.jobs[job.qid] = job
+                self._schedule(job)
         if names is None:  # a full scan also forgets messages deleted behind our back
             present = set(await loop.run_in_executor(self._io, self.store.ids))
             for qid in [q for q, j in self.jobs.items() if q not in present and not j.busy]:
@@ -272,35 +317,104 @@ class QueueManager:
                     del self.jobs[job.qid]
                     return
                 dying = schedule.is_dying(job.message.birth, now, self.controls.queuelifetime)
-                if len(job.recipients) == 1 and pending == [0]:
-                    # The common case, in one trip to the pool: deliver, then end.
-                    if await self._deliver(job, 0, dying, end=True):
-                        self.jobs.pop(job.qid, None)
-                        log.info("end msg %s", job.qid)
-                        return
-                else:
-                    await asyncio.gather(*(self._deliver(job, i, dying) for i in pending))
+                await asyncio.gather(*(self._deliver(job, i, dying) for i in pending))
                 job.next_try = schedule.next_retry(job.message.birth, now, schedule.LOCAL_SKIP)
             if not job.pending_local():
                 await self._finish(job)
         finally:
-            job.busy = False
+            self._release(job)
 
-    async def _deliver(self, job: Job, idx: int, dying: bool, end: bool = False) -> bool:
-        """Deliver one recipient; with ``end``, also delete a message that is then done.
+    def _release(self, job: Job) -> None:
+        job.busy = False
+        if job.qid in self.jobs:
+            self._schedule(job)
 
-        Returns whether the message was deleted.
-        """
-        loop = asyncio.get_running_loop()
-        recipient = job.recipients[idx]
+    # -- the fast lane: one local recipient, the common case ------------------------
+    #
+    # One trip to a pool thread does it all (deliver, record, delete); results come
+    # back in batches through one loop wake-up, not one future and task per message.
+
+    def _launch_fast(self, job: Job, now: float) -> None:
+        dying = schedule.is_dying(job.message.birth, now, self.controls.queuelifetime)
+        self._loop = asyncio.get_running_loop()
+        future = self._pool.submit(self._request(job, 0, dying, end=not job.remote_left()))
+        self._fast[future] = job
+        future.add_done_callback(self._fast_done)  # first callback: runs before any waiter
+
+    def _request(self, job: Job, idx: int, dying: bool, end: bool = False) -> lspawn.Request:
+        message = job.message
+        return lspawn.Request(
+            qid=job.qid,
+            path=str(message.path),
+            body_offset=message.body_offset,
+            sender=message.envelope.sender,
+            recipient=job.recipients[idx],
+            idx=idx,
+            several=len(job.recipients) > 1,
+            dying=dying,
+            end=end,
+        )
+
+    def _fast_done(self, future: FastFuture) -> None:
+        """In the pool thread: queue the result; wake the loop once per batch."""
+        with self._fast_lock:
+            self._fast_results.append(future)
+            if self._fast_wake_pending:
+                return
+            self._fast_wake_pending = True
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._drain_fast)
+
+    def _drain_fast(self) -> None:
+        with self._fast_lock:
+            done, self._fast_results = self._fast_results, []
+            self._fast_wake_pending = False
+        now = self.clock.time()
+        for future in done:
+            self._settle_fast(self._fast.pop(future), future, now)
+        self._wake.set()
+
+    def _settle_fast(self, job: Job, future: FastFuture, now: float) -> None:
+        exc = future.exception()
+        if exc is not None:
+            log.error("internal error in queue manager", exc_info=exc)
+            job.next_try = now + SLEEP_SYSFAIL
+            self._release(job)
+            return
+        outcome = future.result()
+        if outcome is None:
+            log.warning("warning: msg %s vanished from the queue", job.qid)
+            self.jobs.pop(job.qid, None)
+            return
+        result, ended = outcome
+        self._record(job, 0, result)
+        if ended:
+            self.jobs.pop(job.qid, None)
+            log.info("end msg %s", job.qid)
+        elif job.pending_local():
+            job.next_try = schedule.next_retry(job.message.birth, now, schedule.LOCAL_SKIP)
+            self._release(job)
+        else:  # final but not ended (a failure to bounce, remote left): the slow path
+            task = asyncio.create_task(self._finish_and_release(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    async def _finish_and_release(self, job: Job) -> None:
+        try:
+            await self._finish(job)
+        finally:
+            self._release(job)
+
+    async def _deliver(self, job: Job, idx: int, dying: bool) -> None:
+        """Deliver one recipient of a message with several (the general path)."""
         async with self._slots:
-            try:
-                result, ended = await loop.run_in_executor(
-                    self._pool, self._deliver_blocking, job, idx, dying, end
-                )
-            except OSError as exc:
-                log.error("warning: trouble recording delivery of msg %s: %s", job.qid, exc)
-                return False
+            future = self._pool.submit(self._request(job, idx, dying))
+            outcome = await asyncio.wrap_future(future)
+        if outcome is not None:  # None: vanished; the next scan forgets it
+            self._record(job, idx, outcome[0])
+
+    def _record(self, job: Job, idx: int, result: Result) -> None:
+        """Note a result in memory (the disk has it already) and log it."""
         if result.outcome is Outcome.SUCCESS:
             job.state.delivered.add(idx)
         elif result.outcome is Outcome.PERMANENT:
@@ -309,48 +423,9 @@ class QueueManager:
             "delivery %s: %s: %s %s",
             job.qid,
             result.outcome.value,
-            logsafe(recipient),
+            logsafe(job.recipients[idx]),
             logsafe(result.report),
         )
-        return ended
-
-    def _deliver_blocking(
-        self, job: Job, idx: int, dying: bool, end: bool = False
-    ) -> tuple[Result, bool]:
-        """Deliver one recipient and record a final result durably (in a pool thread)."""
-        message = job.message
-        try:
-            result = self.agent.deliver(
-                message.path, message.body_offset, message.envelope.sender, job.recipients[idx]
-            )
-        except Exception as exc:  # an agent bug must not lose the message: retry later
-            log.exception("local agent raised for msg %s", job.qid)
-            result = Result(Outcome.TEMPORARY, f"Internal error in delivery: {exc}. (#4.3.0)")
-        if result.outcome is Outcome.TEMPORARY and dying:
-            result = Result(Outcome.PERMANENT, schedule.expire_report(result.report))
-        if result.outcome is Outcome.SUCCESS:
-            # The mail is durable in the Maildir already.  A lost success record can only
-            # cause a second delivery (at-least-once), so it is not fsynced, and a message
-            # with one recipient, deleted right after, needs no record at all.
-            if len(job.recipients) > 1:
-                state.append(self.store.state_path(job.qid), [state.delivered(idx)], fsync=False)
-        elif result.outcome is Outcome.PERMANENT:
-            state.append(
-                self.store.state_path(job.qid),
-                [state.failed(idx, result.report)],
-                fsync=self.store.fsync,
-                sync_dir=self.store.state_sync.sync,
-            )
-        ended = False
-        if end and result.outcome is Outcome.SUCCESS and not job.remote_left():
-            try:
-                self.store.delete(job.qid)
-                ended = True
-            except NoSuchMessage:
-                ended = True
-            except OSError as exc:
-                log.warning("warning: unable to delete msg %s, will try later: %s", job.qid, exc)
-        return result, ended
 
     async def _finish(self, job: Job) -> None:
         """Every local recipient is final: bounce the failures, then end the message."""

@@ -159,16 +159,17 @@ class QueueStore:
         """Unlink ``mess/ID`` (made durable) then ``state/ID``; NoSuchMessage if absent."""
         if not is_qid(qid):
             raise NoSuchMessage(qid)
+        state = f"{self.state}/{qid}"  # strings, not pathlib: this runs per message
         try:
-            os.unlink(self.mess / qid)
+            os.unlink(f"{self.mess}/{qid}")
         except FileNotFoundError:
-            self._unlink_quietly(self.state / qid)
+            self._unlink_quietly(state)
             raise NoSuchMessage(qid) from None
         # State must not vanish while the message could come back after a crash; with no
         # state file, a message that comes back is only delivered again (at-least-once).
-        if (self.state / qid).exists():
+        if os.path.exists(state):
             self.mess_sync.sync()
-            self._unlink_quietly(self.state / qid)
+            self._unlink_quietly(state)
 
     def move_to_bad(self, name: str) -> None:
         """Move ``mess/NAME`` (and its state file) aside into ``bad/``; never deletes."""
@@ -236,7 +237,7 @@ class QueueStore:
         return report
 
     @staticmethod
-    def _unlink_quietly(path: Path) -> None:
+    def _unlink_quietly(path: str | Path) -> None:
         try:
             os.unlink(path)
         except FileNotFoundError:
