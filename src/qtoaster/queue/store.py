@@ -115,7 +115,7 @@ class QueueStore:
         except EnvelopeError as exc:
             raise QueueError(exc.code, str(exc)) from None
         qid = new_qid()
-        path = self.tmp / qid
+        path = f"{self.tmp}/{qid}"  # strings, not pathlib: this runs per message
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -250,7 +250,7 @@ class Spool:
     def __init__(self, store: QueueStore, qid: str, stream: BinaryIO) -> None:
         self.qid = qid
         self._store = store
-        self._tmp = store.tmp / qid
+        self._tmp = f"{store.tmp}/{qid}"
         self._stream = stream  # buffered, over the O_EXCL descriptor
         self._size = 0
         self._done = False
@@ -281,7 +281,7 @@ class Spool:
             if self._store.fsync:
                 os.fsync(stream.fileno())
             stream.close()
-            os.rename(self._tmp, self._store.mess / self.qid)
+            os.rename(self._tmp, f"{self._store.mess}/{self.qid}")
         except OSError as exc:
             self.abort()
             raise QueueError(exitcodes.WRITE_ERROR, f"committing {self.qid}: {exc}") from None
