@@ -245,3 +245,25 @@ async def test_run_picks_up_triggered_messages_and_stops(tmp_path: Path) -> None
         async with asyncio.timeout(10):
             await runner
     assert [c[1] for c in agent.calls] == ["bob@example.com"]
+
+
+async def test_waiting_messages_cost_nothing_per_wake_up(tmp_path: Path) -> None:
+    """Remote-only messages wait outside the due heap; deferred ones wait for their time."""
+    store, agent, clock, manager = make(tmp_path)
+    agent.outcomes["later@example.com"] = Outcome.TEMPORARY
+    for i in range(200):
+        queue(store, "a@remote.example", f"r{i}@far.example")
+    deferred = queue(store, "a@remote.example", "later@example.com")
+    try:
+        await manager.run_once()
+        assert len(manager.jobs) == 201
+        assert [qid for _, qid in manager._due] == [deferred]  # only what can become due
+        calls = len(agent.calls)
+        clock.advance(50)  # before the first retry (birth + 100 s)
+        await manager.run_once()
+        assert len(agent.calls) == calls
+        clock.advance(60)
+        await manager.run_once()
+        assert len(agent.calls) == calls + 1
+    finally:
+        manager.close()
