@@ -165,3 +165,27 @@ def test_sigterm_stops_gracefully(home: Path) -> None:
             or qt(home, "queue", "stat").stdout.startswith(b"messages in queue: 1")
         )
     )
+
+
+def test_looping_message_refused_after_100_received_lines(server: Server) -> None:
+    hops = b"".join(b"Received: from hop%d by relay.test\r\n" % i for i in range(100))
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+        client.helo("c.test")
+        client.mail("a@b.test")
+        client.rcpt("alice@example.test")
+        code, text = client.data(hops + b"Subject: loop\r\n\r\nx\r\n")
+    assert (code, text) == (554, b"too many hops, this message is looping (#5.4.6)")
+
+
+def test_own_ip_literal_is_rewritten_to_localiphost(norelay: Path) -> None:
+    # spec 3.3 / 23.2: user@[our address] is mail for us, even without RELAYCLIENT.
+    srv = Server(norelay)
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=30) as client:
+            client.helo("c.test")
+            for literal in ("[127.0.0.1]", "[0.0.0.0]"):
+                client.sendmail("a@b.test", [f"postmaster@{literal}"], b"Subject: lit\r\n\r\nx\r\n")
+        listing = qt(norelay, "queue", "list").stdout.decode()
+        assert "[127.0.0.1]" not in listing and "[0.0.0.0]" not in listing
+    finally:
+        srv.stop()
