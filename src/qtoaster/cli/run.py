@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -115,21 +116,19 @@ def _bind_own(config: Config) -> list[socket.socket]:
     return [bind(lst, 1)[0] for lst in listeners]
 
 
-async def _serve_smtpd(home: Home, sockets: list[socket.socket], ready: object) -> None:
+async def _serve_smtpd(home: Home, sockets: list[socket.socket], ready: Callable[[], None]) -> None:
     from qtoaster.smtpd.worker import Worker
 
-    assert callable(ready)
     await Worker(home).serve(sockets, ready)
 
 
-async def _serve_send(config: Config, ready: object) -> None:
+async def _serve_send(config: Config, ready: Callable[[], None]) -> None:
     from qtoaster.core.clock import SystemClock
     from qtoaster.delivery.local import LocalAgent
     from qtoaster.directory.store import Directory
     from qtoaster.queue.manager import QueueManager
     from qtoaster.queue.store import QueueStore
 
-    assert callable(ready)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -55,10 +55,8 @@ class HasControls(Protocol):
     def controls(self) -> Controls: ...
 
 
-class LocalAgentLike(Protocol):
+class LocalAgentLike(lspawn.Agent, Protocol):
     def is_local(self, recipient: str) -> bool: ...
-
-    def deliver(self, message: str, body_offset: int, sender: str, recipient: str) -> Result: ...
 
 
 @dataclass
@@ -312,12 +310,12 @@ class QueueManager:
         try:
             pending = job.pending_local()
             if pending:
-                if not job.message.path.exists():
+                dying = schedule.is_dying(job.message.birth, now, self.controls.queuelifetime)
+                found = await asyncio.gather(*(self._deliver(job, i, dying) for i in pending))
+                if not all(found):
                     log.warning("warning: msg %s vanished from the queue", job.qid)
                     del self.jobs[job.qid]
                     return
-                dying = schedule.is_dying(job.message.birth, now, self.controls.queuelifetime)
-                await asyncio.gather(*(self._deliver(job, i, dying) for i in pending))
                 job.next_try = schedule.next_retry(job.message.birth, now, schedule.LOCAL_SKIP)
             if not job.pending_local():
                 await self._finish(job)
@@ -405,13 +403,18 @@ class QueueManager:
         finally:
             self._release(job)
 
-    async def _deliver(self, job: Job, idx: int, dying: bool) -> None:
-        """Deliver one recipient of a message with several (the general path)."""
+    async def _deliver(self, job: Job, idx: int, dying: bool) -> bool:
+        """Deliver one recipient of a message with several (the general path).
+
+        Returns False if the message vanished from the queue.
+        """
         async with self._slots:
             future = self._pool.submit(self._request(job, idx, dying))
             outcome = await asyncio.wrap_future(future)
-        if outcome is not None:  # None: vanished; the next scan forgets it
-            self._record(job, idx, outcome[0])
+        if outcome is None:
+            return False
+        self._record(job, idx, outcome[0])
+        return True
 
     def _record(self, job: Job, idx: int, result: Result) -> None:
         """Note a result in memory (the disk has it already) and log it."""

@@ -66,8 +66,9 @@ class SmtpSession(asyncio.BufferedProtocol):
         self.sender: str | None = None
         self.recipients: list[str] = []
         self.spool: Spool | None = None
-        self.data_bytes = 0
+        self.received_bytes = 0
         self.oversize = False
+        self.databytes = 0
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, base: asyncio.BaseTransport) -> None:
@@ -82,6 +83,8 @@ class SmtpSession(asyncio.BufferedProtocol):
             transport.abort()
             return
         self.env = {**self.ctx.process_env, **decision.env}
+        # The environment and controls are fixed for the session (qmail reads them once).
+        self.databytes = effective_databytes(self.env, self.ctx.config.controls.databytes)
         self.sessions.add(self)
         greeting = self.ctx.config.controls.smtpgreeting
         transport.write(Reply(220, f"{greeting} ESMTP").render())
@@ -174,16 +177,13 @@ class SmtpSession(asyncio.BufferedProtocol):
     def _greeting(self, code: int) -> Reply:
         return Reply(code, self.ctx.config.controls.smtpgreeting)
 
-    def _databytes(self) -> int:
-        return effective_databytes(self.env, self.ctx.config.controls.databytes)
-
     def _ehlo_reply(self) -> Reply:
         lines = [
             self.ctx.config.controls.smtpgreeting,
             "PIPELINING",
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
-            f"SIZE {self._databytes()}",
+            f"SIZE {self.databytes}",
         ]
         return Reply(250, "\n".join(lines))
 
@@ -239,7 +239,7 @@ class SmtpSession(asyncio.BufferedProtocol):
             log.warning("%s cannot open spool: %s", self.id, exc)
             self.conn.send(R.QQT_FAILURE)
             return
-        self.spool, self.data_bytes, self.oversize = spool, 0, False
+        self.spool, self.received_bytes, self.oversize = spool, 0, False
         self.conn.send(R.GO_AHEAD)
 
     def _received(self) -> bytes:
@@ -255,9 +255,8 @@ class SmtpSession(asyncio.BufferedProtocol):
     def _data_chunk(self, data: bytes) -> None:
         if self.spool is None or self.oversize:
             return
-        self.data_bytes += len(data)
-        limit = self._databytes()
-        if limit and self.data_bytes > limit:
+        self.received_bytes += len(data)
+        if self.databytes and self.received_bytes > self.databytes:
             # qmail reads the whole message, then answers 552 (spec 3.6); we stop
             # writing at once so an oversized message costs no disk.
             self.oversize = True

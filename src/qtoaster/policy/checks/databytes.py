@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from qtoaster.config.control import parse_int
 from qtoaster.core.reply import DATABYTES
 from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
 
@@ -18,12 +19,7 @@ def effective_databytes(env: Mapping[str, str], control_value: int) -> int:
     raw = env.get("DATABYTES")
     if raw is None:
         return control_value
-    digits = ""
-    for ch in raw.strip():
-        if not ch.isdigit():
-            break
-        digits += ch
-    return int(digits) if digits else 0
+    return parse_int(raw.strip(), 0)  # no leading digits: 0, unlimited (scan_ulong)
 
 
 class Databytes:
