@@ -37,6 +37,13 @@ def qt(
 def make_home(root: Path, *, me: str = "mx.example.test") -> Path:
     home = root / "home"
     qt(home, "init", "--me", me, "--smtp", "127.0.0.1:0")
+    # chkuser's refusal delay (1 s, growing) would only slow the tests down.
+    settings = home / "qtoaster.toml"
+    text = settings.read_text()
+    text = text.replace("error_delay = 1.0", "error_delay = 0").replace(
+        "error_delay_increase = 0.3", "error_delay_increase = 0"
+    )
+    settings.write_text(text)
     qt(home, "domain", "add", "example.test")
     for user in ("alice", "bob", "carol"):
         qt(home, "user", "add", f"{user}@example.test", "--password", "secret")

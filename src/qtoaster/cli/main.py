@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "queue": "qtoaster.cli.queue:queue",
     "queue-inject": "qtoaster.cli.inject:queue_inject",
     "sendmail": "qtoaster.cli.sendmail:sendmail",
+    "alias": "qtoaster.cli.directory:alias",
+    "import": "qtoaster.cli.importer:import_group",
 }
 
 

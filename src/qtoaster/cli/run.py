@@ -135,8 +135,8 @@ async def _serve_send(config: Config, ready: Callable[[], None]) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     directory = Directory.open(config.home, config.settings.database_url)
     fsync = config.settings.fsync
-    agent = LocalAgent(config.home, config.controls, directory, fsync=fsync)
     store = QueueStore(config.home.queue, fsync=fsync)
+    agent = LocalAgent(config.home, config.controls, directory, fsync=fsync, queue=store)
     manager = QueueManager(store, config, agent, SystemClock())
     task = loop.create_task(manager.run(stop))
     ready()

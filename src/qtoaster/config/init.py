@@ -40,6 +40,15 @@ max_connections = 10000
 # The directory of domains and users.  Unset: SQLite file users.sqlite3 in this home.
 # url = "postgresql+psycopg://qtoaster@dbhost/qtoaster"
 
+[chkuser]
+# Refuse unknown recipients of our domains at RCPT time (chkuser): "domain" checks the
+# domains whose unknown users bounce (not catch-all or delete domains), "always" every
+# hosted domain, "off" none.  CHKUSER_START=ALWAYS|DOMAIN in tcp.smtp overrides it.
+mode = "domain"
+# Seconds to wait before each refusal, and added for each further one in a session.
+error_delay = 1.0
+error_delay_increase = 0.3
+
 [queue]
 # fsync each message (and its directory) before answering 250.  Turning this off
 # loses mail on a crash: only for tests{demo_queue}.

@@ -66,6 +66,9 @@ def parse_listen(kind: str, value: str) -> Listener:
     return Listener(kind=kind, host=address.compressed, port=int(port_text))
 
 
+CHKUSER_MODES = ("domain", "always", "off")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     listeners: tuple[Listener, ...]
@@ -74,6 +77,11 @@ class Settings:
     database_url: str | None
     fsync: bool
     log_level: str
+    # chkuser (spec 12): "domain" checks hosted domains whose unknown users bounce,
+    # "always" every hosted domain, "off" none; CHKUSER_START overrides per connection.
+    chkuser_mode: str = "domain"
+    chkuser_delay: float = 1.0  # seconds before each rejection (CHKUSER_ERROR_DELAY)
+    chkuser_delay_increase: float = 0.3  # added per rejection (CHKUSER_ERROR_DELAY_INCREASE)
 
 
 class _Tables:
@@ -126,6 +134,15 @@ def _is_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
+def _seconds(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 60
+    return None if ok else "must be a number of seconds from 0 to 60"
+
+
+def _is_chkuser_mode(value: Any) -> str | None:
+    return None if value in CHKUSER_MODES else f"must be one of {', '.join(CHKUSER_MODES)}"
+
+
 def _is_url(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
 
@@ -168,6 +185,9 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         database_url=tables.get("database", "url", _is_url, None),
         fsync=tables.get("queue", "fsync", _is_bool, True),
         log_level=tables.get("log", "level", _is_level, "info"),
+        chkuser_mode=tables.get("chkuser", "mode", _is_chkuser_mode, "domain"),
+        chkuser_delay=float(tables.get("chkuser", "error_delay", _seconds, 1.0)),
+        chkuser_delay_increase=float(tables.get("chkuser", "error_delay_increase", _seconds, 0.3)),
     )
     tables.unknown()
     if tables.problems:

@@ -47,6 +47,12 @@ class Home:
         return self.root / "users.sqlite3"
 
     @property
+    def secrets_key(self) -> Path:
+        """The key that seals CRAM-MD5/APOP secrets (docs/directory.md); 0600, kept out of
+        the database so a copy of the database alone reveals nothing."""
+        return self.root / "secrets.key"
+
+    @property
     def run_dir(self) -> Path:
         return self.root / "run"
 

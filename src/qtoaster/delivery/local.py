@@ -1,12 +1,15 @@
-"""The local delivery agent: route a local recipient to its Maildir and store the message.
+"""The local delivery agent: route a local recipient and carry out its delivery.
 
-qmail-lspawn + qmail-local + vdelivermail in one (spec 16, 22), without .qmail files yet.
-Routing (docs/directory.md): a domain the directory hosts goes to that domain's user; a
-domain in control/locals (``me``, ``localhost``) goes to the same local part in
+qmail-lspawn + qmail-local + vdelivermail in one (spec 16, 22; docs/directory.md).
+Routing: a domain the directory hosts goes to that domain's address; a domain in
+control/locals (``me``, ``localhost``) goes to the same local part in
 control/defaultdomain (our stand-in for qmail's system users and its ``alias`` user).
+Then, as vdelivermail: the address's aliases (forwards, with or without a copy kept);
+else the user's mailbox, through the user's ``.qmail`` file if it has one; else the
+domain's handling of unknown users (bounce, delete, or a catch-all address).
 
 Invariants:
-- the reports are qmail's texts byte for byte (spec 16.2-16.4, 22);
+- the reports are qmail's texts byte for byte (spec 16.2-16.4, 21.3, 22);
 - infrastructure trouble (disk, permissions, the database) is TEMPORARY, never PERMANENT
   (spec 21.3 warns about the toaster getting this wrong);
 - safe to call from several threads at once: the agent holds no mutable state.
@@ -19,22 +22,33 @@ from collections.abc import Set
 from typing import BinaryIO, Protocol
 
 from qtoaster.core.durable import DirSyncs
-from qtoaster.core.envelope import encode, split_address
+from qtoaster.core.envelope import Envelope, split_address
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
+from qtoaster.delivery import instructions
 from qtoaster.delivery.base import Outcome, Result
-from qtoaster.delivery.maildir import deliver_maildir
+from qtoaster.delivery.dotqmail import DotQmailError, Instruction, Kind, read_dotqmail
+from qtoaster.delivery.instructions import ForwardSource, Job, Mailbox
+from qtoaster.delivery.quota import Quota
 from qtoaster.directory.cache import CachedLookups
+from qtoaster.directory.model import Recipient, UserInfo
+from qtoaster.directory.schema import UNKNOWN_BOUNCE, UNKNOWN_DELETE, UserFlag
 from qtoaster.directory.store import Directory
+from qtoaster.queue.store import QueueStore, commit_message
 
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
 LOOPING = "This message is looping: it already has my Delivered-To line. (#5.4.6)"
-MAILDIR_TEMPORARY = "Temporary error on maildir delivery. (#4.3.0)"
 UNREADABLE_MESSAGE = "Unable to read message. (#4.3.0)"
 # qmail-lspawn says "Unable to read users/cdb. (#4.3.0)"; our users live in the directory.
 DIRECTORY_UNAVAILABLE = "Unable to read the user directory. (#4.3.0)"
-# qmail-local's success report: did <files>+<forwards>+<programs>/ (qmail-local.c).
+# qmail-local's success report for one stored copy: did <files>+<forwards>+<programs>/.
 DELIVERED = "did 1+0+0/"
+# What vdelivermail's "delete" does with mail for unknown users: accept and drop it.
+DISCARDED = "did 0+0+0/"
+MAILDIR_TEMPORARY = instructions.MAILDIR_TEMPORARY
+OVER_QUOTA = instructions.OVER_QUOTA
+# The user's own mailbox as an instruction (the default delivery, ``./Maildir/``).
+_MAILBOX = Instruction(Kind.MAILDIR, "./Maildir/")
 
 # The loop check reads at most this much of the header section.
 HEADER_LIMIT = 64 * 1024
@@ -53,7 +67,13 @@ class LocalControls(Protocol):
 
 class LocalAgent:
     def __init__(
-        self, home: Home, controls: LocalControls, directory: Directory, *, fsync: bool = True
+        self,
+        home: Home,
+        controls: LocalControls,
+        directory: Directory,
+        *,
+        fsync: bool = True,
+        queue: QueueStore | None = None,
     ) -> None:
         self._home = home
         self._lookups = CachedLookups(directory)
@@ -62,6 +82,7 @@ class LocalAgent:
         self._locals = frozenset(domain.lower() for domain in controls.locals)
         self._defaultdomain = controls.defaultdomain.lower()
         self._hostname = controls.me
+        self._queue = queue
 
     def is_local(self, recipient: str) -> bool:
         """Whether ``recipient`` is delivered here (raises TemporaryFailure if the
@@ -74,39 +95,87 @@ class LocalAgent:
         """Deliver the message stored at ``message`` from ``body_offset`` to ``recipient``."""
         try:
             target = self._route(recipient)
-            mailbox = None if target is None else self._lookups.find_mailbox(target)
+            found = None if target is None else self._lookups.resolve(target)
         except TemporaryFailure:
             return Result(Outcome.TEMPORARY, DIRECTORY_UNAVAILABLE)
-        if mailbox is None:
+        if found is None:
             return Result(Outcome.PERMANENT, NO_MAILBOX)
-        local, domain = split_address(recipient)
-        dtline = b"Delivered-To: " + encode(f"{local}@{domain}")
+        plan = self._plan(found)
+        if isinstance(plan, Result):
+            return plan
         try:
             source = open(message, "rb")  # noqa: SIM115 - closed by the with below
         except OSError as exc:
             return _temporary(UNREADABLE_MESSAGE, exc)
         with source:
+            job = self._job(source, body_offset, sender, recipient, found.user)
             try:
                 source.seek(body_offset)
-                looping = _has_line(source, dtline)
-                source.seek(body_offset)
+                looping = _has_line(source, job.dtline.rstrip(b"\n"))
             except OSError as exc:
                 return _temporary(UNREADABLE_MESSAGE, exc)
             if looping:
                 return Result(Outcome.PERMANENT, LOOPING)
-            prefix = b"Return-Path: <" + encode(sender) + b">\n" + dtline + b"\n"
-            try:
-                deliver_maildir(
-                    mailbox,
-                    source,
-                    prefix,
-                    fsync=self._fsync,
-                    hostname=self._hostname,
-                    sync_dir=self._dirsyncs.sync,
-                )
-            except OSError as exc:
-                return _temporary(MAILDIR_TEMPORARY, exc)
-        return Result(Outcome.SUCCESS, DELIVERED)
+            steps = plan if plan is not None else self._dotqmail(job)
+            if isinstance(steps, Result):
+                return steps
+            return instructions.run(job, steps, self._inject if self._queue else None)
+
+    def _plan(self, found: Recipient) -> list[Instruction] | Result | None:
+        """What to do for ``found``: instructions, a final result, or None for "the
+        user's mailbox, through its .qmail file if it has one"."""
+        usable = found.user is not None and not found.user.flags & UserFlag.BOUNCE_MAIL
+        if found.forwards:
+            steps = [
+                Instruction(Kind.MAILDIR if t.startswith("/") else Kind.FORWARD, t)
+                for t in found.forwards
+            ]
+            if found.keep_copy and usable:
+                steps.append(_MAILBOX)
+            return steps
+        if usable:
+            return None
+        if found.unknown_user == UNKNOWN_BOUNCE:
+            return Result(Outcome.PERMANENT, NO_MAILBOX)
+        if found.unknown_user == UNKNOWN_DELETE:
+            return Result(Outcome.SUCCESS, DISCARDED)
+        return [Instruction(Kind.FORWARD, found.unknown_user)]  # the catch-all address
+
+    def _dotqmail(self, job: Job) -> list[Instruction] | Result:
+        """The user's .qmail file (in the user's directory, as vdelivermail reads it), or
+        the default delivery to the Maildir when there is none or it is empty."""
+        try:
+            dotqmail = read_dotqmail(job.home / ".qmail")
+        except DotQmailError as exc:
+            outcome = Outcome.TEMPORARY if exc.temporary else Outcome.PERMANENT
+            return Result(outcome, exc.report)
+        if dotqmail is None or not dotqmail.instructions:
+            return [_MAILBOX]
+        return list(dotqmail.instructions)
+
+    def _job(
+        self, source: BinaryIO, body_offset: int, sender: str, recipient: str, user: UserInfo | None
+    ) -> Job:
+        mailbox = None
+        home = self._home.domains
+        if user is not None:
+            mailbox = Mailbox(user.maildir, _quota(user))
+            home = user.maildir.parent
+        return Job(
+            source=source,
+            body_offset=body_offset,
+            sender=sender,
+            recipient=recipient,
+            hostname=self._hostname,
+            home=home,
+            mailbox=mailbox,
+            fsync=self._fsync,
+            dirsyncs=self._dirsyncs,
+        )
+
+    def _inject(self, envelope: Envelope, source: ForwardSource) -> str:
+        assert self._queue is not None
+        return commit_message(self._queue, envelope, "forward", source)
 
     def _route(self, recipient: str) -> str | None:
         """The directory address that receives mail for ``recipient``, or None if remote."""
@@ -119,6 +188,11 @@ class LocalAgent:
         if domain in self._locals:
             return f"{local}@{self._defaultdomain}"
         return None
+
+
+def _quota(user: UserInfo) -> Quota:
+    # A limit of 0 means none, as in Courier and Dovecot (delivery/quota.py).
+    return Quota(user.quota or None, user.quota_messages or None)
 
 
 def _has_line(source: BinaryIO, wanted: bytes) -> bool:

@@ -18,15 +18,20 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from qtoaster.directory.model import Recipient
 
 T = TypeVar("T")
 MAX_ENTRIES = 100_000
+MISS: object = object()  # what peek() answers when the cache does not know
 
 
 class Lookups(Protocol):
     def hosts_domain(self, name: str) -> bool: ...
     def find_mailbox(self, address: str) -> Path | None: ...
+    def resolve(self, address: str) -> Recipient | None: ...
     def change_token(self) -> int | None: ...
 
 
@@ -49,12 +54,23 @@ class CachedLookups:
         self._checked = -check_every
         self._domains: dict[str, bool] = {}
         self._mailboxes: dict[str, Path | None] = {}
+        self._recipients: dict[str, Recipient | None] = {}
 
     def hosts_domain(self, name: str) -> bool:
         return self._cached(self._domains, name, self._directory.hosts_domain)
 
     def find_mailbox(self, address: str) -> Path | None:
         return self._cached(self._mailboxes, address, self._directory.find_mailbox)
+
+    def resolve(self, address: str) -> Recipient | None:
+        return self._cached(self._recipients, address.lower(), self._directory.resolve)
+
+    def peek(self, address: str) -> Recipient | object | None:
+        """The cached :meth:`resolve` answer, or MISS; never asks the database (but may
+        read the change token: raises TemporaryFailure if that fails)."""
+        self._expire()
+        with self._lock:
+            return self._recipients.get(address.lower(), MISS)
 
     def _cached(self, table: dict[str, T], key: str, lookup: Callable[[str], T]) -> T:
         self._expire()
@@ -80,3 +96,4 @@ class CachedLookups:
                 self._token, self._since = token, now
                 self._domains.clear()
                 self._mailboxes.clear()
+                self._recipients.clear()

@@ -30,10 +30,12 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
     select,
+    text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Unknown-user handling of a domain (vpopmail's .qmail-default argument, spec 22):
 # 'bounce' (bounce-no-mailbox), 'delete' (accept and discard), or a catch-all address.
@@ -70,6 +72,8 @@ domains = Table(
     Column("max_users", Integer, nullable=True),  # NULL = unlimited
     Column("unknown_user", String(320), nullable=False, default=UNKNOWN_BOUNCE),
     Column("created", BigInteger, nullable=False),  # Unix seconds
+    # v2: keep CRAM-MD5/APOP secrets for this domain's users (opt-in, docs/directory.md).
+    Column("secrets", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 users = Table(
@@ -84,6 +88,12 @@ users = Table(
     Column("flags", Integer, nullable=False, default=0),  # UserFlag bits
     Column("maildir", String(1024), nullable=False),  # relative to the home
     Column("created", BigInteger, nullable=False),
+    # v2: the per-user secrets choice (NULL = the domain's), and the secrets themselves:
+    # Dovecot's {CRAM-MD5} HMAC contexts (64 hex) and the APOP secret sealed with the key
+    # file of the home (never clear text).
+    Column("secrets", Boolean, nullable=True),
+    Column("cram_md5", String(64), nullable=True),
+    Column("apop_secret", String(255), nullable=True),
     # The delivery lookup is one probe of this index (domain_id, local_part).
     UniqueConstraint("domain_id", "local_part", name="users_address"),
 )
@@ -100,9 +110,31 @@ aliases = Table(
 )
 Index("aliases_address", aliases.c.domain_id, aliases.c.local_part)
 
+
 # version n -> the function that upgrades a connection from n to n + 1.  Each runs in the
 # caller's transaction, so a failed upgrade leaves the old schema intact.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+def _add_columns(conn: Connection, table: Table, names: list[str]) -> None:
+    """ALTER TABLE ... ADD COLUMN for columns of ``table`` (portable: each column's type and
+    server default are compiled for the connection's dialect)."""
+    preparer = conn.dialect.identifier_preparer
+    for name in names:
+        column = table.c[name]
+        ddl = (
+            f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN"
+            f" {preparer.format_column(column)} {column.type.compile(dialect=conn.dialect)}"
+        )
+        if column.server_default is not None:
+            default = column.server_default.arg  # type: ignore[attr-defined]
+            ddl += f" DEFAULT {default.compile(dialect=conn.dialect)} NOT NULL"
+        conn.execute(text(ddl))
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    _add_columns(conn, domains, ["secrets"])
+    _add_columns(conn, users, ["secrets", "cram_md5", "apop_secret"])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 
 def stored_version(conn: Connection) -> int | None:

@@ -7,8 +7,9 @@ Checks never write to the socket and never format wire bytes: they return a
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from qtoaster.core.reply import Reply
 
@@ -25,6 +26,7 @@ class Stage(enum.Enum):
 class Verdict:
     reply: Reply | None = None  # None: the check lets the command through
     rewritten: str | None = None  # a replacement address (RELAYCLIENT suffix, localiphost)
+    delay: float = 0.0  # seconds the session waits before it answers (chkuser, tarpit)
 
     @property
     def rejects(self) -> bool:
@@ -46,3 +48,6 @@ class Facts:
     recipient: str | None = None
     size: int | None = None
     recipients: tuple[str, ...] = field(default_factory=tuple)
+    # Per-session scratch space of checks that count across commands (chkuser's recipient
+    # counters, spec 12.4), keyed by check name; the session owns it, checks mutate it.
+    session: MutableMapping[str, Any] = field(default_factory=dict)

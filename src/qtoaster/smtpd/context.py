@@ -13,14 +13,24 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from qtoaster.config.loader import Config
+from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings, maildir_percent
 from qtoaster.policy.checks.databytes import Databytes
 from qtoaster.policy.checks.rcpthosts import Rcpthosts
-from qtoaster.policy.pipeline import Pipeline
+from qtoaster.policy.pipeline import Check, Pipeline
 from qtoaster.queue.store import QueueStore
+from qtoaster.smtpd.lookups import SmtpdLookups
 
 # Variables a tcp.smtp rule or the process environment may set for a connection
 # (tcp-environ(5) and the toaster's Table 2); read once, never while serving.
-_PROCESS_VARIABLES = ("RELAYCLIENT", "DATABYTES", "TCPREMOTEINFO")
+_PROCESS_VARIABLES = (
+    "RELAYCLIENT",
+    "DATABYTES",
+    "TCPREMOTEINFO",
+    "CHKUSER_START",
+    "CHKUSER_RCPTLIMIT",
+    "CHKUSER_WRONGRCPTLIMIT",
+    "CHKUSER_MBXQUOTA",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +43,29 @@ class SmtpdContext:
     hostname_pid: str
 
     @classmethod
-    def build(cls, config: Config, executor: Executor) -> SmtpdContext:
+    def build(
+        cls,
+        config: Config,
+        executor: Executor,
+        lookups: SmtpdLookups | None = None,
+        lookup_executor: Executor | None = None,
+    ) -> SmtpdContext:
+        """The context for ``config``; without ``lookups`` there is no directory (tests
+        of the protocol alone) and rcpthosts decides alone."""
         controls = config.controls
-        pipeline = Pipeline([Databytes(controls.databytes), Rcpthosts(controls)])
+        settings = config.settings
+        recipient: Check = Rcpthosts(controls)
+        if (lookups is not None and settings.chkuser_mode != "off") or lookups is not None:
+            recipient = Chkuser(
+                controls,
+                lookups,
+                lookup_executor or executor,
+                ChkuserSettings(
+                    settings.chkuser_mode, settings.chkuser_delay, settings.chkuser_delay_increase
+                ),
+                maildir_percent(controls.me),
+            )
+        pipeline = Pipeline([Databytes(controls.databytes), recipient])
         store = QueueStore(config.home.queue, fsync=config.settings.fsync)
         env = {k: os.environ[k] for k in _PROCESS_VARIABLES if k in os.environ}
         return cls(config, pipeline, store, executor, env, f"{controls.me}:{os.getpid()}")

@@ -16,10 +16,11 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, cast
 
 from qtoaster.core import reply as R
@@ -27,7 +28,7 @@ from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import QueueError
 from qtoaster.core.reply import Reply
 from qtoaster.policy.checks.databytes import effective_databytes
-from qtoaster.policy.verdict import Facts, Stage
+from qtoaster.policy.verdict import Facts, Stage, Verdict
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
 from qtoaster.queue import exitcodes
@@ -69,6 +70,8 @@ class SmtpSession(asyncio.BufferedProtocol):
         self.received_bytes = 0
         self.oversize = False
         self.databytes = 0
+        self.task: asyncio.Task[None] | None = None  # commit or policy wait in flight
+        self.policy_state: dict[str, object] = {}  # checks' per-session counters
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, base: asyncio.BaseTransport) -> None:
@@ -199,6 +202,7 @@ class SmtpSession(asyncio.BufferedProtocol):
             recipient=recipient,
             size=size,
             recipients=tuple(self.recipients),
+            session=self.policy_state,
         )
 
     # -- transaction ---------------------------------------------------------
@@ -207,25 +211,60 @@ class SmtpSession(asyncio.BufferedProtocol):
         self.recipients = []
 
     def _mail(self, event: ev.MailFrom) -> None:
-        verdict = self.ctx.pipeline.run(
-            Stage.MAIL, self._facts(sender=event.address, size=event.size), self.id
-        )
-        if verdict.reply is not None:
-            self.conn.send(verdict.reply)
-            return
-        self.sender = event.address
-        self.recipients = []
-        self.conn.send(R.OK)
+        def answer(verdict: Verdict) -> None:
+            if verdict.reply is not None:
+                self.conn.send(verdict.reply)
+                return
+            self.sender = event.address
+            self.recipients = []
+            self.conn.send(R.OK)
+
+        facts = self._facts(sender=event.address, size=event.size)
+        self._policy(Stage.MAIL, facts, answer)
 
     def _rcpt(self, address: str) -> None:
         controls = self.ctx.config.controls
         address = rewrite_localip(address, self.local_ip, controls.localiphost)
-        verdict = self.ctx.pipeline.run(Stage.RCPT, self._facts(recipient=address), self.id)
-        if verdict.reply is not None:
-            self.conn.send(verdict.reply)
+
+        def answer(verdict: Verdict) -> None:
+            if verdict.reply is not None:
+                self.conn.send(verdict.reply)
+                return
+            self.recipients.append(verdict.rewritten or address)
+            self.conn.send(R.OK)
+
+        self._policy(Stage.RCPT, self._facts(recipient=address), answer)
+
+    def _policy(self, stage: Stage, facts: Facts, answer: Callable[[Verdict], None]) -> None:
+        """Run the checks of ``stage`` and ``answer`` with the verdict: at once when every
+        check answered at once, else (a lookup off the loop, a delay) after waiting, with
+        the session busy meanwhile so pipelined commands keep their order."""
+        result = self.ctx.pipeline.run(stage, facts, self.id)
+        if not inspect.isawaitable(result) and not result.delay:
+            answer(result)
             return
-        self.recipients.append(verdict.rewritten or address)
-        self.conn.send(R.OK)
+        self.busy = True
+        self.task = asyncio.get_running_loop().create_task(self._policy_later(result, answer))
+
+    async def _policy_later(
+        self, result: Verdict | Awaitable[Verdict], answer: Callable[[Verdict], None]
+    ) -> None:
+        try:
+            verdict = await result if inspect.isawaitable(result) else result
+            if verdict.delay:
+                await asyncio.sleep(verdict.delay)
+        except Exception:
+            log.exception("%s internal error in a policy check", self.id)
+            verdict = Verdict(reply=R.INTERNAL_ERROR)
+        self.busy = False
+        self.last_activity = time.monotonic()
+        if self.transport is None or self.transport.is_closing():
+            return
+        answer(verdict)
+        if verdict.reply is R.INTERNAL_ERROR:
+            self.expire(R.INTERNAL_ERROR)
+            return
+        self._resume()
 
     def _data_start(self) -> None:
         assert self.sender is not None
@@ -280,7 +319,7 @@ class SmtpSession(asyncio.BufferedProtocol):
             self.conn.send(R.TOO_MANY_HOPS)
         else:
             self.busy = True  # no command is handled until the commit answered
-            asyncio.get_running_loop().create_task(self._commit(spool))
+            self.task = asyncio.get_running_loop().create_task(self._commit(spool))
 
     async def _commit(self, spool: Spool) -> None:
         loop = asyncio.get_running_loop()
@@ -298,7 +337,11 @@ class SmtpSession(asyncio.BufferedProtocol):
         if self.transport is None or self.transport.is_closing():
             return
         self.conn.send(reply)
-        if self.paused:
+        self._resume()
+
+    def _resume(self) -> None:
+        """After waiting (commit, lookup, delay): read again and handle buffered input."""
+        if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
         self._process()

@@ -18,15 +18,17 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from qtoaster.config.loader import load_config
+from qtoaster.config.loader import Config, load_config
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 from qtoaster.core.reply import SHUTTING_DOWN, TIMEOUT
 from qtoaster.smtpd.context import SmtpdContext
+from qtoaster.smtpd.lookups import SmtpdLookups
 from qtoaster.smtpd.session import SmtpSession
 
 log = logging.getLogger("qtoaster.smtpd")
 COMMIT_THREADS = 4  # enough fsyncs in flight for group commit; more only fight for the GIL
+LOOKUP_THREADS = 4
 SWEEP_SECONDS = 1.0
 MAX_GRACE_SECONDS = 30.0
 
@@ -35,13 +37,28 @@ class Worker:
     def __init__(self, home: Home) -> None:
         self.home = home
         self.executor = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit")
-        self.ctx = SmtpdContext.build(load_config(home), self.executor)
+        # Directory lookups (chkuser) get their own threads: a slow database must not hold
+        # up commits, nor commits the lookups.
+        self.lookup_executor = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup")
+        config = load_config(home)
+        self.lookups = SmtpdLookups(home, config.settings.database_url)
+        self.ctx = self._build(config)
         self.sessions: set[SmtpSession] = set()
         self.stop = asyncio.Event()
 
+    def _build(self, config: Config) -> SmtpdContext:
+        return SmtpdContext.build(config, self.executor, self.lookups, self.lookup_executor)
+
     def reload(self) -> None:
         try:
-            self.ctx = SmtpdContext.build(load_config(self.home), self.executor)
+            config = load_config(self.home)
+            if config.settings.database_url != self.ctx.config.settings.database_url:
+                old, self.lookups = (
+                    self.lookups,
+                    SmtpdLookups(self.home, config.settings.database_url),
+                )
+                old.close()
+            self.ctx = self._build(config)
             log.info("smtpd reloaded configuration")
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
@@ -75,6 +92,8 @@ class Worker:
         await self._drain()
         sweeper.cancel()
         self.executor.shutdown(wait=True)
+        self.lookup_executor.shutdown(wait=True)
+        self.lookups.close()
 
     async def _drain(self) -> None:
         grace = min(float(self.ctx.config.controls.timeoutsmtpd), MAX_GRACE_SECONDS)

@@ -1,0 +1,126 @@
+"""What the directory hands out (plain frozen values) and the rules for names it accepts.
+
+Invariants:
+- every name that reaches the database went through :func:`valid_domain`,
+  :func:`valid_address` or :func:`valid_target` and is lower-cased (local parts too:
+  vpopmail is case-insensitive, spec 22);
+- the values are immutable, so caches can share them between threads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from qtoaster.core.envelope import split_address
+from qtoaster.core.errors import QtoasterError
+from qtoaster.directory.schema import UNKNOWN_BOUNCE, UNKNOWN_DELETE, UserFlag
+
+# RFC 1035 2.3.1 labels (letters, digits, inner hyphens), at most 63 octets each, 253 in all.
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# RFC 5322 3.2.3 atext and dots, minus '/' (the local part names a directory on disk).
+_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+=?^_`{|}~-]+)*$")
+
+
+class DirectoryError(QtoasterError):
+    """A directory request that cannot succeed: unknown or duplicate name, invalid address."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    address: str
+    domain: str
+    local_part: str
+    quota: int | None  # bytes (Maildir++ 'S'); None = unlimited
+    flags: UserFlag
+    maildir: Path  # absolute
+    has_password: bool
+    created: int  # Unix seconds
+    quota_messages: int | None = None  # Maildir++ 'C'; None = unlimited
+    secrets: bool | None = None  # keeps CRAM-MD5/APOP secrets; None = the domain's choice
+    has_secrets: bool = False  # CRAM-MD5/APOP secrets are stored now
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    name: str
+    alias_of: str | None  # the real domain of an alias domain
+    default_quota: int | None
+    max_users: int | None
+    unknown_user: str  # 'bounce', 'delete' or a catch-all address
+    secrets: bool
+    users: int
+    aliases: int
+    alias_domains: tuple[str, ...]
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class AliasInfo:
+    address: str
+    target: str
+    keep_copy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Everything delivery and chkuser need to know about one address of a hosted domain."""
+
+    domain: str  # the real domain (an alias domain resolved to its target)
+    local_part: str  # lower-cased, as asked
+    user: UserInfo | None  # the mailbox (after the user-ext fallback); None if none
+    forwards: tuple[str, ...]  # alias targets of exactly this address
+    keep_copy: bool  # with forwards: also deliver to ``user``
+    unknown_user: str  # the domain's handling of addresses that have neither
+
+    @property
+    def exists(self) -> bool:
+        """An address that accepts mail by itself (chkuser's "user or alias", spec 12.2)."""
+        mailbox = self.user is not None and not self.user.flags & UserFlag.BOUNCE_MAIL
+        return mailbox or bool(self.forwards)
+
+
+def valid_domain(name: str) -> str:
+    """``name`` lower-cased, or DirectoryError if it is not a DNS host name."""
+    lowered = name.lower()
+    labels = lowered.split(".")
+    if len(lowered) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise DirectoryError(f"invalid domain name: {name!r}")
+    return lowered
+
+
+def valid_address(address: str) -> tuple[str, str]:
+    """``(local, domain)`` lower-cased, or DirectoryError if not a mailbox address."""
+    local, domain = split_address(address)
+    lowered = local.lower()
+    if "@" not in address or len(lowered) > 64 or not _LOCAL.match(lowered):
+        raise DirectoryError(f"invalid address: {address!r}")
+    return lowered, valid_domain(domain)
+
+
+def valid_target(target: str) -> str:
+    """A forward target: a mailbox address (lower-cased domain) or an absolute Maildir path
+    (ending in ``/``, as in a .qmail file, spec 16.3)."""
+    if len(target) > 320 or "\x00" in target:
+        raise DirectoryError(f"invalid forward target: {target[:40]!r}... (too long or NUL)")
+    if target.startswith("/"):
+        if not target.endswith("/") or "\n" in target:
+            raise DirectoryError(f"invalid Maildir target {target!r} (absolute, ending in /)")
+        return target
+    local, domain = split_address(target)
+    if "@" not in target or not local or any(c in target for c in " \t\r\n<>"):
+        raise DirectoryError(f"invalid forward address: {target!r}")
+    return f"{local}@{valid_domain(domain)}"
+
+
+def valid_unknown_user(action: str) -> str:
+    """``bounce``, ``delete`` or a catch-all address (vpopmail's .qmail-default argument;
+    ``bounce-no-mailbox`` is accepted for ``bounce``)."""
+    lowered = action.strip().lower()
+    if lowered in (UNKNOWN_BOUNCE, "bounce-no-mailbox"):
+        return UNKNOWN_BOUNCE
+    if lowered == UNKNOWN_DELETE:
+        return UNKNOWN_DELETE
+    local, domain = valid_address(action.strip())
+    return f"{local}@{domain}"

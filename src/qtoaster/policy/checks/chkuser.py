@@ -1,0 +1,223 @@
+"""chkuser: refuse unknown recipients of hosted domains at RCPT time (spec 12).
+
+This check takes the place of :class:`Rcpthosts` in the RCPT stage: as in the toaster,
+every RCPT reaches chkuser, which makes the relay decision (with rcpthosts' rule and its
+vanilla reply, spec 26) and then asks the directory whether the mailbox exists.
+
+Decision, in the original's order (spec 12.2): intrusion flag set -> refuse; count the
+RCPT and refuse at CHKUSER_RCPTLIMIT (``>=``: the limit-th is already refused); no domain
+-> refuse; not in rcpthosts -> relay rule; domain not hosted -> accept; domain mode and
+the domain does not bounce unknown users (catch-all, delete) -> accept; a user or an
+alias -> accept, unless CHKUSER_MBXQUOTA percent of its quota is used; else refuse,
+counting towards CHKUSER_WRONGRCPTLIMIT.  Each refusal waits first: ``delay`` seconds,
+``increase`` more per refusal in the session (spec 12.5).
+
+Invariants:
+- a directory that cannot be read answers 4xx, never 5xx;
+- the event loop never waits for the database or the disk: a cached answer is used at
+  once, anything else runs in the executor (the check returns an awaitable);
+- the counters live in the session (``Facts.session``), never in the check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from qtoaster.core.envelope import split_address
+from qtoaster.core.errors import TemporaryFailure
+from qtoaster.core.reply import Reply
+from qtoaster.directory.cache import MISS
+from qtoaster.directory.model import Recipient
+from qtoaster.directory.schema import UNKNOWN_BOUNCE
+from qtoaster.policy.checks.rcpthosts import Rcpthosts, RcpthostsControls
+from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+
+log = logging.getLogger("qtoaster.policy")
+
+# The seed's text for an unknown user (spec 12.3: what the founding document promises);
+# the others are stock chkuser 2.0's.
+NO_MAILBOX = Reply(550, "sorry, no mailbox here by that name (#5.1.1 - chkusr)")
+MAILBOX_FULL = Reply(522, "sorry, recipient mailbox is full (#5.2.2 - chkuser)")
+MAX_RCPT = Reply(
+    571, "sorry, reached maximum number of recipients for one session (#5.7.1 - chkuser)"
+)
+INTRUSION = Reply(571, "sorry, you are violating our security policies (#5.7.1 - chkuser)")
+NO_DOMAIN = Reply(511, "sorry, you must specify a domain (#5.1.1 - chkuser)")
+# Stock chkuser answers 430, which is no RFC 5321 reply; 451 keeps its text and meaning
+# (docs/decisions/0004).
+UNAVAILABLE = Reply(451, "system temporary unavailable, try again later (#4.3.0 - chkuser)")
+
+MODES = ("domain", "always", "off")
+
+
+class Lookups(Protocol):
+    def peek(self, address: str) -> Recipient | object | None: ...
+    def resolve(self, address: str) -> Recipient | None: ...
+
+
+@dataclass(slots=True)
+class _Counters:
+    recipients: int = 0
+    wrong: int = 0
+    refused: int = 0
+    intrusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChkuserSettings:
+    mode: str = "domain"  # the default when CHKUSER_START is not set
+    delay: float = 1.0
+    increase: float = 0.3
+
+
+class Chkuser:
+    name = "chkuser"
+    stages = frozenset({Stage.RCPT})
+
+    def __init__(
+        self,
+        controls: RcpthostsControls,
+        lookups: Lookups,
+        executor: Executor,
+        settings: ChkuserSettings,
+        percent_used: Callable[[Recipient], int],
+    ) -> None:
+        self._rcpthosts = Rcpthosts(controls)
+        self._controls = controls
+        self._lookups = lookups
+        self._executor = executor
+        self._settings = settings
+        self._percent_used = percent_used
+
+    def check(self, stage: Stage, facts: Facts) -> Verdict | Awaitable[Verdict]:
+        assert facts.recipient is not None
+        mode = _mode(facts.env, self._settings.mode)
+        if mode == "off":
+            return self._rcpthosts.check(stage, facts)
+        counters = facts.session.setdefault(self.name, _Counters())
+        if counters.intrusive:
+            return self._refuse(counters, INTRUSION, facts, "rejected intrusion")
+        counters.recipients += 1
+        limit = _limit(facts.env, "CHKUSER_RCPTLIMIT")
+        if limit and counters.recipients >= limit:
+            counters.intrusive = True
+            return self._refuse(counters, MAX_RCPT, facts, "rejected intrusion")
+        _, domain = split_address(facts.recipient)
+        if not domain:
+            return self._wrong(counters, NO_DOMAIN, facts)
+        if not self._controls.rcpthosts_allows(domain):
+            return self._rcpthosts.check(stage, facts)  # relaying: qmail's rule and reply
+        try:
+            found = self._lookups.peek(facts.recipient)
+        except TemporaryFailure:
+            return self._refuse(counters, UNAVAILABLE, facts, "no auth resource")
+        if found is MISS or (self._wants_quota(facts, found)):
+            return self._slow(counters, facts, mode)
+        return self._decide(counters, facts, mode, found, None)  # type: ignore[arg-type]
+
+    # -- decisions -------------------------------------------------------------------
+
+    def _wants_quota(self, facts: Facts, found: object) -> bool:
+        return (
+            isinstance(found, Recipient)
+            and found.user is not None
+            and _limit(facts.env, "CHKUSER_MBXQUOTA") > 0
+            and (found.user.quota or found.user.quota_messages) is not None
+        )
+
+    async def _slow(self, counters: _Counters, facts: Facts, mode: str) -> Verdict:
+        """The lookup (and the quota reading) in the executor, then the decision."""
+        assert facts.recipient is not None
+        address = facts.recipient
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(self._executor, self._lookups.resolve, address)
+            percent = None
+            if self._wants_quota(facts, found):
+                assert found is not None
+                percent = await loop.run_in_executor(self._executor, self._percent_used, found)
+        except (TemporaryFailure, OSError) as exc:
+            log.warning("chkuser: cannot check %s: %s", address, exc)
+            return self._refuse(counters, UNAVAILABLE, facts, "no auth resource")
+        return self._decide(counters, facts, mode, found, percent)
+
+    def _decide(
+        self,
+        counters: _Counters,
+        facts: Facts,
+        mode: str,
+        found: Recipient | None,
+        percent: int | None,
+    ) -> Verdict:
+        if found is None:
+            return PASS  # in rcpthosts but not a directory domain (spec 12.2 step 5)
+        if mode == "domain" and found.unknown_user != UNKNOWN_BOUNCE:
+            return PASS  # "accepted any rcpt": a catch-all or delete domain
+        if not found.exists:
+            return self._wrong(counters, NO_MAILBOX, facts)
+        limit = _limit(facts.env, "CHKUSER_MBXQUOTA")
+        if percent is not None and limit and percent >= limit:
+            return self._refuse(counters, MAILBOX_FULL, facts, "mbx overquota")
+        return PASS
+
+    def _wrong(self, counters: _Counters, reply: Reply, facts: Facts) -> Verdict:
+        """An unknown or domainless recipient: it counts towards the intrusion threshold,
+        and the one that reaches it still gets the normal reply (spec 12.4)."""
+        counters.wrong += 1
+        limit = _limit(facts.env, "CHKUSER_WRONGRCPTLIMIT")
+        if limit and counters.wrong >= limit:
+            counters.intrusive = True
+            log.info("CHKUSER intrusion threshold: rcpt <%s>", facts.recipient)
+        return self._refuse(counters, reply, facts, "rejected rcpt")
+
+    def _refuse(self, counters: _Counters, reply: Reply, facts: Facts, brief: str) -> Verdict:
+        delay = self._settings.delay + self._settings.increase * counters.refused
+        counters.refused += 1
+        log.info(
+            "CHKUSER %s: from <%s> remote <%s:%s> rcpt <%s>",
+            brief,
+            facts.sender,
+            facts.helo,
+            facts.remote_ip,
+            facts.recipient,
+        )
+        return Verdict(reply=reply, delay=delay)
+
+
+def _mode(env: Mapping[str, str], default: str) -> str:
+    """CHKUSER_START (ALWAYS or DOMAIN; any other value turns chkuser off), else the
+    setting."""
+    start = env.get("CHKUSER_START")
+    if start is None:
+        return default
+    upper = start.strip().upper()
+    return "always" if upper == "ALWAYS" else "domain" if upper == "DOMAIN" else "off"
+
+
+def _limit(env: Mapping[str, str], name: str) -> int:
+    """A CHKUSER_* number; values < 1 or not numeric mean no limit (spec 12.4): 0."""
+    try:
+        value = int(env.get(name, "0").strip())
+    except ValueError:
+        return 0
+    return max(value, 0)
+
+
+def maildir_percent(hostname: str) -> Callable[[Recipient], int]:
+    """The CHKUSER_MBXQUOTA reading: percent of the user's Maildir++ quota in use."""
+    from qtoaster.delivery.quota import Quota, percent_used
+
+    def percent(found: Recipient) -> int:
+        user = found.user
+        if user is None:
+            return 0
+        quota = Quota(user.quota or None, user.quota_messages or None)
+        return percent_used(Path(user.maildir), quota, hostname=hostname)
+
+    return percent
