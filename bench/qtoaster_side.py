@@ -7,7 +7,10 @@ The home is ``WORKDIR/qtoaster-home``, recreated on every ``configure()``:
     qtoaster user add user@bench.test --password x --home H
     qtoaster run --home H     (one stdout line containing "ready" once it serves; SIGTERM stops)
 
-Mail lands in ``H/domains/bench.test/user/Maildir/new/``.
+Mail lands in ``H/domains/bench.test/user/Maildir/new/``.  ``settings`` (optional) rewrites
+keys of the generated qtoaster.toml right after ``init``, before the directory is touched
+(e.g. ``{"chkuser": {"mode": '"off"'}, "database": {"url": '"postgresql://..."'}}``; values
+are TOML literals), so ``domain add`` and ``user add`` already use that database.
 
 Invariants: the home keeps qtoaster's defaults, in particular ``[queue] fsync = true``
 (``configure()`` refuses a home whose qtoaster.toml turns it off); the server is our child,
@@ -46,6 +49,7 @@ class QtoasterServer:
     port: int = 10026
     qtoaster: Path = QTOASTER
     name: str = "qtoaster"
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -74,9 +78,14 @@ class QtoasterServer:
     def configure(self) -> None:
         if self.home.exists():
             shutil.rmtree(self.home)
-        for argv in self.setup_commands():
+        init, *rest = self.setup_commands()
+        subprocess.run(init, check=True, stdout=subprocess.DEVNULL)
+        toml = self.home / "qtoaster.toml"
+        if self.settings:
+            toml.write_text(override_toml(toml.read_text(), self.settings))
+        for argv in rest:
             subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-        settings = tomllib.loads(self.home.joinpath("qtoaster.toml").read_text())
+        settings = tomllib.loads(toml.read_text())
         if settings.get("queue", {}).get("fsync", True) is not True:
             raise RuntimeError("the benchmark needs [queue] fsync = true (the default)")
         # The load counts new/ from the start; the user's Maildir may be created lazily.
@@ -114,6 +123,33 @@ class QtoasterServer:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)  # the group start() created, by its id
             process.wait(timeout=deadline_s)
+
+
+def override_toml(text: str, overrides: dict[str, dict[str, str]]) -> str:
+    """``text`` with ``overrides[table][key] = literal`` set: an existing ``key = ...`` line
+    of that table is replaced, a missing key goes right under the table's header, a missing
+    table is appended.  Comments and the other lines stay as they were."""
+    lines = text.splitlines()
+    pending = {table: dict(keys) for table, keys in overrides.items()}
+    out: list[str] = []
+    table = ""
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            table = stripped.strip("[]").strip()
+            out.append(line)
+            out.extend(f"{k} = {v}" for k, v in pending.get(table, {}).items())
+            pending.pop(table, None)
+            continue
+        key = stripped.partition("=")[0].strip()
+        if table in overrides and key in overrides[table] and not stripped.startswith("#"):
+            continue  # already written under the header
+        out.append(line)
+    for table, keys in pending.items():
+        out += ["", f"[{table}]", *(f"{k} = {v}" for k, v in keys.items())]
+    result = "\n".join(out) + "\n"
+    tomllib.loads(result)  # fail here, not in qtoaster, on a bad literal
+    return result
 
 
 def _read_ready(process: subprocess.Popen[bytes], deadline_s: float) -> str:

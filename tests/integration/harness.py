@@ -10,6 +10,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,12 +35,15 @@ def qt(
     )
 
 
-def make_home(root: Path, *, me: str = "mx.example.test") -> Path:
+def make_home(root: Path, *, me: str = "mx.example.test", database_url: str | None = None) -> Path:
+    """A home with example.test and three users; on PostgreSQL if ``database_url``."""
     home = root / "home"
     qt(home, "init", "--me", me, "--smtp", "127.0.0.1:0")
     # chkuser's refusal delay (1 s, growing) would only slow the tests down.
     settings = home / "qtoaster.toml"
     text = settings.read_text()
+    if database_url is not None:
+        text = text.replace("[database]\n", f'[database]\nurl = "{database_url}"\n', 1)
     text = text.replace("error_delay = 1.0", "error_delay = 0").replace(
         "error_delay_increase = 0.3", "error_delay_increase = 0"
     )
@@ -134,3 +138,21 @@ def wait_for_mail(home: Path, user: str, needle: bytes, timeout: float = 20.0) -
 
     wait_until(arrived, timeout, what=f"{needle!r} for {user}")
     return found[0]
+
+
+def dialog(port: int, commands: list[bytes]) -> list[bytes]:
+    """Send each command, return the last reply line of each (greeting first)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        f = sock.makefile("rb")
+        replies = [_reply(f)]
+        for command in commands:
+            sock.sendall(command + b"\r\n")
+            replies.append(_reply(f))
+    return replies
+
+
+def _reply(f: socket.SocketIO | object) -> bytes:
+    while True:
+        line: bytes = f.readline()  # type: ignore[attr-defined]
+        if line[3:4] != b"-":
+            return line.rstrip(b"\r\n")

@@ -9,27 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Server, maildir_files, qt, wait_until
+from .harness import Server, dialog, maildir_files, qt, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def dialog(port: int, commands: list[bytes]) -> list[bytes]:
-    """Send each command, return the last reply line of each (greeting first)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        f = sock.makefile("rb")
-        replies = [_reply(f)]
-        for command in commands:
-            sock.sendall(command + b"\r\n")
-            replies.append(_reply(f))
-    return replies
-
-
-def _reply(f: socket.SocketIO | object) -> bytes:
-    while True:
-        line: bytes = f.readline()  # type: ignore[attr-defined]
-        if line[3:4] != b"-":
-            return line.rstrip(b"\r\n")
 
 
 CHKUSER_NO_MAILBOX = b"550 sorry, no mailbox here by that name (#5.1.1 - chkusr)"

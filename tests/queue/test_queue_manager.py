@@ -12,6 +12,7 @@ import pytest
 from qtoaster.config.control import Controls
 from qtoaster.core.clock import FakeClock
 from qtoaster.core.envelope import Envelope
+from qtoaster.core.errors import TemporaryFailure
 from qtoaster.delivery.base import Outcome, Result
 from qtoaster.queue import state
 from qtoaster.queue.manager import QueueManager, rewrite
@@ -270,3 +271,25 @@ async def test_waiting_messages_cost_nothing_per_wake_up(tmp_path: Path) -> None
         assert len(agent.calls) == calls + 1
     finally:
         manager.close()
+
+
+class DownAgent(FakeAgent):
+    """The directory is unreachable: routing itself fails temporarily."""
+
+    def is_local(self, recipient: str) -> bool:
+        raise TemporaryFailure("directory database error: connection refused")
+
+
+async def test_directory_down_leaves_the_message_queued(tmp_path: Path) -> None:
+    clock = FakeClock(BIRTH)
+    QueueStore.create(tmp_path / "queue")
+    store = QueueStore(tmp_path / "queue", fsync=False, clock=clock)
+    agent = DownAgent()
+    config = FakeConfig(Controls.for_me("mx.example.com"))
+    manager = QueueManager(store, config, agent, clock)
+    qid = queue(store, "alice@remote.example", "bob@example.com")
+    try:
+        await manager.run_once()
+    finally:
+        manager.close()
+    assert agent.calls == [] and store.ids() == [qid]

@@ -95,11 +95,11 @@ def _database_url(home: Home) -> str | None:
 def _add_rcpthosts(home: Home, report: Report, aliases: Mapping[str, list[str]]) -> None:
     # As vadddomain (spec 22): a hosted domain is listed in control/rcpthosts, or mail to
     # it is refused at RCPT.  Reuses the domain command's atomic editor.
-    from qtoaster.cli.directory import _edit_rcpthosts
+    from qtoaster.cli.controlfiles import edit_rcpthosts
 
     for name in sorted(report.domains):
         for hosted in [name, *aliases.get(name, [])]:
-            _edit_rcpthosts(home, add=hosted)
+            edit_rcpthosts(home, add=hosted)
 
 
 @click.group("import")

@@ -125,7 +125,7 @@ async def _serve_smtpd(home: Home, sockets: list[socket.socket], ready: Callable
 async def _serve_send(config: Config, ready: Callable[[], None]) -> None:
     from qtoaster.core.clock import SystemClock
     from qtoaster.delivery.local import LocalAgent
-    from qtoaster.directory.store import Directory
+    from qtoaster.directory.lazy import LazyDirectory
     from qtoaster.queue.manager import QueueManager
     from qtoaster.queue.store import QueueStore
 
@@ -133,7 +133,8 @@ async def _serve_send(config: Config, ready: Callable[[], None]) -> None:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    directory = Directory.open(config.home, config.settings.database_url)
+    # Opened on first use and again after an outage: deliveries defer meanwhile.
+    directory = LazyDirectory(config.home, config.settings.database_url)
     fsync = config.settings.fsync
     store = QueueStore(config.home.queue, fsync=fsync)
     agent = LocalAgent(config.home, config.controls, directory, fsync=fsync, queue=store)

@@ -30,10 +30,9 @@ from qtoaster.delivery.base import Outcome, Result
 from qtoaster.delivery.dotqmail import DotQmailError, Instruction, Kind, read_dotqmail
 from qtoaster.delivery.instructions import ForwardSource, Job, Mailbox
 from qtoaster.delivery.quota import Quota
-from qtoaster.directory.cache import CachedLookups
+from qtoaster.directory.cache import CachedLookups, Lookups
 from qtoaster.directory.model import Recipient, UserInfo
 from qtoaster.directory.schema import UNKNOWN_BOUNCE, UNKNOWN_DELETE, UserFlag
-from qtoaster.directory.store import Directory
 from qtoaster.queue.store import QueueStore, commit_message
 
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
@@ -70,7 +69,7 @@ class LocalAgent:
         self,
         home: Home,
         controls: LocalControls,
-        directory: Directory,
+        directory: Lookups,
         *,
         fsync: bool = True,
         queue: QueueStore | None = None,
@@ -143,13 +142,16 @@ class LocalAgent:
 
     def _dotqmail(self, job: Job) -> list[Instruction] | Result:
         """The user's .qmail file (in the user's directory, as vdelivermail reads it), or
-        the default delivery to the Maildir when there is none or it is empty."""
+        the default delivery to the Maildir when there is none or it is empty (0 bytes).
+
+        A file with only comments is no "empty" file: qmail-local obeys it and delivers
+        nowhere, the usual way to discard mail (``#`` alone, dot-qmail(5), spec 16.2)."""
         try:
             dotqmail = read_dotqmail(job.home / ".qmail")
         except DotQmailError as exc:
             outcome = Outcome.TEMPORARY if exc.temporary else Outcome.PERMANENT
             return Result(outcome, exc.report)
-        if dotqmail is None or not dotqmail.instructions:
+        if dotqmail is None:
             return [_MAILBOX]
         return list(dotqmail.instructions)
 

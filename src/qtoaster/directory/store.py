@@ -405,6 +405,12 @@ class Directory:
             if user_id is None:
                 raise DirectoryError(f"unknown user: {address}")
             conn.execute(users.delete().where(users.c.id == user_id))
+            # As vdeluser: the address's own forwards go with it.
+            conn.execute(
+                aliases.delete().where(
+                    aliases.c.domain_id == real_id, aliases.c.local_part == local.lower()
+                )
+            )
 
     def set_password(self, address: str, password: str | None) -> None:
         """Set (or with None remove) the password; secrets follow the user's choice."""

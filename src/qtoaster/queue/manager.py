@@ -34,6 +34,7 @@ from typing import Protocol
 
 from qtoaster.config.control import Controls, ascii_lower
 from qtoaster.core.clock import Clock
+from qtoaster.core.errors import TemporaryFailure
 from qtoaster.delivery.base import Outcome, Result
 from qtoaster.queue import lspawn, schedule, state
 from qtoaster.queue.bounce import BounceParams, build_bounce
@@ -278,6 +279,11 @@ class QueueManager:
             try:
                 jobs.append(self._load_job(qid))
             except NoSuchMessage:
+                continue
+            except TemporaryFailure as exc:
+                # The directory is down (routing needs it): leave the message queued; the
+                # periodic rescan picks it up again.
+                log.warning("deferring msg %s: %s", qid, exc)
                 continue
             except BadQueueFile as exc:
                 log.error("alert: moving unreadable msg %s to bad/: %s", qid, exc)

@@ -13,12 +13,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from qtoaster.config.loader import Config
+from qtoaster.directory.cache import CachedLookups
 from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings, maildir_percent
 from qtoaster.policy.checks.databytes import Databytes
 from qtoaster.policy.checks.rcpthosts import Rcpthosts
 from qtoaster.policy.pipeline import Check, Pipeline
 from qtoaster.queue.store import QueueStore
-from qtoaster.smtpd.lookups import SmtpdLookups
 
 # Variables a tcp.smtp rule or the process environment may set for a connection
 # (tcp-environ(5) and the toaster's Table 2); read once, never while serving.
@@ -47,7 +47,7 @@ class SmtpdContext:
         cls,
         config: Config,
         executor: Executor,
-        lookups: SmtpdLookups | None = None,
+        lookups: CachedLookups | None = None,
         lookup_executor: Executor | None = None,
     ) -> SmtpdContext:
         """The context for ``config``; without ``lookups`` there is no directory (tests
@@ -55,7 +55,7 @@ class SmtpdContext:
         controls = config.controls
         settings = config.settings
         recipient: Check = Rcpthosts(controls)
-        if (lookups is not None and settings.chkuser_mode != "off") or lookups is not None:
+        if lookups is not None:  # chkuser decides even when "off": CHKUSER_START may enable it
             recipient = Chkuser(
                 controls,
                 lookups,

@@ -22,8 +22,9 @@ from qtoaster.config.loader import Config, load_config
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 from qtoaster.core.reply import SHUTTING_DOWN, TIMEOUT
+from qtoaster.directory.cache import CachedLookups
+from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.smtpd.context import SmtpdContext
-from qtoaster.smtpd.lookups import SmtpdLookups
 from qtoaster.smtpd.session import SmtpSession
 
 log = logging.getLogger("qtoaster.smtpd")
@@ -41,7 +42,8 @@ class Worker:
         # up commits, nor commits the lookups.
         self.lookup_executor = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup")
         config = load_config(home)
-        self.lookups = SmtpdLookups(home, config.settings.database_url)
+        self.directory = LazyDirectory(home, config.settings.database_url)
+        self.lookups = CachedLookups(self.directory)
         self.ctx = self._build(config)
         self.sessions: set[SmtpSession] = set()
         self.stop = asyncio.Event()
@@ -52,11 +54,10 @@ class Worker:
     def reload(self) -> None:
         try:
             config = load_config(self.home)
-            if config.settings.database_url != self.ctx.config.settings.database_url:
-                old, self.lookups = (
-                    self.lookups,
-                    SmtpdLookups(self.home, config.settings.database_url),
-                )
+            url = config.settings.database_url
+            if url != self.ctx.config.settings.database_url:
+                old, self.directory = self.directory, LazyDirectory(self.home, url)
+                self.lookups = CachedLookups(self.directory)
                 old.close()
             self.ctx = self._build(config)
             log.info("smtpd reloaded configuration")
@@ -93,7 +94,7 @@ class Worker:
         sweeper.cancel()
         self.executor.shutdown(wait=True)
         self.lookup_executor.shutdown(wait=True)
-        self.lookups.close()
+        self.directory.close()
 
     async def _drain(self) -> None:
         grace = min(float(self.ctx.config.controls.timeoutsmtpd), MAX_GRACE_SECONDS)

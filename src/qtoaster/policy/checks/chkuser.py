@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ NO_DOMAIN = Reply(511, "sorry, you must specify a domain (#5.1.1 - chkuser)")
 UNAVAILABLE = Reply(451, "system temporary unavailable, try again later (#4.3.0 - chkuser)")
 
 MODES = ("domain", "always", "off")
+_ATOI = re.compile(r"\s*([+-]?\d+)")
 
 
 class Lookups(Protocol):
@@ -112,7 +114,10 @@ class Chkuser:
         if not domain:
             return self._wrong(counters, NO_DOMAIN, facts)
         if not self._controls.rcpthosts_allows(domain):
-            return self._rcpthosts.check(stage, facts)  # relaying: qmail's rule and reply
+            relay = self._rcpthosts.check(stage, facts)  # relaying: qmail's rule and reply
+            if relay.reply is None:
+                return relay
+            return self._refuse(counters, relay.reply, facts, "rejected relaying")
         try:
             found = self._lookups.peek(facts.recipient)
         except TemporaryFailure:
@@ -202,11 +207,9 @@ def _mode(env: Mapping[str, str], default: str) -> str:
 
 def _limit(env: Mapping[str, str], name: str) -> int:
     """A CHKUSER_* number; values < 1 or not numeric mean no limit (spec 12.4): 0."""
-    try:
-        value = int(env.get(name, "0").strip())
-    except ValueError:
-        return 0
-    return max(value, 0)
+    # atoi(3), as chkuser reads them: leading blanks, a sign, digits; the rest ignored.
+    found = _ATOI.match(env.get(name, ""))
+    return max(int(found.group(1)), 0) if found else 0
 
 
 def maildir_percent(hostname: str) -> Callable[[Recipient], int]:
