@@ -641,8 +641,10 @@ def parse_batch(lines: Iterable[str]) -> list[BatchLine]:
         try:
             local, domain_name = valid_address(address.strip())
             limits = parse_quota(quota) if quota.strip() else None
-        except (DirectoryError, QuotaSyntaxError) as exc:
+        except DirectoryError as exc:
             raise _batch_error(number, str(exc)) from exc
+        except QuotaSyntaxError as exc:
+            raise _batch_error(number, f"invalid {exc}") from exc
         canonical = f"{local}@{domain_name}"
         if canonical in seen:
             raise _batch_error(number, f"{canonical} is already on line {seen[canonical]}")

@@ -178,21 +178,37 @@ class Chkuser:
         limit = _limit(facts.env, "CHKUSER_WRONGRCPTLIMIT")
         if limit and counters.wrong >= limit:
             counters.intrusive = True
-            log.info("CHKUSER intrusion threshold: rcpt <%s>", facts.recipient)
+            _log(
+                "intrusion threshold", facts, "max number of wrong recipients reached", logging.INFO
+            )
         return self._refuse(counters, reply, facts, "rejected rcpt")
 
     def _refuse(self, counters: _Counters, reply: Reply, facts: Facts, brief: str) -> Verdict:
         delay = self._settings.delay + self._settings.increase * counters.refused
         counters.refused += 1
-        log.info(
-            "CHKUSER %s: from <%s> remote <%s:%s> rcpt <%s>",
-            brief,
-            facts.sender,
-            facts.helo,
-            facts.remote_ip,
-            facts.recipient,
-        )
+        # The pipeline logs every refusal (one line, DESIGN.md 5); chkuser's own format
+        # is there at debug level for operators who grep for it.
+        _log(brief, facts, reply.text, logging.DEBUG)
         return Verdict(reply=reply, delay=delay)
+
+
+def _log(brief: str, facts: Facts, extended: str, level: int) -> None:
+    """chkuser's log line (spec 12.5): ``CHKUSER <brief>: from <sender:remoteinfo:identify>
+    remote <helo:remotehost:remoteip> rcpt <rcpt> : <extended>``."""
+    env = facts.env
+    log.log(
+        level,
+        "CHKUSER %s: from <%s:%s:%s> remote <%s:%s:%s> rcpt <%s> : %s",
+        brief,
+        facts.sender or "",
+        env.get("TCPREMOTEINFO", ""),
+        env.get("CHKUSER_IDENTIFY", ""),
+        facts.helo or "",
+        env.get("TCPREMOTEHOST", ""),
+        facts.remote_ip,
+        facts.recipient,
+        extended,
+    )
 
 
 def _mode(env: Mapping[str, str], default: str) -> str:

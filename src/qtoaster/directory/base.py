@@ -1,0 +1,252 @@
+"""The directory's common ground: the engine, transactions, row lookups (DESIGN.md 6).
+
+:class:`DirectoryBase` opens the database (creating or migrating the schema) and holds
+what every part of the directory shares; ``domains.py`` and ``users.py`` add the
+operations, ``store.py`` puts them together as :class:`Directory`.
+
+Invariants:
+- every write runs in one transaction that also notifies other processes (engine.py);
+- database trouble raises DirectoryUnavailable (temporary), never a raw driver error;
+- a name that cannot be stored (NUL, non-ASCII) is simply not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Self
+
+from sqlalchemy import Connection, Engine, Row, func, select, text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from qtoaster.core.clock import Clock, SystemClock
+from qtoaster.core.envelope import split_address
+from qtoaster.core.home import Home
+from qtoaster.directory import passwords, schema
+from qtoaster.directory.engine import (
+    ChangeWatcher,
+    DirectoryUnavailable,
+    make_engine,
+    notify_change,
+)
+from qtoaster.directory.model import (
+    DirectoryError,
+    UserInfo,
+)
+from qtoaster.directory.schema import UserFlag, domains, users
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except SQLAlchemyError as exc:
+        raise DirectoryUnavailable(f"directory database error: {exc}") from exc
+
+
+class _Unset:
+    """The default of setters' keyword arguments: "leave this value as it is"."""
+
+
+UNSET: Any = _Unset()
+NO_FLAGS = UserFlag(0)
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    """One user of a bulk :meth:`Directory.add_users` (password already hashed)."""
+
+    address: str
+    password_hash: str | None = None
+    quota: int | None = None
+    quota_messages: int | None = None
+    flags: UserFlag = NO_FLAGS
+
+
+@contextmanager
+def opening_errors(engine_name: str) -> Iterator[None]:
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        detail = exc.args[0] if exc.args else exc
+        raise DirectoryUnavailable(
+            f"cannot open the directory database ({engine_name}): {detail}"
+        ) from exc
+
+
+class DirectoryBase:
+    def __init__(self, home: Home, engine: Engine, clock: Clock) -> None:
+        self._home = home
+        self._engine = engine
+        self._clock = clock
+        asked, real = domains.alias("asked"), domains.alias("real")
+        # One probe of domains.name, one of users(domain_id, local_part), one primary key
+        # probe for the real domain's name: an alias domain resolves to its target domain's
+        # users in the same query.
+        self._lookup = (
+            select(users, real.c.name.label("domain_name"))
+            .select_from(asked)
+            .join(users, users.c.domain_id == func.coalesce(asked.c.alias_of, asked.c.id))
+            .join(real, real.c.id == users.c.domain_id)
+        )
+        self._asked = asked
+        # The real domain behind a name (itself or the target of an alias domain).
+        self._real_domain = (
+            select(real.c.id, real.c.name, real.c.unknown_user, real.c.secrets)
+            .select_from(asked)
+            .join(real, real.c.id == func.coalesce(asked.c.alias_of, asked.c.id))
+        )
+        self._watcher = ChangeWatcher(engine)
+
+    @classmethod
+    def open(cls, home: Home, url: str | None = None, *, clock: Clock | None = None) -> Self:
+        """Open the directory: SQLite in ``home.database`` or ``url`` (SQLAlchemy URL form).
+
+        Creates missing tables and runs pending migrations; DirectoryError if the database
+        is missing (SQLite) or newer than this program.
+        """
+        engine = make_engine(home, url)
+        try:
+            with opening_errors(engine.dialect.name), engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    # Two hosts opening a new database at once must not both create it.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7170432)"))
+                version = schema.stored_version(conn)
+                if version is None:
+                    schema.install(conn)
+                elif version > schema.SCHEMA_VERSION:
+                    raise DirectoryError(
+                        f"directory schema version {version} is newer than this qtoaster"
+                        f" ({schema.SCHEMA_VERSION})"
+                    )
+                elif version < schema.SCHEMA_VERSION:
+                    schema.upgrade(conn, version)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(home, engine, clock or SystemClock())
+
+    def close(self) -> None:
+        self._watcher.close()
+        self._engine.dispose()
+
+    def change_token(self) -> int | None:
+        """A number that changes whenever the directory changes (any process, any host),
+        or None when that cannot be known right now (callers then expire by time)."""
+        return self._watcher.token()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with database_errors(), self._engine.begin() as conn:
+            yield conn
+            notify_change(conn)  # caches of other processes forget (PostgreSQL)
+
+    def _domain_row(self, conn: Connection, name: str, *, lock: bool = True) -> Row[Any]:
+        """The domain's row; in a write, locked until commit (FOR UPDATE: concurrent
+        user adds cannot pass max_users; SQLite serialises writers anyway)."""
+        query = select(domains).where(domains.c.name == name.lower())
+        if lock and conn.in_transaction() and self._engine.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise DirectoryError(f"unknown domain: {name.lower()}")
+        return row
+
+    def _user_row(self, conn: Connection, address: str) -> Row[Any]:
+        local, domain = split_address(address)
+        row = conn.execute(
+            self._lookup.where(
+                self._asked.c.name == domain.lower(), users.c.local_part == local.lower()
+            )
+        ).first()
+        if row is None:
+            raise DirectoryError(f"unknown user: {address}")
+        return row
+
+    def _wants_secrets(self, conn: Connection, user_row: Row[Any]) -> bool:
+        if user_row.secrets is not None:
+            return bool(user_row.secrets)
+        domain_secrets = conn.execute(
+            select(domains.c.secrets).where(domains.c.id == user_row.domain_id)
+        ).scalar()
+        return bool(domain_secrets)
+
+    def _secret_columns(self, password: str) -> dict[str, str]:
+        from qtoaster.directory.secrets import SecretBox, cram_md5_contexts
+
+        box = SecretBox.load(self._home.secrets_key, create=True)
+        return {"cram_md5": cram_md5_contexts(password), "apop_secret": box.seal(password)}
+
+    def _find(self, domain: str, candidates: list[str]) -> Row[Any] | None:
+        """The user row for the first of ``candidates`` that exists in ``domain``."""
+        if not storable(domain, *candidates):
+            return None
+        query = self._lookup.where(
+            self._asked.c.name == domain.lower(), users.c.local_part.in_(candidates)
+        )
+        with database_errors(), self._engine.connect() as conn:
+            rows = {row.local_part: row for row in conn.execute(query)}
+        return next((rows[c] for c in candidates if c in rows), None)
+
+    def _room(self, conn: Connection, domain_row: Row[Any]) -> int | None:
+        """How many more users the domain takes (None = no limit)."""
+        if domain_row.max_users is None:
+            return None
+        count = conn.execute(
+            select(func.count()).select_from(users).where(users.c.domain_id == domain_row.id)
+        ).scalar()
+        return int(domain_row.max_users) - int(count or 0)
+
+    def _rehash(self, user_id: int, password: str) -> None:
+        # Best effort: the login succeeded either way; the next one will try again.
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    users.update()
+                    .where(users.c.id == user_id)
+                    .values(password_hash=passwords.hash_password(password))
+                )
+        except SQLAlchemyError:
+            pass
+
+    def _info(self, row: Row[Any]) -> UserInfo:
+        return UserInfo(
+            address=f"{row.local_part}@{row.domain_name}",
+            domain=row.domain_name,
+            local_part=row.local_part,
+            quota=row.quota,
+            flags=UserFlag(row.flags),
+            maildir=self._home.root / str(row.maildir),
+            has_password=row.password_hash is not None,
+            created=row.created,
+            quota_messages=row.quota_messages,
+            secrets=None if row.secrets is None else bool(row.secrets),
+            has_secrets=row.cram_md5 is not None,
+        )
+
+    def _now(self) -> int:
+        return int(self._clock.time())
+
+
+def storable(*names: str) -> bool:
+    """Whether names can be in the database at all: stored names are validated ASCII, and
+    PostgreSQL refuses a NUL or undecodable text with an error (which would look like an
+    outage, a temporary failure, for what is simply "no such name")."""
+    return all(name.isascii() and "\x00" not in name for name in names)
+
+
+def candidates(local: str) -> list[str]:
+    """vpopmail's extension rule: ``user-ext``, then ``user`` (spec 22)."""
+    base, dash, _ext = local.partition("-")
+    return [local, base] if dash and base else [local]
+
+
+def non_negative(what: str, value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise DirectoryError(f"invalid {what}: {value}")
+    return value

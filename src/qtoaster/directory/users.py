@@ -1,0 +1,276 @@
+"""Users of the directory: add (one or in bulk), delete, passwords, quotas, flags, secrets.
+
+vpopmail's vadduser/vdeluser/vpasswd/vsetuserquota/vmoduser (spec 22).  A user's Maildir
+is created with the user, in the same transaction: if it cannot be made, nobody is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Row, select
+from sqlalchemy.exc import IntegrityError
+
+from qtoaster.core.envelope import split_address
+from qtoaster.directory import passwords
+from qtoaster.directory.base import (
+    NO_FLAGS,
+    UNSET,
+    DirectoryBase,
+    NewUser,
+    candidates,
+    database_errors,
+    non_negative,
+)
+from qtoaster.directory.model import (
+    DirectoryError,
+    UserInfo,
+    valid_address,
+)
+from qtoaster.directory.schema import UserFlag, aliases, domains, users
+
+
+class UserOps(DirectoryBase):
+    # -- users -----------------------------------------------------------------------
+
+    def add_user(
+        self,
+        address: str,
+        password: str | None,
+        quota: int | None = None,
+        *,
+        password_hash: str | None = None,
+        quota_messages: int | None = None,
+        flags: UserFlag = NO_FLAGS,
+    ) -> None:
+        """Add a user and create its Maildir (0700); ``quota`` None = the domain's default.
+
+        ``password_hash`` stores an existing hash (an import) instead of hashing
+        ``password``; secrets for CRAM-MD5/APOP are kept if the domain asks for them.
+        """
+        if password is not None and password_hash is not None:
+            raise DirectoryError("give a password or a password hash, not both")
+        if password is not None:
+            password_hash = passwords.hash_password(password)
+        self.add_users(
+            [NewUser(address, password_hash, quota, quota_messages, flags)],
+            password=password,
+        )
+
+    def add_users(self, new: Iterable[NewUser], *, password: str | None = None) -> int:
+        """Add users in one transaction (all or none) and create their Maildirs.
+
+        ``password`` (one user only) lets the domain's secrets be derived from it.
+        """
+        count = 0
+        made: list[Path] = []
+        try:
+            with self._write() as conn:
+                rows: dict[str, Row[Any]] = {}
+                room: dict[str, int | None] = {}
+                for entry in new:
+                    local, domain = valid_address(entry.address)
+                    if domain not in rows:
+                        rows[domain] = row = self._domain_row(conn, domain)
+                        if row.alias_of is not None:
+                            raise DirectoryError(
+                                f"domain {domain} is an alias; add the user to its target"
+                            )
+                        room[domain] = self._room(conn, row)
+                    row = rows[domain]
+                    left = room[domain]
+                    if left is not None:
+                        if left <= 0:
+                            raise DirectoryError(f"domain {domain} has its maximum of users")
+                        room[domain] = left - 1
+                    maildir = self._home.maildir(domain, local)
+                    values = dict(
+                        domain_id=row.id,
+                        local_part=local,
+                        password_hash=entry.password_hash,
+                        quota=non_negative("quota", entry.quota)
+                        if entry.quota is not None
+                        else row.default_quota,
+                        quota_messages=non_negative("quota", entry.quota_messages),
+                        flags=int(entry.flags),
+                        maildir=str(maildir.relative_to(self._home.root)),
+                        created=self._now(),
+                    )
+                    if password is not None and row.secrets:
+                        values.update(self._secret_columns(password))
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(users.insert().values(**values))
+                    except IntegrityError as exc:
+                        raise DirectoryError(f"user {local}@{domain} already exists") from exc
+                    # Inside the transaction: if a Maildir cannot be made, nobody is added.
+                    try:
+                        if _make_maildir(maildir):
+                            made.append(maildir)
+                    except OSError as exc:
+                        raise DirectoryError(f"cannot create {maildir}: {exc.strerror}") from exc
+                    count += 1
+        except BaseException:
+            for maildir in made:  # only the Maildirs this call created, still empty
+                _remove_empty_maildir(maildir)
+            raise
+        return count
+
+    def delete_user(self, address: str) -> None:
+        """Remove the user and the aliases of its address (not its files)."""
+        local, domain = split_address(address)
+        with self._write() as conn:
+            row = self._domain_row(conn, domain)
+            real_id = row.alias_of if row.alias_of is not None else row.id
+            user_id = conn.execute(
+                select(users.c.id).where(
+                    users.c.domain_id == real_id, users.c.local_part == local.lower()
+                )
+            ).scalar()
+            if user_id is None:
+                raise DirectoryError(f"unknown user: {address}")
+            conn.execute(users.delete().where(users.c.id == user_id))
+            # As vdeluser: the address's own forwards go with it.
+            conn.execute(
+                aliases.delete().where(
+                    aliases.c.domain_id == real_id, aliases.c.local_part == local.lower()
+                )
+            )
+
+    def set_password(self, address: str, password: str | None) -> None:
+        """Set (or with None remove) the password; secrets follow the user's choice."""
+        password_hash = None if password is None else passwords.hash_password(password)
+        with self._write() as conn:
+            row = self._user_row(conn, address)
+            values: dict[str, Any] = {
+                "password_hash": password_hash,
+                "cram_md5": None,
+                "apop_secret": None,
+            }
+            if password is not None and self._wants_secrets(conn, row):
+                values.update(self._secret_columns(password))
+            conn.execute(users.update().where(users.c.id == row.id).values(**values))
+
+    def set_user(
+        self,
+        address: str,
+        *,
+        quota: Any = UNSET,
+        quota_messages: Any = UNSET,
+        add_flags: UserFlag = NO_FLAGS,
+        clear_flags: UserFlag = NO_FLAGS,
+        secrets: Any = UNSET,
+    ) -> UserInfo:
+        """Change a user's quota, flags or secrets choice; the updated user.
+
+        Turning secrets off forgets the stored ones at once; turning them on takes effect
+        at the next password change (the server never knows the password otherwise)."""
+        values: dict[str, Any] = {}
+        if quota is not UNSET:
+            values["quota"] = non_negative("quota", quota)
+        if quota_messages is not UNSET:
+            values["quota_messages"] = non_negative("quota", quota_messages)
+        if secrets is not UNSET:
+            values["secrets"] = secrets
+        with self._write() as conn:
+            row = self._user_row(conn, address)
+            flags = (UserFlag(row.flags) | add_flags) & ~clear_flags
+            values["flags"] = int(flags)
+            conn.execute(users.update().where(users.c.id == row.id).values(**values))
+            if secrets is not UNSET and not self._wants_secrets(
+                conn, self._user_row(conn, address)
+            ):
+                conn.execute(
+                    users.update()
+                    .where(users.c.id == row.id)
+                    .values(cram_md5=None, apop_secret=None)
+                )
+        info = self.user(address)
+        assert info is not None
+        return info
+
+    def users(self, domain: str | None = None) -> list[UserInfo]:
+        """Every user (of ``domain`` if given; DirectoryError if it is unknown), sorted."""
+        query = select(users, domains.c.name.label("domain_name")).join(
+            domains, users.c.domain_id == domains.c.id
+        )
+        with database_errors(), self._engine.connect() as conn:
+            if domain is not None:
+                real = self._domain_row(conn, domain)
+                real_id = real.alias_of if real.alias_of is not None else real.id
+                query = query.where(domains.c.id == real_id)
+            rows = conn.execute(query.order_by(domains.c.name, users.c.local_part)).all()
+        return [self._info(row) for row in rows]
+
+    def user(self, address: str) -> UserInfo | None:
+        """The user with exactly this address, or None.  An address in an alias domain
+        gives the user of the target domain (``UserInfo.address`` is the canonical one)."""
+        local, domain = split_address(address)
+        row = self._find(domain, [local.lower()])
+        return None if row is None else self._info(row)
+
+    def find_mailbox(self, address: str) -> Path | None:
+        """The Maildir that receives mail for ``address``, or None.
+
+        Case-insensitive.  vpopmail's extension rule: if ``user-ext`` is not a user, the
+        part before the first ``-`` is tried (``user``).  BOUNCE_MAIL users have none.
+        """
+        local, domain = split_address(address)
+        row = self._find(domain, candidates(local.lower()))
+        if row is None or row.flags & UserFlag.BOUNCE_MAIL:
+            return None
+        return self._home.root / str(row.maildir)
+
+    def verify_password(self, address: str, password: str) -> bool:
+        """Whether ``password`` is the user's; False for unknown, password-less or DISABLED."""
+        local, domain = split_address(address)
+        row = self._find(domain, [local.lower()])
+        usable = row is not None and not row.flags & UserFlag.DISABLED
+        stored = row.password_hash if row is not None and usable else None
+        if not passwords.verify(stored, password):
+            return False
+        assert row is not None and stored is not None
+        if passwords.needs_rehash(stored):
+            self._rehash(row.id, password)
+        return True
+
+    def auth_secrets(self, address: str) -> tuple[str | None, str | None]:
+        """The user's CRAM-MD5 contexts and APOP secret (opened), each None if not kept.
+
+        DISABLED users have none."""
+        local, domain = split_address(address)
+        row = self._find(domain, [local.lower()])
+        if row is None or row.flags & UserFlag.DISABLED:
+            return None, None
+        apop = None
+        if row.apop_secret is not None:
+            from qtoaster.directory.secrets import SecretBox
+
+            apop = SecretBox.load(self._home.secrets_key).open(row.apop_secret)
+        return row.cram_md5, apop
+
+
+def _make_maildir(maildir: Path) -> bool:
+    """``maildir`` with cur/ new/ tmp/, every directory from the domain's down 0700;
+    whether the Maildir itself was new."""
+    for directory in (maildir.parent.parent, maildir.parent):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        maildir.mkdir(mode=0o700)
+        created = True
+    except FileExistsError:
+        created = False
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(mode=0o700, exist_ok=True)
+    return created
+
+
+def _remove_empty_maildir(maildir: Path) -> None:
+    """Undo :func:`_make_maildir` of a user that was not added (only empty directories)."""
+    for path in (maildir / "cur", maildir / "new", maildir / "tmp", maildir, maildir.parent):
+        try:
+            path.rmdir()
+        except OSError:
+            return
