@@ -7,12 +7,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from qtoaster.cli.directory import BatchLine, hash_passwords, parse_batch
 from qtoaster.cli.main import cli
+from qtoaster.cli.userbatch import BatchLine, hash_passwords, parse_batch
 from qtoaster.core.home import Home
 from qtoaster.delivery.quota import Quota
 from qtoaster.directory import passwords
-from qtoaster.directory.store import Directory, UserInfo, create_directory
+from qtoaster.directory.store import (
+    Directory,
+    DirectoryError,
+    NewUser,
+    UserInfo,
+    create_directory,
+)
 
 
 @pytest.fixture
@@ -182,3 +188,15 @@ def test_hash_passwords_keeps_the_order() -> None:
     assert len(hashes) == 6
     assert all(passwords.verify(h, p) for h, p in zip(hashes, secrets, strict=True))
     assert hash_passwords([]) == []
+
+
+def test_add_users_itself_is_all_or_nothing(home: Home) -> None:
+    directory = Directory.open(home)
+    try:
+        with pytest.raises(DirectoryError, match="already exists"):
+            directory.add_users(
+                [NewUser("a1@example.com"), NewUser("a2@example.com"), NewUser("a1@example.com")]
+            )
+        assert directory.user("a1@example.com") is None
+    finally:
+        directory.close()

@@ -17,12 +17,12 @@ COMMANDS: dict[str, str] = {
     "config": "qtoaster.cli.config:config",
     "run": "qtoaster.cli.run:run",
     "serve": "qtoaster.cli.run:serve",
-    "domain": "qtoaster.cli.directory:domain",
-    "user": "qtoaster.cli.directory:user",
+    "domain": "qtoaster.cli.domain:domain",
+    "user": "qtoaster.cli.user:user",
     "queue": "qtoaster.cli.queue:queue",
     "queue-inject": "qtoaster.cli.inject:queue_inject",
     "sendmail": "qtoaster.cli.sendmail:sendmail",
-    "alias": "qtoaster.cli.directory:alias",
+    "alias": "qtoaster.cli.alias:alias",
     "import": "qtoaster.cli.importer:import_group",
 }
 

@@ -25,6 +25,7 @@ from qtoaster.core.envelope import split_address
 from qtoaster.core.home import Home
 from qtoaster.directory import passwords, schema
 from qtoaster.directory.engine import (
+    WRITE_OPTION,
     ChangeWatcher,
     DirectoryUnavailable,
     make_engine,
@@ -142,9 +143,11 @@ class DirectoryBase:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with database_errors(), self._engine.begin() as conn:
-            yield conn
-            notify_change(conn)  # caches of other processes forget (PostgreSQL)
+        with database_errors(), self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+                notify_change(conn)  # caches of other processes forget (PostgreSQL)
 
     def _domain_row(self, conn: Connection, name: str, *, lock: bool = True) -> Row[Any]:
         """The domain's row; in a write, locked until commit (FOR UPDATE: concurrent

@@ -91,6 +91,7 @@ def make_engine(home: Home, url: str | None) -> Engine:
         raise DirectoryError(f"cannot use database {shown}: {reason}") from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -113,11 +114,28 @@ def _postgresql_engine(url: Any) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite opens transactions itself, lazily, and not before a SAVEPOINT: releasing
+    # one then commits, so a bulk add with per-row savepoints was not all-or-nothing.
+    # SQLAlchemy's documented fix: the driver does no transaction handling, the "begin"
+    # event issues BEGIN (_sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
+
+
+# Execution option marking a connection that is about to write.
+WRITE_OPTION = "qtoaster_write"
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A writer takes the write lock at BEGIN (IMMEDIATE), so it waits in busy_timeout for
+    # other writers; a deferred transaction that read first could only fail with "database
+    # is locked" when it tries to write after another writer committed (WAL snapshot).
+    immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def notify_change(conn: Connection) -> None:
