@@ -160,6 +160,11 @@ class DirectoryBase:
             raise DirectoryError(f"unknown domain: {name.lower()}")
         return row
 
+    def _real_domain_id(self, conn: Connection, name: str) -> int:
+        """The id whose users and aliases serve ``name`` (an alias domain's target)."""
+        row = self._domain_row(conn, name)
+        return int(row.alias_of if row.alias_of is not None else row.id)
+
     def _user_row(self, conn: Connection, address: str) -> Row[Any]:
         local, domain = split_address(address)
         row = conn.execute(

@@ -219,8 +219,7 @@ class DomainOps(DirectoryBase):
             raise DirectoryError(f"{local}@{domain} cannot forward to itself")
         added = 0
         with self._write() as conn:
-            row = self._domain_row(conn, domain)
-            real_id = row.alias_of if row.alias_of is not None else row.id
+            real_id = self._real_domain_id(conn, domain)
             where = (aliases.c.domain_id == real_id) & (aliases.c.local_part == local)
             present = set(conn.execute(select(aliases.c.target).where(where)).scalars())
             for target in checked:
@@ -239,8 +238,7 @@ class DomainOps(DirectoryBase):
         """Remove some targets of ``address`` (all if None); the number removed."""
         local, domain = split_address(address)
         with self._write() as conn:
-            row = self._domain_row(conn, domain)
-            real_id = row.alias_of if row.alias_of is not None else row.id
+            real_id = self._real_domain_id(conn, domain)
             where = (aliases.c.domain_id == real_id) & (aliases.c.local_part == local.lower())
             if targets:
                 where = where & aliases.c.target.in_([valid_target(t) for t in targets])
@@ -255,8 +253,7 @@ class DomainOps(DirectoryBase):
         )
         with database_errors(), self._engine.connect() as conn:
             if domain is not None:
-                real = self._domain_row(conn, domain)
-                real_id = real.alias_of if real.alias_of is not None else real.id
+                real_id = self._real_domain_id(conn, domain)
                 query = query.where(domains.c.id == real_id)
             rows = conn.execute(
                 query.order_by(domains.c.name, aliases.c.local_part, aliases.c.id)

@@ -122,8 +122,7 @@ class UserOps(DirectoryBase):
         """Remove the user and the aliases of its address (not its files)."""
         local, domain = split_address(address)
         with self._write() as conn:
-            row = self._domain_row(conn, domain)
-            real_id = row.alias_of if row.alias_of is not None else row.id
+            real_id = self._real_domain_id(conn, domain)
             user_id = conn.execute(
                 select(users.c.id).where(
                     users.c.domain_id == real_id, users.c.local_part == local.lower()
@@ -198,8 +197,7 @@ class UserOps(DirectoryBase):
         )
         with database_errors(), self._engine.connect() as conn:
             if domain is not None:
-                real = self._domain_row(conn, domain)
-                real_id = real.alias_of if real.alias_of is not None else real.id
+                real_id = self._real_domain_id(conn, domain)
                 query = query.where(domains.c.id == real_id)
             rows = conn.execute(query.order_by(domains.c.name, users.c.local_part)).all()
         return [self._info(row) for row in rows]
