@@ -275,17 +275,16 @@ def run_config(
 
 
 def add_timings(
-    workdir: Path, port: int, pg: PgServer, quick: bool, configs: dict[str, QtoasterServer]
+    workdir: Path, port: int, pg: PgServer, count: int, configs: dict[str, QtoasterServer]
 ) -> list[dict[str, object]]:
-    """The users of B and C (timed: without passwords), then, in throw-away homes, the same
-    with passwords (``--quick``: 1,000 users, extrapolated x10)."""
+    """The users of B and C (timed: without passwords), then, in throw-away homes, ``count``
+    users with passwords (fewer than USERS: extrapolated; 0: skipped)."""
     timings: list[dict[str, object]] = []
     for name, db in (("B", "sqlite"), ("C", "postgresql")):
         seconds, how = time_add_users(configs[name].home, _url(configs[name]), USERS, False)
         timings.append(dict(database=db, passwords=False, users=USERS, seconds=seconds, how=how))
         print(f"  add {USERS} users, {db}, no passwords: {seconds:.1f}s ({how})", flush=True)
-    count = 1000 if quick else USERS
-    for db in ("sqlite", "postgresql"):
+    for db in ("sqlite", "postgresql") if count else ():
         scratch = QtoasterServer(workdir / f"pw-{db}", port=port, name=f"pw-{db}")
         if db == "postgresql":
             scratch.settings = {"database": {"url": f'"{pg.url(pg.create_database())}"'}}
@@ -333,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/qtoaster-bench-dir"))
     parser.add_argument("--port", type=int, default=10027)
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per run")
+    parser.add_argument(
+        "--password-users",
+        type=int,
+        help="users of the with-password adds (10,000; --quick 1,000; 0 = skip them)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     install()
@@ -341,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir
     loads, repeat = plan(args.quick), args.repeat or (1 if args.quick else 3)
     rcpt_users = 5000 if args.quick else USERS
+    with_passwords = args.password_users
+    if with_passwords is None:
+        with_passwords = 1000 if args.quick else USERS
     runs: dict[str, list[Result]] = {n: [] for n in "ABC"}
     rcpts: dict[str, list[RcptResult]] = {n: [] for n in "ABC"}
     with postgres() as pg:
@@ -351,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             server.workdir.mkdir(parents=True)
             server.configure()
         print(f"PostgreSQL on 127.0.0.1:{pg.port}; homes in {workdir}", flush=True)
-        timings = add_timings(workdir, args.port, pg, args.quick, configs)
+        timings = add_timings(workdir, args.port, pg, with_passwords, configs)
         settle(pg, pg_database)
         for n in range(repeat):
             print(f"repeat {n + 1}/{repeat}", flush=True)
