@@ -73,18 +73,19 @@ class Supervisor:
         self.ready_r, self.ready_w = os.pipe()
         os.set_inheritable(self.ready_w, True)
 
-    def _serve_argv(self, role: str, fds: list[int]) -> list[str]:
+    def _serve_argv(self, role: str, fds: list[tuple[str, int]]) -> list[str]:
         argv = [sys.executable, "-m", "qtoaster", "serve", role, "--home", str(self.home.root)]
         argv += ["--ready-fd", str(self.ready_w), "--supervised"]
-        for fd in fds:
-            argv += ["--fd", str(fd)]
+        for kind, fd in fds:
+            argv += ["--fd", f"{kind}:{fd}"]
         return argv
 
     def setup(self) -> None:
         self.bound = [(lst, bind(lst, self.workers)) for lst in self.listeners]
         for i in range(self.workers):
-            fds = [socks[i].fileno() for _, socks in self.bound]
-            self.children.append(Child(f"smtpd#{i}", self._serve_argv("smtpd", fds), fds))
+            fds = [(lst.kind, socks[i].fileno()) for lst, socks in self.bound]
+            argv = self._serve_argv("smtpd", fds)
+            self.children.append(Child(f"smtpd#{i}", argv, [fd for _, fd in fds]))
         self.children.append(Child("send", self._serve_argv("send", []), []))
 
     def addresses(self) -> str:

@@ -53,6 +53,7 @@ def test_control_files_hold_qmail_defaults(tmp_path: Path) -> None:
         "queuelifetime",
         "concurrencylocal",
         "concurrencyremote",
+        "servercert.pem",  # a self-signed certificate for STARTTLS/SMTPS (docs/tls.md)
     }
     assert (home.control / "me").read_text() == "mail.example.com\n"
 

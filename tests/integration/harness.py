@@ -19,6 +19,7 @@ from pathlib import Path
 
 QTOASTER = [sys.executable, "-m", "qtoaster"]
 READY = re.compile(r"qtoaster ready: smtp 127\.0\.0\.1:(\d+)")
+LISTENER = re.compile(r"(smtp|submission|smtps) 127\.0\.0\.1:(\d+)")
 
 
 def qt(
@@ -77,6 +78,7 @@ class Server:
             stderr=self.log,
             start_new_session=True,
         )
+        self.ports: dict[str, int] = {}  # every listener kind of the ready line -> its port
         self.port = self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> int:
@@ -91,8 +93,11 @@ class Server:
                 if not chunk:
                     break
                 buf += chunk
-                m = READY.search(buf.decode(errors="replace"))
+                text = buf.decode(errors="replace")
+                m = READY.search(text)
                 if m:
+                    for kind, port in LISTENER.findall(text.split("qtoaster ready:", 1)[1]):
+                        self.ports.setdefault(kind, int(port))
                     return int(m.group(1))
         self.kill9()
         log = (self.home / "server.log").read_text(errors="replace")

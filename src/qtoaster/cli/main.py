@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "queue-inject": "qtoaster.cli.inject:queue_inject",
     "sendmail": "qtoaster.cli.sendmail:sendmail",
     "alias": "qtoaster.cli.alias:alias",
+    "cert": "qtoaster.cli.cert:cert",
     "import": "qtoaster.cli.importer:import_group",
 }
 

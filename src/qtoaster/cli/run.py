@@ -10,17 +10,19 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from qtoaster.cli.logs import setup_logging
 from qtoaster.cli.options import home_option
 from qtoaster.config.loader import Config, load_config
-from qtoaster.config.settings import Listener, parse_listen
+from qtoaster.config.settings import SMTPD_KINDS, Listener, parse_listen
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 
 PR_SET_PDEATHSIG = 1
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def load_or_exit(home: Home) -> Config:
@@ -32,36 +34,52 @@ def load_or_exit(home: Home) -> Config:
         raise SystemExit(1)
 
 
+def _listen_option(kind: str, what: str) -> Callable[[F], F]:
+    return click.option(
+        f"--{kind}",
+        kind,
+        multiple=True,
+        metavar="ADDR:PORT",
+        help=f"{what} listener (repeatable); replaces [listen] {kind} of qtoaster.toml",
+    )
+
+
 @click.command()
 @home_option
-@click.option(
-    "--smtp",
-    "smtp",
-    multiple=True,
-    metavar="ADDR:PORT",
-    help="SMTP listener (repeatable); replaces [listen] smtp of qtoaster.toml",
-)
+@_listen_option("smtp", "SMTP")
+@_listen_option("submission", "submission (AUTH required)")
+@_listen_option("smtps", "SMTPS (implicit TLS)")
 @click.option(
     "--workers",
     type=click.IntRange(0, 256),
     default=None,
     help="smtpd worker processes (default: [smtpd] workers, 0 = one per core)",
 )
-def run(home: Home, smtp: tuple[str, ...], workers: int | None) -> None:
+def run(
+    home: Home,
+    smtp: tuple[str, ...],
+    submission: tuple[str, ...],
+    smtps: tuple[str, ...],
+    workers: int | None,
+) -> None:
     """Run every role: smtpd workers and the queue manager, under one supervisor."""
     from qtoaster.queue.store import QueueStore
     from qtoaster.supervisor import Supervisor
 
     config = load_or_exit(home)
     setup_logging(config.settings.log_level, "qtoaster")
-    try:
-        listeners = [parse_listen("smtp", value) for value in smtp]
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--smtp")
+    listeners: list[Listener] = []
+    for kind, values in (("smtp", smtp), ("submission", submission), ("smtps", smtps)):
+        try:
+            given = [parse_listen(kind, value) for value in values]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"--{kind}")
+        # A flag replaces that kind's [listen] entry; kinds without a flag keep theirs.
+        listeners += given or [lst for lst in config.settings.listeners if lst.kind == kind]
     if not listeners:
-        listeners = [lst for lst in config.settings.listeners if lst.kind == "smtp"]
-    if not listeners:
-        raise click.UsageError("no SMTP listener: give --smtp ADDR:PORT or set [listen] smtp")
+        raise click.UsageError(
+            "no listener: give --smtp ADDR:PORT (or --submission, --smtps) or set [listen] smtp"
+        )
     count = workers if workers is not None else config.settings.smtpd_workers
     count = count or os.cpu_count() or 1
     for line in QueueStore(home.queue).recover(everything=True):
@@ -77,14 +95,20 @@ def run(home: Home, smtp: tuple[str, ...], workers: int | None) -> None:
 @click.command()
 @click.argument("role", type=click.Choice(["smtpd", "send"]))
 @home_option
-@click.option("--fd", "fds", type=int, multiple=True, help="inherited listening socket (smtpd)")
+@click.option(
+    "--fd",
+    "fds",
+    multiple=True,
+    metavar="[KIND:]FD",
+    help="inherited listening socket (smtpd); KIND smtp (default), submission or smtps",
+)
 @click.option("--ready-fd", type=int, default=None, help="write 'ready:PID' here when ready")
 @click.option("--supervised", is_flag=True, help="exit when the supervisor dies")
 @click.option("--child-name", default=None, hidden=True)
 def serve(
     home: Home,
     role: str,
-    fds: tuple[int, ...],
+    fds: tuple[str, ...],
     ready_fd: int | None,
     supervised: bool,
     child_name: str | None,
@@ -103,20 +127,29 @@ def serve(
             click.echo(f"qtoaster {role} ready", err=True)
 
     if role == "smtpd":
-        sockets = [socket.socket(fileno=fd) for fd in fds] or _bind_own(config)
+        sockets = [_inherited(value) for value in fds] or _bind_own(config)
         asyncio.run(_serve_smtpd(home, sockets, ready))
     else:
         asyncio.run(_serve_send(config, ready))
 
 
-def _bind_own(config: Config) -> list[socket.socket]:
+def _inherited(value: str) -> tuple[str, socket.socket]:
+    kind, _, fd = value.rpartition(":")
+    if (kind or "smtp") not in SMTPD_KINDS or not fd.isdigit():
+        raise click.BadParameter(f"{value!r}: expected [KIND:]FD", param_hint="--fd")
+    return kind or "smtp", socket.socket(fileno=int(fd))
+
+
+def _bind_own(config: Config) -> list[tuple[str, socket.socket]]:
     from qtoaster.supervisor import bind
 
-    listeners: list[Listener] = [lst for lst in config.settings.listeners if lst.kind == "smtp"]
-    return [bind(lst, 1)[0] for lst in listeners]
+    listeners = [lst for lst in config.settings.listeners if lst.kind in SMTPD_KINDS]
+    return [(lst.kind, bind(lst, 1)[0]) for lst in listeners]
 
 
-async def _serve_smtpd(home: Home, sockets: list[socket.socket], ready: Callable[[], None]) -> None:
+async def _serve_smtpd(
+    home: Home, sockets: list[tuple[str, socket.socket]], ready: Callable[[], None]
+) -> None:
     from qtoaster.smtpd.worker import Worker
 
     await Worker(home).serve(sockets, ready)

@@ -3,7 +3,8 @@
 Invariants: an existing home is never touched (anything but an absent path or an
 empty directory is refused); the new home is built in a sibling temporary directory
 and renamed into place, so a failure never leaves a half-made home behind.  Every
-control file written holds qmail's default value, so deleting one changes nothing.
+control file written holds qmail's default value, so deleting one changes nothing, except
+control/servercert.pem: a self-signed certificate for --me (without it, no TLS is offered).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ SETTINGS_TEMPLATE = """\
 # Addresses the SMTP listener binds: "HOST:PORT", "[IPv6]:PORT", or ":PORT" for every
 # IPv4 address.  Port 25 needs root (qtoaster drops privileges after binding).
 smtp = {smtp}
+# Submission (AUTH required before MAIL; usually :587) and SMTPS (implicit TLS; :465).
+# submission = [":587"]
+# smtps = [":465"]
 
 [smtpd]
 # smtpd worker processes sharing the listening sockets; 0 = one per CPU core.
@@ -48,6 +52,23 @@ mode = "domain"
 # Seconds to wait before each refusal, and added for each further one in a session.
 error_delay = 1.0
 error_delay_increase = 0.3
+
+[auth]
+# SMTP AUTH against the directory.  PLAIN and LOGIN send the password in clear: they are
+# offered only on TLS connections unless allow_plaintext = true.
+allow_plaintext = false
+# Seconds before the first failure is answered; doubles with every further failure from
+# the same address (up to 30 s), across connections.  A session ends after max_failures.
+failure_delay = 1.0
+max_failures = 3
+
+[submission]
+# On the submission port, MAIL FROM must be the authenticated user's own address.
+restrict_sender = false
+
+[tls]
+# Oldest TLS version accepted for STARTTLS and SMTPS: "TLSv1.2" or "TLSv1.3".
+min_version = "TLSv1.2"
 
 [queue]
 # fsync each message (and its directory) before answering 250.  Turning this off
@@ -118,6 +139,11 @@ def _write_home(home: Home, me: str, smtp: list[str], demo: bool) -> None:
     home.control.mkdir()
     for name, value in _control_files(me).items():
         (home.control / name).write_text(value + "\n")
+    # TLS (issue 4): a self-signed servercert.pem for --me (key + certificate, 0600), so
+    # STARTTLS works from the start; `qtoaster cert install` replaces it (docs/tls.md).
+    from qtoaster.tls.certs import self_signed, write_private
+
+    write_private(home.control / "servercert.pem", self_signed(me))
     home.tcp_smtp.write_text(TCP_SMTP_TEMPLATE)
     home.domains.mkdir()
     home.run_dir.mkdir()

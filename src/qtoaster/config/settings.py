@@ -20,8 +20,10 @@ from typing import Any
 
 from qtoaster.core.errors import ConfigError
 
-# Listener kinds served today; "submission", "smtps", "pop3", "pop3s" join when they exist.
-LISTENER_KINDS = ("smtp",)
+# Listener kinds served today ("pop3", "pop3s" join when they exist): SMTP (STARTTLS
+# offered), submission (RFC 6409: AUTH required before MAIL), SMTPS (implicit TLS, RFC 8314).
+LISTENER_KINDS = ("smtp", "submission", "smtps")
+SMTPD_KINDS = ("smtp", "submission", "smtps")
 DEFAULT_LISTEN = {"smtp": ("127.0.0.1:2525",)}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_WORKERS = 256
@@ -82,6 +84,13 @@ class Settings:
     chkuser_mode: str = "domain"
     chkuser_delay: float = 1.0  # seconds before each rejection (CHKUSER_ERROR_DELAY)
     chkuser_delay_increase: float = 0.3  # added per rejection (CHKUSER_ERROR_DELAY_INCREASE)
+    # SMTP AUTH (docs/tls.md): plain-text mechanisms without TLS only if allowed; failures
+    # are delayed (doubling per failure from one address) and end the session after a few.
+    auth_allow_plaintext: bool = False
+    auth_failure_delay: float = 1.0
+    auth_max_failures: int = 3
+    submission_restrict_sender: bool = False  # MAIL FROM must be the user's own address
+    tls_min_version: str = "TLSv1.2"
 
 
 class _Tables:
@@ -143,6 +152,10 @@ def _is_chkuser_mode(value: Any) -> str | None:
     return None if value in CHKUSER_MODES else f"must be one of {', '.join(CHKUSER_MODES)}"
 
 
+def _is_tls_version(value: Any) -> str | None:
+    return None if value in ("TLSv1.2", "TLSv1.3") else 'must be "TLSv1.2" or "TLSv1.3"'
+
+
 def _is_url(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
 
@@ -188,6 +201,11 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         chkuser_mode=tables.get("chkuser", "mode", _is_chkuser_mode, "domain"),
         chkuser_delay=float(tables.get("chkuser", "error_delay", _seconds, 1.0)),
         chkuser_delay_increase=float(tables.get("chkuser", "error_delay_increase", _seconds, 0.3)),
+        auth_allow_plaintext=tables.get("auth", "allow_plaintext", _is_bool, False),
+        auth_failure_delay=float(tables.get("auth", "failure_delay", _seconds, 1.0)),
+        auth_max_failures=tables.get("auth", "max_failures", _int_between(1, 100), 3),
+        submission_restrict_sender=tables.get("submission", "restrict_sender", _is_bool, False),
+        tls_min_version=tables.get("tls", "min_version", _is_tls_version, "TLSv1.2"),
     )
     tables.unknown()
     if tables.problems:

@@ -44,7 +44,8 @@ class Reply:
     def render(self, enhanced: bool = False) -> bytes:
         """The wire form; ``enhanced`` prefixes every line with the RFC 2034 code."""
         lines = self.lines
-        prefix = f"{self.enhanced_code} " if enhanced else ""
+        # RFC 2034 2/RFC 3463 2: enhanced codes exist for 2xx, 4xx and 5xx only (not 354/334).
+        prefix = f"{self.enhanced_code} " if enhanced and self.code // 100 in (2, 4, 5) else ""
         out = []
         for i, line in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"

@@ -19,7 +19,7 @@ from pathlib import Path
 from qtoaster.core.errors import QtoasterError
 from qtoaster.core.home import Home
 from qtoaster.directory.engine import DirectoryUnavailable
-from qtoaster.directory.model import Recipient
+from qtoaster.directory.model import Recipient, UserInfo
 from qtoaster.directory.store import Directory
 
 log = logging.getLogger("qtoaster.directory")
@@ -45,6 +45,18 @@ class LazyDirectory:
 
     def change_token(self) -> int | None:
         return self._open().change_token()
+
+    def verify_password(self, address: str, password: str) -> bool:
+        return self._open().verify_password(address, password)
+
+    def auth_secrets(self, address: str) -> tuple[str | None, str | None]:
+        return self._open().auth_secrets(address)
+
+    def user(self, address: str) -> UserInfo | None:
+        return self._open().user(address)
+
+    def secrets_in_use(self) -> bool:
+        return self._open().secrets_in_use()
 
     def close(self) -> None:
         with self._lock:

@@ -234,6 +234,12 @@ class UserOps(DirectoryBase):
             self._rehash(row.id, password)
         return True
 
+    def secrets_in_use(self) -> bool:
+        """Whether any user has CRAM-MD5 secrets stored (smtpd offers CRAM-MD5 only then)."""
+        query = select(users.c.id).where(users.c.cram_md5.is_not(None)).limit(1)
+        with database_errors(), self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def auth_secrets(self, address: str) -> tuple[str | None, str | None]:
         """The user's CRAM-MD5 contexts and APOP secret (opened), each None if not kept.
 

@@ -25,15 +25,31 @@ from typing import TYPE_CHECKING, cast
 
 from qtoaster.core import reply as R
 from qtoaster.core.envelope import Envelope
-from qtoaster.core.errors import QueueError
+from qtoaster.core.errors import QueueError, TemporaryFailure
 from qtoaster.core.reply import Reply
+from qtoaster.directory.schema import UserFlag
 from qtoaster.policy.checks.databytes import effective_databytes
 from qtoaster.policy.verdict import Facts, Stage, Verdict
+from qtoaster.protocols.sasl import (
+    AUTH_FAILED,
+    AUTH_NOT_AVAILABLE,
+    AUTH_OK,
+    MALFORMED,
+    Challenge,
+    CramCredentials,
+    Failure,
+    PlainCredentials,
+    SaslServer,
+)
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
 from qtoaster.queue import exitcodes
+from qtoaster.smtpd import auth
 from qtoaster.smtpd.addresses import rewrite_localip
 from qtoaster.smtpd.received import received_header
+from qtoaster.tls.server import client_cert_relay, describe, session_summary
+
+SaslStep = Challenge | PlainCredentials | CramCredentials | Failure
 
 if TYPE_CHECKING:
     from qtoaster.queue.store import Spool
@@ -53,10 +69,11 @@ MAX_INPUT_WHILE_BUSY = 65536
 
 
 class SmtpSession(asyncio.BufferedProtocol):
-    def __init__(self, ctx: SmtpdContext, sessions: set[SmtpSession]) -> None:
+    def __init__(self, ctx: SmtpdContext, sessions: set[SmtpSession], kind: str = "smtp") -> None:
         self.ctx = ctx
         self.sessions = sessions
-        self.conn = ServerConnection(enhanced_status_codes=True)
+        self.kind = kind  # the listener: smtp, submission or smtps
+        self.conn = ServerConnection(enhanced_status_codes=True, tls=kind == "smtps")
         self.transport: asyncio.Transport | None = None
         self.last_activity = time.monotonic()
         self.busy = False
@@ -70,7 +87,12 @@ class SmtpSession(asyncio.BufferedProtocol):
         self.received_bytes = 0
         self.oversize = False
         self.databytes = 0
-        self.task: asyncio.Task[None] | None = None  # commit or policy wait in flight
+        self.task: asyncio.Task[None] | None = None  # commit, policy, AUTH or TLS in flight
+        self.base_env: Mapping[str, str] = {}  # the connection's variables, before AUTH
+        self.tls_protocol: str | None = None  # Received's "(<cipher> encrypted) SMTP"
+        self.auth_user: str | None = None
+        self.sasl: SaslServer | None = None
+        self.auth_failures = 0
         self.policy_state: dict[str, object] = {}  # checks' per-session counters
 
     # -- asyncio callbacks -------------------------------------------------
@@ -85,12 +107,27 @@ class SmtpSession(asyncio.BufferedProtocol):
             log.info("%s deny client=%s rule=%s", self.id, self.remote_ip, decision.rule)
             transport.abort()
             return
-        self.env = {**self.ctx.process_env, **decision.env}
+        self.env = self.base_env = {**self.ctx.process_env, **decision.env}
         # The environment and controls are fixed for the session (qmail reads them once).
         self.databytes = effective_databytes(self.env, self.ctx.config.controls.databytes)
         self.sessions.add(self)
+        if self.kind != "smtps" and self.env.get("SMTPS"):
+            self.kind = "smtps"  # a tcp.smtp rule marks this listener implicit TLS
+            self.conn = ServerConnection(enhanced_status_codes=True, tls=True)
+        if self.kind == "smtps":
+            # Implicit TLS (spec 7.4, RFC 8314): the handshake comes before the greeting.
+            if self.ctx.tls is None:
+                log.warning("%s smtps without TLS: %s", self.id, self.ctx.tls_problem)
+                transport.abort()
+                return
+            self._begin_tls(implicit=True)
+            return
+        self._greet()
+
+    def _greet(self) -> None:
+        assert self.transport is not None
         greeting = self.ctx.config.controls.smtpgreeting
-        transport.write(Reply(220, f"{greeting} ESMTP").render())
+        self.transport.write(Reply(220, f"{greeting} ESMTP").render())
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _READ_BUFFER
@@ -173,6 +210,12 @@ class SmtpSession(asyncio.BufferedProtocol):
             self.conn.send(R.HELP)
         elif isinstance(event, ev.Quit):
             self.conn.send(self._greeting(221))
+        elif isinstance(event, ev.Auth):
+            self._auth_begin(event)
+        elif isinstance(event, ev.AuthLine):
+            self._auth_answer(self.sasl.step(event.data) if self.sasl else Failure(MALFORMED))
+        elif isinstance(event, ev.StartTls):
+            self._starttls()
         else:  # pragma: no cover - the engine's event set is closed
             raise AssertionError(f"unexpected event {event!r}")
 
@@ -180,14 +223,18 @@ class SmtpSession(asyncio.BufferedProtocol):
     def _greeting(self, code: int) -> Reply:
         return Reply(code, self.ctx.config.controls.smtpgreeting)
 
+    def _offer(self) -> auth.Offer:
+        shared = self.ctx.shared
+        return auth.offer(
+            tls_active=self.tls_protocol is not None,
+            tls_available=self.ctx.tls is not None,
+            allow_plaintext=self.ctx.config.settings.auth_allow_plaintext,
+            cram=shared is not None and shared.cram_available,
+        )
+
     def _ehlo_reply(self) -> Reply:
-        lines = [
-            self.ctx.config.controls.smtpgreeting,
-            "PIPELINING",
-            "8BITMIME",
-            "ENHANCEDSTATUSCODES",
-            f"SIZE {self.databytes}",
-        ]
+        controls = self.ctx.config.controls
+        lines = auth.ehlo_lines(controls.smtpgreeting, self._offer(), self.databytes)
         return Reply(250, "\n".join(lines))
 
     def _facts(
@@ -211,6 +258,19 @@ class SmtpSession(asyncio.BufferedProtocol):
         self.recipients = []
 
     def _mail(self, event: ev.MailFrom) -> None:
+        if self.kind == "submission" and self.auth_user is None:
+            self.conn.send(auth.AUTH_REQUIRED)
+            return
+        restrict = self.ctx.config.settings.submission_restrict_sender
+        if (
+            restrict
+            and self.kind == "submission"
+            and self.auth_user is not None
+            and not auth.sender_allowed(event.address, self.auth_user)
+        ):
+            self.conn.send(auth.NOT_YOUR_SENDER)
+            return
+
         def answer(verdict: Verdict) -> None:
             if verdict.reply is not None:
                 self.conn.send(verdict.reply)
@@ -286,9 +346,11 @@ class SmtpSession(asyncio.BufferedProtocol):
             remotehost=self.env.get("TCPREMOTEHOST", "unknown"),
             helo=self.conn.helo,
             remoteip=self.remote_ip,
-            remoteinfo=self.env.get("TCPREMOTEINFO"),
+            # qmail's auth patch shows the authenticated user where ident info goes.
+            remoteinfo=self.auth_user or self.env.get("TCPREMOTEINFO"),
             local=self.ctx.config.controls.me,
             when=time.time(),
+            protocol=self.tls_protocol or "SMTP",
         )
 
     def _data_chunk(self, data: bytes) -> None:
@@ -350,6 +412,150 @@ class SmtpSession(asyncio.BufferedProtocol):
         spool, self.spool = self.spool, None
         if spool is not None:
             spool.abort()
+
+    # -- AUTH (smtpd/auth.py) -------------------------------------------------
+    def _auth_begin(self, event: ev.Auth) -> None:
+        if self.ctx.shared is None:
+            self.conn.send(AUTH_NOT_AVAILABLE)
+            return
+        started = auth.begin(
+            event.mechanism,
+            self._offer(),
+            authenticated=self.auth_user is not None,
+            in_transaction=self.sender is not None,
+            hostname=self.ctx.config.controls.me,
+        )
+        if isinstance(started, Reply):
+            self.conn.send(started)
+            return
+        self.sasl = started
+        self._auth_answer(started.start(event.initial_response))
+
+    def _auth_answer(self, step: SaslStep) -> None:
+        if isinstance(step, Challenge):
+            self.conn.send(Reply(334, step.text))  # the engine reads the next line raw
+            return
+        self.sasl = None
+        if isinstance(step, Failure):
+            self.conn.send(step.reply)
+            return
+        self.busy = True
+        self.task = asyncio.get_running_loop().create_task(self._auth_verify(step))
+
+    async def _auth_verify(self, credentials: PlainCredentials | CramCredentials) -> None:
+        """Check the credentials in a lookup thread (argon2 is slow), wait out the
+        throttle's delay, answer 235 or 535; too many failures end the session."""
+        shared = self.ctx.shared
+        assert shared is not None
+        loop = asyncio.get_running_loop()
+        close = False
+        try:
+            result, flags = await loop.run_in_executor(
+                shared.lookup_executor,
+                auth.check,
+                shared.directory,
+                credentials,
+                self.ctx.config.controls.defaultdomain,
+            )
+        except TemporaryFailure as exc:
+            log.warning("%s auth unavailable: %s", self.id, exc)
+            reply = auth.AUTH_UNAVAILABLE
+            delay = 0.0
+        else:
+            throttle = shared.throttle
+            if result.ok:
+                delay = throttle.delay_for(self.remote_ip, result.user)
+                throttle.succeeded(self.remote_ip, result.user)
+                self.auth_user = result.user
+                if not flags & UserFlag.NO_RELAY:  # spec 6.2: as if RELAYCLIENT=""
+                    self.env = {**self.base_env, "RELAYCLIENT": ""}
+                log.info("%s auth ok user=%s client=%s", self.id, result.user, self.remote_ip)
+                reply = AUTH_OK
+            else:
+                throttle.failed(self.remote_ip, result.user)
+                delay = throttle.delay_for(self.remote_ip, result.user)
+                self.auth_failures += 1
+                close = throttle.session_exhausted(self.auth_failures)
+                log.info(
+                    "%s auth failed user=%s client=%s reason=%s",
+                    self.id,
+                    result.user,
+                    self.remote_ip,
+                    result.reason,
+                )
+                reply = AUTH_FAILED
+        if delay:
+            await asyncio.sleep(delay)
+        self.busy = False
+        self.last_activity = time.monotonic()
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.conn.send(reply)
+        if close:
+            self._flush()
+            self.transport.close()
+            return
+        self._resume()
+
+    # -- STARTTLS and SMTPS ------------------------------------------------------
+    def _starttls(self) -> None:
+        if self.ctx.tls is None:
+            self.conn.send(Reply(454, f"TLS {self.ctx.tls_problem} (#4.3.0)"))
+            return
+        self.conn.send(auth.TLS_READY)  # the engine drops what it buffered (injection)
+        self._flush()
+        self._begin_tls(implicit=False)
+
+    def _begin_tls(self, *, implicit: bool) -> None:
+        """Hand the connection to TLS.  Reading stops now, before the loop can run again:
+        the client's ClientHello must reach the TLS layer, not the clear-text engine (which
+        would discard it as injected input, and the handshake would never start)."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.busy = True
+        self.task = asyncio.get_running_loop().create_task(self._start_tls(implicit=implicit))
+
+    async def _start_tls(self, *, implicit: bool) -> None:
+        loop = asyncio.get_running_loop()
+        transport, tls = self.transport, self.ctx.tls
+        assert transport is not None and tls is not None
+        # Nothing sent in clear text before the handshake may become a command (RFC 3207
+        # 5): the engine dropped its buffer at the 220 and reading has been paused since;
+        # dropped again here, with no await between this and start_tls taking the socket.
+        self.conn.discard_input()
+        timeout = max(self.ctx.config.controls.timeoutsmtpd, 1)
+        try:
+            upgraded = await asyncio.wait_for(
+                loop.start_tls(transport, self, tls, server_side=True), timeout
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
+            log.info("%s TLS handshake failed client=%s: %s", self.id, self.remote_ip, exc)
+            transport.abort()
+            return
+        if upgraded is None:  # the connection went away during the handshake
+            return
+        self.transport = upgraded
+        ssl_object = upgraded.get_extra_info("ssl_object")
+        # Spec 7.3: a client certificate from clientca.pem whose emailAddress is listed in
+        # control/tlsclients may relay.  Asked for at the handshake (TLS 1.3 has no
+        # renegotiation, docs/tls.md), so decided here once for the session.
+        relays, cert_email = client_cert_relay(ssl_object, self.ctx.config.home.control)
+        if relays:
+            self.base_env = {**self.base_env, "RELAYCLIENT": ""}
+            log.info("%s relay by certificate %s", self.id, cert_email)
+        self.tls_protocol = describe(ssl_object, cert_email if relays else None)
+        log.info("%s tls %s client=%s", self.id, session_summary(ssl_object), self.remote_ip)
+        self.busy = False
+        self.last_activity = time.monotonic()
+        self.env = self.base_env
+        if implicit:
+            self._greet()
+        else:
+            # RFC 3207 4.2: forget what the client said before; the engine forgets HELO.
+            self.conn.start_tls_done()
+            self.auth_user, self.sasl, self.env = None, None, self.base_env
+            self._reset()
+        self._resume()
 
     # -- supervision ---------------------------------------------------------
     @property

@@ -11,25 +11,39 @@ SIGHUP re-reads the configuration: new sessions get it, running ones keep theirs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
+from qtoaster.auth.throttle import LoginThrottle
 from qtoaster.config.loader import Config, load_config
-from qtoaster.core.errors import ConfigError
+from qtoaster.core.errors import ConfigError, TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.core.reply import SHUTTING_DOWN, TIMEOUT
 from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
-from qtoaster.smtpd.context import SmtpdContext
+from qtoaster.smtpd.context import SmtpdContext, WorkerShared
 from qtoaster.smtpd.session import SmtpSession
 
 log = logging.getLogger("qtoaster.smtpd")
 COMMIT_THREADS = 4  # enough fsyncs in flight for group commit; more only fight for the GIL
 LOOKUP_THREADS = 4
+SECRETS_CHECK_SECONDS = 30.0
+STARTUP_CHECK_SECONDS = 5.0
+
+
+def _throttle(config: Config) -> LoginThrottle:
+    return LoginThrottle(
+        base=config.settings.auth_failure_delay,
+        session_failures=config.settings.auth_max_failures,
+    )
+
+
 SWEEP_SECONDS = 1.0
 MAX_GRACE_SECONDS = 30.0
 
@@ -38,34 +52,53 @@ class Worker:
     def __init__(self, home: Home) -> None:
         self.home = home
         self.executor = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit")
-        # Directory lookups (chkuser) get their own threads: a slow database must not hold
-        # up commits, nor commits the lookups.
-        self.lookup_executor = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup")
         config = load_config(home)
-        self.directory = LazyDirectory(home, config.settings.database_url)
-        self.lookups = CachedLookups(self.directory)
-        self.ctx = self._build(config)
+        directory = LazyDirectory(home, config.settings.database_url)
+        self.shared = WorkerShared(
+            directory=directory,
+            lookups=CachedLookups(directory),
+            # Directory lookups (chkuser, AUTH) get their own threads: a slow database or
+            # argon2 must not hold up commits, nor commits the lookups.
+            lookup_executor=ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup"),
+            throttle=_throttle(config),
+        )
+        self.ctx = SmtpdContext.build(config, self.executor, self.shared)
         self.sessions: set[SmtpSession] = set()
         self.stop = asyncio.Event()
-
-    def _build(self, config: Config) -> SmtpdContext:
-        return SmtpdContext.build(config, self.executor, self.lookups, self.lookup_executor)
 
     def reload(self) -> None:
         try:
             config = load_config(self.home)
             url = config.settings.database_url
             if url != self.ctx.config.settings.database_url:
-                old, self.directory = self.directory, LazyDirectory(self.home, url)
-                self.lookups = CachedLookups(self.directory)
+                old = self.shared.directory
+                self.shared.directory = LazyDirectory(self.home, url)
+                self.shared.lookups = CachedLookups(self.shared.directory)
                 old.close()
-            self.ctx = self._build(config)
+            self.shared.throttle = _throttle(config)
+            self.ctx = SmtpdContext.build(config, self.executor, self.shared)
             log.info("smtpd reloaded configuration")
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
 
-    def new_session(self) -> SmtpSession:
-        return SmtpSession(self.ctx, self.sessions)
+    async def check_secrets(self) -> None:
+        """Whether to offer CRAM-MD5 (some account keeps secrets), asked in a lookup
+        thread: EHLO must not wait for the database."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.shared.cram_available = await loop.run_in_executor(
+                self.shared.lookup_executor, self.shared.directory.secrets_in_use
+            )
+        except TemporaryFailure:
+            pass  # keep the last answer while the database is away
+
+    async def watch_secrets(self) -> None:
+        while True:
+            await asyncio.sleep(SECRETS_CHECK_SECONDS)
+            await self.check_secrets()
+
+    def new_session(self, kind: str = "smtp") -> SmtpSession:
+        return SmtpSession(self.ctx, self.sessions, kind)
 
     async def sweep(self) -> None:
         """qmail's per-read timeout (control/timeoutsmtpd), checked once a second."""
@@ -77,24 +110,34 @@ class Worker:
                 if not session.busy and now - session.last_activity > limit:
                     session.expire(TIMEOUT)
 
-    async def serve(self, sockets: Iterable[socket.socket], ready: Callable[[], None]) -> None:
+    async def serve(
+        self, sockets: Iterable[tuple[str, socket.socket]], ready: Callable[[], None]
+    ) -> None:
+        """Serve ``(kind, socket)`` listeners: smtp, submission or smtps."""
         loop = asyncio.get_running_loop()
+        # Known before the first EHLO (bounded: a database that is down must not keep the
+        # worker from serving).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.check_secrets(), STARTUP_CHECK_SECONDS)
         servers = [
-            await loop.create_server(self.new_session, sock=sock, backlog=4096) for sock in sockets
+            await loop.create_server(partial(self.new_session, kind), sock=sock, backlog=4096)
+            for kind, sock in sockets
         ]
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         loop.add_signal_handler(signal.SIGINT, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         sweeper = loop.create_task(self.sweep())
+        secrets = loop.create_task(self.watch_secrets())
         ready()
         await self.stop.wait()
         for server in servers:
             server.close()
         await self._drain()
         sweeper.cancel()
+        secrets.cancel()
         self.executor.shutdown(wait=True)
-        self.lookup_executor.shutdown(wait=True)
-        self.directory.close()
+        self.shared.lookup_executor.shutdown(wait=True)
+        self.shared.directory.close()
 
     async def _drain(self) -> None:
         grace = min(float(self.ctx.config.controls.timeoutsmtpd), MAX_GRACE_SECONDS)

@@ -10,6 +10,11 @@ ESMTP parameters (RFC 5321 4.1.2 ``esmtp-param``, RFC 1870 SIZE, RFC 6152 BODY) 
 way fehcom's mailfrom_parms reads them (spec 5): every space-separated word, keyword
 case-insensitive, ``SIZE=<digits>`` with non-digits ending the number.
 
+``AUTH`` arguments (RFC 4954 4) are split the way the qmail auth patch's ``smtp_auth`` does:
+the mechanism is the text before the first space, the initial response the rest after the
+spaces that follow it.  Lines of an AUTH exchange are not commands: ``parse_auth_line`` only
+strips one trailing CR (qmail's ``authgetl``).
+
 Invariant: every function here is pure and total; none raises on any input.
 """
 
@@ -50,6 +55,20 @@ def parse_command_line(line: bytes) -> CommandLine:
     verb, _, rest = line.partition(b" ")
     # bytes.upper() touches ASCII only: "quıt" must not become QUIT as str.upper() would.
     return CommandLine(decode(verb.upper()), decode(rest.lstrip(b" ")))
+
+
+def parse_auth_argument(argument: str) -> tuple[str, str | None]:
+    """``PLAIN dGVzdA==`` -> ``("PLAIN", "dGVzdA==")``; no response (or only spaces) -> None."""
+    mechanism, _, rest = argument.partition(" ")
+    response = rest.lstrip(" ")
+    return _ascii_upper(mechanism), response or None
+
+
+def parse_auth_line(line: bytes) -> str:
+    """One line of an AUTH exchange (without its LF): one trailing CR goes, nothing else."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    return decode(line)
 
 
 def parse_parameters(words: Iterable[str]) -> Parameters:

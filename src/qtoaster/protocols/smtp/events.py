@@ -1,12 +1,14 @@
 """The events the sans-IO SMTP server engine hands to its driver.
 
-One class per client action (RFC 5321 4.1.1 verbs) plus the DATA stream pieces and end of
-input.  Events are immutable values; strings are decoded from the wire with utf-8
-surrogateescape, so every byte the client sent is recoverable.
+One class per client action (RFC 5321 4.1.1 verbs, RFC 4954 AUTH, RFC 3207 STARTTLS) plus
+the DATA stream pieces, the lines of an AUTH exchange and end of input.  Events are immutable
+values; strings are decoded from the wire with utf-8 surrogateescape, so every byte the client
+sent is recoverable.
 
 Which events expect a reply (``ServerConnection.send``) is part of the contract:
 
-- reply expected: Helo, MailFrom, RcptTo, Data, DataEnd, Rset, Noop, Vrfy, Help, Quit;
+- reply expected: Helo, MailFrom, RcptTo, Data, DataEnd, Rset, Noop, Vrfy, Help, Quit, Auth,
+  AuthLine, StartTls;
 - no reply: DataChunk, DataAborted (the engine already queued the 451), ConnectionClosed.
 """
 
@@ -97,6 +99,41 @@ class Quit:
 
 
 @dataclass(frozen=True, slots=True)
+class Auth:
+    """AUTH (RFC 4954 4): ``AUTH PLAIN dGVzdA==`` is ``Auth("PLAIN", "dGVzdA==")``.
+
+    ``mechanism`` is ASCII upper-cased and ``""`` when the client named none (qmail's auth
+    patch treats that as an unknown mechanism: 504, after its 503 preconditions).
+    ``initial_response`` is the text after the mechanism and its spaces, as sent (``"="`` is
+    RFC 4954's empty response), or None if there is none.  A 334 answer makes the next client
+    line an :class:`AuthLine`; any other answer ends the exchange.
+    """
+
+    mechanism: str
+    initial_response: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthLine:
+    """One client line of an AUTH exchange, after a 334: CR stripped, never parsed as a command.
+
+    ``*`` arrives as is: the driver answers ``501 auth exchange canceled (#5.0.0)`` (spec 6.2).
+    Answer 334 for one more line, anything else ends the exchange.
+    """
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """STARTTLS without parameters, not yet in TLS (RFC 3207 4).
+
+    A 2xx answer (``220 ready for tls``) drops all buffered input and suspends the engine
+    until :meth:`ServerConnection.start_tls_done`; 454/502 keep the session in clear text.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionClosed:
     """The client closed its side (EOF).  Emitted once; afterwards the engine is closed."""
 
@@ -114,6 +151,9 @@ Event = (
     | Vrfy
     | Help
     | Quit
+    | Auth
+    | AuthLine
+    | StartTls
     | ConnectionClosed
 )
 
@@ -128,5 +168,8 @@ REPLY_EXPECTED: tuple[type[Event], ...] = (
     Vrfy,
     Help,
     Quit,
+    Auth,
+    AuthLine,
+    StartTls,
 )
 """Event types the driver must answer with ``send`` before asking for the next event."""

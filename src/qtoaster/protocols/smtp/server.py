@@ -12,7 +12,16 @@ Behaviour (spec 3.1-3.6, RFC 5321, RFC 2920):
 - The engine answers by itself, without an event: unknown verbs (502), HELO/EHLO without a
   name (501, RFC 5321 4.1.1.1; qmail accepted it), unparsable paths (555), RCPT/DATA out of
   sequence (503), a RCPT over ``max_recipients`` (452), a line over ``max_line`` bytes
-  including CRLF (500; the rest of that line is discarded), a bare LF in DATA (451, closed).
+  including CRLF (500; the rest of that line is discarded), a bare LF in DATA (451, closed),
+  STARTTLS with a parameter (501) or once in TLS (502, qmail-tls, spec 7.2).
+- AUTH (RFC 4954): a 334 answer to Auth/AuthLine makes the next line an AuthLine (limit
+  ``max_auth_line``, CRLF included; over it: 500 and the exchange is over); any other answer
+  returns to commands.  334 replies are never prefixed with an enhanced code (the text is
+  the base64 challenge).
+- STARTTLS (RFC 3207): a 2xx answer to StartTls drops all buffered input and suspends the
+  engine (TLS_PENDING: input is held, no events) until :meth:`ServerConnection.start_tls_done`;
+  :meth:`ServerConnection.discard_input` drops what arrived in clear text meanwhile.  See
+  docs/protocols.md for the exact driver contract (STARTTLS command injection, CVE-2011-0411).
 - Limits: the ``max_errors``+1-th engine-detected error and the ``max_commands``+1-th command
   line get 421 and close.  Refusals the driver sends are not errors: qmail's policy refusals
   never drop the connection (spec 4).
@@ -22,8 +31,10 @@ Behaviour (spec 3.1-3.6, RFC 5321, RFC 2920):
   command line at EOF is dropped silently (qmail exits on EOF).
 
 Invariants: no I/O imports; after ``next_event`` returns NEED_DATA the input buffer holds less
-than ``max_line`` bytes; an event expecting a reply must be answered before the next
-``next_event`` (else :class:`LocalProtocolError`); replies leave in the order of the commands.
+than ``max_line`` bytes (``max_auth_line`` in AUTH; unbounded only in TLS_PENDING, which the
+driver ends); no byte buffered when a StartTls is answered 2xx ever becomes an event; an
+event expecting a reply must be answered before the next ``next_event`` (else
+:class:`LocalProtocolError`); replies leave in the order of the commands.
 """
 
 from __future__ import annotations
@@ -44,7 +55,12 @@ from qtoaster.core.reply import (
     Reply,
 )
 from qtoaster.protocols.smtp import events as ev
-from qtoaster.protocols.smtp.commands import parse_command_line, parse_parameters
+from qtoaster.protocols.smtp.commands import (
+    parse_auth_argument,
+    parse_auth_line,
+    parse_command_line,
+    parse_parameters,
+)
 from qtoaster.protocols.smtp.dataframe import BareLineFeed, DataFramer
 from qtoaster.protocols.smtp.states import (
     SEQUENCE_ERRORS,
@@ -64,6 +80,12 @@ __all__ = [
 
 NEED_HOSTNAME = Reply(501, "syntax error, HELO/EHLO needs a host name (#5.5.4)")
 """RFC 5321 4.1.1.1 requires the domain; qmail 1.03 accepted an empty one."""
+
+STARTTLS_NO_PARAMS = Reply(501, "Syntax error (no parameters allowed) (#5.5.4)")
+"""qmail-tls's answer to STARTTLS with an argument (spec 7.2; RFC 3207 4 has no parameters)."""
+
+MAX_AUTH_LINE = 12288
+"""RFC 4954 4 calls 12288 octets a sufficient line length for deployed SASL mechanisms."""
 
 
 class NeedData(enum.Enum):
@@ -93,11 +115,15 @@ class ServerConnection:
         max_errors: int = 20,
         max_commands: int = 10_000,
         max_recipients: int = 1000,
+        max_auth_line: int = MAX_AUTH_LINE,
         enhanced_status_codes: bool = False,
+        tls: bool = False,
     ) -> None:
-        if min(max_line, max_errors, max_commands, max_recipients) < 1 or max_line < 8:
-            raise ValueError("limits must be positive (max_line at least 8)")
+        if min(max_errors, max_commands, max_recipients) < 1 or min(max_line, max_auth_line) < 8:
+            raise ValueError("limits must be positive (line limits at least 8)")
         self._max_line = max_line
+        self._max_auth_line = max_auth_line
+        self._tls = tls  # encrypted from the start (SMTPS, spec 7.4) or after STARTTLS
         self._max_errors = max_errors
         self._max_commands = max_commands
         self._max_recipients = max_recipients
@@ -131,6 +157,16 @@ class ServerConnection:
         return self._enhanced
 
     @property
+    def tls(self) -> bool:
+        """Whether the session is encrypted: ``tls=True`` given, or after start_tls_done()."""
+        return self._tls
+
+    @property
+    def helo_seen(self) -> bool:
+        """An HELO/EHLO was answered 2xx (since the STARTTLS handshake, if there was one)."""
+        return self.helo is not None
+
+    @property
     def buffered(self) -> int:
         """Input bytes received but not yet turned into events."""
         return len(self._buf) - self._pos
@@ -155,6 +191,11 @@ class ServerConnection:
         while not self.closed:
             if self._state is State.DATA:
                 event = self._data_event()
+            elif self._state is State.AUTH:
+                event = self._auth_line_event()
+            elif self._state is State.TLS_PENDING:
+                # Nothing is parsed until the driver says the handshake is done.
+                return self._connection_closed() if self._eof else NEED_DATA
             else:
                 event = self._command_event()
             if event is not _AGAIN:
@@ -182,6 +223,8 @@ class ServerConnection:
             self._out.append(reply.render())  # RFC 2034: never prefixed
             if 200 <= reply.code < 300:
                 self._enhanced = self._offer_enhanced and event.extended
+        elif reply.code == 334:
+            self._out.append(reply.render())  # RFC 4954 4: the text is the base64 challenge
         else:
             self._out.append(self._render(reply))
         self._enter(target, event, 200 <= reply.code < 300)
@@ -194,10 +237,38 @@ class ServerConnection:
         out, self._out = b"".join(self._out), []
         return out
 
+    # -- STARTTLS -------------------------------------------------------------------------
+
+    def discard_input(self) -> None:
+        """Drop every byte received and not yet turned into an event, partial line included.
+
+        Against STARTTLS command injection (RFC 3207 5, CVE-2011-0411): ``send`` of a 2xx to
+        StartTls calls it, and the driver calls it again right before the socket is handed
+        to TLS (no await in between), so clear text that arrived after the 220 is dropped too.
+        """
+        self._buf, self._pos = b"", 0
+        self._discarding = False
+
+    def start_tls_done(self) -> None:
+        """The TLS handshake after a 2xx to StartTls succeeded: back to commands, no HELO.
+
+        RFC 3207 4.2: the server discards what it learnt from the client; here the HELO name
+        (qmail resets it to TCPREMOTEHOST, spec 7.2), any transaction, and enhanced status
+        codes until the next EHLO.  Input held since the last ``discard_input`` is kept: it
+        came through TLS (asyncio may deliver it before its start_tls() returns).
+        """
+        if self._state is not State.TLS_PENDING:
+            raise LocalProtocolError(f"start_tls_done() in state {self._state}")
+        self._tls = True
+        self.helo = None
+        self._enhanced = False
+        self._recipients = 0
+        self._state = State.COMMAND
+
     # -- commands -------------------------------------------------------------------------
 
     def _command_event(self) -> ev.Event | NeedData | _Again:
-        line = self._take_line()
+        line = self._take_line(self._max_line)
         if line is None:
             return self._connection_closed() if self._eof else NEED_DATA
         self._commands += 1
@@ -211,8 +282,8 @@ class ServerConnection:
             return self._error(UNIMPLEMENTED)
         return handler(self, command.argument)
 
-    def _take_line(self) -> bytes | _TooLong | None:
-        """The next command line without LF, _TOO_LONG, or None if no full line yet."""
+    def _take_line(self, limit: int) -> bytes | _TooLong | None:
+        """The next line (at most ``limit`` bytes with its LF) without LF, _TOO_LONG, or None."""
         buf, pos = self._buf, self._pos
         if self._discarding:
             nl = buf.find(b"\n", pos)
@@ -220,14 +291,14 @@ class ServerConnection:
                 self._buf, self._pos = b"", 0
                 return None
             pos, self._discarding = nl + 1, False
-        # max_line counts the CRLF (RFC 5321 4.5.3.1.4), so the LF must be within it.
-        nl = buf.find(b"\n", pos, pos + self._max_line)
+        # The limit counts the CRLF (RFC 5321 4.5.3.1.4), so the LF must be within it.
+        nl = buf.find(b"\n", pos, pos + limit)
         if nl >= 0:
             self._pos = nl + 1
             return buf[pos:nl]
-        if len(buf) - pos >= self._max_line:
+        if len(buf) - pos >= limit:
             self._discarding = True
-            self._pos = pos + self._max_line
+            self._pos = pos + limit
             return _TOO_LONG
         self._pos = pos
         return None
@@ -265,11 +336,38 @@ class ServerConnection:
             return self._error(sequence_error)
         return self._emit(ev.Data())
 
+    def _auth(self, argument: str) -> ev.Event | NeedData | _Again:
+        # Preconditions (auth available, not yet authenticated, no transaction) and the
+        # mechanism are the driver's: qmail checks them in that order (spec 6.2).
+        mechanism, initial_response = parse_auth_argument(argument)
+        return self._emit(ev.Auth(mechanism, initial_response))
+
+    def _starttls(self, argument: str) -> ev.Event | NeedData | _Again:
+        if self._tls:
+            return self._error(UNIMPLEMENTED)  # qmail-tls checks this first (spec 7.2)
+        if argument:
+            return self._error(STARTTLS_NO_PARAMS)
+        return self._emit(ev.StartTls())
+
     def _quit(self, argument: str) -> ev.Event | NeedData | _Again:
         # Anything pipelined after QUIT is never looked at.
         self._ignore_input = True
         self._buf, self._pos = b"", 0
         return self._emit(ev.Quit())
+
+    # -- AUTH exchange --------------------------------------------------------------------
+
+    def _auth_line_event(self) -> ev.Event | NeedData | _Again:
+        line = self._take_line(self._max_auth_line)
+        if line is None:
+            return self._connection_closed() if self._eof else NEED_DATA
+        self._commands += 1
+        if self._commands > self._max_commands:
+            return self._fatal(TOO_MANY_COMMANDS)
+        if line is _TOO_LONG:
+            self._state = State.COMMAND  # the 500 ends the exchange
+            return self._error(LINE_TOO_LONG)
+        return self._emit(ev.AuthLine(parse_auth_line(line)))
 
     # -- DATA -----------------------------------------------------------------------------
 
@@ -313,6 +411,8 @@ class ServerConnection:
             self._recipients = 0  # transaction over, or a new one (a second MAIL, qmail)
         self._framer = DataFramer() if target is State.DATA else None
         self._state = target
+        if target is State.TLS_PENDING:
+            self.discard_input()  # pipelined clear text must never become a command
 
     def _error(self, reply: Reply) -> _Again:
         self._errors += 1
@@ -351,5 +451,7 @@ _HANDLERS: dict[str, _Handler] = {
     "VRFY": lambda conn, arg: conn._emit(ev.Vrfy(arg)),
     "HELP": lambda conn, arg: conn._emit(ev.Help()),
     "QUIT": ServerConnection._quit,
+    "AUTH": ServerConnection._auth,
+    "STARTTLS": ServerConnection._starttls,
 }
-"""RFC 5321 4.1.1 verbs the engine knows; anything else gets 502 (qmail's commands table)."""
+"""RFC 5321 4.1.1 verbs, AUTH and STARTTLS; anything else gets 502 (qmail's commands table)."""

@@ -4,7 +4,13 @@ States (RFC 5321 3.3 mail transaction, with qmail's sequencing, spec 3.4-3.6):
 
     COMMAND --MailFrom 2xx--> MAIL --RcptTo 2xx--> RCPT --Data 3xx--> DATA --DataEnd--> COMMAND
        any command state --Helo/Rset 2xx--> COMMAND          Data 4xx/5xx --> COMMAND
+       COMMAND --Auth 334--> AUTH --AuthLine 334--> AUTH --AuthLine other--> COMMAND
+       any command state --StartTls 2xx--> TLS_PENDING --start_tls_done()--> COMMAND
        any state --Quit (any reply) or any 421--> CLOSED
+
+AUTH is only entered from COMMAND: during a transaction qmail answers
+``503 no auth during mail transaction (#5.5.0)`` (spec 6.2), so there an Auth event takes
+4xx/5xx only.  The intermediate answer to Auth/AuthLine must be exactly 334 (RFC 4954 4).
 
 The reply the driver sends decides the transition; the table maps (state, event type) to the
 next state for each reply class.  A reply class missing from the table is a driver bug and
@@ -28,6 +34,8 @@ class State(enum.Enum):
     MAIL = "mail"  # MAIL accepted, no recipient yet
     RCPT = "rcpt"  # at least one recipient accepted
     DATA = "data"  # message bytes flowing until CRLF.CRLF
+    AUTH = "auth"  # a 334 was sent: the next line is an AuthLine (RFC 4954 4)
+    TLS_PENDING = "tls-pending"  # 220 to STARTTLS sent, handshake not yet done (RFC 3207 4)
     CLOSED = "closed"  # nothing more will be read or answered
 
 
@@ -67,6 +75,12 @@ def _build() -> dict[tuple[State, type[ev.Event]], dict[Outcome, State]]:
         for verb in (ev.Noop, ev.Vrfy, ev.Help):
             table[state, verb] = {_P: state, _N: state}
         table[state, ev.Quit] = {_P: State.CLOSED, _I: State.CLOSED, _N: State.CLOSED}
+        table[state, ev.Auth] = {_N: state}
+        # RFC 3207 4.2: after the handshake all prior state is discarded (start_tls_done).
+        table[state, ev.StartTls] = {_P: State.TLS_PENDING, _N: state}
+    # A 235/535/501... ends the exchange; the transaction state was COMMAND before it.
+    table[State.COMMAND, ev.Auth] = {_P: State.COMMAND, _I: State.AUTH, _N: State.COMMAND}
+    table[State.AUTH, ev.AuthLine] = {_P: State.COMMAND, _I: State.AUTH, _N: State.COMMAND}
     for state in (State.MAIL, State.RCPT):
         table[state, ev.RcptTo] = {_P: State.RCPT, _N: state}
     # qmail closes the transaction at DATA whatever the outcome (spec 3.6).
@@ -97,6 +111,8 @@ def next_state(state: State, event_type: type[ev.Event], code: int) -> State:
         return State.CLOSED
     outcome = outcome_of(code)
     target = outcomes.get(outcome)
+    if target is State.AUTH and code != 334:
+        target = None  # only 334 carries a SASL challenge (RFC 4954 4)
     if target is None:
         raise LocalProtocolError(f"a {code} reply is not valid for {event_type.__name__}")
     return target

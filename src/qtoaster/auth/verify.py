@@ -1,0 +1,127 @@
+"""Check what a SASL exchange proved against the directory; which mechanisms to offer.
+
+vchkpw's job (spec 6.2, 19.4): PLAIN and LOGIN carry a clear-text password checked against
+the argon2 hash; CRAM-MD5 carries HMAC-MD5(password, challenge) checked against the
+``{CRAM-MD5}`` contexts a user keeps only when secrets are opted in (directory.secrets).
+A user name without ``@`` gets the default domain, as vpopmail appends it.
+
+Invariants:
+- the password or digest is always checked before the account's flags are looked at, so
+  an answer takes as long for a refused account as for a wrong password, and ``reason``
+  (for logs only, never for the client) is the one thing that tells them apart;
+- nothing here raises for client input; a directory outage propagates as the directory's
+  TemporaryFailure (DirectoryUnavailable), which the driver answers with a 4xx / ``-ERR``;
+- blocking: argon2 and database calls. Drivers run :func:`verify` in an executor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from qtoaster.directory.schema import UserFlag
+from qtoaster.directory.secrets import verify_cram_md5
+from qtoaster.protocols.sasl import CramCredentials, Mechanism, PlainCredentials
+
+# Which flag refuses a login on each service (vpopmail's pw_gid bits, spec 22).
+_REFUSING_FLAG = {"smtp": UserFlag.NO_SMTP_AUTH, "pop3": UserFlag.NO_POP}
+# Well-formed contexts no password gives (all zero chaining values), to verify against.
+_DUMMY_CONTEXTS = "0" * 64
+
+
+class UserLike(Protocol):
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def flags(self) -> UserFlag: ...
+
+
+class DirectoryLike(Protocol):
+    """The part of directory.store.Directory that login needs."""
+
+    def verify_password(self, address: str, password: str) -> bool: ...
+
+    def auth_secrets(self, address: str) -> tuple[str | None, str | None]: ...
+
+    def user(self, address: str) -> UserLike | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    ok: bool
+    user: str  # the address tried (default domain added); the canonical address on success
+    reason: str  # for the log, never sent to the client
+
+
+def login_address(user: str, default_domain: str | None) -> str | None:
+    """The address ``user`` logs in as: itself if it has an ``@``, else ``user@default``;
+    None without a default domain."""
+    if "@" in user:
+        return user
+    if not default_domain:
+        return None
+    return f"{user}@{default_domain}"
+
+
+def verify(
+    directory: DirectoryLike,
+    credentials: PlainCredentials | CramCredentials,
+    *,
+    service: str,
+    default_domain: str | None = None,
+) -> AuthResult:
+    """Whether ``credentials`` log in to ``service`` ("smtp" or "pop3").
+
+    Pass :attr:`AuthResult.user` to the throttle as the account, so ``tim`` and
+    ``tim@default.domain`` count as one.
+    """
+    refusing = _REFUSING_FLAG.get(service)
+    if refusing is None:
+        raise ValueError(f"unknown service {service!r} (smtp or pop3)")
+    address = login_address(credentials.user, default_domain)
+    if address is None:
+        return AuthResult(False, credentials.user, "no domain and no default domain")
+    if isinstance(credentials, PlainCredentials):
+        proved = directory.verify_password(address, credentials.password)
+        what = "password"
+    else:
+        contexts, _apop = directory.auth_secrets(address)
+        # Unknown and DISABLED users have no secrets either; compute a digest all the same
+        # so that the answer's timing does not tell them apart.
+        matches = verify_cram_md5(
+            contexts or _DUMMY_CONTEXTS, credentials.challenge, credentials.digest
+        )
+        if contexts is None:
+            return AuthResult(False, address, "no CRAM-MD5 secret kept (or unknown user)")
+        proved = matches
+        what = "CRAM-MD5 digest"
+    if not proved:
+        # verify_password answers False alike for unknown, password-less, DISABLED users.
+        return AuthResult(False, address, f"wrong {what} or unknown user")
+    info = directory.user(address)
+    if info is None:  # deleted between the two queries
+        return AuthResult(False, address, "unknown user")
+    if info.flags & UserFlag.DISABLED:
+        return AuthResult(False, info.address, "account disabled")
+    if info.flags & refusing:
+        return AuthResult(False, info.address, f"{refusing.name} set for this user")
+    return AuthResult(True, info.address, f"{what} ok")
+
+
+def mechanisms_for(*, tls: bool, allow_plaintext: bool, cram_available: bool) -> list[Mechanism]:
+    """The mechanisms to advertise, in the seed's EHLO order ``LOGIN CRAM-MD5 PLAIN``.
+
+    RFC 4954 section 4 / RFC 4616 section 6: the clear-text mechanisms only over TLS unless
+    the admin allows them (qmail offered them always); CRAM-MD5 only when users may keep
+    its secret. An empty list means: do not advertise AUTH.
+    """
+    plaintext = tls or allow_plaintext
+    offered: list[Mechanism] = []
+    if plaintext:
+        offered.append(Mechanism.LOGIN)
+    if cram_available:
+        offered.append(Mechanism.CRAM_MD5)
+    if plaintext:
+        offered.append(Mechanism.PLAIN)
+    return offered

@@ -1,0 +1,125 @@
+"""SMTP AUTH and the EHLO advertisement for one session (spec 6; RFC 4954, 3207, 6409).
+
+The SASL exchange itself is sans-IO (protocols/sasl.py); this module decides what a
+session offers and answers, and leaves the waiting (password check in a thread, the
+failure delay) to the session.
+
+Rules:
+- EHLO lines in the seed's order: greeting, STARTTLS (offered while not in TLS and a
+  certificate is installed), ``AUTH <mechs>`` and the old ``AUTH=<mechs>`` form,
+  PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES, SIZE;
+- PLAIN and LOGIN are offered only in TLS unless ``[auth] allow_plaintext``; asking for
+  them in clear text gets ``538 encryption required for requested authentication
+  mechanism (#5.7.11)`` (RFC 4954 6); CRAM-MD5 only when some account keeps secrets;
+- AUTH once, outside a transaction (qmail's 503s); a success makes the session a relay
+  client (RELAYCLIENT="") unless the user has NO_RELAY.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from qtoaster.auth.verify import AuthResult, DirectoryLike, verify
+from qtoaster.core.reply import Reply
+from qtoaster.directory.schema import UserFlag
+from qtoaster.protocols import sasl
+from qtoaster.protocols.sasl import CramCredentials, Mechanism, PlainCredentials, SaslServer
+
+ENCRYPTION_REQUIRED = Reply(
+    538, "encryption required for requested authentication mechanism (#5.7.11)"
+)
+# RFC 6409 4.3 / RFC 4954 6: submission wants AUTH before MAIL.
+AUTH_REQUIRED = Reply(530, "authentication required (#5.7.0)")
+TOO_MANY_FAILURES = Reply(421, "too many authentication failures, closing connection (#4.7.0)")
+NOT_YOUR_SENDER = Reply(553, "sorry, that envelope sender is not yours (#5.7.1)")
+AUTH_UNAVAILABLE = Reply(454, "oops, unable to check the password now (#4.3.0)")
+TLS_READY = Reply(220, "ready for tls")
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What one session may use now."""
+
+    starttls: bool
+    mechanisms: tuple[Mechanism, ...]  # offered in EHLO
+    plaintext_refused: bool  # PLAIN/LOGIN exist but need TLS first
+
+
+def offer(*, tls_active: bool, tls_available: bool, allow_plaintext: bool, cram: bool) -> Offer:
+    plain_ok = tls_active or allow_plaintext
+    mechanisms = [Mechanism.LOGIN] if plain_ok else []
+    if cram:
+        mechanisms.append(Mechanism.CRAM_MD5)
+    if plain_ok:
+        mechanisms.append(Mechanism.PLAIN)
+    return Offer(
+        starttls=tls_available and not tls_active,
+        mechanisms=tuple(mechanisms),
+        plaintext_refused=not plain_ok,
+    )
+
+
+def ehlo_lines(greeting: str, offered: Offer, databytes: int) -> list[str]:
+    lines = [greeting]
+    if offered.starttls:
+        lines.append("STARTTLS")
+    if offered.mechanisms:
+        names = " ".join(m.value for m in offered.mechanisms)
+        lines += [f"AUTH {names}", f"AUTH={names}"]
+    lines += ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", f"SIZE {databytes}"]
+    return lines
+
+
+def begin(
+    mechanism_name: str,
+    offered: Offer,
+    *,
+    authenticated: bool,
+    in_transaction: bool,
+    hostname: str,
+) -> SaslServer | Reply:
+    """A SASL server for ``AUTH <mechanism>``, or the reply refusing it (spec 6.2 order)."""
+    if authenticated:
+        return sasl.ALREADY_AUTHENTICATED
+    if in_transaction:
+        return sasl.AUTH_IN_TRANSACTION
+    mechanism = sasl.parse_mechanism(mechanism_name)
+    if mechanism is None:
+        return sasl.AUTH_UNIMPLEMENTED
+    if mechanism not in offered.mechanisms:
+        if offered.plaintext_refused and mechanism is not Mechanism.CRAM_MD5:
+            return ENCRYPTION_REQUIRED
+        return sasl.AUTH_UNIMPLEMENTED
+    challenge = None
+    if mechanism is Mechanism.CRAM_MD5:
+        challenge = sasl.cram_challenge(os.getpid(), int(time.time()), hostname)
+    return SaslServer(mechanism, cram_challenge=challenge)
+
+
+def check(
+    directory: DirectoryLike,
+    credentials: PlainCredentials | CramCredentials,
+    default_domain: str | None,
+) -> tuple[AuthResult, UserFlag]:
+    """Verify ``credentials`` for SMTP (in a lookup thread: argon2 takes ~25 ms) and give
+    the user's flags (NO_RELAY decides whether AUTH makes a relay client)."""
+    result = verify(directory, credentials, service="smtp", default_domain=default_domain)
+    if not result.ok:
+        return result, UserFlag(0)
+    user = directory.user(result.user)
+    return result, UserFlag(0) if user is None else UserFlag(user.flags)
+
+
+def sender_allowed(sender: str, user: str) -> bool:
+    """Submission's sender restriction: the user's address, or one of its extensions
+    (``user-ext@domain``), or the null sender."""
+    if not sender:
+        return True
+    local, _, domain = sender.rpartition("@")
+    user_local, _, user_domain = user.rpartition("@")
+    if domain.lower() != user_domain.lower():
+        return False
+    local = local.lower()
+    return local == user_local or local.startswith(user_local + "-")
