@@ -13,6 +13,9 @@ Invariants:
 - Postfix defaults are kept for everything that affects speed (fsync of queue files,
   in_flow_delay, destination concurrency), except the process limits the loads need.
 - ``stop()`` waits until the master process is gone (bounded by a deadline).
+- TLS only when ``tls_files`` (certificate, key) is given: then smtpd offers STARTTLS
+  (``smtpd_tls_security_level = may``) and master.cf gains Debian's tlsmgr entry; without
+  it main.cf and master.cf are exactly what ``bench/run`` always measured.
 """
 
 from __future__ import annotations
@@ -86,6 +89,19 @@ virtual_mailbox_base = {server.mail_base}
 virtual_mailbox_maps = texthash:{server.config_dir}/vmailbox
 virtual_uid_maps = static:{VMAIL_ID}
 virtual_gid_maps = static:{VMAIL_ID}
+""" + _tls_cf(server)
+
+
+def _tls_cf(server: PostfixServer) -> str:
+    if server.tls_files is None:
+        return ""
+    cert, key = server.tls_files
+    # Postfix wants the key and the certificate in two files (or one chain file); the
+    # rest are Postfix 3.7's defaults (TLS 1.3 default suites, no client certificates).
+    return f"""\
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
 """
 
 
@@ -118,6 +134,9 @@ def _master_cf(server: PostfixServer) -> str:
         "scache unix - - n - 1 scache",
         "postlog unix-dgram n - n - 1 postlogd",
     ]
+    if server.tls_files is not None:
+        # Debian's master.cf.dist entry: smtpd asks tlsmgr for PRNG seed and ticket keys.
+        services.append("tlsmgr unix - - n 1000? 1 tlsmgr")
     return "# Written by bench/postfix.py.\n" + "\n".join(services) + "\n"
 
 
@@ -130,6 +149,8 @@ class PostfixServer:
     # smtpd processes: >= 100 benchmark sessions and >= 1,000 idle connections (one each).
     smtpd_maxproc: int = 1100
     name: str = "postfix"
+    # (certificate PEM, private key PEM): offer STARTTLS with them; None: no TLS at all.
+    tls_files: tuple[Path, Path] | None = None
 
     @property
     def root(self) -> Path:

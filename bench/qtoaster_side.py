@@ -64,6 +64,16 @@ class QtoasterServer:
     def maildir_new(self) -> Path:
         return self.home / "domains" / DOMAIN / MAILBOX / "Maildir" / "new"
 
+    @property
+    def servercert(self) -> Path:
+        """The key + certificate PEM that ``init`` made (RSA 2048); STARTTLS uses it."""
+        return self.home / "control" / "servercert.pem"
+
+    def install_cert(self, cert: Path, key: Path) -> None:
+        """``qtoaster cert install CERT --key KEY``: replace servercert.pem (restart after)."""
+        argv = [str(self.qtoaster), "cert", "install", str(cert), "--key", str(key)]
+        subprocess.run(argv + ["--home", str(self.home)], check=True, stdout=subprocess.DEVNULL)
+
     def setup_commands(self) -> list[list[str]]:
         q, h = str(self.qtoaster), str(self.home)
         return [

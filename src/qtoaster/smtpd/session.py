@@ -25,15 +25,11 @@ from typing import TYPE_CHECKING, cast
 
 from qtoaster.core import reply as R
 from qtoaster.core.envelope import Envelope
-from qtoaster.core.errors import QueueError, TemporaryFailure
+from qtoaster.core.errors import QueueError
 from qtoaster.core.reply import Reply
-from qtoaster.directory.schema import UserFlag
 from qtoaster.policy.checks.databytes import effective_databytes
 from qtoaster.policy.verdict import Facts, Stage, Verdict
 from qtoaster.protocols.sasl import (
-    AUTH_FAILED,
-    AUTH_NOT_AVAILABLE,
-    AUTH_OK,
     MALFORMED,
     Challenge,
     CramCredentials,
@@ -47,7 +43,7 @@ from qtoaster.queue import exitcodes
 from qtoaster.smtpd import auth
 from qtoaster.smtpd.addresses import rewrite_localip
 from qtoaster.smtpd.received import received_header
-from qtoaster.tls.server import client_cert_relay, describe, session_summary
+from qtoaster.smtpd.secure import SecureSession
 
 SaslStep = Challenge | PlainCredentials | CramCredentials | Failure
 
@@ -68,7 +64,7 @@ _READ_BUFFER = memoryview(bytearray(65536))
 MAX_INPUT_WHILE_BUSY = 65536
 
 
-class SmtpSession(asyncio.BufferedProtocol):
+class SmtpSession(SecureSession, asyncio.BufferedProtocol):
     def __init__(self, ctx: SmtpdContext, sessions: set[SmtpSession], kind: str = "smtp") -> None:
         self.ctx = ctx
         self.sessions = sessions
@@ -222,15 +218,6 @@ class SmtpSession(asyncio.BufferedProtocol):
     # -- replies -----------------------------------------------------------
     def _greeting(self, code: int) -> Reply:
         return Reply(code, self.ctx.config.controls.smtpgreeting)
-
-    def _offer(self) -> auth.Offer:
-        shared = self.ctx.shared
-        return auth.offer(
-            tls_active=self.tls_protocol is not None,
-            tls_available=self.ctx.tls is not None,
-            allow_plaintext=self.ctx.config.settings.auth_allow_plaintext,
-            cram=shared is not None and shared.cram_available,
-        )
 
     def _ehlo_reply(self) -> Reply:
         controls = self.ctx.config.controls
@@ -412,150 +399,6 @@ class SmtpSession(asyncio.BufferedProtocol):
         spool, self.spool = self.spool, None
         if spool is not None:
             spool.abort()
-
-    # -- AUTH (smtpd/auth.py) -------------------------------------------------
-    def _auth_begin(self, event: ev.Auth) -> None:
-        if self.ctx.shared is None:
-            self.conn.send(AUTH_NOT_AVAILABLE)
-            return
-        started = auth.begin(
-            event.mechanism,
-            self._offer(),
-            authenticated=self.auth_user is not None,
-            in_transaction=self.sender is not None,
-            hostname=self.ctx.config.controls.me,
-        )
-        if isinstance(started, Reply):
-            self.conn.send(started)
-            return
-        self.sasl = started
-        self._auth_answer(started.start(event.initial_response))
-
-    def _auth_answer(self, step: SaslStep) -> None:
-        if isinstance(step, Challenge):
-            self.conn.send(Reply(334, step.text))  # the engine reads the next line raw
-            return
-        self.sasl = None
-        if isinstance(step, Failure):
-            self.conn.send(step.reply)
-            return
-        self.busy = True
-        self.task = asyncio.get_running_loop().create_task(self._auth_verify(step))
-
-    async def _auth_verify(self, credentials: PlainCredentials | CramCredentials) -> None:
-        """Check the credentials in a lookup thread (argon2 is slow), wait out the
-        throttle's delay, answer 235 or 535; too many failures end the session."""
-        shared = self.ctx.shared
-        assert shared is not None
-        loop = asyncio.get_running_loop()
-        close = False
-        try:
-            result, flags = await loop.run_in_executor(
-                shared.lookup_executor,
-                auth.check,
-                shared.directory,
-                credentials,
-                self.ctx.config.controls.defaultdomain,
-            )
-        except TemporaryFailure as exc:
-            log.warning("%s auth unavailable: %s", self.id, exc)
-            reply = auth.AUTH_UNAVAILABLE
-            delay = 0.0
-        else:
-            throttle = shared.throttle
-            if result.ok:
-                delay = throttle.delay_for(self.remote_ip, result.user)
-                throttle.succeeded(self.remote_ip, result.user)
-                self.auth_user = result.user
-                if not flags & UserFlag.NO_RELAY:  # spec 6.2: as if RELAYCLIENT=""
-                    self.env = {**self.base_env, "RELAYCLIENT": ""}
-                log.info("%s auth ok user=%s client=%s", self.id, result.user, self.remote_ip)
-                reply = AUTH_OK
-            else:
-                throttle.failed(self.remote_ip, result.user)
-                delay = throttle.delay_for(self.remote_ip, result.user)
-                self.auth_failures += 1
-                close = throttle.session_exhausted(self.auth_failures)
-                log.info(
-                    "%s auth failed user=%s client=%s reason=%s",
-                    self.id,
-                    result.user,
-                    self.remote_ip,
-                    result.reason,
-                )
-                reply = AUTH_FAILED
-        if delay:
-            await asyncio.sleep(delay)
-        self.busy = False
-        self.last_activity = time.monotonic()
-        if self.transport is None or self.transport.is_closing():
-            return
-        self.conn.send(reply)
-        if close:
-            self._flush()
-            self.transport.close()
-            return
-        self._resume()
-
-    # -- STARTTLS and SMTPS ------------------------------------------------------
-    def _starttls(self) -> None:
-        if self.ctx.tls is None:
-            self.conn.send(Reply(454, f"TLS {self.ctx.tls_problem} (#4.3.0)"))
-            return
-        self.conn.send(auth.TLS_READY)  # the engine drops what it buffered (injection)
-        self._flush()
-        self._begin_tls(implicit=False)
-
-    def _begin_tls(self, *, implicit: bool) -> None:
-        """Hand the connection to TLS.  Reading stops now, before the loop can run again:
-        the client's ClientHello must reach the TLS layer, not the clear-text engine (which
-        would discard it as injected input, and the handshake would never start)."""
-        assert self.transport is not None
-        self.transport.pause_reading()
-        self.busy = True
-        self.task = asyncio.get_running_loop().create_task(self._start_tls(implicit=implicit))
-
-    async def _start_tls(self, *, implicit: bool) -> None:
-        loop = asyncio.get_running_loop()
-        transport, tls = self.transport, self.ctx.tls
-        assert transport is not None and tls is not None
-        # Nothing sent in clear text before the handshake may become a command (RFC 3207
-        # 5): the engine dropped its buffer at the 220 and reading has been paused since;
-        # dropped again here, with no await between this and start_tls taking the socket.
-        self.conn.discard_input()
-        timeout = max(self.ctx.config.controls.timeoutsmtpd, 1)
-        try:
-            upgraded = await asyncio.wait_for(
-                loop.start_tls(transport, self, tls, server_side=True), timeout
-            )
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
-            log.info("%s TLS handshake failed client=%s: %s", self.id, self.remote_ip, exc)
-            transport.abort()
-            return
-        if upgraded is None:  # the connection went away during the handshake
-            return
-        self.transport = upgraded
-        ssl_object = upgraded.get_extra_info("ssl_object")
-        # Spec 7.3: a client certificate from clientca.pem whose emailAddress is listed in
-        # control/tlsclients may relay.  Asked for at the handshake (TLS 1.3 has no
-        # renegotiation, docs/tls.md), so decided here once for the session.
-        relays, cert_email = client_cert_relay(ssl_object, self.ctx.config.home.control)
-        if relays:
-            self.base_env = {**self.base_env, "RELAYCLIENT": ""}
-            log.info("%s relay by certificate %s", self.id, cert_email)
-        self.tls_protocol = describe(ssl_object, cert_email if relays else None)
-        log.info("%s tls %s client=%s", self.id, session_summary(ssl_object), self.remote_ip)
-        self.busy = False
-        self.last_activity = time.monotonic()
-        self.env = self.base_env
-        if implicit:
-            self._greet()
-        else:
-            # RFC 3207 4.2: forget what the client said before; the engine forgets HELO.
-            self.conn.start_tls_done()
-            self.auth_user, self.sasl, self.env = None, None, self.base_env
-            self._reset()
-        self._resume()
 
     # -- supervision ---------------------------------------------------------
     @property
