@@ -72,7 +72,7 @@ class QtoasterServer:
     def install_cert(self, cert: Path, key: Path) -> None:
         """``qtoaster cert install CERT --key KEY``: replace servercert.pem (restart after)."""
         argv = [str(self.qtoaster), "cert", "install", str(cert), "--key", str(key)]
-        subprocess.run(argv + ["--home", str(self.home)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*argv, "--home", str(self.home)], check=True, stdout=subprocess.DEVNULL)
 
     def setup_commands(self) -> list[list[str]]:
         q, h = str(self.qtoaster), str(self.home)

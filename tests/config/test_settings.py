@@ -154,3 +154,33 @@ def test_settings_frozen(tmp_path: Path) -> None:
     settings = load_settings_text(tmp_path, "")
     with pytest.raises(AttributeError):
         settings.fsync = False  # type: ignore[misc]
+
+
+def test_tls_auth_chkuser_settings(tmp_path: Path) -> None:
+    settings = load_settings_text(
+        tmp_path,
+        '[listen]\nsmtp = []\nsubmission = ["127.0.0.1:587"]\nsmtps = ["[::1]:465"]\n'
+        '[auth]\nallow_plaintext = true\nfailure_delay = 0.5\nmax_failures = 5\n'
+        '[submission]\nrestrict_sender = true\n[tls]\nmin_version = "TLSv1.3"\n'
+        '[chkuser]\nmode = "always"\nerror_delay = 0\nerror_delay_increase = 0.1\n',
+    )
+    assert settings.listeners == (
+        Listener("submission", "127.0.0.1", 587),
+        Listener("smtps", "::1", 465),
+    )
+    assert settings.auth_allow_plaintext and settings.auth_failure_delay == 0.5
+    assert settings.auth_max_failures == 5 and settings.submission_restrict_sender
+    assert settings.tls_min_version == "TLSv1.3"
+    assert (settings.chkuser_mode, settings.chkuser_delay) == ("always", 0.0)
+
+
+def test_tls_auth_chkuser_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(
+            tmp_path,
+            '[auth]\nmax_failures = 0\nfailure_delay = -1\n[tls]\nmin_version = "SSLv3"\n'
+            '[chkuser]\nmode = "sometimes"\n',
+        )
+    text = "\n".join(caught.value.problems)
+    for key in ("max_failures", "failure_delay", "min_version", "mode"):
+        assert key in text

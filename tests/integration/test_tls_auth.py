@@ -272,7 +272,11 @@ def test_client_certificate_listed_in_tlsclients_may_relay(home: Path, tmp_path:
     bad.write_bytes(_client_cert(ca_key, ca, "stranger@partner.test"))
     srv = Server(home, workers=1)
     try:
-        for cert, expected in ((good, "250 "), (bad, "553 ")):
+        refused = (
+            "553 5.7.1 sorry, that domain isn't in my list of allowed rcpthosts; no valid cert"
+            " for gatewaying: email address not in my list of tlsclients (#5.7.1)"
+        )
+        for cert, expected in ((good, "250 "), (bad, refused)):
             result = subprocess.run(
                 [OPENSSL, "s_client", "-connect", f"127.0.0.1:{srv.port}", "-starttls", "smtp",
                  "-cert", str(cert), "-quiet"],

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.reply import Reply
 from qtoaster.directory.schema import UserFlag
+from qtoaster.policy.checks.rcpthosts import NOGATEWAY
 from qtoaster.protocols.sasl import (
     AUTH_FAILED,
     AUTH_NOT_AVAILABLE,
@@ -204,10 +205,14 @@ class SecureSession:
         # Spec 7.3: a client certificate from clientca.pem whose emailAddress is listed in
         # control/tlsclients may relay.  Asked for at the handshake (TLS 1.3 has no
         # renegotiation, docs/tls.md), so decided here once for the session.
-        relays, cert_email = client_cert_relay(ssl_object, self.ctx.config.home.control)
+        control = self.ctx.config.home.control
+        relays, cert_email = client_cert_relay(ssl_object, control)
         if relays:
             self.base_env = {**self.base_env, "RELAYCLIENT": ""}
             log.info("%s relay by certificate %s", self.id, cert_email)
+        elif (control / "tlsclients").exists():
+            # qmail extends the relay refusal with why the certificate did not do (7.3).
+            self.base_env = {**self.base_env, NOGATEWAY: cert_email}
         self.tls_protocol = describe(ssl_object, cert_email if relays else None)
         log.info("%s tls %s client=%s", self.id, session_summary(ssl_object), self.remote_ip)
         self.busy = False

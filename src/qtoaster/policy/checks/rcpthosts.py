@@ -17,8 +17,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from qtoaster.core.envelope import split_address
-from qtoaster.core.reply import NOT_RCPTHOSTS
+from qtoaster.core.reply import NOT_RCPTHOSTS, Reply
 from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.tls.server import nogateway_suffix
+
+# Set by smtpd/secure.py for a TLS session whose certificate did not allow relaying.
+NOGATEWAY = "QTOASTER_TLS_NOGATEWAY"
 
 
 class RcpthostsControls(Protocol):
@@ -42,4 +46,8 @@ class Rcpthosts:
         _, domain = split_address(facts.recipient)
         if self._controls.rcpthosts_allows(domain):
             return PASS
+        why = facts.env.get(NOGATEWAY)
+        if why is not None:  # TLS with tlsclients, but no certificate that may relay (7.3)
+            text = NOT_RCPTHOSTS.text.removesuffix(" (#5.7.1)")
+            return Verdict(reply=Reply(553, f"{text}{nogateway_suffix(why)} (#5.7.1)"))
         return Verdict(reply=NOT_RCPTHOSTS)
