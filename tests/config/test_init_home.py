@@ -20,7 +20,7 @@ pytest.importorskip("qtoaster.directory.store")
 
 def test_creates_valid_home(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
-    init_home(home, "mail.example.com")
+    init_home(home, "mail.example.com", as_root=False)
     assert check_config(home) == []
     config = load_config(home)
     assert config.settings.listeners == (Listener("smtp", "127.0.0.1", 2525),)
@@ -29,6 +29,22 @@ def test_creates_valid_home(tmp_path: Path) -> None:
         assert path.is_dir()
     assert home.database.exists()
     assert not list(tmp_path.glob(".home.init-*"))
+
+
+def test_root_gets_the_standard_ports(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    init_home(home, "mail.example.com", as_root=True)
+    assert load_config(home).settings.listeners == (
+        Listener("smtp", "0.0.0.0", 25),
+        Listener("submission", "0.0.0.0", 587),
+        Listener("smtps", "0.0.0.0", 465),
+    )
+
+
+def test_given_listeners_replace_the_defaults(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    init_home(home, "mail.example.com", smtps=["127.0.0.1:4465"], as_root=True)
+    assert load_config(home).settings.listeners == (Listener("smtps", "127.0.0.1", 4465),)
 
 
 def test_control_files_hold_qmail_defaults(tmp_path: Path) -> None:

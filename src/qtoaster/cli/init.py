@@ -19,10 +19,19 @@ from qtoaster.core.home import Home
     "--smtp",
     multiple=True,
     metavar="ADDR:PORT",
-    help="SMTP listen address, repeatable (default 127.0.0.1:2525)",
+    help="SMTP listen address, repeatable (default 127.0.0.1:2525; as root :25, :587, :465)",
 )
+@click.option("--submission", multiple=True, metavar="ADDR:PORT", help="submission listener")
+@click.option("--smtps", multiple=True, metavar="ADDR:PORT", help="SMTPS listener")
 @click.option("--demo", is_flag=True, help="throw-away home: fsync off, debug logging")
-def init(home: Home, me: str | None, smtp: tuple[str, ...], demo: bool) -> None:
+def init(
+    home: Home,
+    me: str | None,
+    smtp: tuple[str, ...],
+    submission: tuple[str, ...],
+    smtps: tuple[str, ...],
+    demo: bool,
+) -> None:
     """Create a new qtoaster home."""
     from qtoaster.config.init import init_home
 
@@ -32,7 +41,15 @@ def init(home: Home, me: str | None, smtp: tuple[str, ...], demo: bool) -> None:
             "e.g. --me mail.example.com (it becomes control/me)"
         )
     try:
-        init_home(home, me, smtp=list(smtp) or None, demo=demo)
+        given = bool(smtp or submission or smtps)
+        init_home(
+            home,
+            me,
+            smtp=list(smtp) if given else None,
+            submission=list(submission) if given else None,
+            smtps=list(smtps) if given else None,
+            demo=demo,
+        )
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"qtoaster init: {problem}", err=True)

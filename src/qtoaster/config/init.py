@@ -30,9 +30,9 @@ SETTINGS_TEMPLATE = """\
 # Addresses the SMTP listener binds: "HOST:PORT", "[IPv6]:PORT", or ":PORT" for every
 # IPv4 address.  Port 25 needs root (qtoaster drops privileges after binding).
 smtp = {smtp}
-# Submission (AUTH required before MAIL; usually :587) and SMTPS (implicit TLS; :465).
-# submission = [":587"]
-# smtps = [":465"]
+# Submission (AUTH required before MAIL; usually ":587") and SMTPS (implicit TLS; ":465").
+submission = {submission}
+smtps = {smtps}
 
 [smtpd]
 # smtpd worker processes sharing the listening sockets; 0 = one per CPU core.
@@ -125,12 +125,17 @@ def _refuse_existing(root: Path) -> None:
     raise ConfigError([f"{root}: already exists; refusing to overwrite it"])
 
 
-def _write_home(home: Home, me: str, smtp: list[str], demo: bool) -> None:
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(value) for value in values) + "]"
+
+
+def _write_home(home: Home, me: str, listen: dict[str, list[str]], demo: bool) -> None:
     home.root.mkdir()
-    listen = "[" + ", ".join(json.dumps(value) for value in smtp) + "]"
     home.settings_file.write_text(
         SETTINGS_TEMPLATE.format(
-            smtp=listen,
+            smtp=_toml_list(listen["smtp"]),
+            submission=_toml_list(listen["submission"]),
+            smtps=_toml_list(listen["smtps"]),
             fsync="false" if demo else "true",
             demo_queue=" and throw-away demo homes like this one" if demo else "",
             level="debug" if demo else "info",
@@ -156,23 +161,45 @@ def _write_home(home: Home, me: str, smtp: list[str], demo: bool) -> None:
     create_directory(home)
 
 
-def init_home(home: Home, me: str, *, smtp: list[str] | None = None, demo: bool = False) -> None:
+def default_listen(as_root: bool) -> dict[str, list[str]]:
+    """Listeners of a new home: as root the standard ports on every IPv4 address (25, 587,
+    465); otherwise SMTP alone on loopback port 2525 (a home to try things in)."""
+    if as_root:
+        return {"smtp": [":25"], "submission": [":587"], "smtps": [":465"]}
+    return {"smtp": list(DEFAULT_SMTP), "submission": [], "smtps": []}
+
+
+def init_home(
+    home: Home,
+    me: str,
+    *,
+    smtp: list[str] | None = None,
+    submission: list[str] | None = None,
+    smtps: list[str] | None = None,
+    demo: bool = False,
+    as_root: bool | None = None,
+) -> None:
     """Create *home* for the host *me*; ConfigError if it exists or an argument is bad.
 
-    *smtp* lists SMTP listen addresses (default 127.0.0.1:2525).  *demo* makes a
-    throw-away home: fsync off and debug logging (never for real mail).
+    *smtp*, *submission*, *smtps* list listen addresses; when none is given the defaults
+    of :func:`default_listen` apply (*as_root* defaults to whether we run as root).
+    *demo* makes a throw-away home: fsync off and debug logging (never for real mail).
     """
-    smtp = list(DEFAULT_SMTP if smtp is None else smtp)
+    if smtp is None and submission is None and smtps is None:
+        listen = default_listen(os.geteuid() == 0 if as_root is None else as_root)
+    else:
+        listen = {"smtp": smtp or [], "submission": submission or [], "smtps": smtps or []}
     problems: list[str] = []
     try:
         _check_me(me)
     except ConfigError as exc:
         problems.extend(exc.problems)
-    for value in smtp:
-        try:
-            parse_listen("smtp", value)
-        except ValueError as exc:
-            problems.append(f"--smtp {exc}")
+    for kind, values in listen.items():
+        for value in values:
+            try:
+                parse_listen(kind, value)
+            except ValueError as exc:
+                problems.append(f"--{kind} {exc}")
     _refuse_existing(home.root)
     if problems:
         raise ConfigError(problems)
@@ -180,7 +207,7 @@ def init_home(home: Home, me: str, *, smtp: list[str] | None = None, demo: bool 
     staging = Home(home.root.with_name(f".{home.root.name}.init-{os.getpid()}"))
     shutil.rmtree(staging.root, ignore_errors=True)
     try:
-        _write_home(staging, me, smtp, demo)
+        _write_home(staging, me, listen, demo)
         # rename(2) may replace an empty directory, which is all _refuse_existing allows.
         os.replace(staging.root, home.root)
     finally:
