@@ -48,6 +48,7 @@ IO_TIMEOUT_S = 30.0
 STALL_S = 30.0  # sessions done, no new file in new/ for this long: stop waiting
 WARMUP = 50
 BODY_BYTES = 1024
+PLAIN = "none"  # the control round's name: the same sessions without STARTTLS
 _PEM_KEY = re.compile(rb"-----BEGIN ([A-Z ]*PRIVATE KEY)-----.*?-----END \1-----\s*", re.DOTALL)
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*", re.DOTALL)
 
@@ -107,12 +108,16 @@ class Session:
     version: str
 
 
-def one_session(port: int, ctx: ssl.SSLContext, index: int) -> Session:
+def one_session(port: int, ctx: ssl.SSLContext | None, index: int) -> Session:
+    """One session; without ``ctx`` the same one in clear text (the control round)."""
     start = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S) as plain:
         clear = Lines(plain)
         clear.expect(220)
-        if not any(b"STARTTLS" in line.upper() for line in clear.command(b"EHLO client.test", 250)):
+        ehlo = clear.command(b"EHLO client.test", 250)
+        if ctx is None:
+            return _transaction(clear, index, start, 0.0, PLAIN)
+        if not any(b"STARTTLS" in line.upper() for line in ehlo):
             raise SmtpError("EHLO does not offer STARTTLS")
         clear.command(b"STARTTLS", 220)
         if clear.buffer:
@@ -121,16 +126,19 @@ def one_session(port: int, ctx: ssl.SSLContext, index: int) -> Session:
         with ctx.wrap_socket(plain) as tls:
             handshake = time.perf_counter() - began
             smtp = Lines(tls)
-            smtp.command(b"EHLO client.test", 250)
-            smtp.command(b"MAIL FROM:<bench@client.test>", 250)
-            smtp.command(b"RCPT TO:<user@bench.test>", 250)
-            smtp.command(b"DATA", 354)
-            tls.sendall(message(index))
-            smtp.expect(250, b"DATA end")
-            smtp.command(b"QUIT", 221)
-            end = time.perf_counter()
-            version = tls.version() or "?"
-    return Session(start, handshake, end, version)
+            smtp.command(b"EHLO client.test", 250)  # RFC 3207 4.2: start over after TLS
+            suite = f"{tls.version()} {(tls.cipher() or ('?',))[0]}"
+            return _transaction(smtp, index, start, handshake, suite)
+
+
+def _transaction(smtp: Lines, index: int, start: float, handshake: float, version: str) -> Session:
+    smtp.command(b"MAIL FROM:<bench@client.test>", 250)
+    smtp.command(b"RCPT TO:<user@bench.test>", 250)
+    smtp.command(b"DATA", 354)
+    smtp.sock.sendall(message(index))
+    smtp.expect(250, b"DATA end")
+    smtp.command(b"QUIT", 221)
+    return Session(start, handshake, time.perf_counter(), version)
 
 
 def client_context() -> ssl.SSLContext:
@@ -148,10 +156,10 @@ class Drive:
     errors: list[str] = field(default_factory=list)
 
 
-def drive(port: int, total: int, concurrency: int, deadline: float) -> Drive:
+def drive(port: int, total: int, concurrency: int, deadline: float, *, tls: bool = True) -> Drive:
     """``total`` sessions on ``concurrency`` threads; stops early at ``deadline``
     (monotonic) or after 20 errors."""
-    ctx, out, lock = client_context(), Drive(), threading.Lock()
+    ctx, out, lock = client_context() if tls else None, Drive(), threading.Lock()
     counter = iter(range(total))
 
     def worker() -> None:
@@ -241,7 +249,7 @@ def run_once(server: Server, cert: str, total: int, concurrency: int, deadline_s
     empty_dir(new)
     cpu0, own0 = tree_cpu_s(server.master_pid()), own_cpu_s()
     origin, deadline = time.perf_counter(), time.monotonic() + deadline_s
-    out = drive(server.port, total, concurrency, deadline)
+    out = drive(server.port, total, concurrency, deadline, tls=cert != PLAIN)
     done = len(out.sessions)
     delivered, last_file = _wait_delivered(new, done, deadline, origin)
     cpu1, own1 = tree_cpu_s(server.master_pid()), own_cpu_s()
@@ -334,7 +342,7 @@ def line(r: Result) -> str:
     flag = f" ERRORS {len(r.errors)}: {r.errors[0]}" if r.errors else ""
     short = " INCOMPLETE" if r.delivered < r.completed or r.completed < r.sessions else ""
     return (
-        f"  {r.cert:3} {r.server:8} {r.completed}/{r.sessions} sessions in {r.seconds:.2f}s"
+        f"  {r.cert:4} {r.server:8} {r.completed}/{r.sessions} sessions in {r.seconds:.2f}s"
         f" = {r.handshakes_per_s:.1f}/s, handshake median {r.handshake_median_ms:.2f} ms"
         f" p95 {r.handshake_p95_ms:.2f} ms, delivered {r.delivered} = {r.delivered_per_s:.1f}"
         f" msg/s, CPU/session server {r.server_cpu_ms:.2f} ms client {r.client_cpu_ms:.2f} ms"
@@ -382,6 +390,8 @@ def rounds(args: argparse.Namespace, qtoaster: QtoasterServer) -> list[tuple[str
     plan = [("rsa", *rsa)]
     if not args.no_ec:
         plan.append(("ec", *make_ec_cert(work / "cert-ec")))
+    if args.plain:
+        plan.append((PLAIN, *rsa))
     return plan
 
 
@@ -419,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=20, help="sessions at once")
     parser.add_argument("--repeat", type=int, help="runs per server (default 3, --quick 1)")
     parser.add_argument("--no-ec", action="store_true", help="skip the EC P-256 round")
+    parser.add_argument("--plain", action="store_true", help="also a round without STARTTLS")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/qtoaster-bench-tls"))
     parser.add_argument("--postfix-port", type=int, default=10028)
     parser.add_argument("--qtoaster-port", type=int, default=10029)
@@ -434,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     qtoaster.configure()  # always: its init makes the RSA certificate both servers use
     results: list[Result] = []
     for cert, cert_file, key_file in rounds(args, qtoaster):
-        print(f"certificate {cert}: {cert_file}", flush=True)
+        print(f"round {cert}: {'no STARTTLS' if cert == PLAIN else cert_file}", flush=True)
         qtoaster.install_cert(cert_file, key_file)
         postfix = PostfixServer(
             args.workdir, port=args.postfix_port, tls_files=(cert_file, key_file)

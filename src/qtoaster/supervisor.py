@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from qtoaster.config.loader import check_config
-from qtoaster.config.settings import Listener
+from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener
 from qtoaster.core.home import Home
 
 log = logging.getLogger("qtoaster.supervisor")
@@ -82,10 +82,16 @@ class Supervisor:
 
     def setup(self) -> None:
         self.bound = [(lst, bind(lst, self.workers)) for lst in self.listeners]
-        for i in range(self.workers):
-            fds = [(lst.kind, socks[i].fileno()) for lst, socks in self.bound]
-            argv = self._serve_argv("smtpd", fds)
-            self.children.append(Child(f"smtpd#{i}", argv, [fd for _, fd in fds]))
+        # SMTP kinds go to the smtpd workers, POP3 kinds to the pop3d workers (one of each
+        # per core); a role without listeners is not started.
+        for role, kinds in (("smtpd", SMTPD_KINDS), ("pop3d", POP3_KINDS)):
+            mine = [(lst, socks) for lst, socks in self.bound if lst.kind in kinds]
+            if not mine:
+                continue
+            for i in range(self.workers):
+                fds = [(lst.kind, socks[i].fileno()) for lst, socks in mine]
+                argv = self._serve_argv(role, fds)
+                self.children.append(Child(f"{role}#{i}", argv, [fd for _, fd in fds]))
         self.children.append(Child("send", self._serve_argv("send", []), []))
 
     def addresses(self) -> str:
@@ -110,7 +116,7 @@ class Supervisor:
                 if child.proc is not None and line == f"ready:{child.proc.pid}":
                     child.ready.set()
 
-    def signal(self, signum: int, roles: tuple[str, ...] = ("smtpd", "send")) -> None:
+    def signal(self, signum: int, roles: tuple[str, ...] = ("smtpd", "pop3d", "send")) -> None:
         for child in self.children:
             if child.proc and child.proc.poll() is None and child.role.startswith(roles):
                 child.proc.send_signal(signum)
@@ -121,7 +127,7 @@ class Supervisor:
             log.error("SIGHUP: configuration has problems, not reloading:\n%s", "\n".join(problems))
             return
         log.info("SIGHUP: reloading")
-        self.signal(signal.SIGHUP, ("smtpd",))
+        self.signal(signal.SIGHUP, ("smtpd", "pop3d"))
         self.signal(signal.SIGTERM, ("send",))  # restarted by the monitor with fresh state
 
     async def run(self) -> int:
@@ -139,7 +145,7 @@ class Supervisor:
         done, _ = await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
             print(
-                f"qtoaster ready: {self.addresses()}; smtpd workers {self.workers}; "
+                f"qtoaster ready: {self.addresses()}; workers {self.workers}; "
                 f"queue manager running; home {self.home.root}",
                 flush=True,
             )

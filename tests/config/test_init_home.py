@@ -38,6 +38,8 @@ def test_root_gets_the_standard_ports(tmp_path: Path) -> None:
         Listener("smtp", "0.0.0.0", 25),
         Listener("submission", "0.0.0.0", 587),
         Listener("smtps", "0.0.0.0", 465),
+        Listener("pop3", "0.0.0.0", 110),
+        Listener("pop3s", "0.0.0.0", 995),
     )
 
 

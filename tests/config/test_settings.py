@@ -160,7 +160,7 @@ def test_tls_auth_chkuser_settings(tmp_path: Path) -> None:
     settings = load_settings_text(
         tmp_path,
         '[listen]\nsmtp = []\nsubmission = ["127.0.0.1:587"]\nsmtps = ["[::1]:465"]\n'
-        '[auth]\nallow_plaintext = true\nfailure_delay = 0.5\nmax_failures = 5\n'
+        "[auth]\nallow_plaintext = true\nfailure_delay = 0.5\nmax_failures = 5\n"
         '[submission]\nrestrict_sender = true\n[tls]\nmin_version = "TLSv1.3"\n'
         '[chkuser]\nmode = "always"\nerror_delay = 0\nerror_delay_increase = 0.1\n',
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 QTOASTER = [sys.executable, "-m", "qtoaster"]
 READY = re.compile(r"qtoaster ready: smtp 127\.0\.0\.1:(\d+)")
-LISTENER = re.compile(r"(smtp|submission|smtps) 127\.0\.0\.1:(\d+)")
+LISTENER = re.compile(r"(smtp|submission|smtps|pop3|pop3s) 127\.0\.0\.1:(\d+)")
 
 
 def qt(
@@ -48,6 +48,7 @@ def make_home(root: Path, *, me: str = "mx.example.test", database_url: str | No
     text = text.replace("error_delay = 1.0", "error_delay = 0").replace(
         "error_delay_increase = 0.3", "error_delay_increase = 0"
     )
+    text = text.replace("failure_delay = 1.0", "failure_delay = 0.1")  # AUTH failures
     settings.write_text(text)
     qt(home, "domain", "add", "example.test")
     for user in ("alice", "bob", "carol"):

@@ -89,8 +89,11 @@ def test_smtps_auth_login(tls_server: Server) -> None:
 
 
 def test_auth_cram_md5_with_secrets_kept(home: Path) -> None:
-    qt(home, "user", "set", "alice@example.test", "--secrets")
+    # CRAM-MD5 is offered only when every account keeps secrets.
+    qt(home, "domain", "set", "example.test", "--secrets")
     qt(home, "user", "passwd", "alice@example.test", "--password", "tanstaaf")
+    for user in ("bob", "carol"):
+        qt(home, "user", "passwd", f"{user}@example.test", "--password", "secret")
     srv = Server(home, workers=1)
     try:
         out = swaks(

@@ -23,6 +23,8 @@ from qtoaster.core.home import Home
 )
 @click.option("--submission", multiple=True, metavar="ADDR:PORT", help="submission listener")
 @click.option("--smtps", multiple=True, metavar="ADDR:PORT", help="SMTPS listener")
+@click.option("--pop3", multiple=True, metavar="ADDR:PORT", help="POP3 listener")
+@click.option("--pop3s", multiple=True, metavar="ADDR:PORT", help="POP3S listener")
 @click.option("--demo", is_flag=True, help="throw-away home: fsync off, debug logging")
 def init(
     home: Home,
@@ -30,6 +32,8 @@ def init(
     smtp: tuple[str, ...],
     submission: tuple[str, ...],
     smtps: tuple[str, ...],
+    pop3: tuple[str, ...],
+    pop3s: tuple[str, ...],
     demo: bool,
 ) -> None:
     """Create a new qtoaster home."""
@@ -41,13 +45,15 @@ def init(
             "e.g. --me mail.example.com (it becomes control/me)"
         )
     try:
-        given = bool(smtp or submission or smtps)
+        given = bool(smtp or submission or smtps or pop3 or pop3s)
         init_home(
             home,
             me,
             smtp=list(smtp) if given else None,
             submission=list(submission) if given else None,
             smtps=list(smtps) if given else None,
+            pop3=list(pop3) if given else None,
+            pop3s=list(pop3s) if given else None,
             demo=demo,
         )
     except ConfigError as exc:

@@ -17,7 +17,7 @@ import click
 from qtoaster.cli.logs import setup_logging
 from qtoaster.cli.options import home_option
 from qtoaster.config.loader import Config, load_config
-from qtoaster.config.settings import SMTPD_KINDS, Listener, parse_listen
+from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener, parse_listen
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 
@@ -49,6 +49,8 @@ def _listen_option(kind: str, what: str) -> Callable[[F], F]:
 @_listen_option("smtp", "SMTP")
 @_listen_option("submission", "submission (AUTH required)")
 @_listen_option("smtps", "SMTPS (implicit TLS)")
+@_listen_option("pop3", "POP3")
+@_listen_option("pop3s", "POP3S (implicit TLS)")
 @click.option(
     "--workers",
     type=click.IntRange(0, 256),
@@ -60,25 +62,29 @@ def run(
     smtp: tuple[str, ...],
     submission: tuple[str, ...],
     smtps: tuple[str, ...],
+    pop3: tuple[str, ...],
+    pop3s: tuple[str, ...],
     workers: int | None,
 ) -> None:
-    """Run every role: smtpd workers and the queue manager, under one supervisor."""
+    """Run every role: smtpd and pop3d workers and the queue manager, under one supervisor."""
     from qtoaster.queue.store import QueueStore
     from qtoaster.supervisor import Supervisor
 
     config = load_or_exit(home)
     setup_logging(config.settings.log_level, "qtoaster")
     listeners: list[Listener] = []
-    for kind, values in (("smtp", smtp), ("submission", submission), ("smtps", smtps)):
+    flags = {"smtp": smtp, "submission": submission, "smtps": smtps, "pop3": pop3, "pop3s": pop3s}
+    for kind, values in flags.items():
         try:
-            given = [parse_listen(kind, value) for value in values]
+            parsed = [parse_listen(kind, value) for value in values]
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint=f"--{kind}")
         # A flag replaces that kind's [listen] entry; kinds without a flag keep theirs.
-        listeners += given or [lst for lst in config.settings.listeners if lst.kind == kind]
+        listeners += parsed or [lst for lst in config.settings.listeners if lst.kind == kind]
     if not listeners:
         raise click.UsageError(
-            "no listener: give --smtp ADDR:PORT (or --submission, --smtps) or set [listen] smtp"
+            "no listener: give --smtp ADDR:PORT (or --submission, --smtps, --pop3, --pop3s)"
+            " or set [listen] smtp"
         )
     count = workers if workers is not None else config.settings.smtpd_workers
     count = count or os.cpu_count() or 1
@@ -93,14 +99,14 @@ def run(
 
 
 @click.command()
-@click.argument("role", type=click.Choice(["smtpd", "send"]))
+@click.argument("role", type=click.Choice(["smtpd", "pop3d", "send"]))
 @home_option
 @click.option(
     "--fd",
     "fds",
     multiple=True,
     metavar="[KIND:]FD",
-    help="inherited listening socket (smtpd); KIND smtp (default), submission or smtps",
+    help="inherited listening socket; KIND smtp (default), submission, smtps, pop3, pop3s",
 )
 @click.option("--ready-fd", type=int, default=None, help="write 'ready:PID' here when ready")
 @click.option("--supervised", is_flag=True, help="exit when the supervisor dies")
@@ -126,24 +132,26 @@ def serve(
         else:
             click.echo(f"qtoaster {role} ready", err=True)
 
-    if role == "smtpd":
-        sockets = [_inherited(value) for value in fds] or _bind_own(config)
-        asyncio.run(_serve_smtpd(home, sockets, ready))
+    if role in ("smtpd", "pop3d"):
+        kinds = SMTPD_KINDS if role == "smtpd" else POP3_KINDS
+        sockets = [_inherited(value, kinds) for value in fds] or _bind_own(config, kinds)
+        serve_role = _serve_smtpd if role == "smtpd" else _serve_pop3d
+        asyncio.run(serve_role(home, sockets, ready))
     else:
         asyncio.run(_serve_send(config, ready))
 
 
-def _inherited(value: str) -> tuple[str, socket.socket]:
+def _inherited(value: str, kinds: tuple[str, ...]) -> tuple[str, socket.socket]:
     kind, _, fd = value.rpartition(":")
-    if (kind or "smtp") not in SMTPD_KINDS or not fd.isdigit():
+    if (kind or kinds[0]) not in kinds or not fd.isdigit():
         raise click.BadParameter(f"{value!r}: expected [KIND:]FD", param_hint="--fd")
-    return kind or "smtp", socket.socket(fileno=int(fd))
+    return kind or kinds[0], socket.socket(fileno=int(fd))
 
 
-def _bind_own(config: Config) -> list[tuple[str, socket.socket]]:
+def _bind_own(config: Config, kinds: tuple[str, ...]) -> list[tuple[str, socket.socket]]:
     from qtoaster.supervisor import bind
 
-    listeners = [lst for lst in config.settings.listeners if lst.kind in SMTPD_KINDS]
+    listeners = [lst for lst in config.settings.listeners if lst.kind in kinds]
     return [(lst.kind, bind(lst, 1)[0]) for lst in listeners]
 
 
@@ -153,6 +161,14 @@ async def _serve_smtpd(
     from qtoaster.smtpd.worker import Worker
 
     await Worker(home).serve(sockets, ready)
+
+
+async def _serve_pop3d(
+    home: Home, sockets: list[tuple[str, socket.socket]], ready: Callable[[], None]
+) -> None:
+    from qtoaster.pop3d.worker import Pop3Worker
+
+    await Pop3Worker(home).serve(sockets, ready)
 
 
 async def _serve_send(config: Config, ready: Callable[[], None]) -> None:

@@ -33,6 +33,9 @@ smtp = {smtp}
 # Submission (AUTH required before MAIL; usually ":587") and SMTPS (implicit TLS; ":465").
 submission = {submission}
 smtps = {smtps}
+# POP3 (STLS offered; usually ":110") and POP3S (implicit TLS; ":995").
+pop3 = {pop3}
+pop3s = {pop3s}
 
 [smtpd]
 # smtpd worker processes sharing the listening sockets; 0 = one per CPU core.
@@ -136,6 +139,8 @@ def _write_home(home: Home, me: str, listen: dict[str, list[str]], demo: bool) -
             smtp=_toml_list(listen["smtp"]),
             submission=_toml_list(listen["submission"]),
             smtps=_toml_list(listen["smtps"]),
+            pop3=_toml_list(listen["pop3"]),
+            pop3s=_toml_list(listen["pop3s"]),
             fsync="false" if demo else "true",
             demo_queue=" and throw-away demo homes like this one" if demo else "",
             level="debug" if demo else "info",
@@ -165,8 +170,14 @@ def default_listen(as_root: bool) -> dict[str, list[str]]:
     """Listeners of a new home: as root the standard ports on every IPv4 address (25, 587,
     465); otherwise SMTP alone on loopback port 2525 (a home to try things in)."""
     if as_root:
-        return {"smtp": [":25"], "submission": [":587"], "smtps": [":465"]}
-    return {"smtp": list(DEFAULT_SMTP), "submission": [], "smtps": []}
+        return {
+            "smtp": [":25"],
+            "submission": [":587"],
+            "smtps": [":465"],
+            "pop3": [":110"],
+            "pop3s": [":995"],
+        }
+    return {"smtp": list(DEFAULT_SMTP), "submission": [], "smtps": [], "pop3": [], "pop3s": []}
 
 
 def init_home(
@@ -176,6 +187,8 @@ def init_home(
     smtp: list[str] | None = None,
     submission: list[str] | None = None,
     smtps: list[str] | None = None,
+    pop3: list[str] | None = None,
+    pop3s: list[str] | None = None,
     demo: bool = False,
     as_root: bool | None = None,
 ) -> None:
@@ -185,10 +198,11 @@ def init_home(
     of :func:`default_listen` apply (*as_root* defaults to whether we run as root).
     *demo* makes a throw-away home: fsync off and debug logging (never for real mail).
     """
-    if smtp is None and submission is None and smtps is None:
+    chosen = {"smtp": smtp, "submission": submission, "smtps": smtps, "pop3": pop3, "pop3s": pop3s}
+    if all(values is None for values in chosen.values()):
         listen = default_listen(os.geteuid() == 0 if as_root is None else as_root)
     else:
-        listen = {"smtp": smtp or [], "submission": submission or [], "smtps": smtps or []}
+        listen = {kind: values or [] for kind, values in chosen.items()}
     problems: list[str] = []
     try:
         _check_me(me)

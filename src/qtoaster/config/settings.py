@@ -20,10 +20,11 @@ from typing import Any
 
 from qtoaster.core.errors import ConfigError
 
-# Listener kinds served today ("pop3", "pop3s" join when they exist): SMTP (STARTTLS
-# offered), submission (RFC 6409: AUTH required before MAIL), SMTPS (implicit TLS, RFC 8314).
-LISTENER_KINDS = ("smtp", "submission", "smtps")
+# Listener kinds: SMTP (STARTTLS offered), submission (RFC 6409: AUTH required before
+# MAIL), SMTPS (implicit TLS, RFC 8314), POP3 (STLS offered) and POP3S (implicit TLS).
+LISTENER_KINDS = ("smtp", "submission", "smtps", "pop3", "pop3s")
 SMTPD_KINDS = ("smtp", "submission", "smtps")
+POP3_KINDS = ("pop3", "pop3s")
 DEFAULT_LISTEN = {"smtp": ("127.0.0.1:2525",)}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_WORKERS = 256

@@ -55,8 +55,8 @@ class LazyDirectory:
     def user(self, address: str) -> UserInfo | None:
         return self._open().user(address)
 
-    def secrets_in_use(self) -> bool:
-        return self._open().secrets_in_use()
+    def secrets_everywhere(self) -> bool:
+        return self._open().secrets_everywhere()
 
     def close(self) -> None:
         with self._lock:

@@ -234,11 +234,18 @@ class UserOps(DirectoryBase):
             self._rehash(row.id, password)
         return True
 
-    def secrets_in_use(self) -> bool:
-        """Whether any user has CRAM-MD5 secrets stored (smtpd offers CRAM-MD5 only then)."""
-        query = select(users.c.id).where(users.c.cram_md5.is_not(None)).limit(1)
+    def secrets_everywhere(self) -> bool:
+        """Whether every account that can log in keeps CRAM-MD5/APOP secrets (and there is
+        one).  Servers offer CRAM-MD5 and APOP only then: the mechanism is chosen before the
+        account is named, and a client that picks one must not meet an account without
+        secrets (most clients do not fall back)."""
+        with_password = users.c.password_hash.is_not(None)
+        any_user = select(users.c.id).where(with_password).limit(1)
+        lacking = select(users.c.id).where(with_password, users.c.cram_md5.is_(None)).limit(1)
         with database_errors(), self._engine.connect() as conn:
-            return conn.execute(query).first() is not None
+            if conn.execute(any_user).first() is None:
+                return False
+            return conn.execute(lacking).first() is None
 
     def auth_secrets(self, address: str) -> tuple[str | None, str | None]:
         """The user's CRAM-MD5 contexts and APOP secret (opened), each None if not kept.

@@ -87,7 +87,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         try:
             self.shared.cram_available = await loop.run_in_executor(
-                self.shared.lookup_executor, self.shared.directory.secrets_in_use
+                self.shared.lookup_executor, self.shared.directory.secrets_everywhere
             )
         except TemporaryFailure:
             pass  # keep the last answer while the database is away

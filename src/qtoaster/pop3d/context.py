@@ -1,0 +1,43 @@
+"""What pop3d sessions of one worker share; rebuilt on SIGHUP (certificates, settings)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from qtoaster.auth.throttle import LoginThrottle
+from qtoaster.config.loader import Config
+from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.tls.server import TlsError, server_context
+
+log = logging.getLogger("qtoaster.pop3d")
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Context:
+    config: Config
+    directory: LazyDirectory
+    executor: Executor
+    throttle: LoginThrottle
+    secrets: list[bool]  # [some account keeps APOP/CRAM-MD5 secrets], refreshed by the worker
+    tls: ssl.SSLContext | None
+    tls_problem: str
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        directory: LazyDirectory,
+        executor: Executor,
+        throttle: LoginThrottle,
+        secrets: list[bool],
+    ) -> Pop3Context:
+        tls, problem = None, "missing certificate"
+        try:
+            tls = server_context(config.home.control, min_version=config.settings.tls_min_version)
+        except TlsError as exc:
+            problem = str(exc)
+            log.warning("no TLS: %s", exc)
+        return cls(config, directory, executor, throttle, secrets, tls, problem)

@@ -1,0 +1,113 @@
+"""Streaming framing of POP3 multiline bodies: CRLF line ends and dot-stuffing (RFC 1939 3).
+
+:class:`MultilineEncoder` turns message bytes, in chunks cut anywhere, into the wire form:
+a bare LF becomes CRLF, an existing CRLF is kept (also when the CR and LF arrive in two
+chunks), and a line starting with ``.`` gets one more ``.``.  :meth:`MultilineEncoder.end`
+closes an unterminated last line (a trailing lone CR just gets its LF) and adds ``.CRLF``.
+
+:class:`WireSizer` counts the same bytes without the stuffing and the terminator: RFC 1939
+5 (LIST) sizes are the message's octets on the wire, dot-stuffing excluded.  So a mailbox
+whose LIST sizes come from a WireSizer matches the octets a client counts in RETR.
+
+qmail-pop3d also appended an empty line after every message (spec 19.5); we do not: it
+changes the message and made LIST sizes wrong.  Bare CRs inside lines pass unchanged.
+
+Invariant: for any split of a message into chunks, the encoder's output is the same, and
+``WireSizer.size == len(output) - stuffed dots - 3``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+TERMINATOR = b".\r\n"
+
+
+class _LineEnds:
+    """The state both classes share: where the previous chunk left off."""
+
+    def __init__(self) -> None:
+        self.at_line_start = True  # nothing sent yet, or the last byte was an LF
+        self.after_cr = False  # the last byte was a CR (its LF may come in the next chunk)
+
+    def convert(self, data: bytes) -> bytes:
+        """``data`` with CRLF line ends; updates the state."""
+        head = b""
+        if self.after_cr and data.startswith(b"\n"):
+            head, data = b"\n", data[1:]  # the CR went out with the previous chunk
+            self.at_line_start, self.after_cr = True, False
+        if not data:
+            return head
+        # Normalise CRLF to LF first so that CRLF is not turned into CRCRLF.
+        body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        self.after_cr = body.endswith(b"\r")
+        return head + body
+
+    def closing(self) -> bytes:
+        """What ends an unterminated last line."""
+        if self.after_cr:
+            return b"\n"
+        return b"" if self.at_line_start else b"\r\n"
+
+
+class MultilineEncoder:
+    """Message bytes in, POP3 multiline body out (without the +OK line)."""
+
+    def __init__(self) -> None:
+        self._ends = _LineEnds()
+        self.stuffed = 0  # dots added so far
+
+    def encode(self, data: bytes) -> bytes:
+        ends = self._ends
+        at_start = ends.at_line_start
+        out = ends.convert(data)
+        if not out:
+            return b""
+        # Every LF in ``out`` ends a line, so a dot after one starts a line.
+        stuffed = out.replace(b"\n.", b"\n..")
+        self.stuffed += len(stuffed) - len(out)
+        if at_start and stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+            self.stuffed += 1
+        ends.at_line_start = stuffed.endswith(b"\n")
+        return stuffed
+
+    def end(self) -> bytes:
+        """The final line end if the message lacked one, and the terminating ``.CRLF``."""
+        closing = self._ends.closing()
+        self._ends.at_line_start, self._ends.after_cr = True, False
+        return closing + TERMINATOR
+
+
+class WireSizer:
+    """Counts a message's octets with CRLF line ends, as RETR sends them minus the stuffing."""
+
+    def __init__(self) -> None:
+        self._ends = _LineEnds()
+        self._size = 0
+
+    def update(self, data: bytes) -> None:
+        ends = self._ends
+        if ends.after_cr and data.startswith(b"\n"):
+            self._size += 1
+            data = data[1:]
+            ends.at_line_start, ends.after_cr = True, False
+        if not data:
+            return
+        # One CR for every LF that has none before it.
+        self._size += len(data) + data.count(b"\n") - data.count(b"\r\n")
+        ends.after_cr = data.endswith(b"\r")
+        ends.at_line_start = data.endswith(b"\n")
+
+    @property
+    def size(self) -> int:
+        """The octets so far, plus the line end an unterminated last line will get."""
+        return self._size + len(self._ends.closing())
+
+
+def wire_size(chunks: Iterable[bytes]) -> int:
+    """The RFC 1939 size of the message made of ``chunks`` (see :class:`WireSizer`)."""
+    sizer = WireSizer()
+    for chunk in chunks:
+        sizer.update(chunk)
+    return sizer.size
