@@ -375,10 +375,10 @@ def table(results: list[Result]) -> str:
                 out.append(f"{cert:4} {server:8} {cells}")
         if len(medians) == 2:
             ratios = [
-                q / p if p else float("nan")
+                f"{q / p:>11.2f}" if p else f"{'-':>11}"  # no handshake in the control round
                 for q, p in zip(medians["qtoaster"], medians["postfix"], strict=True)
             ]
-            out.append(f"{cert:4} {'ratio':8} " + " ".join(f"{v:>11.2f}" for v in ratios))
+            out.append(f"{cert:4} {'ratio':8} " + " ".join(ratios))
     out.append("medians of the repeats; ratio = qtoaster / Postfix (bar: sessions/s >= 1.0)")
     return "\n".join(out)
 

@@ -227,3 +227,12 @@ def test_openssl_starttls_pop3_and_injection(pop: Server) -> None:
     tls.sendall(b"PASS secret\r\n")
     assert g.readline() == b"-ERR USER first\r\n"  # the injected USER never counted
     tls.close()
+
+
+def test_pop_disabled_account_cannot_log_in(pop: Server) -> None:
+    qt(pop.home, "user", "set", "bob@example.test", "--no-pop")
+    client = poplib.POP3_SSL("127.0.0.1", pop.ports["pop3s"], context=_context(), timeout=30)
+    client.user("bob@example.test")
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\] authorization failed"):
+        client.pass_("secret")
+    client.close()
