@@ -74,7 +74,7 @@ def test_submission_starttls_auth_plain_delivers_with_received_line(tls_server: 
     message = wait_for_mail(tls_server.home, "bob", b"Subject: over tls")
     received = message.split(b"Received: ", 2)[1]
     assert b"(alice@example.test@127.0.0.1)" in received  # the user, as the auth patch shows
-    assert b"encrypted) SMTP;" in received  # spec 7.2: "(<cipher> encrypted) SMTP"
+    assert b"(TLSv1.3 TLS_" in received and b" encrypted) SMTP;" in received  # version, cipher
 
 
 def test_smtps_auth_login(tls_server: Server) -> None:

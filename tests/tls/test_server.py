@@ -268,5 +268,5 @@ def test_require_client_cert(control: Path, ca: PrivateCA) -> None:
 def test_describe_and_summary(control: Path) -> None:
     server, _ = handshake(server_context(control), client_context())
     name = server.cipher()[0]  # type: ignore[index]
-    assert describe(server) == f"({name} encrypted) SMTP"
+    assert describe(server) == f"({server.version()} {name} encrypted) SMTP"
     assert session_summary(server).startswith(f"TLSv1.3 {name} ")

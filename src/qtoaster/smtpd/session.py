@@ -85,7 +85,7 @@ class SmtpSession(SecureSession, asyncio.BufferedProtocol):
         self.databytes = 0
         self.task: asyncio.Task[None] | None = None  # commit, policy, AUTH or TLS in flight
         self.base_env: Mapping[str, str] = {}  # the connection's variables, before AUTH
-        self.tls_protocol: str | None = None  # Received's "(<cipher> encrypted) SMTP"
+        self.tls_protocol: str | None = None  # Received's "(<version> <cipher> encrypted) SMTP"
         self.auth_user: str | None = None
         self.sasl: SaslServer | None = None
         self.auth_failures = 0

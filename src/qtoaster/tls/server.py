@@ -247,14 +247,18 @@ def nogateway_suffix(reason: str) -> str:
 
 
 def describe(ssl_object: TlsObject, cert_email: str | None = None) -> str:
-    """The Received protocol under TLS (spec 3.7, 7.2): ``(<cipher> encrypted) SMTP``.
+    """The Received protocol under TLS (spec 3.7, 7.2): ``(<version> <cipher> encrypted) SMTP``.
+
+    qmail-tls wrote ``(<cipher> encrypted) SMTP``; the version is added because TLS 1.2
+    cipher names do not tell it (issue 4: the header records version and cipher).
 
     <cipher> is OpenSSL's cipher name (SSL_get_cipher), e.g. ``TLS_AES_256_GCM_SHA384``;
     *cert_email* adds the ``\\n  (cert <email>)`` continuation of a relay by certificate.
     """
     cipher = ssl_object.cipher()
     name = cipher[0] if cipher else "unknown"
-    text = f"({name} encrypted) SMTP"
+    version = ssl_object.version() or (cipher[1] if cipher else "TLS")
+    text = f"({version} {name} encrypted) SMTP"
     if cert_email:
         text += f"\n  (cert {cert_email})"
     return text
