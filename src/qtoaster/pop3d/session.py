@@ -368,8 +368,8 @@ class Pop3Session(asyncio.Protocol):
         assert transport is not None and tls is not None
         self.conn.discard_input()
         try:
-            upgraded = await asyncio.wait_for(
-                loop.start_tls(transport, self, tls, server_side=True), 60.0
+            upgraded = await loop.start_tls(
+                transport, self, tls, server_side=True, ssl_handshake_timeout=60.0
             )
         except (OSError, TimeoutError) as exc:
             log.info("%s TLS handshake failed client=%s: %s", self.id, self.remote_ip, exc)

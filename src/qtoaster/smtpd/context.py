@@ -67,6 +67,9 @@ class SmtpdContext:
     shared: WorkerShared | None = None
     tls: ssl.SSLContext | None = None  # None: no certificate, no STARTTLS/SMTPS
     tls_problem: str = "missing certificate"  # why not, for ``454 TLS <problem> (#4.3.0)``
+    # control/tlsclients exists: certificates are checked for relaying (spec 7.3); read
+    # once per configuration, not per handshake.
+    tls_clients: bool = False
 
     @classmethod
     def build(
@@ -110,4 +113,5 @@ class SmtpdContext:
             shared,
             tls,
             problem,
+            (config.home.control / "tlsclients").exists(),
         )

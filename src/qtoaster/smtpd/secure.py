@@ -190,9 +190,12 @@ class SecureSession:
         self.conn.discard_input()
         timeout = max(self.ctx.config.controls.timeoutsmtpd, 1)
         try:
-            upgraded = await asyncio.wait_for(
-                loop.start_tls(transport, cast(asyncio.BaseProtocol, self), tls, server_side=True),
-                timeout,
+            upgraded = await loop.start_tls(
+                transport,
+                cast(asyncio.BaseProtocol, self),
+                tls,
+                server_side=True,
+                ssl_handshake_timeout=timeout,
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
             log.info("%s TLS handshake failed client=%s: %s", self.id, self.remote_ip, exc)
@@ -205,14 +208,15 @@ class SecureSession:
         # Spec 7.3: a client certificate from clientca.pem whose emailAddress is listed in
         # control/tlsclients may relay.  Asked for at the handshake (TLS 1.3 has no
         # renegotiation, docs/tls.md), so decided here once for the session.
-        control = self.ctx.config.home.control
-        relays, cert_email = client_cert_relay(ssl_object, control)
-        if relays:
-            self.base_env = {**self.base_env, "RELAYCLIENT": ""}
-            log.info("%s relay by certificate %s", self.id, cert_email)
-        elif (control / "tlsclients").exists():
-            # qmail extends the relay refusal with why the certificate did not do (7.3).
-            self.base_env = {**self.base_env, NOGATEWAY: cert_email}
+        relays, cert_email = False, ""
+        if self.ctx.tls_clients:
+            relays, cert_email = client_cert_relay(ssl_object, self.ctx.config.home.control)
+            if relays:
+                self.base_env = {**self.base_env, "RELAYCLIENT": ""}
+                log.info("%s relay by certificate %s", self.id, cert_email)
+            else:
+                # qmail extends the relay refusal with why the certificate did not do (7.3).
+                self.base_env = {**self.base_env, NOGATEWAY: cert_email}
         self.tls_protocol = describe(ssl_object, cert_email if relays else None)
         log.info("%s tls %s client=%s", self.id, session_summary(ssl_object), self.remote_ip)
         self.busy = False
