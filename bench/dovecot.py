@@ -1,4 +1,4 @@
-"""A throwaway Dovecot POP3 server on loopback, the peer the POP3 benchmark measures qtoaster against.
+"""A throwaway Dovecot POP3 server on loopback: the peer the POP3 benchmark measures against.
 
 Installs Debian's ``dovecot-pop3d`` if it is missing (Debian's policy-rc.d may keep the
 package's own instance from starting: fine, it stays unconfigured and stopped), then runs a

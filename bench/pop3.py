@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from dovecot import DovecotServer, install, version, wait_for_pop3
@@ -77,7 +78,9 @@ class Pop3Qtoaster(QtoasterServer):
         )
         toml = self.home / "qtoaster.toml"
         toml.write_text(override_toml(toml.read_text(), {"auth": {"allow_plaintext": "true"}}))
-        subprocess.run([q, "domain", "add", DOMAIN, "--home", h], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [q, "domain", "add", DOMAIN, "--home", h], check=True, stdout=subprocess.DEVNULL
+        )
         listing = self.workdir / "users.txt"
         listing.write_text("".join(f"{u}:{password(u)}\n" for u in users))
         subprocess.run([q, "user", "add", "--from-file", str(listing), "--home", h], check=True)
@@ -134,16 +137,20 @@ class Client:
         self.pos = 0
         self.ok(self.line())
 
-    def _fill(self) -> None:
+    def _compact(self) -> None:
+        # Only between replies: block() keeps offsets into the buffer while it fills.
         if self.pos > 1 << 20:
             del self.buf[: self.pos]
             self.pos = 0
+
+    def _fill(self) -> None:
         data = self.sock.recv(1 << 18)
         if not data:
             raise ConnectionError("server closed the connection")
         self.buf += data
 
     def line(self) -> bytes:
+        self._compact()
         while (end := self.buf.find(b"\r\n", self.pos)) < 0:
             self._fill()
         text = bytes(self.buf[self.pos : end])
@@ -217,6 +224,11 @@ def login_once(port: int, user: str) -> None:
     client.close()
 
 
+def login_many(port: int, users: list[str]) -> None:
+    for user in users:
+        login_once(port, user)
+
+
 def parallel(jobs: list[Callable[[], object]]) -> float:
     """Run the jobs on one thread each, started together; wall time; re-raise any error."""
     errors: list[BaseException] = []
@@ -288,32 +300,26 @@ def suite(
     name: str, port: int, root: int, boxes: list[str], logins: list[str], args: argparse.Namespace
 ) -> list[Run]:
     count, n = args.messages, len(boxes)
-    all_boxes = [lambda b=b: fetch_all(port, b, count) for b in boxes]  # type: ignore[misc]
+    all_boxes: list[Callable[[], object]] = [partial(fetch_all, port, b, count) for b in boxes]
     print(f"{name}: warm-up", flush=True)
     parallel(all_boxes)
-    for user in logins:
-        login_once(port, user)
+    login_many(port, logins)
     runs: list[Run] = []
     for _ in range(args.repeat):
-        runs.append(measure(name, "1 client", root, count, lambda: timed(all_boxes[0])))
+        runs.append(measure(name, "1 client", root, count, partial(timed, all_boxes[0])))
     for _ in range(args.repeat):
-        runs.append(measure(name, f"{n} clients", root, count * n, lambda: parallel(all_boxes)))
-    total = args.logins
-    seq = [logins[i % len(logins)] for i in range(total)]
-
-    def sequential() -> float:
-        return timed(lambda: [login_once(port, user) for user in seq])
-
-    def spread(user: str) -> Callable[[], object]:
-        return lambda: [login_once(port, user) for _ in range(total // len(logins))]
-
+        runs.append(measure(name, f"{n} clients", root, count * n, partial(parallel, all_boxes)))
+    seq = [logins[i % len(logins)] for i in range(args.logins)]
+    each = args.logins // len(logins)
+    spread: list[Callable[[], object]] = [
+        partial(login_many, port, [user] * each) for user in logins
+    ]
     for _ in range(args.repeat):
-        runs.append(measure(name, "logins seq", root, total, sequential))
+        login_seq = partial(timed, partial(login_many, port, seq))
+        runs.append(measure(name, "logins seq", root, len(seq), login_seq))
     for _ in range(args.repeat):
-        jobs = [spread(user) for user in logins]
-        runs.append(
-            measure(name, f"logins x{len(logins)}", root, total, lambda: parallel(jobs))
-        )
+        label = f"logins x{len(logins)}"
+        runs.append(measure(name, label, root, each * len(logins), partial(parallel, spread)))
     return runs
 
 
@@ -336,9 +342,7 @@ def table(runs: list[Run]) -> str:
         d, q = cells.get("dovecot"), cells.get("qtoaster")
         ratio = f"{q[1] / d[1]:.2f}" if d and q else "-"
         unit = "logins" if load.startswith("logins") else "msg"
-        out.append(
-            f"| {load} | {d[0]:.3f} | {d[1]:.1f} {unit} | " if d else f"| {load} | - | - | "
-        )
+        out.append(f"| {load} | {d[0]:.3f} | {d[1]:.1f} {unit} | " if d else f"| {load} | - | - | ")
         out[-1] += f"{q[0]:.3f} | {q[1]:.1f} {unit} | " if q else "- | - | "
         out[-1] += f"{ratio} | {d[2] if d else 0:.2f} / {q[2] if q else 0:.2f} |"
     return "\n".join(out)

@@ -95,7 +95,7 @@ def test_every_problem_reported_at_once(tmp_path: Path) -> None:
 typo = 1
 [listen]
 smtp = ["127.0.0.1:25", "nowhere:25", "127.0.0.1:25"]
-pop3 = [":110"]
+imap = [":143"]
 [smtpd]
 workers = "four"
 max_connections = 0
@@ -114,7 +114,7 @@ level = "loud"
     expected = [
         "[listen] smtp: 'nowhere:25'",
         "[listen] smtp: '127.0.0.1:25' given twice",
-        "[listen] unknown key 'pop3'",
+        "[listen] unknown key 'imap'",
         "[smtpd] workers: must be an integer from 0 to 256, not 'four'",
         "[smtpd] max_connections: must be an integer from 1 to 1000000, not 0",
         "[smtpd] unknown key 'threads'",

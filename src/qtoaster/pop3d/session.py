@@ -401,7 +401,7 @@ class Pop3Session(asyncio.Protocol):
                 self._listing(box, event)
             elif isinstance(event, ev.Retr):
                 box.get(event.number)
-                self._run(self._send_message(box, event.number, None))
+                self._retr(box, event.number)
             elif isinstance(event, ev.Top):
                 box.get(event.number)
                 self._run(self._send_message(box, event.number, event.lines))
@@ -432,6 +432,24 @@ class Pop3Session(asyncio.Protocol):
             for m in box.undeleted()
         )
         self.conn.multiline("", lines)
+
+    def _retr(self, box: Mailbox, number: int) -> None:
+        """RETR: a message that fits in one chunk is answered at once (no task, and its
+        reply leaves with the other pipelined answers in one write); a bigger one is
+        streamed by :meth:`_send_message`."""
+        try:
+            source = box.open_message(number)
+            with source:
+                data = source.read(CHUNK + 1)
+        except OSError:
+            self.conn.err("unable to open that message")
+            return
+        if len(data) > CHUNK:
+            self._run(self._send_message(box, number, None))
+            return
+        self.conn.send_multiline_start()
+        self.conn.send_multiline_chunk(data)
+        self.conn.send_multiline_end()
 
     async def _send_message(self, box: Mailbox, number: int, lines: int | None) -> None:
         """RETR/TOP: the file streamed in chunks, waiting for the client when it lags."""

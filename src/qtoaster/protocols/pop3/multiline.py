@@ -38,8 +38,11 @@ class _LineEnds:
             self.at_line_start, self.after_cr = True, False
         if not data:
             return head
-        # Normalise CRLF to LF first so that CRLF is not turned into CRCRLF.
-        body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        # Normalise CRLF to LF first so that CRLF is not turned into CRCRLF (a pass that
+        # Maildir messages, stored with LF, never need).
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        body = data.replace(b"\n", b"\r\n")
         self.after_cr = body.endswith(b"\r")
         return head + body
 
