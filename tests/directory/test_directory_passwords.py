@@ -35,3 +35,20 @@ def test_weaker_parameters_need_rehash() -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
     assert passwords.verify(weak, "pw")
     assert passwords.needs_rehash(weak)
+
+
+def test_libsodium_and_argon2_cffi_read_each_others_hashes() -> None:
+    from argon2 import PasswordHasher
+
+    from qtoaster.directory import passwords as pw
+
+    ours = pw.hash_password("s3cret")
+    assert ours.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert PasswordHasher().verify(ours, b"s3cret")
+    assert not pw.needs_rehash(ours)
+    # A hash with 4 lanes (argon2-cffi's default, the foundation's first hashes) is not
+    # libsodium's: argon2-cffi verifies it, and it is marked for rehashing.
+    four = PasswordHasher().hash(b"s3cret")
+    assert pw.verify(four, "s3cret") and not pw.verify(four, "wrong")
+    assert pw.needs_rehash(four)
+    assert not pw.verify("$argon2id$v=19$m=19456,t=2,p=1$garbage$garbage", "s3cret")
