@@ -43,6 +43,7 @@ import enum
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from qtoaster.protocols.linereader import TOO_LONG, LineReader
 from qtoaster.protocols.pop3 import events as ev
 from qtoaster.protocols.pop3.commands import (
     SYNTAX_ERROR,
@@ -95,13 +96,8 @@ class _Again(enum.Enum):
     AGAIN = "AGAIN"  # internal: the engine answered by itself, look again
 
 
-class _TooLong(enum.Enum):
-    TOO_LONG = "TOO_LONG"
-
-
 NEED_DATA: Final = NeedData.NEED_DATA
 _AGAIN: Final = _Again.AGAIN
-_TOO_LONG: Final = _TooLong.TOO_LONG
 _Result = ev.Event | NeedData | _Again
 
 
@@ -121,13 +117,10 @@ class Pop3Connection:
         self._max_errors = max_errors
         self._tls = tls  # POP3S from the start, or after STLS
         self._state = State.AUTHORIZATION
-        self._buf = b""
-        self._pos = 0  # start of the unread input in _buf
+        self._in = LineReader()
         self._out: list[bytes] = []
         self._pending: ev.Event | None = None
         self._encoder: MultilineEncoder | None = None  # a multiline answer is being streamed
-        self._discarding = False  # inside an over-long line
-        self._eof = False
         self._ignore_input = False  # QUIT seen
         self._errors = 0
         self._user: str | None = None
@@ -153,20 +146,15 @@ class Pop3Connection:
     @property
     def buffered(self) -> int:
         """Input bytes received but not yet turned into events."""
-        return len(self._buf) - self._pos
+        return self._in.buffered
 
     # -- input ----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the client; ``b""`` means EOF.  Ignored once closed or after QUIT."""
-        if self.closed or self._ignore_input or self._eof:
+        if self.closed or self._ignore_input or self._in.eof:
             return
-        if not data:
-            self._eof = True
-        elif self._pos >= len(self._buf):
-            self._buf, self._pos = bytes(data), 0
-        else:
-            self._buf, self._pos = self._buf[self._pos :] + data, 0
+        self._in.feed(data)
 
     def next_event(self) -> ev.Event | NeedData:
         """The next event, or NEED_DATA when more input is needed (or the engine is closed)."""
@@ -178,7 +166,7 @@ class Pop3Connection:
             raise LocalProtocolError("a login was answered +OK: call logged_in()")
         while not self.closed:
             if self._state is State.TLS_PENDING:
-                return self._connection_closed() if self._eof else NEED_DATA
+                return self._connection_closed() if self._in.eof else NEED_DATA
             if self._state is State.AUTH_EXCHANGE:
                 event = self._auth_line_event()
             else:
@@ -277,8 +265,7 @@ class Pop3Connection:
         Against STLS command injection (RFC 2595 4, CVE-2011-0411 class): ``+OK`` to Stls
         calls it, and the driver calls it again right before the TLS handshake.
         """
-        self._buf, self._pos = b"", 0
-        self._discarding = False
+        self._in.clear()
 
     def start_tls_done(self) -> None:
         """The TLS handshake after +OK to Stls succeeded: AUTHORIZATION again, USER forgotten.
@@ -325,10 +312,10 @@ class Pop3Connection:
     # -- commands -------------------------------------------------------------------------
 
     def _command_event(self) -> _Result:
-        line = self._take_line(self._max_line)
+        line = self._in.take_line(self._max_line)
         if line is None:
-            return self._connection_closed() if self._eof else NEED_DATA
-        if line is _TOO_LONG:
+            return self._connection_closed() if self._in.eof else NEED_DATA
+        if line is TOO_LONG:
             return self._error(LINE_TOO_LONG)
         command = parse_command_line(line)
         if self._state is State.TRANSACTION:
@@ -338,33 +325,13 @@ class Pop3Connection:
         return handler(self, command.argument)
 
     def _auth_line_event(self) -> _Result:
-        line = self._take_line(self._max_auth_line)
+        line = self._in.take_line(self._max_auth_line)
         if line is None:
-            return self._connection_closed() if self._eof else NEED_DATA
-        if line is _TOO_LONG:
+            return self._connection_closed() if self._in.eof else NEED_DATA
+        if line is TOO_LONG:
             self._state = State.AUTHORIZATION  # the -ERR ends the exchange
             return self._error(LINE_TOO_LONG)
         return self._emit(ev.AuthLine(parse_auth_line(line)))
-
-    def _take_line(self, limit: int) -> bytes | _TooLong | None:
-        """The next line (at most ``limit`` bytes with its LF) without LF, _TOO_LONG, or None."""
-        buf, pos = self._buf, self._pos
-        if self._discarding:
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                self._buf, self._pos = b"", 0
-                return None
-            pos, self._discarding = nl + 1, False
-        nl = buf.find(b"\n", pos, pos + limit)
-        if nl >= 0:
-            self._pos = nl + 1
-            return buf[pos:nl]
-        if len(buf) - pos >= limit:
-            self._discarding = True
-            self._pos = pos + limit
-            return _TOO_LONG
-        self._pos = pos
-        return None
 
     def _user_command(self, argument: str) -> _Result:
         return self._emit(ev.User(argument)) if argument else self._error(SYNTAX_ERROR)
@@ -385,7 +352,7 @@ class Pop3Connection:
 
     def _quit(self, argument: str) -> _Result:
         self._ignore_input = True  # nothing pipelined after QUIT is looked at
-        self._buf, self._pos = b"", 0
+        self._in.clear()
         return self._emit(ev.Quit())
 
     def _numbered(self, make: Callable[[int], ev.Event], argument: str) -> _Result:
@@ -424,7 +391,7 @@ class Pop3Connection:
     def _close(self) -> None:
         self.closed = True
         self._state = State.CLOSED
-        self._buf, self._pos = b"", 0
+        self._in.clear()
         self._pending = None
         self._encoder = None
 

@@ -54,6 +54,7 @@ from qtoaster.core.reply import (
     UNIMPLEMENTED,
     Reply,
 )
+from qtoaster.protocols.linereader import TOO_LONG, LineReader
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.commands import (
     parse_auth_argument,
@@ -98,13 +99,8 @@ class _Again(enum.Enum):
     AGAIN = "AGAIN"  # internal: the engine answered by itself, look again
 
 
-class _TooLong(enum.Enum):
-    TOO_LONG = "TOO_LONG"  # internal: _take_line found an over-long line
-
-
 NEED_DATA: Final = NeedData.NEED_DATA
 _AGAIN: Final = _Again.AGAIN
-_TOO_LONG: Final = _TooLong.TOO_LONG
 
 
 class ServerConnection:
@@ -128,14 +124,11 @@ class ServerConnection:
         self._max_commands = max_commands
         self._max_recipients = max_recipients
         self._state = State.COMMAND
-        self._buf = b""
-        self._pos = 0  # start of the unread input in _buf
+        self._in = LineReader()
         self._out: list[bytes] = []
         self._pending: ev.Event | None = None
         self._framer: DataFramer | None = None
         self._data_end: ev.DataEnd | None = None  # waits until the last DataChunk is out
-        self._discarding = False  # inside an over-long line
-        self._eof = False
         self._ignore_input = False  # QUIT seen
         self._errors = 0
         self._commands = 0
@@ -169,20 +162,15 @@ class ServerConnection:
     @property
     def buffered(self) -> int:
         """Input bytes received but not yet turned into events."""
-        return len(self._buf) - self._pos
+        return self._in.buffered
 
     # -- input ----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the client; ``b""`` means EOF.  Ignored once closed or after QUIT."""
-        if self.closed or self._ignore_input or self._eof:
+        if self.closed or self._ignore_input or self._in.eof:
             return
-        if not data:
-            self._eof = True
-        elif self._pos >= len(self._buf):
-            self._buf, self._pos = bytes(data), 0
-        else:
-            self._buf, self._pos = self._buf[self._pos :] + data, 0
+        self._in.feed(data)
 
     def next_event(self) -> ev.Event | NeedData:
         """The next event, or NEED_DATA when more input is needed (or the engine is closed)."""
@@ -195,7 +183,7 @@ class ServerConnection:
                 event = self._auth_line_event()
             elif self._state is State.TLS_PENDING:
                 # Nothing is parsed until the driver says the handshake is done.
-                return self._connection_closed() if self._eof else NEED_DATA
+                return self._connection_closed() if self._in.eof else NEED_DATA
             else:
                 event = self._command_event()
             if event is not _AGAIN:
@@ -246,8 +234,7 @@ class ServerConnection:
         StartTls calls it, and the driver calls it again right before the socket is handed
         to TLS (no await in between), so clear text that arrived after the 220 is dropped too.
         """
-        self._buf, self._pos = b"", 0
-        self._discarding = False
+        self._in.clear()
 
     def start_tls_done(self) -> None:
         """The TLS handshake after a 2xx to StartTls succeeded: back to commands, no HELO.
@@ -268,40 +255,19 @@ class ServerConnection:
     # -- commands -------------------------------------------------------------------------
 
     def _command_event(self) -> ev.Event | NeedData | _Again:
-        line = self._take_line(self._max_line)
+        line = self._in.take_line(self._max_line)
         if line is None:
-            return self._connection_closed() if self._eof else NEED_DATA
+            return self._connection_closed() if self._in.eof else NEED_DATA
         self._commands += 1
         if self._commands > self._max_commands:
             return self._fatal(TOO_MANY_COMMANDS)
-        if line is _TOO_LONG:
+        if line is TOO_LONG:
             return self._error(LINE_TOO_LONG)
         command = parse_command_line(line)
         handler = _HANDLERS.get(command.verb)
         if handler is None:
             return self._error(UNIMPLEMENTED)
         return handler(self, command.argument)
-
-    def _take_line(self, limit: int) -> bytes | _TooLong | None:
-        """The next line (at most ``limit`` bytes with its LF) without LF, _TOO_LONG, or None."""
-        buf, pos = self._buf, self._pos
-        if self._discarding:
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                self._buf, self._pos = b"", 0
-                return None
-            pos, self._discarding = nl + 1, False
-        # The limit counts the CRLF (RFC 5321 4.5.3.1.4), so the LF must be within it.
-        nl = buf.find(b"\n", pos, pos + limit)
-        if nl >= 0:
-            self._pos = nl + 1
-            return buf[pos:nl]
-        if len(buf) - pos >= limit:
-            self._discarding = True
-            self._pos = pos + limit
-            return _TOO_LONG
-        self._pos = pos
-        return None
 
     def _helo(self, argument: str, extended: bool) -> ev.Event | NeedData | _Again:
         if not argument:
@@ -352,19 +318,19 @@ class ServerConnection:
     def _quit(self, argument: str) -> ev.Event | NeedData | _Again:
         # Anything pipelined after QUIT is never looked at.
         self._ignore_input = True
-        self._buf, self._pos = b"", 0
+        self._in.clear()
         return self._emit(ev.Quit())
 
     # -- AUTH exchange --------------------------------------------------------------------
 
     def _auth_line_event(self) -> ev.Event | NeedData | _Again:
-        line = self._take_line(self._max_auth_line)
+        line = self._in.take_line(self._max_auth_line)
         if line is None:
-            return self._connection_closed() if self._eof else NEED_DATA
+            return self._connection_closed() if self._in.eof else NEED_DATA
         self._commands += 1
         if self._commands > self._max_commands:
             return self._fatal(TOO_MANY_COMMANDS)
-        if line is _TOO_LONG:
+        if line is TOO_LONG:
             self._state = State.COMMAND  # the 500 ends the exchange
             return self._error(LINE_TOO_LONG)
         return self._emit(ev.AuthLine(parse_auth_line(line)))
@@ -375,11 +341,10 @@ class ServerConnection:
         if self._data_end is not None:
             end, self._data_end = self._data_end, None
             return self._emit(end)
-        if self._pos >= len(self._buf):
-            return self._connection_closed() if self._eof else NEED_DATA
+        if not self._in.buffered:
+            return self._connection_closed() if self._in.eof else NEED_DATA
         assert self._framer is not None
-        chunk = self._buf[self._pos :] if self._pos else self._buf
-        self._buf, self._pos = b"", 0
+        chunk = self._in.take_all()
         try:
             framed = self._framer.feed(chunk)
         except BareLineFeed:
@@ -387,7 +352,7 @@ class ServerConnection:
             self._close()
             return ev.DataAborted(BARE_LF)
         if framed.end is not None:
-            self._buf = chunk[framed.end :]  # pipelined commands after the final dot
+            self._in.put_back(chunk[framed.end :])  # pipelined commands after the final dot
             self._data_end = ev.DataEnd(self._framer.hops)
         if framed.payload:
             return ev.DataChunk(framed.payload)
@@ -433,7 +398,7 @@ class ServerConnection:
     def _close(self) -> None:
         self.closed = True
         self._state = State.CLOSED
-        self._buf, self._pos = b"", 0
+        self._in.clear()
         self._framer = None
         self._data_end = None
 
