@@ -41,7 +41,7 @@ from qtoaster.protocols.sasl import (
     PlainCredentials,
     SaslServer,
 )
-from qtoaster.tls.server import session_summary
+from qtoaster.tls import upgrade
 
 log = logging.getLogger("qtoaster.pop3d")
 _ids = itertools.count(1)
@@ -359,31 +359,19 @@ class Pop3Session(asyncio.Protocol):
 
     def _begin_tls(self, *, implicit: bool) -> None:
         assert self.transport is not None
-        self.transport.pause_reading()  # the ClientHello is for TLS, not the engine
+        upgrade.hold(self.transport)  # the ClientHello is for TLS, not the engine
         self._run(self._start_tls(implicit))
 
     async def _start_tls(self, implicit: bool) -> None:
-        loop = asyncio.get_running_loop()
         transport, tls = self.transport, self.ctx.tls
         assert transport is not None and tls is not None
         self.conn.discard_input()
-        try:
-            upgraded = await loop.start_tls(
-                transport, self, tls, server_side=True, ssl_handshake_timeout=60.0
-            )
-        except (OSError, TimeoutError) as exc:
-            log.info("%s TLS handshake failed client=%s: %s", self.id, self.remote_ip, exc)
-            transport.abort()
-            return
+        upgraded = await upgrade.handshake(
+            transport, self, tls, timeout=60.0, who=f"{self.id} client={self.remote_ip}"
+        )
         if upgraded is None:
             return
         self.transport = upgraded
-        log.info(
-            "%s tls %s client=%s",
-            self.id,
-            session_summary(upgraded.get_extra_info("ssl_object")),
-            self.remote_ip,
-        )
         if implicit:
             self._greet()
         else:

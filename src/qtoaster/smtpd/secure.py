@@ -37,7 +37,8 @@ from qtoaster.protocols.sasl import (
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import ServerConnection
 from qtoaster.smtpd import auth
-from qtoaster.tls.server import client_cert_relay, describe, session_summary
+from qtoaster.tls import upgrade
+from qtoaster.tls.server import client_cert_relay, describe
 
 if TYPE_CHECKING:
     from qtoaster.smtpd.context import SmtpdContext
@@ -176,32 +177,25 @@ class SecureSession:
         the client's ClientHello must reach the TLS layer, not the clear-text engine (which
         would discard it as injected input, and the handshake would never start)."""
         assert self.transport is not None
-        self.transport.pause_reading()
+        upgrade.hold(self.transport)
         self.busy = True
         self.task = asyncio.get_running_loop().create_task(self._start_tls(implicit=implicit))
 
     async def _start_tls(self, *, implicit: bool) -> None:
-        loop = asyncio.get_running_loop()
         transport, tls = self.transport, self.ctx.tls
         assert transport is not None and tls is not None
         # Nothing sent in clear text before the handshake may become a command (RFC 3207
         # 5): the engine dropped its buffer at the 220 and reading has been paused since;
         # dropped again here, with no await between this and start_tls taking the socket.
         self.conn.discard_input()
-        timeout = max(self.ctx.config.controls.timeoutsmtpd, 1)
-        try:
-            upgraded = await loop.start_tls(
-                transport,
-                cast(asyncio.BaseProtocol, self),
-                tls,
-                server_side=True,
-                ssl_handshake_timeout=timeout,
-            )
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
-            log.info("%s TLS handshake failed client=%s: %s", self.id, self.remote_ip, exc)
-            transport.abort()
-            return
-        if upgraded is None:  # the connection went away during the handshake
+        upgraded = await upgrade.handshake(
+            transport,
+            cast(asyncio.BaseProtocol, self),
+            tls,
+            timeout=max(self.ctx.config.controls.timeoutsmtpd, 1),
+            who=f"{self.id} client={self.remote_ip}",
+        )
+        if upgraded is None:
             return
         self.transport = upgraded
         ssl_object = upgraded.get_extra_info("ssl_object")
@@ -218,7 +212,6 @@ class SecureSession:
                 # qmail extends the relay refusal with why the certificate did not do (7.3).
                 self.base_env = {**self.base_env, NOGATEWAY: cert_email}
         self.tls_protocol = describe(ssl_object, cert_email if relays else None)
-        log.info("%s tls %s client=%s", self.id, session_summary(ssl_object), self.remote_ip)
         self.busy = False
         self.last_activity = time.monotonic()
         self.env = self.base_env
@@ -227,6 +220,6 @@ class SecureSession:
         else:
             # RFC 3207 4.2: forget what the client said before; the engine forgets HELO.
             self.conn.start_tls_done()
-            self.auth_user, self.sasl, self.env = None, None, self.base_env
+            self.auth_user, self.sasl = None, None
             self._reset()
         self._resume()

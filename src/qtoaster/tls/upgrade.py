@@ -1,0 +1,48 @@
+"""Turning a server connection into TLS (STARTTLS, STLS, SMTPS, POP3S), one way for all.
+
+Invariants: :func:`hold` stops reading at once, before the loop runs again, so the client's
+ClientHello reaches TLS and never the clear-text engine (which would drop it as injected
+input and the handshake would hang); :func:`handshake` never raises for a failed handshake:
+it logs, aborts the connection and answers None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from qtoaster.tls.server import session_summary
+
+log = logging.getLogger("qtoaster.tls")
+
+
+def hold(transport: asyncio.Transport) -> None:
+    """Call when the engine has answered 220/+OK (or at connect for implicit TLS)."""
+    transport.pause_reading()
+
+
+async def handshake(
+    transport: asyncio.Transport,
+    protocol: asyncio.BaseProtocol,
+    context: ssl.SSLContext,
+    *,
+    timeout: float,
+    who: str,
+) -> asyncio.Transport | None:
+    """The TLS transport after a successful server handshake, else None (logged, aborted).
+
+    ``who`` names the session and client in the log lines."""
+    loop = asyncio.get_running_loop()
+    try:
+        upgraded = await loop.start_tls(
+            transport, protocol, context, server_side=True, ssl_handshake_timeout=timeout
+        )
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
+        log.info("%s TLS handshake failed: %s", who, exc)
+        transport.abort()
+        return None
+    if upgraded is None:  # the connection went away during the handshake
+        return None
+    log.info("%s tls %s", who, session_summary(upgraded.get_extra_info("ssl_object")))
+    return upgraded
