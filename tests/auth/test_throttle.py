@@ -151,3 +151,17 @@ def test_no_account_named(throttle: LoginThrottle) -> None:
 def test_bad_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         LoginThrottle(**kwargs)  # type: ignore[arg-type]
+
+
+def test_update_keeps_the_failures_counted() -> None:
+    from types import SimpleNamespace
+
+    throttle = LoginThrottle.from_settings(
+        SimpleNamespace(auth_failure_delay=1.0, auth_max_failures=3)
+    )
+    throttle.failed("192.0.2.1", "a@example.com")
+    throttle.failed("192.0.2.1", "a@example.com")
+    throttle.update(SimpleNamespace(auth_failure_delay=0.5, auth_max_failures=5))
+    assert throttle.failures("192.0.2.1") == 2
+    assert throttle.delay_for("192.0.2.1") == 1.0  # 0.5 doubled once
+    assert throttle.session_failures == 5

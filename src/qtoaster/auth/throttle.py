@@ -44,6 +44,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 QMAIL_FAILURE_DELAY = 5.0
 """qmail-smtpd's sleep before ``535 authentication failed`` (spec 6.2): pass as ``base``."""
@@ -102,6 +103,15 @@ def client_key(ip: str) -> str:
     return str(address)
 
 
+class ThrottleSettings(Protocol):
+    """What the throttle reads of qtoaster.config.settings.Settings."""
+
+    @property
+    def auth_failure_delay(self) -> float: ...
+    @property
+    def auth_max_failures(self) -> int: ...
+
+
 class LoginThrottle:
     """Failed logins per client IP (and per account), shared by SMTP and POP3 in one process.
 
@@ -132,6 +142,18 @@ class LoginThrottle:
         self._ips = _Counts(max_entries, forget_after)
         self._accounts = _Counts(max_entries, forget_after)
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: ThrottleSettings) -> LoginThrottle:
+        """The throttle of ``[auth] failure_delay`` and ``max_failures``."""
+        return cls(base=settings.auth_failure_delay, session_failures=settings.auth_max_failures)
+
+    def update(self, settings: ThrottleSettings) -> None:
+        """New settings (SIGHUP) without forgetting the failures counted so far: a reload
+        must not give an attacker a clean slate."""
+        fresh = self.from_settings(settings)  # validates them
+        with self._lock:
+            self._base, self.session_failures = fresh._base, fresh.session_failures
 
     def delay_for(self, ip: str, account: str | None = None) -> float:
         """Seconds to wait before answering this address's (and account's) next AUTH result."""

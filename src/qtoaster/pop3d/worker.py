@@ -35,13 +35,6 @@ SECRETS_CHECK_SECONDS = 30.0
 STARTUP_CHECK_SECONDS = 5.0
 
 
-def _throttle(config: Config) -> LoginThrottle:
-    return LoginThrottle(
-        base=config.settings.auth_failure_delay,
-        session_failures=config.settings.auth_max_failures,
-    )
-
-
 class Pop3Worker:
     def __init__(self, home: Home) -> None:
         self.home = home
@@ -49,7 +42,7 @@ class Pop3Worker:
         self.directory = LazyDirectory(home, config.settings.database_url)
         # argon2 and the database off the loop; Maildir scans and QUIT's updates too.
         self.executor = ThreadPoolExecutor(AUTH_THREADS, thread_name_prefix="pop3-io")
-        self.throttle = _throttle(config)
+        self.throttle = LoginThrottle.from_settings(config.settings)
         self.secrets = [False]  # some account keeps APOP/CRAM-MD5 secrets (refreshed)
         self.ctx = self._build(config)
         self.sessions: set[Pop3Session] = set()
@@ -67,6 +60,7 @@ class Pop3Worker:
                     LazyDirectory(self.home, config.settings.database_url),
                 )
                 old.close()
+            self.throttle.update(config.settings)
             self.ctx = self._build(config)
             log.info("pop3d reloaded configuration")
         except ConfigError as exc:

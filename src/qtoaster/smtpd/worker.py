@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from qtoaster.auth.throttle import LoginThrottle
-from qtoaster.config.loader import Config, load_config
+from qtoaster.config.loader import load_config
 from qtoaster.core.errors import ConfigError, TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.core.reply import SHUTTING_DOWN, TIMEOUT
@@ -35,13 +35,6 @@ COMMIT_THREADS = 4  # enough fsyncs in flight for group commit; more only fight 
 LOOKUP_THREADS = 4
 SECRETS_CHECK_SECONDS = 30.0
 STARTUP_CHECK_SECONDS = 5.0
-
-
-def _throttle(config: Config) -> LoginThrottle:
-    return LoginThrottle(
-        base=config.settings.auth_failure_delay,
-        session_failures=config.settings.auth_max_failures,
-    )
 
 
 SWEEP_SECONDS = 1.0
@@ -60,7 +53,7 @@ class Worker:
             # Directory lookups (chkuser, AUTH) get their own threads: a slow database or
             # argon2 must not hold up commits, nor commits the lookups.
             lookup_executor=ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup"),
-            throttle=_throttle(config),
+            throttle=LoginThrottle.from_settings(config.settings),
         )
         self.ctx = SmtpdContext.build(config, self.executor, self.shared)
         self.sessions: set[SmtpSession] = set()
@@ -75,7 +68,7 @@ class Worker:
                 self.shared.directory = LazyDirectory(self.home, url)
                 self.shared.lookups = CachedLookups(self.shared.directory)
                 old.close()
-            self.shared.throttle = _throttle(config)
+            self.shared.throttle.update(config.settings)
             self.ctx = SmtpdContext.build(config, self.executor, self.shared)
             log.info("smtpd reloaded configuration")
         except ConfigError as exc:
