@@ -47,11 +47,15 @@ class DirectoryLike(Protocol):
     def user(self, address: str) -> UserLike | None: ...
 
 
+_NO_FLAGS = UserFlag(0)
+
+
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     ok: bool
     user: str  # the address tried (default domain added); the canonical address on success
     reason: str  # for the log, never sent to the client
+    flags: UserFlag = _NO_FLAGS  # the user's, on success (NO_RELAY: AUTH does not relay)
 
 
 def login_address(user: str, default_domain: str | None) -> str | None:
@@ -106,7 +110,7 @@ def verify(
         return AuthResult(False, info.address, "account disabled")
     if info.flags & refusing:
         return AuthResult(False, info.address, f"{refusing.name} set for this user")
-    return AuthResult(True, info.address, f"{what} ok")
+    return AuthResult(True, info.address, f"{what} ok", UserFlag(info.flags))
 
 
 def mechanisms_for(*, tls: bool, allow_plaintext: bool, cram_available: bool) -> list[Mechanism]:

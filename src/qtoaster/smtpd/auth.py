@@ -21,11 +21,10 @@ import os
 import time
 from dataclasses import dataclass
 
-from qtoaster.auth.verify import AuthResult, DirectoryLike, verify
+from qtoaster.auth.verify import mechanisms_for
 from qtoaster.core.reply import Reply
-from qtoaster.directory.schema import UserFlag
 from qtoaster.protocols import sasl
-from qtoaster.protocols.sasl import CramCredentials, Mechanism, PlainCredentials, SaslServer
+from qtoaster.protocols.sasl import Mechanism, SaslServer
 
 ENCRYPTION_REQUIRED = Reply(
     538, "encryption required for requested authentication mechanism (#5.7.11)"
@@ -48,16 +47,13 @@ class Offer:
 
 
 def offer(*, tls_active: bool, tls_available: bool, allow_plaintext: bool, cram: bool) -> Offer:
-    plain_ok = tls_active or allow_plaintext
-    mechanisms = [Mechanism.LOGIN] if plain_ok else []
-    if cram:
-        mechanisms.append(Mechanism.CRAM_MD5)
-    if plain_ok:
-        mechanisms.append(Mechanism.PLAIN)
+    mechanisms = mechanisms_for(
+        tls=tls_active, allow_plaintext=allow_plaintext, cram_available=cram
+    )
     return Offer(
         starttls=tls_available and not tls_active,
         mechanisms=tuple(mechanisms),
-        plaintext_refused=not plain_ok,
+        plaintext_refused=not (tls_active or allow_plaintext),
     )
 
 
@@ -96,20 +92,6 @@ def begin(
     if mechanism is Mechanism.CRAM_MD5:
         challenge = sasl.cram_challenge(os.getpid(), int(time.time()), hostname)
     return SaslServer(mechanism, cram_challenge=challenge)
-
-
-def check(
-    directory: DirectoryLike,
-    credentials: PlainCredentials | CramCredentials,
-    default_domain: str | None,
-) -> tuple[AuthResult, UserFlag]:
-    """Verify ``credentials`` for SMTP (in a lookup thread: argon2 takes ~12 ms) and give
-    the user's flags (NO_RELAY decides whether AUTH makes a relay client)."""
-    result = verify(directory, credentials, service="smtp", default_domain=default_domain)
-    if not result.ok:
-        return result, UserFlag(0)
-    user = directory.user(result.user)
-    return result, UserFlag(0) if user is None else UserFlag(user.flags)
 
 
 def sender_allowed(sender: str, user: str) -> bool:

@@ -18,8 +18,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
+from qtoaster.auth.verify import verify
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.reply import Reply
 from qtoaster.directory.schema import UserFlag
@@ -116,12 +118,15 @@ class SecureSession:
         loop = asyncio.get_running_loop()
         close = False
         try:
-            result, flags = await loop.run_in_executor(
+            result = await loop.run_in_executor(
                 shared.lookup_executor,
-                auth.check,
-                shared.directory,
-                credentials,
-                self.ctx.config.controls.defaultdomain,
+                partial(
+                    verify,
+                    shared.directory,
+                    credentials,
+                    service="smtp",
+                    default_domain=self.ctx.config.controls.defaultdomain,
+                ),
             )
         except TemporaryFailure as exc:
             log.warning("%s auth unavailable: %s", self.id, exc)
@@ -133,7 +138,7 @@ class SecureSession:
                 delay = throttle.delay_for(self.remote_ip, result.user)
                 throttle.succeeded(self.remote_ip, result.user)
                 self.auth_user = result.user
-                if not flags & UserFlag.NO_RELAY:  # spec 6.2: as if RELAYCLIENT=""
+                if not result.flags & UserFlag.NO_RELAY:  # spec 6.2: as if RELAYCLIENT=""
                     self.env = {**self.base_env, "RELAYCLIENT": ""}
                 log.info("%s auth ok user=%s client=%s", self.id, result.user, self.remote_ip)
                 reply = AUTH_OK
