@@ -48,6 +48,18 @@ _ids = itertools.count(1)
 CHUNK = 64 * 1024
 # Above this much unsent output, RETR waits for the client to read (flow control).
 HIGH_WATER = 256 * 1024
+# The engine emits these only in TRANSACTION, i.e. with a mailbox open.
+_TRANSACTION_EVENTS = (
+    ev.Retr,
+    ev.Stat,
+    ev.List,
+    ev.Uidl,
+    ev.Top,
+    ev.Dele,
+    ev.Noop,
+    ev.Rset,
+    ev.Last,
+)
 
 
 class Pop3Session(asyncio.Protocol):
@@ -166,7 +178,9 @@ class Pop3Session(asyncio.Protocol):
             self._process()
 
     def _handle(self, event: object) -> None:
-        if isinstance(event, ev.ConnectionClosed):
+        if isinstance(event, _TRANSACTION_EVENTS):  # first: the bulk of a session's commands
+            self._transaction(event)
+        elif isinstance(event, ev.ConnectionClosed):
             self.close()
         elif isinstance(event, ev.Capa):
             self._capa()
@@ -191,8 +205,8 @@ class Pop3Session(asyncio.Protocol):
             self._stls()
         elif isinstance(event, ev.Quit):
             self._quit()
-        else:
-            self._transaction(event)
+        else:  # pragma: no cover - the engine's event set is closed
+            raise AssertionError(f"unexpected event {event!r}")
 
     # -- AUTHORIZATION -------------------------------------------------------------
     def _plaintext_ok(self) -> bool:
@@ -382,14 +396,13 @@ class Pop3Session(asyncio.Protocol):
         box = self.mailbox
         assert box is not None
         try:
-            if isinstance(event, ev.Stat):
+            if isinstance(event, ev.Retr):
+                self._retr(box, event.number)  # read_small() checks the number
+            elif isinstance(event, ev.Stat):
                 count, size = box.stat()
                 self.conn.ok(f"{count} {size}")
             elif isinstance(event, ev.List | ev.Uidl):
                 self._listing(box, event)
-            elif isinstance(event, ev.Retr):
-                box.get(event.number)
-                self._retr(box, event.number)
             elif isinstance(event, ev.Top):
                 box.get(event.number)
                 self._run(self._send_message(box, event.number, event.lines))
@@ -426,18 +439,14 @@ class Pop3Session(asyncio.Protocol):
         reply leaves with the other pipelined answers in one write); a bigger one is
         streamed by :meth:`_send_message`."""
         try:
-            source = box.open_message(number)
-            with source:
-                data = source.read(CHUNK + 1)
+            data = box.read_small(number, CHUNK)
         except OSError:
             self.conn.err("unable to open that message")
             return
-        if len(data) > CHUNK:
+        if data is None:
             self._run(self._send_message(box, number, None))
             return
-        self.conn.send_multiline_start()
-        self.conn.send_multiline_chunk(data)
-        self.conn.send_multiline_end()
+        self.conn.send_message(data)
 
     async def _send_message(self, box: Mailbox, number: int, lines: int | None) -> None:
         """RETR/TOP: the file streamed in chunks, waiting for the client when it lags."""

@@ -38,6 +38,8 @@ it also keeps ``int()`` away from its digit-count limit.  No mailbox has that ma
 
 def leading_number(text: str) -> tuple[int, int] | None:
     """qmail's ``scan_ulong``: the value of the leading ASCII digits and how many there are."""
+    if 0 < len(text) < 20 and text.isascii() and text.isdigit():
+        return int(text), len(text)  # the usual "RETR 17": digits only, far below NUMBER_CAP
     end = 0
     while end < len(text) and "0" <= text[end] <= "9":
         end += 1

@@ -4,6 +4,7 @@
 a bare LF becomes CRLF, an existing CRLF is kept (also when the CR and LF arrive in two
 chunks), and a line starting with ``.`` gets one more ``.``.  :meth:`MultilineEncoder.end`
 closes an unterminated last line (a trailing lone CR just gets its LF) and adds ``.CRLF``.
+:func:`frame_whole` gives the same bytes for a message held whole (RETR's usual case).
 
 :class:`WireSizer` counts the same bytes without the stuffing and the terminator: RFC 1939
 5 (LIST) sizes are the message's octets on the wire, dot-stuffing excluded.  So a mailbox
@@ -21,6 +22,41 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 TERMINATOR = b".\r\n"
+
+
+# Dots looked at one by one before stuffing falls back to bytes.replace (see stuff_dots).
+_DOTS_BY_FIND = 16
+
+
+def stuff_dots(data: bytes, at_line_start: bool) -> bytes:
+    """``data`` with one more ``.`` before every dot that starts a line (RFC 1939 3).
+
+    A line starts after every LF, and at offset 0 when ``at_line_start``.  Why not just
+    ``replace(b"\\n.", b"\\n..")``: CPython searches a two-byte pattern byte by byte (about
+    1 ns a byte, twice: a counting pass, then the copy), while ``find`` of one byte is a
+    memchr.  Most message bytes hold few dots (base64 attachments none at all), so visiting
+    the dots is several times faster; text dense with dots (prose) goes back to ``replace``
+    after ``_DOTS_BY_FIND`` of them, at a small extra cost.
+    """
+    at = data.find(b".")
+    if at < 0:
+        return data
+    pieces: list[bytes] = []
+    start = 0
+    for _ in range(_DOTS_BY_FIND):
+        if (data[at - 1] == 0x0A) if at else at_line_start:
+            pieces += (data[start:at], b".")
+            start = at  # the line's own dot leads the next piece
+        at = data.find(b".", at + 1)
+        if at < 0:
+            if not pieces:
+                return data
+            pieces.append(data[start:])
+            return b"".join(pieces)
+    # Many dots: the rest in C.  From ``start`` (0, or the last line-start dot, already
+    # stuffed and not after an LF inside the slice) only the dots after an LF are left.
+    pieces.append(data[start:].replace(b"\n.", b"\n.."))
+    return b"".join(pieces)
 
 
 class _LineEnds:
@@ -66,12 +102,8 @@ class MultilineEncoder:
         out = ends.convert(data)
         if not out:
             return b""
-        # Every LF in ``out`` ends a line, so a dot after one starts a line.
-        stuffed = out.replace(b"\n.", b"\n..")
+        stuffed = stuff_dots(out, at_start)
         self.stuffed += len(stuffed) - len(out)
-        if at_start and stuffed.startswith(b"."):
-            stuffed = b"." + stuffed
-            self.stuffed += 1
         ends.at_line_start = stuffed.endswith(b"\n")
         return stuffed
 
@@ -80,6 +112,17 @@ class MultilineEncoder:
         closing = self._ends.closing()
         self._ends.at_line_start, self._ends.after_cr = True, False
         return closing + TERMINATOR
+
+
+def frame_whole(data: bytes) -> tuple[bytes, bytes]:
+    """A whole message's multiline body and its end (the line end it lacked, ``.CRLF``):
+    what MultilineEncoder gives for ``data`` in one chunk, without its per-chunk state."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")  # as _LineEnds.convert
+    body = stuff_dots(data.replace(b"\n", b"\r\n"), True)
+    if not body or body.endswith(b"\n"):
+        return body, TERMINATOR
+    return body, (b"\n" if body.endswith(b"\r") else b"\r\n") + TERMINATOR
 
 
 class WireSizer:

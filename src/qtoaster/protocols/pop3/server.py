@@ -52,7 +52,7 @@ from qtoaster.protocols.pop3.commands import (
     parse_top,
     split_apop,
 )
-from qtoaster.protocols.pop3.multiline import MultilineEncoder
+from qtoaster.protocols.pop3.multiline import MultilineEncoder, frame_whole
 from qtoaster.protocols.pop3.states import Answer, LocalProtocolError, State, next_state
 from qtoaster.protocols.smtp.commands import parse_auth_argument, parse_auth_line
 
@@ -233,12 +233,28 @@ class Pop3Connection:
         if self._close_after:
             self._close()
 
+    def send_message(self, data: bytes, first: str = "") -> None:
+        """A whole multiline answer at once: ``+OK first``, ``data`` framed, the end.
+
+        The same bytes as send_multiline_start(first), send_multiline_chunk(data) and
+        send_multiline_end(), for a message read whole (RETR's usual case)."""
+        self._answer(Answer.MULTILINE, "+OK " + first)
+        body, end = frame_whole(data)
+        self._out += (body, end)
+        if self._close_after:
+            self._close()
+
     def multiline(self, first: str, lines: Iterable[str | bytes]) -> None:
         """A whole multiline answer of short lines (CAPA, LIST, UIDL), each without CRLF."""
         self.send_multiline_start(first)
-        for line in lines:
-            raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogateescape")
-            self.send_multiline_chunk(raw + b"\n")
+        # One chunk for all the lines: the framing does not depend on the chunking, and a
+        # LIST of thousands of messages is then framed in two C passes, not per line.
+        raw = [
+            ln if isinstance(ln, bytes) else ln.encode("utf-8", "surrogateescape") for ln in lines
+        ]
+        if raw:
+            raw.append(b"")
+            self.send_multiline_chunk(b"\n".join(raw))
         self.send_multiline_end()
 
     def data_to_send(self) -> bytes:

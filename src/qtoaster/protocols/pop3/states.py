@@ -33,12 +33,19 @@ class State(enum.Enum):
     TRANSACTION = "transaction"  # qmail-pop3d's part (RFC 1939 5)
     CLOSED = "closed"  # nothing more will be read or answered
 
+    # Every answer looks up TRANSITIONS: Enum's own __hash__ is Python code (it hashes the
+    # name); members are singletons compared by identity, so the identity hash is the same
+    # contract at C speed.
+    __hash__ = object.__hash__
+
 
 class Answer(enum.Enum):
     OK = "+OK"
     ERR = "-ERR"
     CHALLENGE = "+ "
     MULTILINE = "+OK multiline"
+
+    __hash__ = object.__hash__  # as State's
 
 
 class LocalProtocolError(Exception):
