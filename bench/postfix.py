@@ -16,6 +16,8 @@ Invariants:
 - TLS only when ``tls_files`` (certificate, key) is given: then smtpd offers STARTTLS
   (``smtpd_tls_security_level = may``) and master.cf gains Debian's tlsmgr entry; without
   it main.cf and master.cf are exactly what ``bench/run`` always measured.
+- A relayhost only when ``relayhost`` is given (e.g. ``[127.0.0.1]:PORT``, brackets = no MX
+  lookup): mail for other domains then goes there (bench/relay.py); without it, unchanged.
 """
 
 from __future__ import annotations
@@ -89,7 +91,17 @@ virtual_mailbox_base = {server.mail_base}
 virtual_mailbox_maps = texthash:{server.config_dir}/vmailbox
 virtual_uid_maps = static:{VMAIL_ID}
 virtual_gid_maps = static:{VMAIL_ID}
-""" + _tls_cf(server)
+""" + _optional_cf(server)
+
+
+def _optional_cf(server: PostfixServer) -> str:
+    """The lines only some benchmarks ask for: empty for bench/run's own Postfix."""
+    return _tls_cf(server) + _relay_cf(server)
+
+
+def _relay_cf(server: PostfixServer) -> str:
+    # Only the relayhost: connection cache, concurrency and fsync stay Postfix's defaults.
+    return "" if server.relayhost is None else f"relayhost = {server.relayhost}\n"
 
 
 def _tls_cf(server: PostfixServer) -> str:
@@ -151,6 +163,8 @@ class PostfixServer:
     name: str = "postfix"
     # (certificate PEM, private key PEM): offer STARTTLS with them; None: no TLS at all.
     tls_files: tuple[Path, Path] | None = None
+    # main.cf relayhost, e.g. "[127.0.0.1]:2525"; None: no relayhost line at all.
+    relayhost: str | None = None
 
     @property
     def root(self) -> Path:

@@ -11,6 +11,8 @@ Mail lands in ``H/domains/bench.test/user/Maildir/new/``.  ``settings`` (optiona
 keys of the generated qtoaster.toml right after ``init``, before the directory is touched
 (e.g. ``{"chkuser": {"mode": '"off"'}, "database": {"url": '"postgresql://..."'}}``; values
 are TOML literals), so ``domain add`` and ``user add`` already use that database.
+``control_files`` (optional) writes extra ``H/control/NAME`` files right after ``init``
+(e.g. ``{"smtproutes": ":127.0.0.1:2525"}``); empty by default, so the home is unchanged.
 
 Invariants: the home keeps qtoaster's defaults, in particular ``[queue] fsync = true``
 (``configure()`` refuses a home whose qtoaster.toml turns it off); the server is our child,
@@ -50,6 +52,7 @@ class QtoasterServer:
     qtoaster: Path = QTOASTER
     name: str = "qtoaster"
     settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    control_files: dict[str, str] = field(default_factory=dict)  # name -> contents
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -93,6 +96,8 @@ class QtoasterServer:
         toml = self.home / "qtoaster.toml"
         if self.settings:
             toml.write_text(override_toml(toml.read_text(), self.settings))
+        for name, contents in self.control_files.items():
+            (self.home / "control" / name).write_text(contents)
         for argv in rest:
             subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
         settings = tomllib.loads(toml.read_text())

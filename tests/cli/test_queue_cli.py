@@ -96,3 +96,36 @@ def test_unknown_id(home: Path) -> None:
 def test_no_queue(tmp_path: Path) -> None:
     code, out = invoke(tmp_path / "nothing", "list")
     assert code == 1 and "no queue here" in out
+
+
+def test_hold_release_and_list(home: Path) -> None:
+    qid = queue_one(home)
+    assert invoke(home, "hold", qid) == (0, f"held msg {qid}\n")
+    assert (home / "queue" / "hold" / qid).exists()
+    assert "HELD" in invoke(home, "list")[1].splitlines()[0]
+    assert invoke(home, "release", qid) == (0, f"released msg {qid}\n")
+    assert "HELD" not in invoke(home, "list")[1]
+    code, out = invoke(home, "release", qid)
+    assert code == 1 and "not held" in out
+
+
+def test_hold_unknown_message(home: Path) -> None:
+    code, out = invoke(home, "hold", "0123456789abcdef-1-1")
+    assert code == 1 and "not in the queue" in out
+
+
+def test_retry_needs_an_id_or_all(home: Path) -> None:
+    code, out = invoke(home, "retry")
+    assert code == 2 and "one message id or --all" in out
+    qid = queue_one(home)
+    assert invoke(home, "retry", qid) == (0, f"retry requested for msg {qid}\n")
+    assert invoke(home, "retry", "--all") == (0, "retry requested for every message\n")
+    code, out = invoke(home, "retry", "0123456789abcdef-1-1")
+    assert code == 1 and "not in the queue" in out
+
+
+def test_delete_removes_the_hold_mark(home: Path) -> None:
+    qid = queue_one(home)
+    invoke(home, "hold", qid)
+    assert invoke(home, "delete", qid, "--yes")[0] == 0
+    assert not (home / "queue" / "hold" / qid).exists()

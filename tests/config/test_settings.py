@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from qtoaster.config.settings import Listener, Settings, load_settings, parse_listen
+from qtoaster.config.settings import (
+    Listener,
+    Settings,
+    load_settings,
+    parse_listen,
+    settings_from_toml,
+)
 from qtoaster.core.errors import ConfigError
 
 
@@ -184,3 +190,36 @@ def test_tls_auth_chkuser_problems(tmp_path: Path) -> None:
     text = "\n".join(caught.value.problems)
     for key in ("max_failures", "failure_delay", "min_version", "mode"):
         assert key in text
+
+
+def test_remote_and_dns_settings() -> None:
+    s = settings_from_toml(
+        {
+            "dns": {"nameservers": ["127.0.0.1:5300", "::1"]},
+            "remote": {"port": 2525},
+            "queue": {"bounce_format": "dsn"},
+        }
+    )
+    assert s.dns_nameservers == ("127.0.0.1:5300", "::1")
+    assert s.remote_port == 2525 and s.bounce_format == "dsn"
+    defaults = settings_from_toml({})
+    assert (defaults.dns_nameservers, defaults.remote_port, defaults.bounce_format) == (
+        (),
+        25,
+        "qsbmf",
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "value", "problem"),
+    [
+        ("dns", "nameservers", ["not-an-ip"], "IP:PORT"),
+        ("dns", "nameservers", "127.0.0.1", "must be a list"),
+        ("remote", "port", 0, "from 1 to 65535"),
+        ("queue", "bounce_format", "mime", '"qsbmf" or "dsn"'),
+    ],
+)
+def test_remote_and_dns_problems(table: str, key: str, value: object, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_from_toml({table: {key: value}})
+    assert problem in str(err.value.problems)

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 QTOASTER = [sys.executable, "-m", "qtoaster"]
-READY = re.compile(r"qtoaster ready: smtp 127\.0\.0\.1:(\d+)")
-LISTENER = re.compile(r"(smtp|submission|smtps|pop3|pop3s) 127\.0\.0\.1:(\d+)")
+DEAD_DNS = "127.0.0.1:9"  # the discard port: nothing answers DNS there
+READY = re.compile(r"qtoaster ready: smtp 127\.0\.0\.\d+:(\d+)")
+LISTENER = re.compile(r"(smtp|submission|smtps|pop3|pop3s) 127\.0\.0\.\d+:(\d+)")
 
 
 def qt(
@@ -49,6 +50,10 @@ def make_home(root: Path, *, me: str = "mx.example.test", database_url: str | No
         "error_delay_increase = 0.3", "error_delay_increase = 0"
     )
     text = text.replace("failure_delay = 1.0", "failure_delay = 0.1")  # AUTH failures
+    # Tests never send traffic off the machine: DNS goes to a loopback port nobody serves
+    # (every lookup fails at once, temporarily) unless a test points it at its own server.
+    text = text.replace("nameservers = []", f'nameservers = ["{DEAD_DNS}"]')
+    text = text.replace("timeout = 30\n", "timeout = 2\n", 1)
     settings.write_text(text)
     qt(home, "domain", "add", "example.test")
     for user in ("alice", "bob", "carol"):

@@ -104,6 +104,7 @@ def test_8bit_body_is_kept_byte_for_byte(server: Server) -> None:
 def test_remote_recipient_stays_queued_and_is_listed(server: Server) -> None:
     with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
         client.sendmail("s@remote.test", ["someone@far.test"], b"Subject: far\r\n\r\nx\r\n")
+    # The harness's DNS answers nothing: the remote attempt is deferred, the mail stays.
     listing = qt(server.home, "queue", "list").stdout.decode()
     assert "someone@far.test" in listing
     assert "remote" in listing

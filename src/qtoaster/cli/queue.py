@@ -1,11 +1,15 @@
-"""``qtoaster queue list|stat|show|delete``: look at and operate the queue on disk.
+"""``qtoaster queue list|stat|show|delete|retry|hold|release``: look at and operate the queue.
 
 Works with or without a running server: it reads ``queue/mess`` and ``queue/state``
 directly (docs/queue.md).  ``list`` follows qmail-qread: one line per message, then one
 per recipient marked ``done`` (final result recorded), ``local`` or ``remote``.
 
-Invariants: nothing here writes the queue except ``delete``, which asks first (or
-takes ``--yes``); an unknown id is a one-line error and exit status 1.
+``retry``, ``hold`` and ``release`` tell a running queue manager through the trigger
+FIFO (qmail-send's SIGALRM for retry); a hold is a mark in ``queue/hold/`` that survives
+restarts, so they work whether or not the server is running.
+
+Invariants: nothing here writes messages except ``delete``, which asks first (or takes
+``--yes``); an unknown id is a one-line error and exit status 1.
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ def _classifier(home: Home) -> Callable[[str], tuple[str, str]]:
     return classify
 
 
-def _describe(store: QueueStore, qid: str, classify: Callable[[str], tuple[str, str]]) -> str:
+def _describe(
+    store: QueueStore, qid: str, classify: Callable[[str], tuple[str, str]], held: bool = False
+) -> str:
     try:
         msg = store.load(qid)
         done = state.read_state(store.state_path(qid)).done
@@ -66,7 +72,7 @@ def _describe(store: QueueStore, qid: str, classify: Callable[[str], tuple[str, 
         return f"msg {qid}: unreadable ({exc})"
     lines = [
         f"{date822(msg.birth).replace('-0000', 'GMT')}  msg {qid}: {msg.size} bytes"
-        f" from <{msg.envelope.sender}>  ({msg.origin})"
+        f" from <{msg.envelope.sender}>  ({msg.origin}){'  HELD' if held else ''}"
     ]
     for idx, rcpt in enumerate(msg.envelope.recipients):
         address, kind = classify(rcpt)
@@ -85,9 +91,10 @@ def list_(home: Home) -> None:
     """Every queued message and its recipients (like qmail-qread)."""
     store = _store(home)
     classify = _classifier(home)
+    held = store.held()
     for qid in store.ids():
         try:
-            click.echo(_describe(store, qid, classify))
+            click.echo(_describe(store, qid, classify, qid in held))
         except NoSuchMessage:
             continue  # delivered while we were listing
 
@@ -135,11 +142,55 @@ def delete(home: Home, qid: str, yes: bool) -> None:
             f"({len(msg.envelope.recipients)} recipients)?",
             abort=True,
         )
+    store.release(qid)
     try:
         store.delete(qid)
     except NoSuchMessage:
         raise click.ClickException(f"msg {qid}: not in the queue (delivered meanwhile?)")
     click.echo(f"deleted msg {qid}")
+
+
+@queue.command()
+@click.argument("qid", required=False)
+@click.option("--all", "everything", is_flag=True, help="every queued message")
+@home_option
+def retry(home: Home, qid: str | None, everything: bool) -> None:
+    """Deliver now instead of at the next scheduled retry (qmail-send's SIGALRM)."""
+    store = _store(home)
+    if everything == (qid is not None):
+        raise click.UsageError("give one message id or --all")
+    if qid is not None:
+        _load(store, qid)
+    store.notify(f"!{qid or '*'}")
+    click.echo(f"retry requested for {f'msg {qid}' if qid else 'every message'}")
+
+
+@queue.command()
+@click.argument("qids", nargs=-1, required=True)
+@home_option
+def hold(home: Home, qids: tuple[str, ...]) -> None:
+    """Stop delivering these messages until released (they stay queued)."""
+    store = _store(home)
+    for qid in qids:
+        try:
+            store.hold(qid)
+        except NoSuchMessage:
+            raise click.ClickException(f"msg {qid}: not in the queue")
+        store.notify(f"~{qid}")
+        click.echo(f"held msg {qid}")
+
+
+@queue.command()
+@click.argument("qids", nargs=-1, required=True)
+@home_option
+def release(home: Home, qids: tuple[str, ...]) -> None:
+    """Deliver held messages again (at their next scheduled retry; retry for now)."""
+    store = _store(home)
+    for qid in qids:
+        if not store.release(qid):
+            raise click.ClickException(f"msg {qid}: not held")
+        store.notify(f"~{qid}")
+        click.echo(f"released msg {qid}")
 
 
 def _load(store: QueueStore, qid: str) -> QueuedMessage:

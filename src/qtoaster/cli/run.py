@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,6 +20,9 @@ from qtoaster.config.loader import Config, load_config
 from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener, parse_listen
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
+
+if TYPE_CHECKING:
+    from qtoaster.remote.agent import RemoteAgent
 
 PR_SET_PDEATHSIG = 1
 F = TypeVar("F", bound=Callable[..., Any])
@@ -171,6 +174,25 @@ async def _serve_pop3d(
     await Pop3Worker(home).serve(sockets, ready)
 
 
+def _remote_agent(config: Config) -> RemoteAgent:
+    from qtoaster.remote.agent import RemoteAgent, RemoteConfig, RoutesFile
+    from qtoaster.remote.dns import Resolver
+    from qtoaster.tls.client import ClientTls
+
+    control = config.home.control
+    settings = config.settings
+    return RemoteAgent(
+        RemoteConfig.load(control, config.controls, settings.remote_port),
+        Resolver(
+            settings.dns_nameservers,
+            timeout=min(5.0, settings.dns_timeout),
+            lifetime=settings.dns_timeout,
+        ),
+        RoutesFile(control / "smtproutes"),
+        ClientTls(control),
+    )
+
+
 async def _serve_send(config: Config, ready: Callable[[], None]) -> None:
     from qtoaster.core.clock import SystemClock
     from qtoaster.delivery.local import LocalAgent
@@ -187,7 +209,9 @@ async def _serve_send(config: Config, ready: Callable[[], None]) -> None:
     fsync = config.settings.fsync
     store = QueueStore(config.home.queue, fsync=fsync)
     agent = LocalAgent(config.home, config.controls, directory, fsync=fsync, queue=store)
-    manager = QueueManager(store, config, agent, SystemClock())
+    remote = _remote_agent(config)
+    dsn = config.settings.bounce_format == "dsn"
+    manager = QueueManager(store, config, agent, SystemClock(), remote, dsn=dsn)
     task = loop.create_task(manager.run(stop))
     ready()
     await task

@@ -42,6 +42,8 @@ pop3s = {pop3s}
 workers = 0
 # Most simultaneous SMTP connections per worker (tcpserver -c).
 max_connections = 10000
+# Seconds a QMAILQUEUE program (simscan and the like, set in tcp.smtp) may take.
+qmailqueue_timeout = 600
 
 [database]
 # The directory of domains and users.  Unset: SQLite file users.sqlite3 in this home.
@@ -69,6 +71,36 @@ max_failures = 3
 # On the submission port, MAIL FROM must be the authenticated user's own address.
 restrict_sender = false
 
+[rblsmtpd]
+# DNS blocklists, as rblsmtpd -r/-a: a client listed in an rbl zone (TXT = the message;
+# "zone:message" for A-record lists) gets rblsmtpd's refusing dialog, unless an antirbl
+# zone lists it (A record).  RBLSMTPD from tcp.smtp decides alone: set and empty = never
+# blocked (relay clients), non-empty = blocked with that text ("-text": 553).
+rbl = []
+antirbl = []
+bounce = false        # -b: 553 instead of 451 for a listed client
+fail_closed = false   # -c: a DNS failure counts as listed (451)
+timeout = 60          # -t: seconds the refusing dialog may last; 0 = refuse at once
+
+# Virus scanning with clamd (INSTREAM) at the end of DATA: a virus is refused with 554 and
+# named in the log.  CLAMD="0" or "1" in tcp.smtp turns it off or on per client.
+# [clamd]
+# address = "127.0.0.1:3310"     # or a unix socket path, e.g. "/run/clamav/clamd.ctl"
+# enabled = true                 # for every client (CLAMD in tcp.smtp overrides)
+# timeout = 30                   # seconds for the whole scan
+# max_bytes = 26214400           # scan at most this much (keep clamd's StreamMaxLength >= it)
+# on_unavailable = "accept"      # clamd down: "accept" (unscanned, logged) or "tempfail" (451)
+
+# Spam scoring with spamd (SPAMC): adds X-Spam-Status and X-Spam-Score headers, and refuses
+# at or above reject_score (0: never).  SPAMD="0" or "1" in tcp.smtp per client.
+# [spamd]
+# address = "127.0.0.1:783"
+# enabled = true
+# timeout = 30
+# max_bytes = 524288             # larger messages are not scored (spamc's limit)
+# on_unavailable = "accept"
+# reject_score = 0
+
 [tls]
 # Oldest TLS version accepted for STARTTLS and SMTPS: "TLSv1.2" or "TLSv1.3".
 min_version = "TLSv1.2"
@@ -77,6 +109,19 @@ min_version = "TLSv1.2"
 # fsync each message (and its directory) before answering 250.  Turning this off
 # loses mail on a crash: only for tests{demo_queue}.
 fsync = {fsync}
+# Bounce format: "qsbmf" (qmail's, the default toaster users know) or "dsn" (RFC 3464
+# multipart/report, with qmail's text as its human-readable part).
+bounce_format = "qsbmf"
+
+[dns]
+# Name servers for remote delivery, "IP" or "IP:PORT"; empty: the system's resolv.conf.
+nameservers = []
+# Seconds one lookup may take, retries included; then it counts as a temporary failure.
+timeout = 30
+
+[remote]
+# Port of the SMTP servers mail is relayed to (control/smtproutes may name another).
+port = 25
 
 [log]
 # One of: debug, info, warning, error.

@@ -92,6 +92,30 @@ class Settings:
     auth_max_failures: int = 3
     submission_restrict_sender: bool = False  # MAIL FROM must be the user's own address
     tls_min_version: str = "TLSv1.2"
+    bounce_format: str = "qsbmf"  # or "dsn" (RFC 3464)
+    dns_nameservers: tuple[str, ...] = ()  # empty: the system resolver
+    dns_timeout: float = 30.0  # seconds one lookup may take, retries included
+    remote_port: int = 25
+    rbl_zones: tuple[str, ...] = ()  # rblsmtpd -r (zone, or zone:text)
+    antirbl_zones: tuple[str, ...] = ()  # rblsmtpd -a
+    rbl_bounce: bool = False  # -b: 553 instead of 451 for an RBL hit
+    rbl_fail_closed: bool = False  # -c: a DNS failure blocks (temporarily)
+    rbl_timeout: int = 60  # -t: seconds a blocked client's dialog may last; 0: refuse at once
+    qmailqueue_timeout: int = 600  # seconds a QMAILQUEUE program may take
+    clamd: ScannerSettings | None = None  # [clamd] table present and address set
+    spamd: ScannerSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerSettings:
+    """[clamd] or [spamd]: where the daemon is and what to do with its answers."""
+
+    address: str  # "HOST:PORT" or a unix socket path
+    enabled: bool = True  # for every connection; CLAMD/SPAMD in tcp.smtp override it
+    timeout: float = 30.0
+    max_bytes: int = 25 << 20  # clamd: scan this much; spamd: skip larger messages
+    on_unavailable: str = "accept"  # or "tempfail": what a scanner that is down means
+    reject_score: float = 0.0  # spamd: refuse at or above this score; 0 = never refuse
 
 
 class _Tables:
@@ -157,6 +181,81 @@ def _is_tls_version(value: Any) -> str | None:
     return None if value in ("TLSv1.2", "TLSv1.3") else 'must be "TLSv1.2" or "TLSv1.3"'
 
 
+def _dns_seconds(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0.1 <= value <= 300
+    return None if ok else "must be a number of seconds from 0.1 to 300"
+
+
+def _scanner(tables: _Tables, name: str, max_bytes: int) -> ScannerSettings | None:
+    address = tables.get(name, "address", _is_scanner_address, None)
+    settings = ScannerSettings(
+        address=address or "",
+        enabled=tables.get(name, "enabled", _is_bool, True),
+        timeout=float(tables.get(name, "timeout", _timeout_seconds, 30.0)),
+        max_bytes=tables.get(name, "max_bytes", _int_between(1024, 1 << 30), max_bytes),
+        on_unavailable=tables.get(name, "on_unavailable", _is_unavailable, "accept"),
+        reject_score=float(tables.get(name, "reject_score", _is_score, 0.0)),
+    )
+    return settings if address else None
+
+
+def _is_scanner_address(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return 'must be "HOST:PORT" or a unix socket path'
+    from qtoaster.scanners import parse_address
+
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        return f'must be "HOST:PORT" or a unix socket path ({exc})'
+    return None
+
+
+def _timeout_seconds(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0.1 <= value <= 3600
+    return None if ok else "must be a number of seconds from 0.1 to 3600"
+
+
+def _is_unavailable(value: Any) -> str | None:
+    return None if value in ("accept", "tempfail") else 'must be "accept" or "tempfail"'
+
+
+def _is_score(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 10000
+    return None if ok else "must be a score from 0 to 10000 (0: never refuse)"
+
+
+def _is_zones(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return 'must be a list of "zone" or "zone:message" strings'
+    from qtoaster.policy.rbl import parse_sources  # dnspython only when it is needed
+
+    try:
+        parse_sources(value, [])
+    except ConfigError as exc:
+        return "; ".join(exc.problems)
+    return None
+
+
+def _is_bounce_format(value: Any) -> str | None:
+    return None if value in ("qsbmf", "dsn") else 'must be "qsbmf" or "dsn"'
+
+
+def _is_nameservers(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return 'must be a list of "IP" or "IP:PORT" strings'
+    if not value:
+        return None
+    from qtoaster.net.resolver import parse_nameserver  # dnspython only when needed
+
+    for text in value:
+        try:
+            parse_nameserver(text)
+        except ValueError as exc:
+            return f'must be a list of "IP" or "IP:PORT" strings ({text!r}: {exc})'
+    return None
+
+
 def _is_url(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
 
@@ -207,6 +306,18 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         auth_max_failures=tables.get("auth", "max_failures", _int_between(1, 100), 3),
         submission_restrict_sender=tables.get("submission", "restrict_sender", _is_bool, False),
         tls_min_version=tables.get("tls", "min_version", _is_tls_version, "TLSv1.2"),
+        bounce_format=tables.get("queue", "bounce_format", _is_bounce_format, "qsbmf"),
+        dns_nameservers=tuple(tables.get("dns", "nameservers", _is_nameservers, [])),
+        dns_timeout=float(tables.get("dns", "timeout", _dns_seconds, 30.0)),
+        remote_port=tables.get("remote", "port", _int_between(1, 65535), 25),
+        rbl_zones=tuple(tables.get("rblsmtpd", "rbl", _is_zones, [])),
+        antirbl_zones=tuple(tables.get("rblsmtpd", "antirbl", _is_zones, [])),
+        rbl_bounce=tables.get("rblsmtpd", "bounce", _is_bool, False),
+        rbl_fail_closed=tables.get("rblsmtpd", "fail_closed", _is_bool, False),
+        rbl_timeout=tables.get("rblsmtpd", "timeout", _int_between(0, 3600), 60),
+        qmailqueue_timeout=tables.get("smtpd", "qmailqueue_timeout", _int_between(1, 86400), 600),
+        clamd=_scanner(tables, "clamd", 25 << 20),
+        spamd=_scanner(tables, "spamd", 512 << 10),
     )
     tables.unknown()
     if tables.problems:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
-from qtoaster.policy.verdict import Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
 
 log = logging.getLogger("qtoaster.policy")
 
@@ -40,17 +40,21 @@ class Pipeline:
     def run(self, stage: Stage, facts: Facts, conn_id: str = "-") -> Verdict | Awaitable[Verdict]:
         checks = self._by_stage[stage]
         rewritten: str | None = None
+        delay = 0.0
         for index, check in enumerate(checks):
             answer = check.check(stage, facts)
             if inspect.isawaitable(answer):
-                return self._finish(stage, facts, conn_id, checks, index, answer, rewritten)
+                return self._finish(stage, facts, conn_id, checks, index, answer, rewritten, delay)
             verdict = answer
             if verdict.reply is not None:
                 return _rejected(stage, facts, conn_id, check, verdict)
+            delay = max(delay, verdict.delay)  # a passing check may still make us wait (tarpit)
             if verdict.rewritten is not None:
                 rewritten = verdict.rewritten
                 facts = dataclasses.replace(facts, recipient=rewritten)
-        return Verdict(rewritten=rewritten)
+        return (
+            PASS if rewritten is None and not delay else Verdict(rewritten=rewritten, delay=delay)
+        )
 
     async def _finish(
         self,
@@ -61,6 +65,7 @@ class Pipeline:
         index: int,
         pending: Awaitable[Verdict],
         rewritten: str | None,
+        delay: float,
     ) -> Verdict:
         """The rest of :meth:`run` once a check answered with an awaitable."""
         for position in range(index, len(checks)):
@@ -69,10 +74,11 @@ class Pipeline:
             verdict = await answer if inspect.isawaitable(answer) else answer
             if verdict.reply is not None:
                 return _rejected(stage, facts, conn_id, check, verdict)
+            delay = max(delay, verdict.delay)
             if verdict.rewritten is not None:
                 rewritten = verdict.rewritten
                 facts = dataclasses.replace(facts, recipient=rewritten)
-        return Verdict(rewritten=rewritten)
+        return Verdict(rewritten=rewritten, delay=delay)
 
 
 def _rejected(stage: Stage, facts: Facts, conn_id: str, check: Check, verdict: Verdict) -> Verdict:

@@ -35,6 +35,7 @@ class BounceParams:
 class Bounce:
     envelope: Envelope
     head: bytes  # header, explanation, recipient blocks, separator, Return-Path line
+    tail: bytes = b""  # after the copy of the message (a DSN's closing boundary)
 
 
 def quote(local: str) -> str:

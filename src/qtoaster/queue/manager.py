@@ -13,7 +13,13 @@ Invariants:
 - Blocking work (agent deliveries, fsyncs, directory lookups) runs in thread pools:
   deliveries in one bounded by concurrencylocal, queue I/O in a single thread.
 - Unreadable entries are moved to ``bad/`` and logged once, never retried.
-- Remote recipients are left untouched (remote delivery is not written yet).
+- Local and remote recipients keep their own retry times (spec 15.3: c = 10 and 20); a
+  pass delivers only the channels that are due.  Remote recipients of one message go out
+  per domain, one connection each, bounded by concurrencyremote and by the destination's
+  politeness window (``remote/politeness.py``).  Without a remote agent they wait.
+- A held message (``queue/hold/ID``) is not delivered until released; the operator's
+  commands reach the running manager through the trigger FIFO (``!ID`` or ``!*``: retry now,
+  ``~ID``: hold or release changed).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from qtoaster.queue import lspawn, schedule, state
 from qtoaster.queue.bounce import BounceParams, build_bounce
 from qtoaster.queue.format import BadQueueFile, received_line
 from qtoaster.queue.lspawn import DeliveryPool
+from qtoaster.queue.remote import RemoteAgentLike, RemoteChannel
 from qtoaster.queue.state import MessageState
 from qtoaster.queue.store import NoSuchMessage, QueuedMessage, QueueStore, commit_message, is_qid
 
@@ -48,6 +55,7 @@ log = logging.getLogger("qtoaster.send")
 RESCAN_SECONDS = 30.0
 HOLD_RECHECK = 60.0  # a channel on hold (concurrency 0) is looked at again this often
 SLEEP_SYSFAIL = 123  # qmail-send's pause after a system failure (bounce injection)
+STOP_GRACE = 10.0  # seconds deliveries in flight get to finish at shutdown
 _CHUNK = 65536
 
 
@@ -68,6 +76,8 @@ class Job:
     state: MessageState
     next_try: float
     busy: bool = False
+    due_local: float = 0.0  # each channel has its own retry time (spec 15.3)
+    due_remote: float = 0.0
 
     @property
     def qid(self) -> str:
@@ -77,9 +87,22 @@ class Job:
         done = self.state.done
         return [i for i, loc in enumerate(self.local) if loc and i not in done]
 
+    def pending_remote(self) -> list[int]:
+        done = self.state.done
+        return [i for i, loc in enumerate(self.local) if not loc and i not in done]
+
     def remote_left(self) -> bool:
         done = self.state.done
         return any(not loc and i not in done for i, loc in enumerate(self.local))
+
+    def reschedule(self, remote: bool) -> None:
+        """next_try: the earliest retry time among the channels with recipients left."""
+        dues = []
+        if self.pending_local():
+            dues.append(self.due_local)
+        if remote and self.pending_remote():
+            dues.append(self.due_remote)
+        self.next_try = min(dues, default=math.inf)
 
 
 def rewrite(recipient: str, envnoathost: str, percenthack: frozenset[str]) -> str:
@@ -112,6 +135,9 @@ class QueueManager:
         config: HasControls,
         local_agent: LocalAgentLike,
         clock: Clock,
+        remote_agent: RemoteAgentLike | None = None,
+        *,
+        dsn: bool = False,
     ) -> None:
         self.store = store
         self.controls = config.controls
@@ -136,6 +162,14 @@ class QueueManager:
         workers = max(1, min(concurrency, DELIVERY_WORKERS))
         self._pool = DeliveryPool(local_agent, store, workers)
         self._io = ThreadPoolExecutor(1, thread_name_prefix="qt-queue-io")
+        self.remote: RemoteChannel | None = None
+        if remote_agent is not None:
+            self.remote = RemoteChannel(
+                remote_agent, store, self._io, self.controls.concurrencyremote, clock
+            )
+        self.dsn = dsn  # bounces as RFC 3464 reports instead of qmail's QSBMF
+        self._held: set[str] = set()  # ids with a queue/hold/ID marker
+        self._retry: set[str] = set()  # "!ID" from the trigger; "*" = every message
 
     # -- driving -------------------------------------------------------------------
 
@@ -165,6 +199,8 @@ class QueueManager:
                 elif self._triggered:
                     names, self._triggered = sorted(self._triggered), set()
                     await self._scan(names)
+                if self._retry:
+                    self._retry_now(self.clock.time())
                 self._launch_due(self.clock.time())
                 delay = min(self._next_due() - self.clock.time(), next_scan - time.monotonic())
                 with contextlib.suppress(TimeoutError):
@@ -175,8 +211,23 @@ class QueueManager:
             if fd is not None:
                 loop.remove_reader(fd)
                 os.close(fd)
-            await self._settle_all()
+            await self._stop_deliveries()
+            if self.remote is not None:
+                await self.remote.close()
             self.close()
+
+    async def _stop_deliveries(self) -> None:
+        """Let deliveries in flight finish, for at most STOP_GRACE seconds; then cancel the
+        rest (a remote dialog can last timeoutremote).  A cancelled delivery was not recorded,
+        so it is simply tried again after the restart: at worst a duplicate, never a loss."""
+        try:
+            async with asyncio.timeout(STOP_GRACE):
+                await self._settle_all()
+        except TimeoutError:
+            log.warning("stopping: cancelling %d deliveries still in progress", len(self._tasks))
+            for task in list(self._tasks):
+                task.cancel()
+            await self._settle_all()
 
     async def _settle_all(self) -> None:
         """Wait until no delivery, fast or not, and no follow-up task is in flight."""
@@ -200,9 +251,40 @@ class QueueManager:
     def _on_trigger(self, fd: int) -> None:
         with contextlib.suppress(BlockingIOError):
             while data := os.read(fd, 65536):
-                words = data.decode("ascii", "replace").split()
-                self._triggered.update(w for w in words if is_qid(w))
+                for word in data.decode("ascii", "replace").split():
+                    self._trigger_word(word)
         self._wake.set()
+
+    def _trigger_word(self, word: str) -> None:
+        """A new message id, or an operator's ``!ID``/``!*`` (retry now) or ``~ID`` (hold)."""
+        if is_qid(word):
+            self._triggered.add(word)
+        elif word == "!*" or (word[:1] == "!" and is_qid(word[1:])):
+            self._retry.add(word[1:])
+        elif word[:1] == "~" and is_qid(word[1:]):
+            self._hold_changed(word[1:])
+
+    def _hold_changed(self, qid: str) -> None:
+        if (self.store.hold_dir / qid).exists():
+            self._held.add(qid)
+            return
+        self._held.discard(qid)
+        job = self.jobs.get(qid)
+        if job is not None and not job.busy:
+            self._schedule(job)  # released: due again at its next_try
+
+    def _retry_now(self, now: float) -> None:
+        """qmail-send's SIGALRM: every (or the named) waiting message is due at once."""
+        wanted, self._retry = self._retry, set()
+        if "*" in wanted and self.remote is not None:
+            self.remote.retry_now()
+        for qid, job in self.jobs.items():
+            if ("*" in wanted or qid in wanted) and not job.busy:
+                if self.remote is not None and "*" not in wanted:
+                    self.remote.retry_now([job.recipients[i] for i in job.pending_remote()])
+                job.due_local = job.due_remote = now
+                job.next_try = now
+                self._schedule(job)
 
     def _schedule(self, job: Job) -> None:
         """Put an idle job in the due heap (at its next_try); waiting forever needs no entry."""
@@ -226,8 +308,10 @@ class QueueManager:
         while self._next_due() <= now:
             _, qid = heapq.heappop(self._due)
             job = self.jobs[qid]
-            if job.pending_local() and self.controls.concurrencylocal == 0:
-                held.append(job)  # concurrencylocal 0: the local channel is on hold (15.2)
+            if qid in self._held:
+                continue  # released by "~ID" on the trigger, which schedules it again
+            if self._channel_on_hold(job):
+                held.append(job)  # concurrency 0: the channel is on hold (15.2)
                 continue
             job.busy = True
             if len(job.recipients) == 1 and job.pending_local() == [0]:
@@ -241,6 +325,12 @@ class QueueManager:
             job.next_try = now + HOLD_RECHECK
             self._schedule(job)
         return started
+
+    def _channel_on_hold(self, job: Job) -> bool:
+        c = self.controls
+        local = bool(job.pending_local()) and c.concurrencylocal == 0
+        remote = self.remote is not None and bool(job.pending_remote())
+        return local or (remote and c.concurrencyremote == 0)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -267,6 +357,7 @@ class QueueManager:
                 self.jobs[job.qid] = job
                 self._schedule(job)
         if names is None:  # a full scan also forgets messages deleted behind our back
+            self._held = await loop.run_in_executor(self._io, self.store.held)
             present = set(await loop.run_in_executor(self._io, self.store.ids))
             for qid in [q for q, j in self.jobs.items() if q not in present and not j.busy]:
                 del self.jobs[qid]
@@ -314,19 +405,40 @@ class QueueManager:
 
     async def _process(self, job: Job, now: float) -> None:
         try:
-            pending = job.pending_local()
-            if pending:
-                dying = schedule.is_dying(job.message.birth, now, self.controls.queuelifetime)
-                found = await asyncio.gather(*(self._deliver(job, i, dying) for i in pending))
-                if not all(found):
-                    log.warning("warning: msg %s vanished from the queue", job.qid)
-                    del self.jobs[job.qid]
-                    return
-                job.next_try = schedule.next_retry(job.message.birth, now, schedule.LOCAL_SKIP)
-            if not job.pending_local():
+            dying = schedule.is_dying(job.message.birth, now, self.controls.queuelifetime)
+            passes = []
+            if job.pending_local() and job.due_local <= now:
+                passes.append(self._local_pass(job, now, dying))
+            if self.remote is not None and job.pending_remote() and job.due_remote <= now:
+                passes.append(self._remote_pass(job, now, dying))
+            found = await asyncio.gather(*passes)
+            if not all(found):
+                log.warning("warning: msg %s vanished from the queue", job.qid)
+                self.jobs.pop(job.qid, None)
+                return
+            job.reschedule(remote=self.remote is not None)
+            if not job.pending_local() and (self.remote is None or not job.pending_remote()):
                 await self._finish(job)
         finally:
             self._release(job)
+
+    async def _local_pass(self, job: Job, now: float, dying: bool) -> bool:
+        pending = job.pending_local()
+        found = await asyncio.gather(*(self._deliver(job, i, dying) for i in pending))
+        job.due_local = schedule.next_retry(job.message.birth, now, schedule.LOCAL_SKIP)
+        return all(found)
+
+    async def _remote_pass(self, job: Job, now: float, dying: bool) -> bool:
+        assert self.remote is not None
+        pending = [(i, job.recipients[i]) for i in job.pending_remote()]
+        several = len(job.recipients) > 1
+        results = await self.remote.deliver(job.message, pending, several, dying)
+        if results is None:
+            return False
+        for idx, result in results:
+            self._record(job, idx, result)
+        job.due_remote = schedule.next_retry(job.message.birth, now, schedule.REMOTE_SKIP)
+        return True
 
     def _release(self, job: Job) -> None:
         job.busy = False
@@ -396,7 +508,8 @@ class QueueManager:
             self.jobs.pop(job.qid, None)
             log.info("end msg %s", job.qid)
         elif job.pending_local():
-            job.next_try = schedule.next_retry(job.message.birth, now, schedule.LOCAL_SKIP)
+            job.due_local = schedule.next_retry(job.message.birth, now, schedule.LOCAL_SKIP)
+            job.reschedule(remote=self.remote is not None)
             self._release(job)
         else:  # final but not ended (a failure to bounce, remote left): the slow path
             task = asyncio.create_task(self._finish_and_release(job))
@@ -451,7 +564,8 @@ class QueueManager:
                 job.next_try = self.clock.time() + SLEEP_SYSFAIL
                 return
         if job.remote_left():
-            job.next_try = math.inf  # waits for the remote channel
+            # Without a remote agent the recipients wait for one (serve send without it).
+            job.reschedule(remote=self.remote is not None)
             return
         try:
             await loop.run_in_executor(self._io, self.store.delete, job.qid)
@@ -462,6 +576,7 @@ class QueueManager:
             job.next_try = self.clock.time() + SLEEP_SYSFAIL
             return
         self.jobs.pop(job.qid, None)
+        self._held.discard(job.qid)
         log.info("end msg %s", job.qid)
 
     def _bounce_blocking(self, job: Job) -> None:
@@ -469,13 +584,23 @@ class QueueManager:
         params = BounceParams(c.bouncefrom, c.bouncehost, c.doublebounceto, c.doublebouncehost)
         failures = [(job.recipients[i], job.state.failed[i]) for i in sorted(job.state.failed)]
         now = self.clock.time()
-        bounce = build_bounce(job.message.envelope.sender, failures, params, now)
+        sender = job.message.envelope.sender
+        if self.dsn:
+            from qtoaster.queue.dsn import build_dsn
+
+            bounce = build_dsn(
+                sender, failures, params, now, reporting_mta=c.me, arrival=job.message.birth
+            )
+        else:
+            bounce = build_bounce(sender, failures, params, now)
         bounce_id: str | None = None
         if bounce is None:
             log.info("triple bounce: discarding bounce/%s", job.qid)
         else:
             received = received_line("for bounce", os.getpid(), now)
-            chunks = itertools.chain((received, bounce.head), _message_chunks(job.message))
+            chunks = itertools.chain(
+                (received, bounce.head), _message_chunks(job.message), (bounce.tail,)
+            )
             bounce_id = commit_message(self.store, bounce.envelope, "bounce", chunks)
             log.info("bounce msg %s qp %s", job.qid, bounce_id)
         state.append(

@@ -20,6 +20,7 @@ import errno
 import itertools
 import os
 import re
+import shutil
 import stat
 import threading
 import time
@@ -86,6 +87,7 @@ class QueueStore:
         self.state = self.path / "state"
         self.bad = self.path / "bad"
         self.trigger = self.path / "trigger"
+        self.hold_dir = self.path / "hold"
         self.mess_sync = DirSync(self.mess, fsync)
         self._trigger_lock = threading.Lock()
         self._trigger_fd: int | None = None
@@ -96,7 +98,7 @@ class QueueStore:
         """Create the queue directories (0700) and the trigger FIFO; idempotent."""
         path = Path(path)
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for name in ("tmp", "mess", "state", "bad"):
+        for name in ("tmp", "mess", "state", "bad", "hold"):
             (path / name).mkdir(mode=0o700, exist_ok=True)
         trigger = path / "trigger"
         if not trigger.exists():
@@ -170,6 +172,28 @@ class QueueStore:
         if os.path.exists(state):
             self.mess_sync.sync()
             self._unlink_quietly(state)
+        # A hold mark left by a deleted message is removed by recover(), not here: this
+        # runs once per delivered message and a held message is rare.
+
+    def hold(self, qid: str) -> None:
+        """Mark a message held: the manager does not deliver it until released."""
+        self.load(qid)  # NoSuchMessage for an unknown id
+        self.hold_dir.mkdir(mode=0o700, exist_ok=True)  # homes made before hold existed
+        (self.hold_dir / qid).touch(mode=0o600)
+
+    def release(self, qid: str) -> bool:
+        """Remove the hold mark; False if the message was not held."""
+        try:
+            os.unlink(self.hold_dir / qid)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def held(self) -> set[str]:
+        try:
+            return {name for name in os.listdir(self.hold_dir) if is_qid(name)}
+        except FileNotFoundError:
+            return set()
 
     def move_to_bad(self, name: str) -> None:
         """Move ``mess/NAME`` (and its state file) aside into ``bad/``; never deletes."""
@@ -198,10 +222,15 @@ class QueueStore:
             if name not in committed:
                 self._unlink_quietly(self.state / name)
                 report.append(f"removed orphan state/{name}")
+        for name in sorted(self.held() - committed):
+            self._unlink_quietly(self.hold_dir / name)
         return report
 
     def notify(self, qid: str) -> None:
         """Wake the manager through the trigger FIFO; no reader or a full pipe is fine.
+
+        ``qid`` may also be an operator's word: ``!ID`` or ``!*`` (retry now), ``~ID``
+        (hold or release changed); see queue/manager.py.
 
         The write end stays open between messages (two syscalls fewer per message); it
         is reopened after the reader went away (EPIPE) or was never there (ENXIO).
@@ -253,13 +282,63 @@ class Spool:
         self._tmp = f"{store.tmp}/{qid}"
         self._stream = stream  # buffered, over the O_EXCL descriptor
         self._size = 0
+        self._written = 0  # header + message bytes
         self._done = False
 
     @property
     def size(self) -> int:
         return self._size
 
+    @property
+    def path(self) -> str:
+        """The temporary file (for readers such as scanners: flush() first)."""
+        return self._tmp
+
+    @property
+    def body_offset(self) -> int:
+        """Where the message bytes start in :attr:`path`."""
+        return self._written - self._size
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            self.abort()
+            raise QueueError(exitcodes.WRITE_ERROR, f"writing {self._tmp}: {exc}") from None
+
+    def insert_before_message(self, data: bytes) -> None:
+        """Put ``data`` (header lines a scanner adds) in front of the message bytes.
+
+        The spooled file is copied once behind the queue header (a few hundred KB at
+        most for the messages scanners score); blocking: run it in a thread.
+        """
+        self.flush()
+        fresh = f"{self._tmp}.new"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            with open(self._tmp, "rb") as src, os.fdopen(os.open(fresh, flags, 0o600), "wb") as dst:
+                dst.write(src.read(self.body_offset))
+                dst.write(data)
+                shutil.copyfileobj(src, dst, _BUFFER)
+            os.replace(fresh, self._tmp)
+            self._stream.close()
+            self._stream = open(self._tmp, "ab", buffering=_BUFFER)  # noqa: SIM115
+        except OSError as exc:
+            self._unlink_quietly(fresh)
+            self.abort()
+            raise QueueError(exitcodes.WRITE_ERROR, f"rewriting {self._tmp}: {exc}") from None
+        self._written += len(data)
+        self._size += len(data)
+
+    @staticmethod
+    def _unlink_quietly(path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
     def write_raw(self, data: bytes) -> None:
+        self._written += len(data)
         try:
             self._stream.write(data)
         except OSError as exc:

@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qtoaster.auth.throttle import LoginThrottle
 from qtoaster.config.loader import Config
@@ -21,10 +22,18 @@ from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings, maildir_percent
 from qtoaster.policy.checks.databytes import Databytes
+from qtoaster.policy.checks.mfcheck import Mfcheck, SenderDomains
+from qtoaster.policy.checks.qregex import Qregex
 from qtoaster.policy.checks.rcpthosts import Rcpthosts
+from qtoaster.policy.checks.tarpit import Tarpit
 from qtoaster.policy.pipeline import Check, Pipeline
+from qtoaster.policy.signatures import Signatures
 from qtoaster.queue.store import QueueStore
 from qtoaster.tls.server import TlsError, server_context
+
+if TYPE_CHECKING:
+    from qtoaster.config.settings import Settings
+    from qtoaster.policy.rbl import Rbl
 
 log = logging.getLogger("qtoaster.smtpd")
 
@@ -32,6 +41,17 @@ log = logging.getLogger("qtoaster.smtpd")
 # (tcp-environ(5) and the toaster's Table 2); read once, never while serving.
 _PROCESS_VARIABLES = (
     "RELAYCLIENT",
+    "QMAILQUEUE",
+    "RBLSMTPD",
+    "NOBADHELO",
+    "LOGREGEX",
+    "MFCHECK",
+    "TARPITCOUNT",
+    "TARPITDELAY",
+    "NOTARPIT",
+    "EXECUTABLEOK",
+    "CLAMD",
+    "SPAMD",
     "DATABYTES",
     "TCPREMOTEINFO",
     "CHKUSER_START",
@@ -70,6 +90,8 @@ class SmtpdContext:
     # control/tlsclients exists: certificates are checked for relaying (spec 7.3); read
     # once per configuration, not per handshake.
     tls_clients: bool = False
+    rbl: Rbl | None = None  # [rblsmtpd] zones; None: RBLSMTPD alone decides
+    signatures: Signatures | None = None  # control/signatures; None: no scan
 
     @classmethod
     def build(
@@ -90,7 +112,7 @@ class SmtpdContext:
                 ),
                 maildir_percent(controls.me),
             )
-        pipeline = Pipeline([Databytes(controls.databytes), recipient])
+        pipeline = Pipeline(_checks(config, recipient))
         store = QueueStore(config.home.queue, fsync=config.settings.fsync)
         env = {k: os.environ[k] for k in _PROCESS_VARIABLES if k in os.environ}
         tls, problem = None, "missing certificate"
@@ -114,4 +136,36 @@ class SmtpdContext:
             tls,
             problem,
             (config.home.control / "tlsclients").exists(),
+            _rbl(settings),
+            Signatures.load(config.home.control),
         )
+
+
+def _rbl(settings: Settings) -> Rbl | None:
+    """One blocklist resolver per worker (its cache is shared by every session)."""
+    if not settings.rbl_zones and not settings.antirbl_zones:
+        return None
+    from qtoaster.policy.rbl import Rbl, parse_sources
+
+    return Rbl(
+        parse_sources(settings.rbl_zones, settings.antirbl_zones),
+        nameservers=settings.dns_nameservers,
+        bounce=settings.rbl_bounce,
+        fail_closed=settings.rbl_fail_closed,
+    )
+
+
+def _checks(config: Config, recipient: Check) -> list[Check]:
+    """The policy checks in the toaster's order (spec 4): MAIL databytes, mfcheck; RCPT
+    qregex (badhelo, badmailfrom, badmailto), relay/chkuser, tarpit last."""
+    control = config.home.control
+    domains = SenderDomains(config.settings.dns_nameservers)
+    checks: list[Check] = [
+        Databytes(config.controls.databytes),
+        Mfcheck.from_control_dir(control, domains),
+    ]
+    qregex = Qregex.from_control_dir(control)
+    if qregex.active:
+        checks.append(qregex)
+    checks += [recipient, Tarpit.from_control_dir(control)]
+    return checks

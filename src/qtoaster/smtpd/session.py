@@ -19,6 +19,7 @@ import asyncio
 import inspect
 import itertools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, cast
@@ -42,6 +43,9 @@ from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
 from qtoaster.queue import exitcodes
 from qtoaster.smtpd import auth
 from qtoaster.smtpd.addresses import rewrite_localip
+from qtoaster.smtpd.content import ContentChecks, Who
+from qtoaster.smtpd.qmailqueue import accepted_reply, run_qmailqueue
+from qtoaster.smtpd.rblgate import RblGate
 from qtoaster.smtpd.received import received_header
 from qtoaster.smtpd.secure import SecureSession
 
@@ -64,7 +68,7 @@ _READ_BUFFER = memoryview(bytearray(65536))
 MAX_INPUT_WHILE_BUSY = 65536
 
 
-class SmtpSession(SecureSession, asyncio.BufferedProtocol):
+class SmtpSession(SecureSession, RblGate, asyncio.BufferedProtocol):
     def __init__(self, ctx: SmtpdContext, sessions: set[SmtpSession], kind: str = "smtp") -> None:
         self.ctx = ctx
         self.sessions = sessions
@@ -80,6 +84,8 @@ class SmtpSession(SecureSession, asyncio.BufferedProtocol):
         self.sender: str | None = None
         self.recipients: list[str] = []
         self.spool: Spool | None = None
+        self.spool_envelope: Envelope | None = None  # for a QMAILQUEUE program
+        self.content: ContentChecks | None = None  # signatures, clamd, spamd
         self.received_bytes = 0
         self.oversize = False
         self.databytes = 0
@@ -118,7 +124,7 @@ class SmtpSession(SecureSession, asyncio.BufferedProtocol):
                 return
             self._begin_tls(implicit=True)
             return
-        self._greet()
+        self._screen_then_greet()
 
     def _greet(self) -> None:
         assert self.transport is not None
@@ -133,6 +139,9 @@ class SmtpSession(SecureSession, asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
+        if self.rbl_dialog is not None:
+            self._rbl_data(data)
+            return
         self.conn.receive_data(data)
         if self.busy:
             if self.conn.buffered > MAX_INPUT_WHILE_BUSY and self.transport is not None:
@@ -142,6 +151,8 @@ class SmtpSession(SecureSession, asyncio.BufferedProtocol):
         self._process()
 
     def eof_received(self) -> bool:
+        if self.rbl_dialog is not None:
+            return False
         self.conn.receive_data(b"")
         self._process()
         return False
@@ -326,6 +337,16 @@ class SmtpSession(SecureSession, asyncio.BufferedProtocol):
             self.conn.send(R.QQT_FAILURE)
             return
         self.spool, self.received_bytes, self.oversize = spool, 0, False
+        self.spool_envelope = envelope
+        settings = self.ctx.config.settings
+        content = ContentChecks(
+            self.ctx.signatures,
+            settings.clamd,
+            settings.spamd,
+            self.env,
+            self.ctx.config.controls.me,
+        )
+        self.content = None if content.idle else content
         self.conn.send(R.GO_AHEAD)
 
     def _received(self) -> bytes:
@@ -354,6 +375,9 @@ class SmtpSession(SecureSession, asyncio.BufferedProtocol):
         except (OSError, QueueError) as exc:
             log.warning("%s spool write failed: %s", self.id, exc)
             self._abort_spool()
+            return
+        if self.content is not None:
+            self.content.feed(data)
 
     def _data_end(self, hops: int) -> None:
         spool, self.spool = self.spool, None
@@ -366,9 +390,41 @@ class SmtpSession(SecureSession, asyncio.BufferedProtocol):
         elif hops >= MAX_HOPS:
             spool.abort()
             self.conn.send(R.TOO_MANY_HOPS)
+        elif self.content is not None and not self.content.waits and self._refuse_content(spool):
+            return
         else:
             self.busy = True  # no command is handled until the commit answered
-            self.task = asyncio.get_running_loop().create_task(self._commit(spool))
+            self.task = asyncio.get_running_loop().create_task(self._finish_message(spool))
+
+    def _who(self) -> Who:
+        assert self.spool_envelope is not None
+        env = self.spool_envelope
+        return Who(self.id, self.remote_ip, self.conn.helo, env.sender, env.recipients)
+
+    def _refuse_content(self, spool: Spool) -> bool:
+        """The signatures verdict, known at the final dot without waiting."""
+        assert self.content is not None
+        reply = self.content.executable(self._who())
+        if reply is None:
+            return False
+        spool.abort()
+        self.conn.send(reply)
+        return True
+
+    async def _finish_message(self, spool: Spool) -> None:
+        """Scanners that must wait (clamd, spamd), then the queue or QMAILQUEUE."""
+        if self.content is not None and self.content.waits:
+            try:
+                refused = await self.content.verdict(spool, self._who())
+            except Exception:
+                log.exception("%s content check failed", self.id)
+                refused = exitcodes.reply_for(exitcodes.WRITE_ERROR)
+            if refused is not None:
+                await asyncio.get_running_loop().run_in_executor(self.ctx.executor, spool.abort)
+                self._answer_after_wait(refused)
+                return
+        program = self.env.get("QMAILQUEUE")
+        await (self._qmailqueue(spool, program) if program else self._commit(spool))
 
     async def _commit(self, spool: Spool) -> None:
         loop = asyncio.get_running_loop()
@@ -381,6 +437,51 @@ class SmtpSession(SecureSession, asyncio.BufferedProtocol):
             log.warning("%s queue commit failed: %s", self.id, exc)
             code = exc.code if isinstance(exc, QueueError) else exitcodes.WRITE_ERROR
             reply = exitcodes.reply_for(code)
+        self._answer_after_wait(reply)
+
+    async def _qmailqueue(self, spool: Spool, program: str) -> None:
+        """QMAILQUEUE (spec 13): the program queues the message; our spool only fed it."""
+        assert self.spool_envelope is not None
+        try:
+            spool.flush()
+            outcome = await run_qmailqueue(
+                program,
+                {**os.environ, **self._tcp_environ(), **self.env},
+                spool.path,
+                spool.body_offset,
+                self.spool_envelope,
+                home=self.ctx.config.home.root,
+                timeout=self.ctx.config.settings.qmailqueue_timeout,
+            )
+            reply = outcome.reply or accepted_reply(outcome.pid or 0, time.time())
+            log.info(
+                "%s %s msg via %s: %s",
+                self.id,
+                "handed" if outcome.queued else "refused",
+                program,
+                reply.render().decode(errors="replace").strip(),
+            )
+        except Exception as exc:
+            log.warning("%s QMAILQUEUE %s failed: %s", self.id, program, exc)
+            reply = exitcodes.reply_for(exitcodes.EXEC_ERROR)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(self.ctx.executor, spool.abort)
+        self._answer_after_wait(reply)
+
+    def _tcp_environ(self) -> dict[str, str]:
+        """tcp-environ(5), as tcpserver gives it to qmail-smtpd and so to QMAILQUEUE."""
+        assert self.transport is not None
+        peer = self.transport.get_extra_info("peername") or ("", 0)
+        sock = self.transport.get_extra_info("sockname") or ("", 0)
+        return {
+            "PROTO": "TCP",
+            "TCPREMOTEIP": self.remote_ip,
+            "TCPREMOTEPORT": str(peer[1]),
+            "TCPLOCALIP": self.local_ip,
+            "TCPLOCALPORT": str(sock[1]),
+        }
+
+    def _answer_after_wait(self, reply: Reply) -> None:
         self.busy = False
         self.last_activity = time.monotonic()
         if self.transport is None or self.transport.is_closing():

@@ -1,0 +1,73 @@
+"""One way to build a dnspython resolver from qtoaster's ``[dns] nameservers`` setting.
+
+Remote delivery (``remote/dns.py``), mfcheck and rblsmtpd each keep their own resolver
+(their timeouts differ), built here: the given ``IP``/``IP:PORT`` servers, else the
+system's ``/etc/resolv.conf``, with a TTL-aware LRU cache.
+
+Invariants: a bad nameserver is a ConfigError naming it; a machine without a usable
+resolv.conf gets a resolver whose every lookup fails temporarily, never a crash.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+import dns.asyncresolver
+import dns.nameserver
+import dns.resolver
+
+from qtoaster.core.errors import ConfigError
+
+CACHE_SIZE = 10000  # answers kept per resolver (dnspython's LRUCache honours TTLs)
+
+
+def make_resolver(
+    nameservers: Sequence[str],
+    *,
+    timeout: float,
+    lifetime: float,
+    cache_size: int = CACHE_SIZE,
+) -> dns.asyncresolver.Resolver:
+    resolver = _servers(nameservers)
+    resolver.timeout = timeout
+    resolver.lifetime = lifetime
+    resolver.cache = dns.resolver.LRUCache(cache_size)
+    return resolver
+
+
+def _servers(nameservers: Sequence[str]) -> dns.asyncresolver.Resolver:
+    if not nameservers:
+        try:
+            return dns.asyncresolver.Resolver()  # /etc/resolv.conf
+        except dns.resolver.NoResolverConfiguration:
+            return dns.asyncresolver.Resolver(configure=False)  # every lookup: temporary
+    problems: list[str] = []
+    servers: list[str | dns.nameserver.Nameserver] = []
+    for text in nameservers:
+        try:
+            servers.append(dns.nameserver.Do53Nameserver(*parse_nameserver(text)))
+        except ValueError as exc:
+            problems.append(f"nameserver {text!r}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = servers
+    return resolver
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT``, ``[v6]`` or ``[v6]:PORT`` (a bare v6 has no port) -> (ip, port)."""
+    port_text = ""
+    if text.startswith("["):
+        host, bracket, port_text = text[1:].partition("]")
+        if not bracket or (port_text and not port_text.startswith(":")):
+            raise ValueError("expected [IPv6]:PORT")
+        port_text = port_text[1:] if port_text else "53"
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, "53"
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad port {port_text!r}")
+    return ipaddress.ip_address(host).compressed, int(port_text)

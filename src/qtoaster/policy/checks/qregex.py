@@ -1,0 +1,215 @@
+"""qregex: badhelo, badmailfrom, badmailto as case-insensitive POSIX EREs (spec 8).
+
+Each control file holds one extended regular expression per line (blank and ``#`` lines
+ignored, spec 2), searched unanchored and case-insensitively.  A line starting with ``!``
+fires when the rest does NOT match.  The first firing line makes the subject "bad"; a line
+that does not compile never fires, negated or not (``config check`` names it: `problems`).
+
+Verdicts are reported at RCPT, in qmail-smtpd's order (spec 4, RCPT steps 2-4): the HELO
+name (unless NOBADHELO; none without HELO), the sender (never the null sender; plus
+badmailfromnorelay when RELAYCLIENT is unset), the recipient (plus badmailtonorelay when
+RELAYCLIENT is unset).  The original evaluates badhelo at HELO and badmailfrom at MAIL and
+remembers the result; evaluating both at RCPT with the session's current HELO and sender,
+cached in ``Facts.session`` until they change, gives the same answers at no extra cost.
+
+Invariants: control files are read and compiled once, when the check is built; every
+match runs with a time bound (`regex`'s ``timeout``), and a match that runs out of time
+does not fire and is logged once per pattern.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import regex
+
+from qtoaster.core.envelope import decode
+from qtoaster.core.errors import ConfigError
+from qtoaster.core.reply import Reply
+from qtoaster.policy.ere import EreError, compile_ere
+from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+
+log = logging.getLogger("qtoaster.policy")
+
+BAD_HELO = Reply(553, "sorry, your HELO host name has been denied (#5.7.1)")
+BAD_MAILFROM = Reply(553, "sorry, your envelope sender has been denied (#5.7.1)")
+BAD_MAILTO = Reply(553, "sorry, your envelope recipient has been denied (#5.7.1)")
+
+FILES = ("badhelo", "badmailfrom", "badmailfromnorelay", "badmailto", "badmailtonorelay")
+# Seconds one pattern may search one subject; the event loop waits at most this long.
+DEFAULT_TIMEOUT = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One control-file line: where it is, what it says, its compiled form or error."""
+
+    file: str
+    line: int
+    text: str
+    negated: bool
+    pattern: regex.Pattern[str] | None
+    error: str | None = None
+
+
+def parse_rule(file: str, line: int, text: str) -> Rule:
+    negated = text.startswith("!")
+    body = text[1:] if negated else text
+    try:
+        return Rule(file, line, text, negated, compile_ere(body))
+    except EreError as exc:
+        return Rule(file, line, text, negated, None, str(exc))
+
+
+@dataclass(slots=True)
+class RuleFile:
+    """The rules of one control file, in file order."""
+
+    name: str
+    rules: tuple[Rule, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    _timed_out: set[int] = field(default_factory=set)
+
+    def first_firing(self, subject: str) -> Rule | None:
+        for rule in self.rules:
+            if rule.pattern is None:
+                continue  # does not compile: never fires (spec 8)
+            try:
+                found = rule.pattern.search(subject, timeout=self.timeout) is not None
+            except TimeoutError:
+                self._log_timeout(rule)
+                continue  # out of time: does not fire, negated or not
+            if found != rule.negated:
+                return rule
+        return None
+
+    def _log_timeout(self, rule: Rule) -> None:
+        if rule.line not in self._timed_out:
+            self._timed_out.add(rule.line)
+            log.warning(
+                "qregex: control/%s line %d %r ran out of time (%.3fs); it does not fire",
+                self.name,
+                rule.line,
+                rule.text,
+                self.timeout,
+            )
+
+
+def read_rules(path: Path, name: str, timeout: float = DEFAULT_TIMEOUT) -> RuleFile:
+    """*path*'s rules (spec 2 list rules, keeping line numbers); empty if it is missing.
+
+    OSError other than ENOENT propagates (qmail-smtpd: ``421 unable to read controls``).
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return RuleFile(name, (), timeout)
+    rules = []
+    for number, line in enumerate(decode(raw).split("\n"), start=1):
+        line = line.rstrip("\n \t")
+        if line and not line.startswith("#"):
+            rules.append(parse_rule(name, number, line))
+    return RuleFile(name, tuple(rules), timeout)
+
+
+def problems(control_dir: Path) -> list[str]:
+    """For ``config check``: each qregex line that does not compile (and unreadable files)."""
+    found: list[str] = []
+    for name in FILES:
+        try:
+            rules = read_rules(control_dir / name, name)
+        except OSError as exc:
+            found.append(f"{control_dir.name}/{name}: unable to read: {exc.strerror or exc}")
+            continue
+        for rule in rules.rules:
+            if rule.error is not None:
+                found.append(
+                    f"{control_dir.name}/{name} line {rule.line}: {rule.text!r} is not a valid "
+                    f"POSIX extended regular expression ({rule.error}); it never matches"
+                )
+    return found
+
+
+@dataclass(slots=True)
+class _Remembered:
+    """The session's cached HELO and sender verdicts, keyed by what they were about."""
+
+    helo: str | None = None
+    helo_rule: Rule | None = None
+    sender: tuple[str, bool] | None = None
+    sender_rule: Rule | None = None
+
+
+class Qregex:
+    name = "qregex"
+    stages = frozenset({Stage.RCPT})
+
+    def __init__(self, files: Sequence[RuleFile]) -> None:
+        by_name = {rule_file.name: rule_file for rule_file in files}
+        empty = RuleFile("")
+        self._helo = by_name.get("badhelo", empty)
+        self._from = by_name.get("badmailfrom", empty)
+        self._from_norelay = by_name.get("badmailfromnorelay", empty)
+        self._to = by_name.get("badmailto", empty)
+        self._to_norelay = by_name.get("badmailtonorelay", empty)
+
+    @classmethod
+    def from_control_dir(cls, control_dir: Path, timeout: float = DEFAULT_TIMEOUT) -> Qregex:
+        """Read and compile the five control files; ConfigError if one cannot be read."""
+        files, unreadable = [], []
+        for name in FILES:
+            try:
+                files.append(read_rules(control_dir / name, name, timeout))
+            except OSError as exc:
+                unreadable.append(f"{control_dir.name}/{name}: unable to read: {exc}")
+        if unreadable:
+            raise ConfigError(unreadable)
+        return cls(files)
+
+    @property
+    def active(self) -> bool:
+        """False when every file is missing or empty: the pipeline can leave it out."""
+        files = (self._helo, self._from, self._from_norelay, self._to, self._to_norelay)
+        return any(rule_file.rules for rule_file in files)
+
+    def check(self, stage: Stage, facts: Facts) -> Verdict:
+        assert facts.recipient is not None
+        relay = "RELAYCLIENT" in facts.env
+        memory = facts.session.get(self.name)
+        if not isinstance(memory, _Remembered):
+            memory = facts.session[self.name] = _Remembered()
+        if facts.helo is not None and "NOBADHELO" not in facts.env:
+            if memory.helo != facts.helo:
+                memory.helo, memory.helo_rule = facts.helo, self._helo.first_firing(facts.helo)
+            if memory.helo_rule is not None:
+                return _bad("badhelo", facts.helo, memory.helo_rule, facts, BAD_HELO)
+        if facts.sender:  # the null sender is never tested (spec 8)
+            key = (facts.sender, relay)
+            if memory.sender != key:
+                memory.sender = key
+                memory.sender_rule = self._either(
+                    self._from, self._from_norelay, facts.sender, relay
+                )
+            if memory.sender_rule is not None:
+                return _bad("badmailfrom", facts.sender, memory.sender_rule, facts, BAD_MAILFROM)
+        rule = self._either(self._to, self._to_norelay, facts.recipient, relay)
+        if rule is not None:
+            return _bad("badmailto", facts.recipient, rule, facts, BAD_MAILTO)
+        return PASS
+
+    @staticmethod
+    def _either(always: RuleFile, norelay: RuleFile, subject: str, relay: bool) -> Rule | None:
+        rule = always.first_firing(subject)
+        if rule is None and not relay:
+            rule = norelay.first_firing(subject)
+        return rule
+
+
+def _bad(what: str, subject: str, rule: Rule, facts: Facts, reply: Reply) -> Verdict:
+    """qregex's log line (spec 8), LOGREGEX's pattern suffix included, and the rejection."""
+    suffix = f" matches pattern: {rule.text}" if "LOGREGEX" in facts.env else ""
+    log.info("%s: <%s> at %s%s", what, subject, facts.remote_ip, suffix)
+    return Verdict(reply=reply)

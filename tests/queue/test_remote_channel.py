@@ -1,0 +1,241 @@
+"""The queue manager's remote channel, holds and operator retries, with a fake remote agent.
+
+The agent is faked here (the real one is tested against real peers in
+tests/integration/test_remote.py); the queue store, state files and schedule are real.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.queue.test_queue_manager import BIRTH, FakeAgent, FakeConfig, queue
+
+from qtoaster.config.control import Controls
+from qtoaster.core.clock import FakeClock
+from qtoaster.delivery.base import Outcome, Result
+from qtoaster.queue import schedule, state
+from qtoaster.queue.manager import QueueManager
+from qtoaster.queue.remote import PAUSED
+from qtoaster.queue.store import QueueStore
+from qtoaster.remote.body import Body
+
+
+@dataclass(frozen=True)
+class FakeAttempt:
+    results: list[Result]
+    reached: bool
+
+
+@dataclass
+class FakeRemote:
+    outcome: dict[str, Outcome] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)
+    calls: list[tuple[str, tuple[str, ...], bytes]] = field(default_factory=list)
+    closed: bool = False
+
+    async def deliver(
+        self, body: Body, sender: str, recipients: Sequence[str], domain: str
+    ) -> FakeAttempt:
+        with open(body.path, "rb") as f:
+            f.seek(body.offset)
+            self.calls.append((domain, tuple(recipients), f.read()))
+        if domain in self.unreachable:
+            report = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"
+            return FakeAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), False)
+        results = []
+        for rcpt in recipients:
+            kind = self.outcome.get(rcpt, Outcome.SUCCESS)
+            results.append(Result(kind, f"{kind.value} for {rcpt}"))
+        return FakeAttempt(results, True)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def make(
+    tmp_path: Path, **controls: object
+) -> tuple[QueueStore, FakeRemote, FakeClock, QueueManager]:
+    clock = FakeClock(BIRTH)
+    QueueStore.create(tmp_path / "queue")
+    store = QueueStore(tmp_path / "queue", fsync=False, clock=clock)
+    remote = FakeRemote()
+    config = FakeConfig(Controls.for_me("mx.example.com", **controls))
+    return store, remote, clock, QueueManager(store, config, FakeAgent(), clock, remote)
+
+
+async def run(manager: QueueManager) -> None:
+    await manager.run_once()
+
+
+async def test_one_call_per_domain_and_message_ends(tmp_path: Path) -> None:
+    store, remote, _, manager = make(tmp_path)
+    queue(store, "a@example.com", "x@far.example", "y@FAR.example", "z@other.example")
+    try:
+        await run(manager)
+    finally:
+        manager.close()
+    calls = sorted((d, r) for d, r, _ in remote.calls)
+    assert calls == [
+        ("far.example", ("x@far.example", "y@FAR.example")),
+        ("other.example", ("z@other.example",)),
+    ]
+    assert store.ids() == []
+
+
+async def test_mixed_local_and_remote_with_bounce(tmp_path: Path) -> None:
+    store, remote, _, manager = make(tmp_path)
+    remote.outcome["bad@far.example"] = Outcome.PERMANENT
+    queue(store, "a@somewhere.example", "bob@example.com", "bad@far.example", "ok@far.example")
+    try:
+        await run(manager)
+        await run(manager)  # the bounce, to a remote sender, goes out too
+    finally:
+        manager.close()
+    bounces = [c for c in remote.calls if c[0] == "somewhere.example"]
+    assert len(bounces) == 1
+    assert b"<bad@far.example>:\npermanent" not in bounces[0][2]  # report text is as given
+    assert b"<bad@far.example>:\nfailure for bad@far.example\n" in bounces[0][2]
+    assert store.ids() == []
+
+
+async def test_temporary_keeps_remote_schedule(tmp_path: Path) -> None:
+    store, remote, clock, manager = make(tmp_path)
+    remote.outcome["slow@far.example"] = Outcome.TEMPORARY
+    qid = queue(store, "a@example.com", "slow@far.example", "fast@far.example")
+    try:
+        await run(manager)
+        job = manager.jobs[qid]
+        assert job.pending_remote() == [0]
+        assert (
+            job.next_try == schedule.next_retry(BIRTH, BIRTH, schedule.REMOTE_SKIP) == BIRTH + 400
+        )
+        assert state.read_state(store.state_path(qid)).delivered == {1}
+        clock.advance(399)
+        await run(manager)
+        assert len(remote.calls) == 1  # not due yet
+        clock.advance(2)
+        remote.outcome.clear()
+        await run(manager)
+        assert len(remote.calls) == 2 and remote.calls[1][1] == ("slow@far.example",)
+    finally:
+        manager.close()
+    assert store.ids() == []
+
+
+async def test_dying_message_turns_deferral_into_bounce(tmp_path: Path) -> None:
+    store, remote, clock, manager = make(tmp_path, queuelifetime=100)
+    remote.unreachable.add("dead.example")
+    qid = queue(store, "a@example.com", "x@dead.example")
+    try:
+        await run(manager)
+        assert qid in manager.jobs
+        clock.advance(500)  # past the lifetime: the next attempt is the last
+        await run(manager)
+    finally:
+        manager.close()
+    assert qid not in store.ids()
+    assert len([c for c in remote.calls if c[0] == "dead.example"]) == 2  # no pause skip
+
+
+async def test_unreachable_domain_is_paused_for_other_messages(tmp_path: Path) -> None:
+    store, remote, _clock, manager = make(tmp_path)
+    remote.unreachable.add("dead.example")
+    first = queue(store, "a@example.com", "x@dead.example")
+    try:
+        await run(manager)
+        second = queue(store, "a@example.com", "y@dead.example")
+        await run(manager)
+        assert [c[1] for c in remote.calls] == [("x@dead.example",)]  # second not tried
+        assert second in manager.jobs and first in manager.jobs
+    finally:
+        manager.close()
+    assert PAUSED.format(domain="dead.example").startswith("Delivery to dead.example is paused")
+
+
+async def test_hold_and_release_through_the_trigger(tmp_path: Path) -> None:
+    store, remote, _, manager = make(tmp_path)
+    qid = queue(store, "a@example.com", "x@far.example")
+    store.hold(qid)
+    try:
+        await run(manager)
+        assert remote.calls == [] and qid in manager.jobs
+        store.release(qid)
+        manager._trigger_word(f"~{qid}")
+        await run(manager)
+    finally:
+        manager.close()
+    assert len(remote.calls) == 1 and store.ids() == []
+
+
+async def test_retry_now_ignores_schedule_and_pause(tmp_path: Path) -> None:
+    store, remote, clock, manager = make(tmp_path)
+    remote.unreachable.add("dead.example")
+    qid = queue(store, "a@example.com", "x@dead.example")
+    try:
+        await run(manager)
+        manager._trigger_word("!*")
+        manager._retry_now(clock.time())
+        await run(manager)
+        assert len(remote.calls) == 2
+        remote.unreachable.clear()
+        manager._trigger_word(f"!{qid}")
+        manager._retry_now(clock.time())
+        await run(manager)
+    finally:
+        manager.close()
+    assert store.ids() == [] and len(remote.calls) == 3
+
+
+async def test_concurrencyremote_zero_holds_the_channel(tmp_path: Path) -> None:
+    store, remote, _, manager = make(tmp_path, concurrencyremote=0)
+    queue(store, "a@example.com", "x@far.example")
+    try:
+        await run(manager)
+    finally:
+        manager.close()
+    assert remote.calls == [] and len(store.ids()) == 1
+
+
+async def test_recover_drops_orphan_hold_marks(tmp_path: Path) -> None:
+    store, _, _, manager = make(tmp_path)
+    manager.close()
+    qid = queue(store, "a@example.com", "x@far.example")
+    store.hold(qid)
+    store.delete(qid)
+    store.recover()
+    assert not os.path.exists(store.hold_dir / qid)
+
+
+async def test_dsn_bounce_format(tmp_path: Path) -> None:
+    import email
+    from email import policy
+
+    clock = FakeClock(BIRTH)
+    QueueStore.create(tmp_path / "queue")
+    store = QueueStore(tmp_path / "queue", fsync=False, clock=clock)
+    remote = FakeRemote()
+    remote.outcome["gone@far.example"] = Outcome.PERMANENT
+    config = FakeConfig(Controls.for_me("mx.example.com"))
+    manager = QueueManager(store, config, FakeAgent(), clock, remote, dsn=True)
+    queue(store, "a@example.com", "gone@far.example")
+    try:
+        await run(manager)  # the failure: a bounce to a@example.com is queued...
+        agent = manager.agent
+        await run(manager)  # ...and delivered locally
+    finally:
+        manager.close()
+    assert isinstance(agent, FakeAgent)
+    (_, rcpt, data) = agent.calls[-1]
+    assert rcpt == "a@example.com"
+    message = email.message_from_bytes(data.split(b"\n", 1)[1], policy=policy.default)
+    assert message.get_content_type() == "multipart/report"
+    parts = list(message.iter_parts())
+    assert [p.get_content_type() for p in parts] == [
+        "text/plain",
+        "message/delivery-status",
+        "message/rfc822",
+    ]
+    assert b"Final-Recipient: rfc822; gone@far.example" in data
