@@ -63,10 +63,13 @@ def bind(listener: Listener, count: int) -> list[socket.socket]:
 
 
 class Supervisor:
-    def __init__(self, home: Home, listeners: list[Listener], workers: int) -> None:
+    def __init__(
+        self, home: Home, listeners: list[Listener], workers: int, pop3d_workers: int | None = None
+    ) -> None:
         self.home = home
         self.listeners = listeners
-        self.workers = workers
+        self.workers = workers  # smtpd processes
+        self.pop3d_workers = workers if pop3d_workers is None else pop3d_workers
         self.children: list[Child] = []
         self.stopping = False
         self.bound: list[tuple[Listener, list[socket.socket]]] = []
@@ -81,14 +84,18 @@ class Supervisor:
         return argv
 
     def setup(self) -> None:
-        self.bound = [(lst, bind(lst, self.workers)) for lst in self.listeners]
-        # SMTP kinds go to the smtpd workers, POP3 kinds to the pop3d workers (one of each
-        # per core); a role without listeners is not started.
+        count = {"smtpd": self.workers, "pop3d": self.pop3d_workers}
+        self.bound = [
+            (lst, bind(lst, count["pop3d" if lst.kind in POP3_KINDS else "smtpd"]))
+            for lst in self.listeners
+        ]
+        # SMTP kinds go to the smtpd workers, POP3 kinds to the pop3d workers; a role without
+        # listeners is not started.
         for role, kinds in (("smtpd", SMTPD_KINDS), ("pop3d", POP3_KINDS)):
             mine = [(lst, socks) for lst, socks in self.bound if lst.kind in kinds]
             if not mine:
                 continue
-            for i in range(self.workers):
+            for i in range(count[role]):
                 fds = [(lst.kind, socks[i].fileno()) for lst, socks in mine]
                 argv = self._serve_argv(role, fds)
                 self.children.append(Child(f"{role}#{i}", argv, [fd for _, fd in fds]))

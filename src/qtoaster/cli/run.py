@@ -90,10 +90,15 @@ def run(
             " or set [listen] smtp"
         )
     count = workers if workers is not None else config.settings.smtpd_workers
-    count = count or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    count = count or cores
+    # POP3 sessions are long and SO_REUSEPORT spreads them by hash, unevenly: with more
+    # processes than cores the CPU scheduler evens the load out (20 downloads at once:
+    # 1.23 s with one pop3d per core, 0.90 s with two).
+    pop3d = config.settings.pop3d_workers or 2 * cores
     for line in QueueStore(home.queue).recover(everything=True):
         logging.getLogger("qtoaster.queue").info("%s", line)
-    supervisor = Supervisor(home, listeners, count)
+    supervisor = Supervisor(home, listeners, count, pop3d)
     try:
         supervisor.setup()
     except OSError as exc:

@@ -45,6 +45,10 @@ max_connections = 10000
 # Seconds a QMAILQUEUE program (simscan and the like, set in tcp.smtp) may take.
 qmailqueue_timeout = 600
 
+[pop3d]
+# pop3d worker processes; 0 = two per CPU core (long POP3 sessions spread evenly).
+workers = 0
+
 [database]
 # The directory of domains and users.  Unset: SQLite file users.sqlite3 in this home.
 # url = "postgresql+psycopg://qtoaster@dbhost/qtoaster"

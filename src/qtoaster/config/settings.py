@@ -96,6 +96,7 @@ class Settings:
     dns_nameservers: tuple[str, ...] = ()  # empty: the system resolver
     dns_timeout: float = 30.0  # seconds one lookup may take, retries included
     remote_port: int = 25
+    pop3d_workers: int = 0  # 0: two per core
     rbl_zones: tuple[str, ...] = ()  # rblsmtpd -r (zone, or zone:text)
     antirbl_zones: tuple[str, ...] = ()  # rblsmtpd -a
     rbl_bounce: bool = False  # -b: 553 instead of 451 for an RBL hit
@@ -310,6 +311,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         dns_nameservers=tuple(tables.get("dns", "nameservers", _is_nameservers, [])),
         dns_timeout=float(tables.get("dns", "timeout", _dns_seconds, 30.0)),
         remote_port=tables.get("remote", "port", _int_between(1, 65535), 25),
+        pop3d_workers=tables.get("pop3d", "workers", _int_between(0, MAX_WORKERS), 0),
         rbl_zones=tuple(tables.get("rblsmtpd", "rbl", _is_zones, [])),
         antirbl_zones=tuple(tables.get("rblsmtpd", "antirbl", _is_zones, [])),
         rbl_bounce=tables.get("rblsmtpd", "bounce", _is_bool, False),
