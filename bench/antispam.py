@@ -422,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, help="messages per 100 KB run (500; --quick 100)")
     parser.add_argument("--spamd-children", type=int, default=2, help="spamd --max-children")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--no-scanners", action="store_true", help="rounds 1 and 2 only (the bar; minutes)"
+    )
     args = parser.parse_args(argv)
     if not SMTP_SOURCE.exists():
         print(f"{SMTP_SOURCE} missing: run bench/run once (it installs postfix)", file=sys.stderr)
@@ -455,12 +458,15 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(repeat):
             print(f"repeat {n + 1}/{repeat}", flush=True)
             for name, server in servers.items():
+                if name == "scanners" and args.no_scanners:
+                    continue
                 daemons = {}
                 if name == "scanners":
                     daemons = {"clamd": daemon_pid(clamd), "spamd": daemon_pid(spamd)}
                 runs += run_round(server, loads, args.deadline, daemons)
-        with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
-            latencies = scanner_latencies(clamd, spamd, Path(scratch))
+        if not args.no_scanners:
+            with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
+                latencies = scanner_latencies(clamd, spamd, Path(scratch))
     finally:
         spamd.stop()
         clamd.stop()

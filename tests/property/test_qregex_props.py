@@ -94,3 +94,19 @@ def test_agrees_with_glibc(pattern: str, subject: str) -> None:
     if _GLIBC_QUIRKS.search(pattern.replace("\\\\", "")):
         return
     assert _ours(pattern, subject) == _glibc(pattern, subject)
+
+
+@given(st.lists(patterns, min_size=1, max_size=8), subjects)
+@settings(max_examples=300, deadline=None)
+def test_the_combined_search_names_the_same_first_firing_line(
+    lines: list[str], subject: str
+) -> None:
+    """RuleFile's one-alternation fast path never changes which line fires first."""
+    from qtoaster.policy.checks.qregex import RuleFile
+
+    rules = tuple(parse_rule("badmailto", n, line) for n, line in enumerate(lines, 1))
+    fast = RuleFile("badmailto", rules, 0.05)
+    walk = RuleFile("badmailto", rules, 0.05)
+    walk._combined = None  # the line-by-line walk only
+    expected = walk.first_firing(subject)
+    assert fast.first_firing(subject) == expected

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 
@@ -68,15 +69,25 @@ class SenderDomains:
         )
         self._cache = dns.resolver.LRUCache(cache_size)
         self._resolver.cache = self._cache
+        self._exists_until: dict[str, float] = {}  # domain -> when its MX answer expires
 
     def peek(self, domain: str) -> Existence | None:
-        """The answer if the cache already holds the domain's MX records, else None."""
+        """The answer if the cache already holds the domain's MX records, else None.
+
+        A domain seen to exist is remembered until its MX answer expires, so a repeated
+        sender costs one dict lookup, not a DNS name parse and a cache probe."""
+        until = self._exists_until.get(domain)
+        if until is not None and until > time.time():
+            return Existence.EXISTS
         try:
             name = dns.name.from_text(domain)
         except (dns.exception.DNSException, UnicodeError):
             return Existence.MISSING
         answer = self._cache.get((name, dns.rdatatype.MX, dns.rdataclass.IN))
         if answer is not None and answer.rrset:
+            if len(self._exists_until) >= CACHE_SIZE:
+                self._exists_until.clear()
+            self._exists_until[domain] = answer.expiration
             return Existence.EXISTS
         return None
 

@@ -29,7 +29,7 @@ import regex
 from qtoaster.core.envelope import decode
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.reply import Reply
-from qtoaster.policy.ere import EreError, compile_ere
+from qtoaster.policy.ere import FLAGS, EreError, compile_ere
 from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
 
 log = logging.getLogger("qtoaster.policy")
@@ -38,9 +38,11 @@ BAD_HELO = Reply(553, "sorry, your HELO host name has been denied (#5.7.1)")
 BAD_MAILFROM = Reply(553, "sorry, your envelope sender has been denied (#5.7.1)")
 BAD_MAILTO = Reply(553, "sorry, your envelope recipient has been denied (#5.7.1)")
 
+_BACKREF = regex.compile(r"\\[0-9]|\(\?P[=>]|\\g<")  # group numbers shift in an alternation
 FILES = ("badhelo", "badmailfrom", "badmailfromnorelay", "badmailto", "badmailtonorelay")
 # Seconds one pattern may search one subject; the event loop waits at most this long.
 DEFAULT_TIMEOUT = 0.05
+MEMO_SIZE = 4096  # subjects whose answer is remembered per file (then forgotten at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +74,57 @@ class RuleFile:
     rules: tuple[Rule, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     _timed_out: set[int] = field(default_factory=set)
+    # One alternation of every plain pattern without backreferences: the common answer
+    # ("nothing fires") costs one search instead of one per line.  Only when it matches
+    # (a rejection) are the lines tried one by one, to name the first that fires.
+    _combined: regex.Pattern[str] | None = None
+    _others: tuple[Rule, ...] = ()  # negated, or not combinable: tried one by one
+    _memo: dict[str, Rule | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        plain = [r for r in self.rules if r.pattern is not None and not r.negated]
+        combinable = [r for r in plain if r.pattern and not _BACKREF.search(r.pattern.pattern)]
+        if len(combinable) > 1:
+            try:
+                self._combined = regex.compile(
+                    "|".join(f"(?:{r.pattern.pattern})" for r in combinable if r.pattern),
+                    FLAGS,
+                )
+            except (regex.error, OverflowError, RecursionError):
+                self._combined = None
+        if self._combined is not None:
+            self._others = tuple(r for r in self.rules if r not in combinable)
 
     def first_firing(self, subject: str) -> Rule | None:
-        for rule in self.rules:
+        """The first line (file order) that fires for *subject*; None when none does.
+
+        Answers are remembered per subject (HELO names, senders and recipients repeat
+        from session to session); the rules never change for this object's lifetime.
+        """
+        try:
+            return self._memo[subject]
+        except KeyError:
+            pass
+        timeouts = len(self._timed_out)
+        found = self._search(subject)
+        if len(self._timed_out) == timeouts:  # an answer cut short by the clock is not kept
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[subject] = found
+        return found
+
+    def _search(self, subject: str) -> Rule | None:
+        if self._combined is not None:
+            try:
+                hit = self._combined.search(subject, timeout=self.timeout)
+            except TimeoutError:
+                hit = True  # some pattern is slow: let the line-by-line walk time it
+            if hit is None:
+                return self._first_of(self._others, subject)
+        return self._first_of(self.rules, subject)
+
+    def _first_of(self, rules: tuple[Rule, ...], subject: str) -> Rule | None:
+        for rule in rules:
             if rule.pattern is None:
                 continue  # does not compile: never fires (spec 8)
             try:
