@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from idle_memory import tree_pids
+from idle_memory import tree_cpu, tree_pids
 from load import WARMUP, Load, Result, run_load
 from postfix import SMTP_SOURCE
 from qtoaster_side import REPO, QtoasterServer
@@ -56,7 +56,6 @@ from tests.clamdserver import EICAR, ClamdServer
 from tests.dnsserver import DnsServer, Zone
 from tests.spamdserver import GTUBE, SpamdServer
 
-TICKS = os.sysconf("SC_CLK_TCK")
 ROUNDS = ("baseline", "checks", "scanners")
 BAR = 0.85  # checks / baseline, per load
 SPAM_REJECT = 10.0  # spamd reject_score: GTUBE scores 1000, smtp-source's mail ~1
@@ -145,18 +144,6 @@ def zone() -> Zone:
 
 
 # -- CPU --------------------------------------------------------------------------------
-
-
-def tree_cpu(root: int | None) -> float:
-    """utime+stime+cutime+cstime over the live process tree of ``root``, in seconds."""
-    total = 0
-    for pid in tree_pids(root) if root else ():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])
-    return total / TICKS
 
 
 def daemon_pid(server: DnsServer | ClamdServer | SpamdServer | None) -> int | None:

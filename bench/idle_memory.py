@@ -207,3 +207,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def tree_cpu(root: int | None) -> float:
+    """utime+stime+cutime+cstime summed over the live process tree of ``root``, in seconds
+    (the children reaped so far are in their parents' cutime/cstime)."""
+    total = 0
+    for pid in tree_pids(root) if root else ():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")

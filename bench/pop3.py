@@ -41,14 +41,13 @@ from functools import partial
 from pathlib import Path
 
 from dovecot import DovecotServer, install, version, wait_for_pop3
-from idle_memory import tree_pids
+from idle_memory import tree_cpu
 from qtoaster_side import QtoasterServer, override_toml
 
 DOMAIN = "bench.test"
 SIZE = 10240
 WINDOW = 32  # RETRs in flight per client (RFC 2449 PIPELINING; both servers announce it)
 IO_TIMEOUT = 60.0
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def box_users(n: int) -> list[str]:
@@ -252,18 +251,6 @@ def parallel(jobs: list[Callable[[], object]]) -> float:
     if errors:
         raise errors[0]
     return elapsed
-
-
-def tree_cpu(root: int) -> float:
-    """utime+stime+cutime+cstime summed over the live process tree, in seconds."""
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])
-    return total / TICKS
 
 
 @dataclass

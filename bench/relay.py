@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
@@ -41,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from idle_memory import tree_pids
+from idle_memory import tree_cpu
 from postfix import SMTP_SOURCE, PostfixServer, install
 from qtoaster_side import QtoasterServer
 
@@ -52,7 +51,6 @@ WARMUP = 50
 STALL_S = 60.0  # smtp-source exited and the sink saw nothing new for this long: give up
 STALL_FAILED_S = 3.0  # the same when smtp-source failed (it stops at its first error)
 SETTLE_S = 30.0  # at the end: how long to wait for the sink to see every injected message
-TICKS = os.sysconf("SC_CLK_TCK")
 _MSG = re.compile(rb"mesg=(\d+)")
 
 Server = PostfixServer | QtoasterServer
@@ -91,18 +89,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def tree_cpu(root: int) -> float:
-    """utime+stime+cutime+cstime summed over the live process tree, in seconds (pop3.py's)."""
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])
-    return total / TICKS
 
 
 class Sink:
