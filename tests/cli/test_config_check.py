@@ -54,3 +54,17 @@ def test_check_missing_home(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["config", "check", "--home", str(tmp_path / "none")])
     assert result.exit_code == 1
     assert "qtoaster init" in result.output
+
+
+def test_check_reports_what_the_server_tolerates(tmp_path: Path) -> None:
+    """Patterns that never match, a bad smtproutes line, a bad client certificate."""
+    home = make_home(tmp_path / "home")
+    (home.control / "badmailfrom").write_text("# fine\n@spam\\.example$\n(unclosed\n")
+    (home.control / "smtproutes").write_text("example.com:relay.example:notaport\n")
+    (home.control / "clientcert.pem").write_text("not a certificate\n")
+    result = CliRunner().invoke(cli, ["config", "check", "--home", str(home.root)])
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "badmailfrom line 3" in out and "never matches" in out
+    assert "smtproutes line 1" in out
+    assert "clientcert.pem" in out
