@@ -239,3 +239,17 @@ async def test_dsn_bounce_format(tmp_path: Path) -> None:
         "message/rfc822",
     ]
     assert b"Final-Recipient: rfc822; gone@far.example" in data
+
+
+async def test_a_held_remote_channel_does_not_hold_local_recipients(tmp_path: Path) -> None:
+    store, remote, _, manager = make(tmp_path, concurrencyremote=0)
+    qid = queue(store, "a@example.com", "bob@example.com", "x@far.example")
+    try:
+        await run(manager)
+        agent = manager.agent
+        assert isinstance(agent, FakeAgent)
+        assert [c[1] for c in agent.calls] == ["bob@example.com"]  # local went out
+        assert remote.calls == [] and qid in manager.jobs  # remote waits for the channel
+        assert manager.jobs[qid].next_try > BIRTH  # no tight loop on the held channel
+    finally:
+        manager.close()

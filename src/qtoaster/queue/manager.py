@@ -326,11 +326,20 @@ class QueueManager:
             self._schedule(job)
         return started
 
-    def _channel_on_hold(self, job: Job) -> bool:
+    def _held_channels(self, job: Job) -> tuple[bool, bool]:
+        """(local, remote): which of the job's channels with recipients left are on hold
+        (concurrency 0, spec 15.2).  A held channel never holds up the other one."""
         c = self.controls
         local = bool(job.pending_local()) and c.concurrencylocal == 0
         remote = self.remote is not None and bool(job.pending_remote())
-        return local or (remote and c.concurrencyremote == 0)
+        return local, remote and c.concurrencyremote == 0
+
+    def _channel_on_hold(self, job: Job) -> bool:
+        """Every channel the job still needs is on hold: nothing to do until a reload."""
+        local, remote = self._held_channels(job)
+        needs_local = bool(job.pending_local())
+        needs_remote = self.remote is not None and bool(job.pending_remote())
+        return (local or not needs_local) and (remote or not needs_remote) and (local or remote)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -406,10 +415,15 @@ class QueueManager:
     async def _process(self, job: Job, now: float) -> None:
         try:
             dying = schedule.is_dying(job.message.birth, now, self.controls.queuelifetime)
+            local_held, remote_held = self._held_channels(job)
             passes = []
-            if job.pending_local() and job.due_local <= now:
+            if local_held:
+                job.due_local = now + HOLD_RECHECK
+            elif job.pending_local() and job.due_local <= now:
                 passes.append(self._local_pass(job, now, dying))
-            if self.remote is not None and job.pending_remote() and job.due_remote <= now:
+            if remote_held:
+                job.due_remote = now + HOLD_RECHECK
+            elif self.remote is not None and job.pending_remote() and job.due_remote <= now:
                 passes.append(self._remote_pass(job, now, dying))
             found = await asyncio.gather(*passes)
             if not all(found):
