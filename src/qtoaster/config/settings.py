@@ -169,9 +169,17 @@ def _is_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
-def _seconds(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 60
-    return None if ok else "must be a number of seconds from 0 to 60"
+def _seconds_between(low: float, high: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and low <= value <= high:
+            return None
+        return f"must be a number of seconds from {low:g} to {high:g}"
+
+    return check
+
+
+_seconds = _seconds_between(0, 60)
 
 
 def _is_chkuser_mode(value: Any) -> str | None:
@@ -182,17 +190,12 @@ def _is_tls_version(value: Any) -> str | None:
     return None if value in ("TLSv1.2", "TLSv1.3") else 'must be "TLSv1.2" or "TLSv1.3"'
 
 
-def _dns_seconds(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0.1 <= value <= 300
-    return None if ok else "must be a number of seconds from 0.1 to 300"
-
-
 def _scanner(tables: _Tables, name: str, max_bytes: int) -> ScannerSettings | None:
     address = tables.get(name, "address", _is_scanner_address, None)
     settings = ScannerSettings(
         address=address or "",
         enabled=tables.get(name, "enabled", _is_bool, True),
-        timeout=float(tables.get(name, "timeout", _timeout_seconds, 30.0)),
+        timeout=float(tables.get(name, "timeout", _seconds_between(0.1, 3600), 30.0)),
         max_bytes=tables.get(name, "max_bytes", _int_between(1024, 1 << 30), max_bytes),
         on_unavailable=tables.get(name, "on_unavailable", _is_unavailable, "accept"),
         reject_score=float(tables.get(name, "reject_score", _is_score, 0.0)),
@@ -210,11 +213,6 @@ def _is_scanner_address(value: Any) -> str | None:
     except ValueError as exc:
         return f'must be "HOST:PORT" or a unix socket path ({exc})'
     return None
-
-
-def _timeout_seconds(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0.1 <= value <= 3600
-    return None if ok else "must be a number of seconds from 0.1 to 3600"
 
 
 def _is_unavailable(value: Any) -> str | None:
@@ -309,7 +307,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         tls_min_version=tables.get("tls", "min_version", _is_tls_version, "TLSv1.2"),
         bounce_format=tables.get("queue", "bounce_format", _is_bounce_format, "qsbmf"),
         dns_nameservers=tuple(tables.get("dns", "nameservers", _is_nameservers, [])),
-        dns_timeout=float(tables.get("dns", "timeout", _dns_seconds, 30.0)),
+        dns_timeout=float(tables.get("dns", "timeout", _seconds_between(0.1, 300), 30.0)),
         remote_port=tables.get("remote", "port", _int_between(1, 65535), 25),
         pop3d_workers=tables.get("pop3d", "workers", _int_between(0, MAX_WORKERS), 0),
         rbl_zones=tuple(tables.get("rblsmtpd", "rbl", _is_zones, [])),

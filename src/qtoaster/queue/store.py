@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -324,18 +325,12 @@ class Spool:
             self._stream.close()
             self._stream = open(self._tmp, "ab", buffering=_BUFFER)  # noqa: SIM115
         except OSError as exc:
-            self._unlink_quietly(fresh)
+            with contextlib.suppress(OSError):
+                os.unlink(fresh)
             self.abort()
             raise QueueError(exitcodes.WRITE_ERROR, f"rewriting {self._tmp}: {exc}") from None
         self._written += len(data)
         self._size += len(data)
-
-    @staticmethod
-    def _unlink_quietly(path: str) -> None:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 
     def write_raw(self, data: bytes) -> None:
         self._written += len(data)
