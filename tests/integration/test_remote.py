@@ -314,6 +314,11 @@ def test_eight_bit_mail_to_a_seven_bit_server_bounces(
     assert peers["sevenbit"].messages == []
     send(server.port, ["y@sevenbit.test"], b"plain ascii\r\n")
     assert peers["sevenbit"].wait_for(1, 30)[0].recipients == ("y@sevenbit.test",)
+    # A big message is scanned off the event loop, with the same verdict.
+    big = b"x" * 98 + b"\r\n"
+    send(server.port, ["z@sevenbit.test"], big * 1000 + "\u00e9\r\n".encode())
+    bounce = wait_for_mail(home, "alice", b"<z@sevenbit.test>:")
+    assert b"#5.6.3" in bounce
 
 
 def test_dead_domain_bounces_after_queuelifetime(

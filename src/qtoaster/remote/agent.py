@@ -47,6 +47,7 @@ log = logging.getLogger("qtoaster.remote")
 NO_CONNECTION = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"
 IDLE_SECONDS = 2.0  # Postfix's smtp_connection_cache_time_limit
 MAX_IDLE_PER_DESTINATION = 20
+INLINE_SCAN = 64 * 1024  # messages up to this size are scanned for 8-bit bytes in place
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,12 @@ class RemoteAgent:
         self, body: Body, sender: str, recipients: Sequence[str], domain: str
     ) -> Attempt:
         domain = ascii_lower(domain)
-        tx = Transaction(sender, tuple(recipients), body.size, has_eight_bit(body))
+        # The 8-bit scan reads the whole message: a big one is read off the event loop.
+        if body.size <= INLINE_SCAN:
+            eightbit = has_eight_bit(body)
+        else:
+            eightbit = await asyncio.to_thread(has_eight_bit, body)
+        tx = Transaction(sender, tuple(recipients), body.size, eightbit)
         reused = await self._try_idle(domain, tx, body)
         if reused is not None:
             return reused
