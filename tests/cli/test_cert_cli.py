@@ -32,7 +32,7 @@ def run(home: Home, *args: str) -> tuple[int, str]:
 def test_init_creates_loadable_servercert(tmp_path: Path) -> None:
     pytest.importorskip("qtoaster.queue.store")
     pytest.importorskip("qtoaster.directory.store")
-    from qtoaster.config.init import init_home
+    from qtoaster.cli.newhome import init_home
 
     home = Home(tmp_path / "new")
     init_home(home, "mail.example.test", demo=True)

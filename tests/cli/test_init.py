@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from qtoaster.cli.main import cli
-from qtoaster.config.loader import check_config, load_config
+from qtoaster.config.loader import load_config
 from qtoaster.core.home import Home
+from qtoaster.supervisor.check import check_config
 
 pytest.importorskip("qtoaster.queue.store")
 pytest.importorskip("qtoaster.directory.store")

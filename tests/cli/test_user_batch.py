@@ -10,7 +10,6 @@ from click.testing import CliRunner, Result
 from qtoaster.cli.main import cli
 from qtoaster.cli.userbatch import BatchLine, hash_passwords, parse_batch
 from qtoaster.core.home import Home
-from qtoaster.delivery.quota import Quota
 from qtoaster.directory import passwords
 from qtoaster.directory.store import (
     Directory,
@@ -19,6 +18,7 @@ from qtoaster.directory.store import (
     UserInfo,
     create_directory,
 )
+from qtoaster.maildir.quota import Quota
 
 
 @pytest.fixture

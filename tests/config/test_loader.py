@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from qtoaster.config.loader import Config, check_config, load_config
+from qtoaster.config.loader import Config, load_config
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
+from qtoaster.supervisor.check import check_config
 
 
 def make_home(root: Path) -> Home:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qtoaster.core.home import Home
-from qtoaster.delivery.base import Outcome, Result
+from qtoaster.core.outcome import Outcome, Result
 from qtoaster.delivery.local import (
     DELIVERED,
     DIRECTORY_UNAVAILABLE,

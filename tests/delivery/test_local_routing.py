@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qtoaster.core.home import Home
-from qtoaster.delivery.base import Outcome, Result
+from qtoaster.core.outcome import Outcome, Result
 from qtoaster.delivery.instructions import NO_QUEUE, QUOTA_TEMPORARY
 from qtoaster.delivery.local import (
     DISCARDED,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qtoaster.delivery.base import Outcome
+from qtoaster.core.outcome import Outcome
 from qtoaster.delivery.program import (
     CRASHED,
     REPORT_LIMIT,

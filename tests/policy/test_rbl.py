@@ -12,17 +12,16 @@ from collections.abc import Iterator
 import pytest
 from tests.dnsserver import DnsServer, Zone
 
+from qtoaster.config.endpoints import Source, parse_sources
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.reply import Reply
 from qtoaster.policy.rbl import (
     TEMPORARY_TEXT,
     Block,
     Rbl,
-    Source,
     clean,
     client_address,
     env_decision,
-    parse_sources,
     reversed_name,
 )
 

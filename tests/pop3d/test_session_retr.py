@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 
-from qtoaster.pop3 import Mailbox
+from qtoaster.maildir.mailbox import Mailbox
 from qtoaster.pop3d.session import CHUNK, Pop3Session
 
 T0 = 1_700_000_000

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qtoaster.core.envelope import decode, encode
-from qtoaster.queue.bounce import BounceParams, recipient_block
-from qtoaster.queue.dsn import build_dsn
+from qtoaster.send.bounce import BounceParams, recipient_block
+from qtoaster.send.dsn import build_dsn
 
 PARAMS = BounceParams("MAILER-DAEMON", "mx.example.com", "postmaster", "example.com")
 STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")

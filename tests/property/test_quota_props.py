@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qtoaster.delivery.quota import (
+from qtoaster.maildir.quota import (
     MAX_LIMIT,
     Quota,
     QuotaSyntaxError,

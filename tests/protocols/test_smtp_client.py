@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from qtoaster.delivery.base import Outcome
+from qtoaster.core.outcome import Outcome
 from qtoaster.protocols.smtp.client import (
     BodyEncoder,
     ClientEngine,

@@ -13,8 +13,8 @@ import dns.query
 import pytest
 from tests.dnsserver import DnsServer, Zone
 
+from qtoaster.config.endpoints import parse_nameserver
 from qtoaster.core.errors import ConfigError
-from qtoaster.net.resolver import parse_nameserver
 from qtoaster.remote.dns import (
     AMBIGUOUS_MX,
     NO_MX,

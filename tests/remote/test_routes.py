@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from qtoaster.core.errors import ConfigError
-from qtoaster.remote.routes import Route, SmtpRoutes, ip_literal, literal_address
+from qtoaster.core.literal import ip_literal, literal_address
+from qtoaster.remote.routes import Route, SmtpRoutes
 
 
 def test_full_domain_then_suffixes_then_default() -> None:

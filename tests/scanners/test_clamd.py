@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from tests.clamdserver import EICAR, EICAR_FILE_NAME, EICAR_STRING_NAME, ClamdServer, free_port
 
-from qtoaster.scanners import ScannerUnavailable, parse_address
+from qtoaster.config.endpoints import parse_address
+from qtoaster.scanners import ScannerUnavailable
 from qtoaster.scanners.clamd import ClamdResult, clamd_scan, parse_reply
 
 QUEUE_HEADER = b"qtoaster-queue-header\n" + EICAR + b"\n"  # skipped by offset: never scanned

@@ -21,7 +21,7 @@ def config() -> None:
 @home_option
 def check(home: Home) -> None:
     """Check qtoaster.toml, control/ and tcp.smtp; list every problem."""
-    from qtoaster.config.loader import check_config
+    from qtoaster.supervisor.check import check_config
 
     problems = check_config(home)
     if problems:

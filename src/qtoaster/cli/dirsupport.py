@@ -18,11 +18,11 @@ import click
 
 from qtoaster.core.errors import QtoasterError
 from qtoaster.core.home import Home
-from qtoaster.delivery.quota import Quota, QuotaSyntaxError, parse_quota
 from qtoaster.directory.schema import UserFlag
 from qtoaster.directory.store import (
     Directory,
 )
+from qtoaster.maildir.quota import Quota, QuotaSyntaxError, parse_quota
 
 # Short names of the user flags, in the order `user list` and `user show` print them.
 FLAG_NAMES = (

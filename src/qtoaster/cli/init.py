@@ -1,6 +1,6 @@
 """``qtoaster init``: create a home with commented defaults, then say what to do next.
 
-A thin shell over config.init.init_home; it never overwrites an existing home.
+A thin shell over cli.newhome.init_home; it never overwrites an existing home.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def init(
     demo: bool,
 ) -> None:
     """Create a new qtoaster home."""
-    from qtoaster.config.init import init_home
+    from qtoaster.cli.newhome import init_home
 
     if not me:
         raise click.UsageError(

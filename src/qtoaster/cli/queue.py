@@ -39,7 +39,7 @@ def _classifier(home: Home) -> Callable[[str], tuple[str, str]]:
     """
     try:
         from qtoaster.config.control import load_controls
-        from qtoaster.queue.manager import rewrite
+        from qtoaster.send.manager import rewrite
 
         controls = load_controls(home.control)
     except Exception:

@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -20,9 +20,6 @@ from qtoaster.config.loader import Config, load_config
 from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener, parse_listen
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
-
-if TYPE_CHECKING:
-    from qtoaster.remote.agent import RemoteAgent
 
 PR_SET_PDEATHSIG = 1
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,7 +68,7 @@ def run(
 ) -> None:
     """Run every role: smtpd and pop3d workers and the queue manager, under one supervisor."""
     from qtoaster.queue.store import QueueStore
-    from qtoaster.supervisor import Supervisor
+    from qtoaster.supervisor.runner import Supervisor
 
     config = load_or_exit(home)
     setup_logging(config.settings.log_level, "qtoaster")
@@ -146,7 +143,9 @@ def serve(
         serve_role = _serve_smtpd if role == "smtpd" else _serve_pop3d
         asyncio.run(serve_role(home, sockets, ready))
     else:
-        asyncio.run(_serve_send(config, ready))
+        from qtoaster.send.role import serve_send
+
+        asyncio.run(serve_send(config, ready))
 
 
 def _inherited(value: str, kinds: tuple[str, ...]) -> tuple[str, socket.socket]:
@@ -157,7 +156,7 @@ def _inherited(value: str, kinds: tuple[str, ...]) -> tuple[str, socket.socket]:
 
 
 def _bind_own(config: Config, kinds: tuple[str, ...]) -> list[tuple[str, socket.socket]]:
-    from qtoaster.supervisor import bind
+    from qtoaster.supervisor.runner import bind
 
     listeners = [lst for lst in config.settings.listeners if lst.kind in kinds]
     return [(lst.kind, bind(lst, 1)[0]) for lst in listeners]
@@ -177,47 +176,3 @@ async def _serve_pop3d(
     from qtoaster.pop3d.worker import Pop3Worker
 
     await Pop3Worker(home).serve(sockets, ready)
-
-
-def _remote_agent(config: Config) -> RemoteAgent:
-    from qtoaster.remote.agent import RemoteAgent, RemoteConfig, RoutesFile
-    from qtoaster.remote.dns import Resolver
-    from qtoaster.tls.client import ClientTls
-
-    control = config.home.control
-    settings = config.settings
-    return RemoteAgent(
-        RemoteConfig.load(control, config.controls, settings.remote_port),
-        Resolver(
-            settings.dns_nameservers,
-            timeout=min(5.0, settings.dns_timeout),
-            lifetime=settings.dns_timeout,
-        ),
-        RoutesFile(control / "smtproutes"),
-        ClientTls(control),
-    )
-
-
-async def _serve_send(config: Config, ready: Callable[[], None]) -> None:
-    from qtoaster.core.clock import SystemClock
-    from qtoaster.delivery.local import LocalAgent
-    from qtoaster.directory.lazy import LazyDirectory
-    from qtoaster.queue.manager import QueueManager
-    from qtoaster.queue.store import QueueStore
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    # Opened on first use and again after an outage: deliveries defer meanwhile.
-    directory = LazyDirectory(config.home, config.settings.database_url)
-    fsync = config.settings.fsync
-    store = QueueStore(config.home.queue, fsync=fsync)
-    agent = LocalAgent(config.home, config.controls, directory, fsync=fsync, queue=store)
-    remote = _remote_agent(config)
-    dsn = config.settings.bounce_format == "dsn"
-    manager = QueueManager(store, config, agent, SystemClock(), remote, dsn=dsn)
-    task = loop.create_task(manager.run(stop))
-    ready()
-    await task
-    directory.close()

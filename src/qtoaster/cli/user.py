@@ -23,13 +23,13 @@ from qtoaster.cli.dirsupport import (
 from qtoaster.cli.options import home_option
 from qtoaster.cli.userbatch import add_batch, no_default_quota
 from qtoaster.core.home import Home
-from qtoaster.delivery.quota import Quota, read_maildirsize
 from qtoaster.directory.schema import UserFlag
 from qtoaster.directory.store import (
     UNSET,
     DomainInfo,
     UserInfo,
 )
+from qtoaster.maildir.quota import Quota, read_maildirsize
 
 
 @click.group()

@@ -18,7 +18,6 @@ import click
 
 from qtoaster.cli.dirsupport import open_directory
 from qtoaster.core.home import Home
-from qtoaster.delivery.quota import Quota, QuotaSyntaxError, parse_quota
 from qtoaster.directory.passwords import hash_password
 from qtoaster.directory.store import (
     Directory,
@@ -27,6 +26,7 @@ from qtoaster.directory.store import (
     NewUser,
     valid_address,
 )
+from qtoaster.maildir.quota import Quota, QuotaSyntaxError, parse_quota
 
 
 def no_default_quota(directory: Directory, addresses: Iterable[str]) -> None:

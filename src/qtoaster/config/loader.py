@@ -47,37 +47,3 @@ def load_config(home: Home) -> Config:
         raise ConfigError(problems)
     assert settings is not None and controls is not None and tcp_smtp is not None
     return Config(home=home, settings=settings, controls=controls, tcp_smtp=tcp_smtp)
-
-
-def check_config(home: Home) -> list[str]:
-    """Every configuration problem of *home* as one line of text; [] if all is well.
-
-    Beyond what `load_config` refuses, it reports what the server tolerates but an
-    operator would want to know: qregex patterns that never match, a bad smtproutes
-    line (the previous routes stay in force), unusable signatures or client TLS files.
-    """
-    try:
-        load_config(home)
-    except ConfigError as exc:
-        return list(exc.problems)
-    return _tolerated_problems(home)
-
-
-def _tolerated_problems(home: Home) -> list[str]:
-    from qtoaster.config.control import read_list
-    from qtoaster.policy.checks.qregex import problems as qregex_problems
-    from qtoaster.policy.signatures import Signatures
-    from qtoaster.remote.routes import SmtpRoutes
-    from qtoaster.tls.client import ClientTls
-
-    found = list(qregex_problems(home.control))
-    for check in (
-        lambda: Signatures.load(home.control),
-        lambda: SmtpRoutes.parse(read_list(home.control / "smtproutes")),
-        lambda: ClientTls(home.control),
-    ):
-        try:
-            check()
-        except ConfigError as exc:
-            found.extend(exc.problems)
-    return found

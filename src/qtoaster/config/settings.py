@@ -206,7 +206,7 @@ def _scanner(tables: _Tables, name: str, max_bytes: int) -> ScannerSettings | No
 def _is_scanner_address(value: Any) -> str | None:
     if not isinstance(value, str):
         return 'must be "HOST:PORT" or a unix socket path'
-    from qtoaster.scanners import parse_address
+    from qtoaster.config.endpoints import parse_address
 
     try:
         parse_address(value)
@@ -227,7 +227,7 @@ def _is_score(value: Any) -> str | None:
 def _is_zones(value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return 'must be a list of "zone" or "zone:message" strings'
-    from qtoaster.policy.rbl import parse_sources  # dnspython only when it is needed
+    from qtoaster.config.endpoints import parse_sources
 
     try:
         parse_sources(value, [])
@@ -245,7 +245,7 @@ def _is_nameservers(value: Any) -> str | None:
         return 'must be a list of "IP" or "IP:PORT" strings'
     if not value:
         return None
-    from qtoaster.net.resolver import parse_nameserver  # dnspython only when needed
+    from qtoaster.config.endpoints import parse_nameserver
 
     for text in value:
         try:

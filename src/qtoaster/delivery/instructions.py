@@ -24,12 +24,12 @@ from typing import BinaryIO
 
 from qtoaster.core.durable import DirSyncs
 from qtoaster.core.envelope import Envelope, encode, split_address
-from qtoaster.delivery import quota as maildirquota
-from qtoaster.delivery.base import Outcome, Result
+from qtoaster.core.outcome import Outcome, Result
 from qtoaster.delivery.dotqmail import Instruction, Kind
-from qtoaster.delivery.maildir import deliver_maildir
 from qtoaster.delivery.mbox import deliver_mbox
 from qtoaster.delivery.program import qmail_env, run_program
+from qtoaster.maildir import quota as maildirquota
+from qtoaster.maildir.deliver import deliver_maildir
 
 MAILDIR_TEMPORARY = "Temporary error on maildir delivery. (#4.3.0)"
 MBOX_TEMPORARY = "Unable to write mailbox. (#4.2.1)"

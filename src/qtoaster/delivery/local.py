@@ -25,14 +25,14 @@ from qtoaster.core.durable import DirSyncs
 from qtoaster.core.envelope import Envelope, split_address
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
+from qtoaster.core.outcome import Outcome, Result
 from qtoaster.delivery import instructions
-from qtoaster.delivery.base import Outcome, Result
 from qtoaster.delivery.dotqmail import DotQmailError, Instruction, Kind, read_dotqmail
 from qtoaster.delivery.instructions import ForwardSource, Job, Mailbox
-from qtoaster.delivery.quota import Quota
 from qtoaster.directory.cache import CachedLookups, Lookups
 from qtoaster.directory.model import Recipient, UserInfo
 from qtoaster.directory.schema import UNKNOWN_BOUNCE, UNKNOWN_DELETE, UserFlag
+from qtoaster.maildir.quota import Quota
 from qtoaster.queue.store import QueueStore, commit_message
 
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"

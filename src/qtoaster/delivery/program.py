@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from qtoaster.delivery.base import Outcome
+from qtoaster.core.outcome import Outcome
 from qtoaster.delivery.mbox import from_line
 
 CHUNK = 64 * 1024

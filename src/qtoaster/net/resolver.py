@@ -10,13 +10,13 @@ resolv.conf gets a resolver whose every lookup fails temporarily, never a crash.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 import dns.asyncresolver
 import dns.nameserver
 import dns.resolver
 
+from qtoaster.config.endpoints import parse_nameserver
 from qtoaster.core.errors import ConfigError
 
 CACHE_SIZE = 10000  # answers kept per resolver (dnspython's LRUCache honours TTLs)
@@ -54,20 +54,3 @@ def _servers(nameservers: Sequence[str]) -> dns.asyncresolver.Resolver:
     resolver = dns.asyncresolver.Resolver(configure=False)
     resolver.nameservers = servers
     return resolver
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """``IP``, ``IP:PORT``, ``[v6]`` or ``[v6]:PORT`` (a bare v6 has no port) -> (ip, port)."""
-    port_text = ""
-    if text.startswith("["):
-        host, bracket, port_text = text[1:].partition("]")
-        if not bracket or (port_text and not port_text.startswith(":")):
-            raise ValueError("expected [IPv6]:PORT")
-        port_text = port_text[1:] if port_text else "53"
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, "53"
-    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad port {port_text!r}")
-    return ipaddress.ip_address(host).compressed, int(port_text)

@@ -4,10 +4,10 @@ Follows ucspi-tcp's rblsmtpd.c (0.88 and the IPv6 edition 0.99a):
 
 - ``RBLSMTPD`` set and non-empty: blocked with its text (a leading ``-`` is removed and
   means 553, else 451); set and empty: never blocked; unset: the sources are asked.
-- Sources are tried in order until one decides (:func:`parse_sources` puts the anti-RBL
-  zones first, the usual ``rblsmtpd -a ... -r ...`` order).  An RBL source (``-r zone``) lists
-  ``a.b.c.d`` when ``d.c.b.a.zone`` has a TXT record, whose strings (all records,
-  concatenated, as djbdns' dns_txt does) are the message; a TXT with no text lists
+- Sources are tried in order until one decides (``config.endpoints.parse_sources`` puts the
+  anti-RBL zones first, the usual ``rblsmtpd -a ... -r ...`` order).  An RBL source
+  (``-r zone``) lists ``a.b.c.d`` when ``d.c.b.a.zone`` has a TXT record, whose strings
+  (all records, concatenated, as djbdns' dns_txt does) are the message; a TXT with no text lists
   nothing.  ``-r zone:text`` (0.88's fixed-message form) lists on an A record instead and
   answers *text* with ``%IP%`` replaced by the client's address.  An anti-RBL source
   (``-a zone``) anti-lists on an A record (for an IPv6 client also AAAA): never blocked.
@@ -48,7 +48,7 @@ from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
-from qtoaster.core.errors import ConfigError
+from qtoaster.config.endpoints import Source
 from qtoaster.core.reply import Reply
 from qtoaster.net.resolver import make_resolver
 
@@ -75,13 +75,6 @@ class Block:
         return Reply(self.code, self.text)
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    zone: str  # without the trailing dot
-    anti: bool = False
-    message: str | None = None  # "-r zone:text": A record lists, this text answers
-
-
 class _Found(enum.Enum):
     HIT = "hit"
     MISS = "miss"
@@ -97,31 +90,6 @@ class _Answer:
 
 _SOFT = _Answer(_Found.SOFT)
 _MISS = _Answer(_Found.MISS)
-
-
-def parse_sources(rbl: Sequence[str], antirbl: Sequence[str]) -> tuple[Source, ...]:
-    """Settings -> sources, anti-RBL zones first; ConfigError naming every bad zone."""
-    problems: list[str] = []
-    sources: list[Source] = []
-    for anti, specs in ((True, antirbl), (False, rbl)):
-        for spec in specs:
-            zone, colon, message = spec.partition(":")
-            zone = zone.rstrip(".")
-            if anti and colon:
-                problems.append(f"antirbl {spec!r}: an anti-RBL zone takes no message")
-                continue
-            try:
-                if not zone:
-                    raise dns.name.EmptyLabel
-                dns.name.from_text(zone)
-            except (dns.exception.DNSException, UnicodeError) as exc:
-                kind = "antirbl" if anti else "rbl"
-                problems.append(f"{kind} {spec!r}: not a DNS zone ({exc})")
-                continue
-            sources.append(Source(zone, anti, message if colon else None))
-    if problems:
-        raise ConfigError(problems)
-    return tuple(sources)
 
 
 def client_address(remote_ip: str) -> IPAddress | None:

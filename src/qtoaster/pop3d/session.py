@@ -28,7 +28,8 @@ from qtoaster.auth.verify import AuthResult, login_address, verify
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.directory.schema import UserFlag
 from qtoaster.directory.secrets import verify_apop
-from qtoaster.pop3 import Mailbox, MailboxError, MailboxLock, MessageNumberError
+from qtoaster.maildir.lock import MailboxLock
+from qtoaster.maildir.mailbox import Mailbox, MailboxError, MessageNumberError
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.protocols import sasl
 from qtoaster.protocols.pop3 import events as ev

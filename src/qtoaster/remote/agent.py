@@ -27,7 +27,7 @@ from pathlib import Path
 
 from qtoaster.config.control import Controls, ascii_lower, read_int, read_line, read_list
 from qtoaster.core.errors import ConfigError
-from qtoaster.delivery.base import Outcome, Result
+from qtoaster.core.outcome import Outcome, Result
 from qtoaster.protocols.smtp.client import Transaction, TransactionResult
 from qtoaster.remote.body import Body, has_eight_bit
 from qtoaster.remote.dns import DnsFailure, MailHost, Resolver

@@ -38,9 +38,9 @@ from dns.rdtypes.ANY.MX import MX
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
+from qtoaster.core.literal import ip_literal
 from qtoaster.net.resolver import make_resolver
 from qtoaster.remote.ipme import local_addresses
-from qtoaster.remote.routes import ip_literal
 
 TEMP_DNS = "Sorry, I couldn't find any host by that name. (#4.1.2)"
 NO_MX = "Sorry, I couldn't find a mail exchanger or IP address. (#5.4.4)"

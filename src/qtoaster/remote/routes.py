@@ -21,10 +21,10 @@ from types import MappingProxyType
 
 from qtoaster.config.control import ascii_lower
 from qtoaster.core.errors import ConfigError
+from qtoaster.core.literal import DOTTED_QUAD, literal_address
 
 # A host name as a relay: letters, digits, '-', '_' and dots (underscores occur in the wild).
 _HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
-_DOTTED_QUAD = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ def _split_relay(rest: str) -> tuple[str, str]:
 def _check_relay(relay: str) -> None:
     if relay.startswith("["):
         literal_address(relay)  # raises ValueError when the literal is not an address
-    elif _DOTTED_QUAD.fullmatch(relay):
+    elif DOTTED_QUAD.fullmatch(relay):
         ipaddress.IPv4Address(relay)
     elif not _HOST_NAME.fullmatch(relay):
         raise ValueError(f"{relay!r} is not a host name or an IP address")
@@ -128,31 +128,3 @@ def _parse_port(text: str) -> int | None:
     if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError(f"port {text!r} is not a number from 1 to 65535")
     return int(text)
-
-
-def literal_address(text: str) -> str:
-    """The address in ``[1.2.3.4]``, ``[IPv6:...]`` or ``[...]`` (RFC 5321 4.1.3).
-
-    ValueError if *text* is bracketed but not an address literal.
-    """
-    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else None
-    if inner is None:
-        raise ValueError(f"{text!r} is not a bracketed address literal")
-    if inner[:5].lower() == "ipv6:":
-        return ipaddress.IPv6Address(inner[5:]).compressed
-    return ipaddress.ip_address(inner).compressed
-
-
-def ip_literal(host: str) -> str | None:
-    """The address if *host* is an IP literal or a bare dotted quad, else None (a name)."""
-    if host.startswith("["):
-        try:
-            return literal_address(host)
-        except ValueError:
-            return None
-    if _DOTTED_QUAD.fullmatch(host):
-        try:
-            return ipaddress.IPv4Address(host).compressed
-        except ValueError:
-            return None
-    return None

@@ -145,7 +145,8 @@ def _rbl(settings: Settings) -> Rbl | None:
     """One blocklist resolver per worker (its cache is shared by every session)."""
     if not settings.rbl_zones and not settings.antirbl_zones:
         return None
-    from qtoaster.policy.rbl import Rbl, parse_sources
+    from qtoaster.config.endpoints import parse_sources
+    from qtoaster.policy.rbl import Rbl
 
     return Rbl(
         parse_sources(settings.rbl_zones, settings.antirbl_zones),

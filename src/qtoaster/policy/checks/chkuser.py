@@ -230,7 +230,7 @@ def _limit(env: Mapping[str, str], name: str) -> int:
 
 def maildir_percent(hostname: str) -> Callable[[Recipient], int]:
     """The CHKUSER_MBXQUOTA reading: percent of the user's Maildir++ quota in use."""
-    from qtoaster.delivery.quota import Quota, percent_used
+    from qtoaster.maildir.quota import Quota, percent_used
 
     def percent(found: Recipient) -> int:
         user = found.user

@@ -35,10 +35,10 @@ import dns.rdatatype
 import dns.resolver
 
 from qtoaster.config.control import read_int
+from qtoaster.core.literal import ip_literal
 from qtoaster.core.reply import Reply
 from qtoaster.net.resolver import CACHE_SIZE, make_resolver
 from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
-from qtoaster.remote.routes import ip_literal
 
 NO_SUCH_DOMAIN = Reply(553, "sorry, your envelope sender domain must exist (#5.7.1)")
 DNS_TEMPORARY = Reply(451, "DNS temporary failure (#4.3.0)")

@@ -17,7 +17,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from qtoaster.delivery.base import Outcome
+from qtoaster.core.outcome import Outcome
 
 
 class TlsMode(enum.Enum):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qtoaster.delivery import quota as quota_module
-from qtoaster.delivery.quota import (
+from qtoaster.maildir import quota as quota_module
+from qtoaster.maildir.quota import (
     Quota,
     QuotaSyntaxError,
     Usage,

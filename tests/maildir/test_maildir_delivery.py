@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qtoaster.delivery import maildir as maildir_module
-from qtoaster.delivery.maildir import CHUNK, deliver_maildir, unique_name
+from qtoaster.maildir import deliver as maildir_module
+from qtoaster.maildir.deliver import CHUNK, deliver_maildir, unique_name
 
 PREFIX = b"Return-Path: <bob@example.org>\nDelivered-To: alice@example.com\n"
 BODY = b"Subject: hi\n\nhello\n"

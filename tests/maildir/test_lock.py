@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from qtoaster.pop3 import lock as lock_module
-from qtoaster.pop3.lock import LOCK_FILE, MailboxLock, acquire
+from qtoaster.maildir import lock as lock_module
+from qtoaster.maildir.lock import LOCK_FILE, MailboxLock, acquire
 
 CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from qtoaster.pop3.lock import MailboxLock
+    from qtoaster.maildir.lock import MailboxLock
     held = MailboxLock.acquire(Path(sys.argv[1]))
     print("locked" if held else "busy", flush=True)
     sys.stdin.read()  # hold the lock until killed or stdin closes

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from qtoaster.pop3 import mailbox as mailbox_module
-from qtoaster.pop3.mailbox import (
+from qtoaster.maildir import mailbox as mailbox_module
+from qtoaster.maildir.mailbox import (
     INDEX_FILE,
     Mailbox,
     MailboxError,

@@ -24,9 +24,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from qtoaster.config.loader import check_config
 from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener
 from qtoaster.core.home import Home
+from qtoaster.supervisor.check import check_config
 
 log = logging.getLogger("qtoaster.supervisor")
 STOP_SECONDS = 40.0

@@ -13,11 +13,11 @@ from qtoaster.config.control import Controls
 from qtoaster.core.clock import FakeClock
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import TemporaryFailure
-from qtoaster.delivery.base import Outcome, Result
+from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import state
-from qtoaster.queue.manager import QueueManager, rewrite
 from qtoaster.queue.schedule import TOO_LONG
 from qtoaster.queue.store import QueueStore, commit_message
+from qtoaster.send.manager import QueueManager, rewrite
 
 BIRTH = 1_700_000_000.0
 

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from qtoaster.delivery.base import Outcome, Result
+from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule, state
 from qtoaster.queue.store import NoSuchMessage, QueueStore
 

@@ -9,8 +9,8 @@ from email.message import EmailMessage
 import pytest
 
 from qtoaster.core.envelope import Envelope
-from qtoaster.queue.bounce import Bounce, BounceParams
-from qtoaster.queue.dsn import build_dsn
+from qtoaster.send.bounce import Bounce, BounceParams
+from qtoaster.send.dsn import build_dsn
 
 PARAMS = BounceParams("MAILER-DAEMON", "mx.example.com", "postmaster", "example.com")
 NOW = 1_700_000_000.0  # 14 Nov 2023 22:13:20 UTC

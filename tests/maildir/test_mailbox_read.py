@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qtoaster.pop3.mailbox import Mailbox, MessageNumberError
+from qtoaster.maildir.mailbox import Mailbox, MessageNumberError
 
 T0 = 1_700_000_000
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from qtoaster.cli.newhome import init_home
 from qtoaster.config.control import Controls, load_controls
-from qtoaster.config.init import init_home
-from qtoaster.config.loader import check_config, load_config
+from qtoaster.config.loader import load_config
 from qtoaster.config.settings import Listener
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
+from qtoaster.supervisor.check import check_config
 
 pytest.importorskip("qtoaster.queue.store")
 pytest.importorskip("qtoaster.directory.store")

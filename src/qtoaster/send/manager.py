@@ -41,14 +41,15 @@ from typing import Protocol
 from qtoaster.config.control import Controls, ascii_lower
 from qtoaster.core.clock import Clock
 from qtoaster.core.errors import TemporaryFailure
-from qtoaster.delivery.base import Outcome, Result
-from qtoaster.queue import lspawn, schedule, state
-from qtoaster.queue.bounce import BounceParams, build_bounce
+from qtoaster.core.outcome import Outcome, Result
+from qtoaster.queue import schedule, state
 from qtoaster.queue.format import BadQueueFile, received_line
-from qtoaster.queue.lspawn import DeliveryPool
-from qtoaster.queue.remote import RemoteAgentLike, RemoteChannel
 from qtoaster.queue.state import MessageState
 from qtoaster.queue.store import NoSuchMessage, QueuedMessage, QueueStore, commit_message, is_qid
+from qtoaster.send import lspawn
+from qtoaster.send.bounce import BounceParams, build_bounce
+from qtoaster.send.lspawn import DeliveryPool
+from qtoaster.send.remote import RemoteAgentLike, RemoteChannel
 
 log = logging.getLogger("qtoaster.send")
 
@@ -600,7 +601,7 @@ class QueueManager:
         now = self.clock.time()
         sender = job.message.envelope.sender
         if self.dsn:
-            from qtoaster.queue.dsn import build_dsn
+            from qtoaster.send.dsn import build_dsn
 
             bounce = build_dsn(
                 sender, failures, params, now, reporting_mta=c.me, arrival=job.message.birth

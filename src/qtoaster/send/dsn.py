@@ -1,6 +1,6 @@
 """RFC 3464 delivery status notifications: the MIME alternative to QSBMF bounces (issue #6).
 
-Pure, like :mod:`qtoaster.queue.bounce` and with its envelope rules (VERP reduction,
+Pure, like :mod:`qtoaster.send.bounce` and with its envelope rules (VERP reduction,
 double bounce to doublebounceto@doublebouncehost from ``#@[]``, triple bounce -> None).
 The queue writes ``head + <original message, LF line ends> + tail``; the result is a
 ``multipart/report; report-type=delivery-status`` (RFC 6522) with three parts:
@@ -30,7 +30,8 @@ from collections.abc import Iterable
 
 from qtoaster.core.envelope import DOUBLE_BOUNCE_SENDER, Envelope, encode
 from qtoaster.core.reply import Reply
-from qtoaster.queue.bounce import (
+from qtoaster.queue.format import date822
+from qtoaster.send.bounce import (
     Bounce,
     BounceParams,
     quote,
@@ -38,7 +39,6 @@ from qtoaster.queue.bounce import (
     recipient_block,
     strip_verp,
 )
-from qtoaster.queue.format import date822
 
 _SOFT = 78  # RFC 5322 2.1.1: SHOULD fold before 78 characters
 _HARD = 900  # a token longer than this is cut, keeping every line under the 998 MUST

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from qtoaster.core.envelope import Envelope
-from qtoaster.queue.bounce import BounceParams, build_bounce, quote2, recipient_block
+from qtoaster.send.bounce import BounceParams, build_bounce, quote2, recipient_block
 
 PARAMS = BounceParams("MAILER-DAEMON", "mx.example.com", "postmaster", "example.com")
 NOW = 1_700_000_000.0  # 14 Nov 2023 22:13:20 UTC

@@ -41,7 +41,7 @@ from typing import BinaryIO
 
 from qtoaster.core.errors import PermanentFailure, TemporaryFailure
 from qtoaster.core.pid import pid
-from qtoaster.delivery.quota import record
+from qtoaster.maildir.quota import record
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from concurrent.futures import Executor
 from typing import Protocol
 
 from qtoaster.core.clock import Clock
-from qtoaster.delivery.base import Outcome, Result
+from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule, state
 from qtoaster.queue.store import QueuedMessage, QueueStore
 from qtoaster.remote.body import Body

@@ -11,16 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.queue.test_queue_manager import BIRTH, FakeAgent, FakeConfig, queue
+from tests.send.test_queue_manager import BIRTH, FakeAgent, FakeConfig, queue
 
 from qtoaster.config.control import Controls
 from qtoaster.core.clock import FakeClock
-from qtoaster.delivery.base import Outcome, Result
+from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule, state
-from qtoaster.queue.manager import QueueManager
-from qtoaster.queue.remote import PAUSED
 from qtoaster.queue.store import QueueStore
 from qtoaster.remote.body import Body
+from qtoaster.send.manager import QueueManager
+from qtoaster.send.remote import PAUSED
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,59 @@
+"""Assemble and run the send role: queue store, local and remote agents, queue manager.
+
+``qtoaster serve send`` (and the supervisor's child) calls :func:`serve_send`; it reads
+the configuration it is given and nothing else.  Invariant: the directory is opened
+lazily, so a database outage defers local deliveries instead of stopping the role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+from qtoaster.config.loader import Config
+from qtoaster.core.clock import SystemClock
+from qtoaster.delivery.local import LocalAgent
+from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.queue.store import QueueStore
+from qtoaster.remote.agent import RemoteAgent, RemoteConfig, RoutesFile
+from qtoaster.remote.dns import Resolver
+from qtoaster.send.manager import QueueManager
+from qtoaster.tls.client import ClientTls
+
+
+def remote_agent(config: Config) -> RemoteAgent:
+    """The remote agent from control/ and [remote]/[dns] settings."""
+    control = config.home.control
+    settings = config.settings
+    return RemoteAgent(
+        RemoteConfig.load(control, config.controls, settings.remote_port),
+        Resolver(
+            settings.dns_nameservers,
+            timeout=min(5.0, settings.dns_timeout),
+            lifetime=settings.dns_timeout,
+        ),
+        RoutesFile(control / "smtproutes"),
+        ClientTls(control),
+    )
+
+
+async def serve_send(config: Config, ready: Callable[[], None]) -> None:
+    """Deliver from the queue until SIGTERM or SIGINT; *ready* once the manager runs."""
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    # Opened on first use and again after an outage: deliveries defer meanwhile.
+    directory = LazyDirectory(config.home, config.settings.database_url)
+    fsync = config.settings.fsync
+    store = QueueStore(config.home.queue, fsync=fsync)
+    agent = LocalAgent(config.home, config.controls, directory, fsync=fsync, queue=store)
+    remote = remote_agent(config)
+    dsn = config.settings.bounce_format == "dsn"
+    manager = QueueManager(store, config, agent, SystemClock(), remote, dsn=dsn)
+    task = loop.create_task(manager.run(stop))
+    ready()
+    await task
+    directory.close()
