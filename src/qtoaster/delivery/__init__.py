@@ -1,1 +1,4 @@
-"""qtoaster.delivery."""
+"""The local delivery agent (qmail-local): routing, .qmail files, Maildir, mbox and programs.
+
+It writes mailboxes only through ``maildir/`` and re-injects forwards through ``queue/``.
+"""

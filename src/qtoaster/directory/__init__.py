@@ -1,1 +1,1 @@
-"""qtoaster.directory."""
+"""The directory (vpopmail's role): domains, users, aliases, passwords, on SQLite or PostgreSQL."""

@@ -1,1 +1,1 @@
-"""qtoaster.net."""
+"""Network plumbing shared by the roles: the DNS resolver (and, later, listener helpers)."""

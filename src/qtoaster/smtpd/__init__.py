@@ -1,1 +1,1 @@
-"""qtoaster.smtpd."""
+"""The smtpd role (qmail-smtpd under tcpserver): SMTP sessions from accept to queue commit."""
