@@ -69,8 +69,9 @@ class QueueManager:
         dsn: bool = False,
     ) -> None:
         self.store = store
-        self.controls = c = config.controls
+        self.controls = config.controls
         self.clock = clock
+        c = self.controls
         self.scheduler = Scheduler()
         self._reader = QueueReader(store, c, local_agent.is_local)
         self._io = ThreadPoolExecutor(1, thread_name_prefix="qt-queue-io")
@@ -250,7 +251,7 @@ class QueueManager:
         for job in jobs:
             sched.add(job, now)
         if names is None:  # a full scan also forgets messages deleted behind our back
-            sched.held = await loop.run_in_executor(self._io, self.store.held)
+            sched.set_held(await loop.run_in_executor(self._io, self.store.held))
             sched.forget_missing(await loop.run_in_executor(self._io, self.store.ids))
 
     # -- one pass over a message ---------------------------------------------------

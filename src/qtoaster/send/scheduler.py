@@ -74,7 +74,12 @@ class Scheduler:
         for qid in [q for q, j in self.jobs.items() if q not in keep and not j.busy]:
             del self.jobs[qid]
 
+    def set_held(self, held: set[str]) -> None:
+        """After a full scan: the ids that have a ``queue/hold/ID`` marker now."""
+        self.held = held
+
     def hold_changed(self, qid: str, held: bool) -> None:
+        """``~ID`` on the trigger: the marker of ``qid`` was written or removed."""
         if held:
             self.held.add(qid)
             return
