@@ -17,7 +17,8 @@ from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import state
 from qtoaster.queue.schedule import TOO_LONG
 from qtoaster.queue.store import QueueStore, commit_message
-from qtoaster.send.manager import QueueManager, rewrite
+from qtoaster.send.loader import rewrite
+from qtoaster.send.manager import QueueManager
 
 BIRTH = 1_700_000_000.0
 
@@ -261,7 +262,7 @@ async def test_waiting_messages_cost_nothing_per_wake_up(tmp_path: Path) -> None
     try:
         await manager.run_once()
         assert len(manager.jobs) == 201
-        assert [qid for _, qid in manager._due] == [deferred]  # only what can become due
+        assert [qid for _, qid in manager.scheduler._due] == [deferred]  # only what can become due
         calls = len(agent.calls)
         clock.advance(50)  # before the first retry (birth + 100 s)
         await manager.run_once()

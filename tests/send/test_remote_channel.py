@@ -20,7 +20,7 @@ from qtoaster.queue import schedule, state
 from qtoaster.queue.store import QueueStore
 from qtoaster.remote.body import Body
 from qtoaster.send.manager import QueueManager
-from qtoaster.send.remote import PAUSED
+from qtoaster.send.remotelane import PAUSED
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def _classifier(home: Home) -> Callable[[str], tuple[str, str]]:
     """
     try:
         from qtoaster.config.control import load_controls
-        from qtoaster.send.manager import rewrite
+        from qtoaster.send.loader import rewrite
 
         controls = load_controls(home.control)
     except Exception:

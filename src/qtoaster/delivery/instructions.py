@@ -46,7 +46,7 @@ Injector = Callable[[Envelope, "ForwardSource"], str]
 
 
 @dataclass(frozen=True, slots=True)
-class Mailbox:
+class MaildirTarget:
     """The user's own Maildir and the quota that applies to it."""
 
     maildir: Path
@@ -54,7 +54,7 @@ class Mailbox:
 
 
 @dataclass(slots=True)
-class Job:
+class DeliveryJob:
     """One recipient's delivery: the message and the lines qmail-local adds."""
 
     source: BinaryIO
@@ -63,7 +63,7 @@ class Job:
     recipient: str
     hostname: str
     home: Path  # the directory relative .qmail paths start from (vpopmail's user dir)
-    mailbox: Mailbox | None
+    mailbox: MaildirTarget | None
     fsync: bool
     dirsyncs: DirSyncs
     files: int = 0
@@ -92,7 +92,7 @@ class ForwardSource:
 
     CHUNK = 64 * 1024
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: DeliveryJob) -> None:
         self._job = job
 
     def __iter__(self) -> Iterator[bytes]:
@@ -102,7 +102,7 @@ class ForwardSource:
             yield chunk
 
 
-def run(job: Job, instructions: Sequence[Instruction], inject: Injector | None) -> Result:
+def run(job: DeliveryJob, instructions: Sequence[Instruction], inject: Injector | None) -> Result:
     """Carry out ``instructions`` for ``job``; qmail-local's report (``did F+W+P/``)."""
     for instruction in instructions:
         if instruction.kind is Kind.FORWARD:
@@ -125,7 +125,7 @@ def run(job: Job, instructions: Sequence[Instruction], inject: Injector | None) 
     return Result(Outcome.SUCCESS, report)
 
 
-def _one(job: Job, instruction: Instruction) -> tuple[Result | None, bool]:
+def _one(job: DeliveryJob, instruction: Instruction) -> tuple[Result | None, bool]:
     """Run one non-forward instruction: (a failure or None, stop after this line)."""
     if instruction.kind is Kind.PROGRAM:
         local, domain = split_address(job.recipient)
@@ -155,7 +155,7 @@ def _one(job: Job, instruction: Instruction) -> tuple[Result | None, bool]:
     return _store_mbox(job, path), False
 
 
-def store_maildir(job: Job, maildir: Path) -> Result | None:
+def store_maildir(job: DeliveryJob, maildir: Path) -> Result | None:
     """Store one copy in ``maildir``, checking the quota if it is the user's own."""
     prefix = job.rpline + job.dtline
     quota = None
@@ -189,7 +189,7 @@ def store_maildir(job: Job, maildir: Path) -> Result | None:
     return None
 
 
-def _store_mbox(job: Job, path: Path) -> Result | None:
+def _store_mbox(job: DeliveryJob, path: Path) -> Result | None:
     try:
         deliver_mbox(path, job.rewind(), sender=job.sender, prefix=job.rpline + job.dtline)
     except TimeoutError:

@@ -28,7 +28,7 @@ from qtoaster.core.home import Home
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.delivery import instructions
 from qtoaster.delivery.dotqmail import DotQmailError, Instruction, Kind, read_dotqmail
-from qtoaster.delivery.instructions import ForwardSource, Job, Mailbox
+from qtoaster.delivery.instructions import DeliveryJob, ForwardSource, MaildirTarget
 from qtoaster.directory.cache import CachedLookups, Lookups
 from qtoaster.directory.model import Recipient, UserInfo
 from qtoaster.directory.schema import UNKNOWN_BOUNCE, UNKNOWN_DELETE, UserFlag
@@ -140,7 +140,7 @@ class LocalAgent:
             return Result(Outcome.SUCCESS, DISCARDED)
         return [Instruction(Kind.FORWARD, found.unknown_user)]  # the catch-all address
 
-    def _dotqmail(self, job: Job) -> list[Instruction] | Result:
+    def _dotqmail(self, job: DeliveryJob) -> list[Instruction] | Result:
         """The user's .qmail file (in the user's directory, as vdelivermail reads it), or
         the default delivery to the Maildir when there is none or it is empty (0 bytes).
 
@@ -157,13 +157,13 @@ class LocalAgent:
 
     def _job(
         self, source: BinaryIO, body_offset: int, sender: str, recipient: str, user: UserInfo | None
-    ) -> Job:
+    ) -> DeliveryJob:
         mailbox = None
         home = self._home.domains
         if user is not None:
-            mailbox = Mailbox(user.maildir, _quota(user))
+            mailbox = MaildirTarget(user.maildir, _quota(user))
             home = user.maildir.parent
-        return Job(
+        return DeliveryJob(
             source=source,
             body_offset=body_offset,
             sender=sender,

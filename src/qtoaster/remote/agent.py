@@ -51,7 +51,7 @@ INLINE_SCAN = 64 * 1024  # messages up to this size are scanned for 8-bit bytes 
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
+class RemoteAttempt:
     results: list[Result]  # one per recipient, in order
     reached: bool  # some host answered SMTP; False: the destination could not be reached
 
@@ -126,7 +126,7 @@ class RemoteAgent:
 
     async def deliver(
         self, body: Body, sender: str, recipients: Sequence[str], domain: str
-    ) -> Attempt:
+    ) -> RemoteAttempt:
         domain = ascii_lower(domain)
         # The 8-bit scan reads the whole message: a big one is read off the event loop.
         if body.size <= INLINE_SCAN:
@@ -141,21 +141,21 @@ class RemoteAgent:
             hosts, port = await self._targets(domain)
         except DnsFailure as exc:
             outcome = Outcome.TEMPORARY if exc.temporary else Outcome.PERMANENT
-            return Attempt([Result(outcome, exc.report)] * len(recipients), not exc.temporary)
+            return RemoteAttempt([Result(outcome, exc.report)] * len(recipients), not exc.temporary)
         for host in hosts:
             try:
                 policy = self.tls.policy_for(ascii_lower(host.name))
             except ConfigError as exc:  # a tlshosts file we cannot use: never send in clear
                 report = f"{'; '.join(exc.problems)} (#4.7.5)"
-                return Attempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
+                return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
             for address in host.addresses:
                 result = await self._try_host(
                     domain, Endpoint(host.name, address, port), policy, tx, body
                 )
                 if result is not None:
-                    return Attempt(_results(result), True)
+                    return RemoteAttempt(_results(result), True)
         temporary = Result(Outcome.TEMPORARY, NO_CONNECTION)
-        return Attempt([temporary] * len(recipients), False)
+        return RemoteAttempt([temporary] * len(recipients), False)
 
     async def close(self) -> None:
         """Close every cached connection (QUIT first)."""
@@ -228,7 +228,7 @@ class RemoteAgent:
 
     # -- the connection cache ----------------------------------------------------------
 
-    async def _try_idle(self, key: str, tx: Transaction, body: Body) -> Attempt | None:
+    async def _try_idle(self, key: str, tx: Transaction, body: Body) -> RemoteAttempt | None:
         entries = self._idle.get(key)
         while entries:
             conn, timer = entries.pop()
@@ -241,7 +241,7 @@ class RemoteAgent:
                 conn.abort()  # the peer dropped the idle connection: no harm done
                 continue
             await self._park_or_close(key, conn, result)
-            return Attempt(_results(result), True)
+            return RemoteAttempt(_results(result), True)
         return None
 
     async def _park_or_close(self, key: str, conn: Connection, result: TransactionResult) -> None:

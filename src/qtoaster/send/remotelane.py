@@ -1,0 +1,134 @@
+"""The remote lane: one pass of remote deliveries for one message (qmail-rspawn's job).
+
+The recipients asked for are grouped by domain; each group is one call to the remote
+agent (one SMTP connection, spec 17.1), run concurrently, bounded by concurrencyremote
+(spec 15.2) and by each domain's politeness window (``remote/politeness.py``).  Results
+go through ``results`` exactly as local ones do (rules, then the record in ``state/ID``).
+
+Invariants: a paused domain is not contacted, except on a dying message's last attempt;
+an agent that raises defers its recipients (an internal error never bounces mail); a
+message deleted from the queue meanwhile is reported as vanished, never delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Protocol
+
+from qtoaster.core.clock import Clock
+from qtoaster.core.outcome import Outcome, Result
+from qtoaster.queue import schedule
+from qtoaster.queue.store import QueueStore
+from qtoaster.remote.body import Body
+from qtoaster.remote.politeness import Politeness
+from qtoaster.send import results
+from qtoaster.send.entry import REMOTE, MessageJob
+from qtoaster.send.results import Results
+
+PAUSED = "Delivery to {domain} is paused after a failed attempt; I'll try again later. (#4.4.1)"
+
+
+class AttemptLike(Protocol):
+    """What remote/agent.py's RemoteAttempt tells: one result per recipient, and whether
+    some host of the destination answered SMTP (the politeness window needs it)."""
+
+    @property
+    def results(self) -> list[Result]: ...
+    @property
+    def reached(self) -> bool: ...
+
+
+class RemoteAgentLike(Protocol):
+    """remote/agent.py's RemoteAgent: asynchronous, one domain's recipients per call."""
+
+    async def deliver(
+        self, body: Body, sender: str, recipients: Sequence[str], domain: str
+    ) -> AttemptLike: ...
+
+    async def close(self) -> None: ...
+
+
+Group = list[tuple[int, str]]  # (recipient index, address) at one domain
+
+
+class RemoteLane:
+    channel = REMOTE
+    skip = schedule.REMOTE_SKIP
+
+    def __init__(
+        self,
+        agent: RemoteAgentLike,
+        store: QueueStore,
+        io: Executor,
+        concurrency: int,
+        clock: Clock,
+    ) -> None:
+        self.agent = agent
+        self.store = store
+        self._io = io
+        self._clock = clock
+        self._concurrency = concurrency
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self.politeness = Politeness(concurrency)
+
+    def held(self) -> bool:
+        return self._concurrency == 0
+
+    async def deliver(self, job: MessageJob, indexes: Sequence[int], dying: bool) -> Results | None:
+        groups: dict[str, Group] = {}
+        for idx in indexes:
+            rcpt = job.recipients[idx]
+            groups.setdefault(rcpt.rpartition("@")[2].lower(), []).append((idx, rcpt))
+        done = await asyncio.gather(
+            *(self._group(job, domain, rcpts, dying) for domain, rcpts in groups.items())
+        )
+        if any(part is None for part in done):
+            return None
+        return [item for part in done if part is not None for item in part]
+
+    def retry_now(self, recipients: Sequence[str] | None) -> None:
+        """An operator asked for a retry: end the pause of these recipients' domains
+        (None: of every domain)."""
+        if recipients is None:
+            self.politeness.resume()
+        for rcpt in recipients or ():
+            self.politeness.resume(rcpt.rpartition("@")[2].lower())
+
+    async def close(self) -> None:
+        await self.agent.close()
+
+    def shutdown(self) -> None:
+        """No threads of its own: the queue I/O thread is the manager's."""
+
+    async def _group(
+        self, job: MessageJob, domain: str, rcpts: Group, dying: bool
+    ) -> Results | None:
+        if not dying and self.politeness.paused_until(domain, self._clock.time()) is not None:
+            paused = Result(Outcome.TEMPORARY, PAUSED.format(domain=domain))
+            return [(idx, paused) for idx, _ in rcpts]
+        message = job.message
+        async with self.politeness.slot(domain), self._slots:
+            if not os.path.exists(message.path):
+                return None
+            body = Body(str(message.path), message.body_offset, message.size)
+            try:
+                attempt = await self.agent.deliver(
+                    body, message.envelope.sender, [r for _, r in rcpts], domain
+                )
+                found, reached = attempt.results, attempt.reached
+            except Exception as exc:  # a bug must not bounce mail: defer and say so
+                found, reached = [results.agent_raised("remote", job.qid, exc)] * len(rcpts), True
+            self.politeness.report(domain, reached, self._clock.time())
+        pairs = [
+            (idx, results.final(result, dying))
+            for (idx, _), result in zip(rcpts, found, strict=True)
+        ]
+        if not results.needs_record(pairs, job.several):
+            return pairs  # deferred, or one recipient delivered: nothing to write
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._io, results.record, self.store, job.qid, pairs, job.several
+        )
