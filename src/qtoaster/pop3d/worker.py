@@ -1,9 +1,11 @@
 """A pop3d worker process: serves POP3 sessions on already-bound sockets.
 
-Like smtpd, N workers (one per core) share the listeners on SO_REUSEPORT sockets.
-Signals: SIGTERM/SIGINT stop accepting and close idle sessions (a session in the middle
-of a command finishes it; RFC 1939's UPDATE happens only at QUIT, so closing loses
-nothing); SIGHUP re-reads the configuration (certificates included) for new sessions.
+Like smtpd, N workers (two per core by default, decisions/0006) share the listeners on
+SO_REUSEPORT sockets. Listeners, signals, the idle timeout (spec 19.1: 20 minutes) and the
+graceful stop are :func:`qtoaster.net.serve.serve`'s. Signals: SIGTERM/SIGINT stop
+accepting and close the sessions once no command is in flight (at most GRACE_SECONDS;
+RFC 1939's UPDATE happens only at QUIT, so closing loses nothing); SIGHUP re-reads the
+configuration (certificates included) for new sessions.
 """
 
 from __future__ import annotations
@@ -11,28 +13,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 from qtoaster.auth.throttle import LoginThrottle
 from qtoaster.config.loader import Config, load_config
 from qtoaster.core.errors import ConfigError, TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.net.serve import serve as serve_listeners
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.pop3d.session import Pop3Session
 
 log = logging.getLogger("qtoaster.pop3d")
-# qmail-popup and qmail-pop3d exit after 20 idle minutes (spec 19.1).
-IDLE_SECONDS = 1200.0
-SWEEP_SECONDS = 1.0
 AUTH_THREADS = 4
 SECRETS_CHECK_SECONDS = 30.0
 STARTUP_CHECK_SECONDS = 5.0
+# A stop waits this long for commands in flight (a login, a big RETR, QUIT's UPDATE), then
+# closes every session: RFC 1939's UPDATE happens only at QUIT, so closing loses nothing.
+GRACE_SECONDS = 10.0
 
 
 class Pop3Worker:
@@ -78,42 +78,30 @@ class Pop3Worker:
         except TemporaryFailure:
             pass
 
-    async def watch(self) -> None:
-        """Idle sessions time out (spec 19.1); CRAM-MD5/APOP availability is refreshed."""
-        next_secrets = time.monotonic() + SECRETS_CHECK_SECONDS
+    async def watch_secrets(self) -> None:
+        """CRAM-MD5/APOP are offered only while some account keeps secrets: asked again
+        every SECRETS_CHECK_SECONDS (idle sessions are timed out by net.serve's sweep)."""
         while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            now = time.monotonic()
-            for session in list(self.sessions):
-                if not session.busy and now - session.last_activity > IDLE_SECONDS:
-                    session.close()
-            if now >= next_secrets:
-                next_secrets = now + SECRETS_CHECK_SECONDS
-                await self.check_secrets()
+            await asyncio.sleep(SECRETS_CHECK_SECONDS)
+            await self.check_secrets()
 
     async def serve(
         self, sockets: Iterable[tuple[str, socket.socket]], ready: Callable[[], None]
     ) -> None:
-        loop = asyncio.get_running_loop()
+        """Serve ``(kind, socket)`` listeners (pop3, pop3s) until SIGTERM/SIGINT."""
+        # Known before the first CAPA (bounded: a database that is down must not keep the
+        # worker from serving).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.check_secrets(), STARTUP_CHECK_SECONDS)
-        servers = [
-            await loop.create_server(partial(self.new_session, kind), sock=sock, backlog=4096)
-            for kind, sock in sockets
-        ]
-        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
-        loop.add_signal_handler(signal.SIGINT, self.stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        watcher = loop.create_task(self.watch())
-        ready()
-        await self.stop.wait()
-        for server in servers:
-            server.close()
-        deadline = time.monotonic() + 10.0
-        while any(s.busy for s in self.sessions) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for session in list(self.sessions):
-            session.close()
-        watcher.cancel()
+        await serve_listeners(
+            sockets,
+            self.new_session,
+            self.sessions,
+            ready=ready,
+            reload=self.reload,
+            grace=lambda: GRACE_SECONDS,
+            stop=self.stop,
+            background=[self.watch_secrets],
+        )
         self.executor.shutdown(wait=True)
         self.directory.close()

@@ -1,0 +1,115 @@
+"""serve(): what every worker process does with its listening sockets until it is told to stop.
+
+A worker (smtpd, pop3d) inherits bound listening sockets from the supervisor, each tagged
+with its kind (``smtp``, ``submission``, ``smtps``, ``pop3``, ``pop3s``). :func:`serve`
+accepts on all of them, makes one session per connection with the role's factory, times
+idle sessions out, and answers the signals of DESIGN.md 2:
+
+- SIGTERM, SIGINT: stop accepting; wait up to ``grace()`` seconds until every session is
+  :attr:`~Session.idle`; then :meth:`~Session.shut_down` each session (the role decides
+  what a busy one does: smtpd lets a commit finish, pop3d closes); then wait up to
+  ``overtime`` more seconds while a session is still busy; return.
+- SIGHUP: ``reload()`` (new sessions get the new configuration; running ones keep theirs).
+
+Implicit TLS (smtps, pop3s) is the session's: it starts the handshake itself with the
+context of the configuration it was made with, so a reloaded certificate applies to new
+connections and a failed handshake is logged like a failed STARTTLS.
+
+Invariants: ``ready()`` is called once every listener accepts and the signal handlers are
+in place; the role's background tasks and the idle sweep are cancelled before :func:`serve`
+returns (the role then shuts its thread pools down); a session is timed out only when it is
+not busy and has read nothing for its :meth:`~Session.idle_limit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from collections.abc import Callable, Collection, Coroutine, Iterable
+from functools import partial
+from typing import Any, Protocol
+
+SWEEP_SECONDS = 1.0  # how often idle sessions are looked for (qmail's timeouts are seconds)
+POLL_SECONDS = 0.05  # how often the drain looks at the sessions while stopping
+BACKLOG = 4096
+
+
+class Session(Protocol):
+    """What :func:`serve` uses of a session (:class:`qtoaster.net.driver.EngineDriver`)."""
+
+    busy: bool
+    last_activity: float
+
+    @property
+    def idle(self) -> bool: ...
+
+    def idle_limit(self) -> float: ...
+
+    def timed_out(self) -> None: ...
+
+    def shut_down(self) -> None: ...
+
+
+async def serve(
+    listeners: Iterable[tuple[str, socket.socket]],
+    new_session: Callable[[str], asyncio.BaseProtocol],
+    sessions: Collection[Session],
+    *,
+    ready: Callable[[], None],
+    reload: Callable[[], None],
+    grace: Callable[[], float],
+    overtime: float = 0.0,
+    stop: asyncio.Event | None = None,
+    background: Iterable[Callable[[], Coroutine[Any, Any, None]]] = (),
+    sweep_seconds: float = SWEEP_SECONDS,
+) -> None:
+    """Serve ``(kind, socket)`` listeners until SIGTERM/SIGINT (or ``stop`` is set).
+
+    ``new_session(kind)`` makes the protocol of one connection; ``sessions`` is the live
+    set the sessions register in (and leave in connection_lost). ``grace()`` is asked when
+    the stop comes (a reload may have changed it). ``background`` coroutines (the role's
+    own periodic work) run while serving."""
+    loop = asyncio.get_running_loop()
+    stop = stop if stop is not None else asyncio.Event()
+    servers = [
+        await loop.create_server(partial(new_session, kind), sock=sock, backlog=BACKLOG)
+        for kind, sock in listeners
+    ]
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    tasks = [loop.create_task(sweep(sessions, sweep_seconds))]
+    tasks += [loop.create_task(work()) for work in background]
+    ready()
+    await stop.wait()
+    for server in servers:
+        server.close()
+    await drain(sessions, grace(), overtime)
+    for task in tasks:
+        task.cancel()
+
+
+async def sweep(sessions: Collection[Session], every: float) -> None:
+    """Time out sessions idle past their limit (qmail's per-read timeouts), every ``every`` s."""
+    while True:
+        await asyncio.sleep(every)
+        now = time.monotonic()
+        for session in list(sessions):
+            if not session.busy and now - session.last_activity > session.idle_limit():
+                session.timed_out()
+
+
+async def drain(sessions: Collection[Session], grace: float, overtime: float) -> None:
+    """The graceful stop: sessions get ``grace`` seconds to become idle, then are shut
+    down; busy ones get ``overtime`` seconds more to finish."""
+    deadline = time.monotonic() + grace
+    while sessions and time.monotonic() < deadline:
+        if all(s.idle for s in sessions):
+            break
+        await asyncio.sleep(POLL_SECONDS)
+    for session in list(sessions):
+        session.shut_down()
+    while any(s.busy for s in sessions) and time.monotonic() < deadline + overtime:
+        await asyncio.sleep(POLL_SECONDS)

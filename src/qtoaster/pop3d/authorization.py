@@ -1,0 +1,242 @@
+"""The AUTHORIZATION half of a POP3 session: CAPA, USER/PASS, APOP, AUTH, STLS (spec 19.2-19.4).
+
+A mixin of :class:`qtoaster.pop3d.session.Pop3Session`, which owns the connection. The login
+is verified against the directory in a thread (argon2), then the user's Maildir is locked
+(one session per mailbox: ``-ERR [IN-USE]``) and scanned, and only then ``+OK ``.
+
+Invariants:
+- plain-text logins (USER/PASS, AUTH PLAIN) need TLS unless ``[auth] allow_plaintext``;
+  APOP and CRAM-MD5 need an account that keeps secrets (docs/directory.md);
+- a failed login is answered after the throttle's delay; ``[auth] max_failures`` of them
+  end the session (qmail-popup ended it at the first); accounts with NO_POP or DISABLED
+  cannot log in;
+- a directory or disk that fails answers ``-ERR [SYS/TEMP]`` and ends the session;
+- after STLS's +OK nothing the client sent in clear text becomes a command (RFC 2595 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from qtoaster.auth.verify import AuthResult, login_address, verify
+from qtoaster.core.errors import TemporaryFailure
+from qtoaster.directory.schema import UserFlag
+from qtoaster.directory.secrets import verify_apop
+from qtoaster.maildir.lock import MailboxLock
+from qtoaster.maildir.mailbox import Mailbox, MailboxError
+from qtoaster.net.driver import EngineDriver
+from qtoaster.pop3d.context import Pop3Context
+from qtoaster.protocols import sasl
+from qtoaster.protocols.pop3 import events as ev
+from qtoaster.protocols.pop3.server import Pop3Connection
+from qtoaster.protocols.sasl import (
+    Challenge,
+    CramCredentials,
+    Failure,
+    Mechanism,
+    PlainCredentials,
+    SaslServer,
+)
+from qtoaster.tls import upgrade
+
+log = logging.getLogger("qtoaster.pop3d")
+
+
+class Authorization(EngineDriver[Pop3Connection]):
+    # Provided by Pop3Session.
+    ctx: Pop3Context
+    remote_ip: str
+    banner: str
+    sasl: SaslServer | None
+    mailbox: Mailbox | None
+    lock: MailboxLock | None
+    user: str | None
+    failures: int
+
+    if TYPE_CHECKING:
+
+        def _greet(self) -> None: ...
+
+    def _plaintext_ok(self) -> bool:
+        return self.conn.tls or self.ctx.config.settings.auth_allow_plaintext
+
+    def _secrets(self) -> bool:
+        return self.ctx.secrets[0]
+
+    def _capa(self) -> None:
+        """The seed's CAPA lines, and what RFC 2449/2595 add, as really available."""
+        lines = ["TOP", "UIDL", "LAST"]
+        if self.mailbox is None:
+            if self._plaintext_ok():
+                lines.append("USER")
+            if self._secrets():
+                lines.append("APOP")
+            mechanisms = (["CRAM-MD5"] if self._secrets() else []) + (
+                ["PLAIN"] if self._plaintext_ok() else []
+            )
+            if mechanisms:
+                lines.append("SASL " + " ".join(mechanisms))
+            if self.ctx.tls is not None and not self.conn.tls:
+                lines.append("STLS")
+        lines += ["PIPELINING", "RESP-CODES", "AUTH-RESP-CODE", "IMPLEMENTATION qtoaster"]
+        self.conn.multiline("Capability list follows", lines)
+
+    def _auth(self, event: ev.Auth) -> None:
+        mechanism = sasl.parse_mechanism(event.mechanism)
+        if mechanism is Mechanism.CRAM_MD5 and self._secrets():
+            self.sasl = SaslServer(mechanism, cram_challenge=self.banner.encode())
+        elif mechanism is Mechanism.PLAIN and self._plaintext_ok():
+            self.sasl = SaslServer(mechanism)
+        elif mechanism is Mechanism.PLAIN:
+            self.conn.err("plain text login needs TLS first (STLS)", "AUTH")
+            return
+        else:
+            self.conn.err("unimplemented")
+            return
+        self._sasl_step(self.sasl.start(event.initial_response))
+
+    def _sasl_step(self, step: Challenge | PlainCredentials | CramCredentials | Failure) -> None:
+        if isinstance(step, Challenge):
+            self.conn.challenge(step.text)
+            return
+        self.sasl = None
+        if isinstance(step, Failure):
+            # POP3 has no SMTP codes: qmail-popup answers -ERR (spec 19.4).
+            self.conn.err(step.reply.text.split(" (#", 1)[0])
+            return
+        self.wait_for(self._login(step))
+
+    async def _login_apop(self, name: str, digest: str) -> None:
+        loop = asyncio.get_running_loop()
+        default = self.ctx.config.controls.defaultdomain
+        address = login_address(name, default) or name
+
+        def check() -> AuthResult:
+            _cram, secret = self.ctx.directory.auth_secrets(address)
+            user = self.ctx.directory.user(address)
+            ok = secret is not None and verify_apop(self.banner, secret, digest)
+            if ok and user is not None and user.flags & UserFlag.NO_POP:
+                return AuthResult(False, address, "POP disabled")
+            return AuthResult(ok and user is not None, address, "APOP")
+
+        try:
+            result = await loop.run_in_executor(self.ctx.executor, check)
+        except TemporaryFailure as exc:
+            self._unavailable(exc)
+            return
+        await self._logged_in_or_not(result)
+
+    async def _login(self, credentials: PlainCredentials | CramCredentials) -> None:
+        loop = asyncio.get_running_loop()
+        default = self.ctx.config.controls.defaultdomain
+
+        def check() -> AuthResult:
+            return verify(self.ctx.directory, credentials, service="pop3", default_domain=default)
+
+        try:
+            result = await loop.run_in_executor(self.ctx.executor, check)
+        except TemporaryFailure as exc:
+            self._unavailable(exc)
+            return
+        await self._logged_in_or_not(result)
+
+    def _unavailable(self, exc: Exception) -> None:
+        log.warning("%s directory unavailable: %s", self.id, exc)
+        self.conn.close_after_send()
+        self.conn.err("unable to check the password now, try again later", "SYS/TEMP")
+        self.flush()
+
+    async def _logged_in_or_not(self, result: AuthResult) -> None:
+        throttle = self.ctx.throttle
+        if not result.ok:
+            throttle.failed(self.remote_ip, result.user)
+            delay = throttle.delay_for(self.remote_ip, result.user)
+            log.info(
+                "%s login failed user=%s client=%s reason=%s",
+                self.id,
+                result.user,
+                self.remote_ip,
+                result.reason,
+            )
+            await asyncio.sleep(delay)
+            # qmail-popup closed the connection after one failure; we allow a few, like
+            # SMTP AUTH ([auth] max_failures), so that a client whose strongest mechanism
+            # fails (CRAM-MD5 for an account without secrets) can fall back to another.
+            self.failures += 1
+            if throttle.session_exhausted(self.failures):
+                self.conn.close_after_send()
+            self.conn.err("authorization failed", "AUTH")
+            self.flush()
+            return
+        await asyncio.sleep(throttle.delay_for(self.remote_ip, result.user))
+        throttle.succeeded(self.remote_ip, result.user)
+        await self._open_mailbox(result.user)
+
+    async def _open_mailbox(self, address: str) -> None:
+        loop = asyncio.get_running_loop()
+
+        def open_it() -> tuple[MailboxLock | None, Mailbox | None, str]:
+            user = self.ctx.directory.user(address)
+            if user is None:
+                return None, None, "this user has no $HOME/Maildir"
+            lock = MailboxLock.acquire(user.maildir)
+            if lock is None:
+                return None, None, ""
+            try:
+                return lock, Mailbox.open(user.maildir), ""
+            except MailboxError as exc:
+                lock.release()
+                return None, None, exc.text
+
+        try:
+            lock, mailbox, problem = await loop.run_in_executor(self.ctx.executor, open_it)
+        except (TemporaryFailure, OSError) as exc:
+            self._unavailable(exc)
+            return
+        if mailbox is None:
+            self.conn.close_after_send()
+            if problem:
+                self.conn.err(problem, "SYS/TEMP")
+            else:
+                self.conn.err("your mailbox is in use by another session", "IN-USE")
+            self.flush()
+            return
+        if not self.is_open:  # the client left while the Maildir was scanned
+            if lock is not None:
+                lock.release()
+            return
+        self.lock, self.mailbox, self.user = lock, mailbox, address
+        log.info("%s login user=%s client=%s", self.id, address, self.remote_ip)
+        self.conn.logged_in()
+        self.flush()
+
+    # -- STLS (RFC 2595) and POP3S -------------------------------------------------------
+    def _stls(self) -> None:
+        if self.ctx.tls is None:
+            self.conn.err(f"TLS not available: {self.ctx.tls_problem}", "SYS/TEMP")
+            return
+        self.conn.ok("Begin TLS negotiation")  # the engine drops what it buffered
+        self.flush()
+        self._begin_tls(implicit=False)
+
+    def _begin_tls(self, *, implicit: bool) -> None:
+        assert self.transport is not None
+        upgrade.hold(self.transport)  # the ClientHello is for TLS, not the engine
+        self.wait_for(self._start_tls(implicit))
+
+    async def _start_tls(self, implicit: bool) -> None:
+        transport, tls = self.transport, self.ctx.tls
+        assert transport is not None and tls is not None
+        self.conn.discard_input()
+        upgraded = await upgrade.handshake(
+            transport, self, tls, timeout=60.0, who=f"{self.id} client={self.remote_ip}"
+        )
+        if upgraded is None:
+            return
+        self.transport = upgraded
+        if implicit:
+            self._greet()
+        else:
+            self.conn.start_tls_done()

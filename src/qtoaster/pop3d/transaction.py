@@ -1,0 +1,141 @@
+"""The TRANSACTION and UPDATE halves of a POP3 session: qmail-pop3d's commands (spec 19.5).
+
+A mixin of :class:`qtoaster.pop3d.session.Pop3Session`; the mailbox is
+:class:`qtoaster.maildir.mailbox.Mailbox`, opened and locked at login.
+
+Invariants:
+- RETR of a message that fits in one CHUNK is answered at once, without a task, so its
+  answer leaves with the other pipelined answers in one write; a bigger message, and TOP,
+  are streamed chunk by chunk, waiting whenever the client lags (flow control);
+- whichever path serves a message, the client receives its RFC 1939 3 wire form;
+- UPDATE happens only at QUIT (RFC 1939 6), in a thread, and the lock is released after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from qtoaster.maildir.mailbox import Mailbox, MessageNumberError
+from qtoaster.net.driver import EngineDriver
+from qtoaster.pop3d.context import Pop3Context
+from qtoaster.protocols.pop3 import events as ev
+from qtoaster.protocols.pop3.server import Pop3Connection
+
+log = logging.getLogger("qtoaster.pop3d")
+CHUNK = 64 * 1024
+
+
+class Transaction(EngineDriver[Pop3Connection]):
+    # Provided by Pop3Session.
+    ctx: Pop3Context
+    mailbox: Mailbox | None
+
+    if TYPE_CHECKING:
+
+        def _unlock(self) -> None: ...
+
+    def _transaction(self, event: object) -> None:
+        box = self.mailbox
+        assert box is not None
+        try:
+            if isinstance(event, ev.Retr):
+                self._retr(box, event.number)  # read_small() checks the number
+            elif isinstance(event, ev.Stat):
+                count, size = box.stat()
+                self.conn.ok(f"{count} {size}")
+            elif isinstance(event, ev.List | ev.Uidl):
+                self._listing(box, event)
+            elif isinstance(event, ev.Top):
+                box.get(event.number)
+                self.wait_for(self._send_message(box, event.number, event.lines))
+            elif isinstance(event, ev.Dele):
+                box.get(event.number)
+                box.delete(event.number)
+                self.conn.ok()
+            elif isinstance(event, ev.Noop):
+                self.conn.ok()
+            elif isinstance(event, ev.Rset):
+                box.reset()
+                self.conn.ok()
+            elif isinstance(event, ev.Last):
+                self.conn.ok(str(box.last))
+            else:  # pragma: no cover - the engine's event set is closed
+                raise AssertionError(f"unexpected event {event!r}")
+        except MessageNumberError as exc:
+            self.conn.err(exc.text)
+
+    def _listing(self, box: Mailbox, event: ev.List | ev.Uidl) -> None:
+        uidl = isinstance(event, ev.Uidl)
+        if event.number is not None:
+            message = box.get(event.number)
+            self.conn.ok(f"{message.number} {message.uid if uidl else message.size}")
+            return
+        lines = (
+            f"{m.number} {m.uid if uidl else m.size}".encode("utf-8", "surrogateescape")
+            for m in box.undeleted()
+        )
+        self.conn.multiline("", lines)
+
+    def _retr(self, box: Mailbox, number: int) -> None:
+        """RETR: a message that fits in one chunk is answered at once (no task, and its
+        reply leaves with the other pipelined answers in one write); a bigger one is
+        streamed by :meth:`_send_message`."""
+        try:
+            data = box.read_small(number, CHUNK)
+        except OSError:
+            self.conn.err("unable to open that message")
+            return
+        if data is None:
+            self.wait_for(self._send_message(box, number, None))
+            return
+        self.conn.send_message(data)
+
+    async def _send_message(self, box: Mailbox, number: int, lines: int | None) -> None:
+        """RETR/TOP: the file streamed in chunks, waiting for the client when it lags."""
+        try:
+            source = box.open_message(number) if lines is None else None
+            top = box.top_lines(number, lines) if lines is not None else None
+        except OSError:
+            self.conn.err("unable to open that message")
+            self.flush()
+            return
+        self.conn.send_multiline_start()
+        try:
+            if source is not None:
+                with source:
+                    while chunk := source.read(CHUNK):
+                        await self._write_chunk(chunk)
+            else:
+                assert top is not None
+                for piece in top:
+                    await self._write_chunk(piece)
+        except OSError as exc:  # the file went away mid-way: the client sees a short message
+            log.warning("%s read error in message %d: %s", self.id, number, exc)
+        self.conn.send_multiline_end()
+        self.flush()
+
+    async def _write_chunk(self, chunk: bytes) -> None:
+        self.conn.send_multiline_chunk(chunk)
+        self.flush()
+        if self.writing_paused:
+            await self.wait_drained()
+
+    def _quit(self) -> None:
+        box = self.mailbox
+        if box is None:
+            self.conn.ok()
+            return
+        self.wait_for(self._update(box))
+
+    async def _update(self, box: Mailbox) -> None:
+        loop = asyncio.get_running_loop()
+        problems = await loop.run_in_executor(self.ctx.executor, box.commit)
+        self._unlock()
+        if problems:
+            log.warning("%s update problems: %s", self.id, "; ".join(problems))
+            self.conn.err("unable to unlink all deleted messages")
+        else:
+            self.conn.ok()
+        self.flush()
