@@ -141,3 +141,21 @@ def test_creates_missing_parents(tmp_path: Path) -> None:
     home = Home(tmp_path / "a" / "b" / "home")
     init_home(home, "m.test")
     assert check_config(home) == []
+
+
+def test_template_tells_the_truth_about_privileges(tmp_path: Path) -> None:
+    # Nothing in qtoaster changes its user (DESIGN.md section 2's table is the goal, not
+    # today): the template must say so, not promise a privilege drop.
+    import qtoaster
+
+    source = Path(qtoaster.__file__).parent
+    calls = ("setuid(", "setresuid(", "setgid(", "setgroups(", "initgroups(")
+    dropping = [
+        path.name for path in source.rglob("*.py") if any(c in path.read_text() for c in calls)
+    ]
+    home = Home(tmp_path / "home")
+    init_home(home, "mail.example.com", as_root=False)
+    text = home.settings_file.read_text()
+    assert "drops privileges after binding" not in text
+    if not dropping:
+        assert "runs as the user that started qtoaster" in text

@@ -7,8 +7,14 @@ from pathlib import Path
 import pytest
 
 from qtoaster.config.settings import (
+    BounceFormat,
+    ChkuserMode,
     Listener,
+    ListenerKind,
+    LogLevel,
+    OnUnavailable,
     Settings,
+    TlsVersion,
     load_settings,
     parse_listen,
     settings_from_toml,
@@ -223,3 +229,51 @@ def test_remote_and_dns_problems(table: str, key: str, value: object, problem: s
     with pytest.raises(ConfigError) as err:
         settings_from_toml({table: {key: value}})
     assert problem in str(err.value.problems)
+
+
+def test_closed_choices_are_enum_members_equal_to_their_text() -> None:
+    s = settings_from_toml(
+        {
+            "listen": {"smtp": [], "pop3s": ["127.0.0.1:995"]},
+            "chkuser": {"mode": "off"},
+            "queue": {"bounce_format": "dsn"},
+            "tls": {"min_version": "TLSv1.3"},
+            "log": {"level": "debug"},
+            "clamd": {"address": "127.0.0.1:3310", "on_unavailable": "tempfail"},
+        }
+    )
+    assert s.listeners[0].kind is ListenerKind.POP3S
+    assert s.chkuser_mode is ChkuserMode.OFF
+    assert s.bounce_format is BounceFormat.DSN
+    assert s.tls_min_version is TlsVersion.TLSV1_3
+    assert s.log_level is LogLevel.DEBUG
+    assert s.clamd is not None and s.clamd.on_unavailable is OnUnavailable.TEMPFAIL
+    # Consumers elsewhere compare with, format and look up by the plain strings.
+    assert s.bounce_format == "dsn" and f"{s.chkuser_mode}" == "off"
+    assert {"TLSv1.3": 1}[s.tls_min_version] == 1 and s.log_level.upper() == "DEBUG"
+    defaults = settings_from_toml({})
+    assert defaults.chkuser_mode is ChkuserMode.DOMAIN
+    assert defaults.bounce_format is BounceFormat.QSBMF
+    assert defaults.tls_min_version is TlsVersion.TLSV1_2
+    assert defaults.log_level is LogLevel.INFO
+    assert defaults.listeners[0].kind is ListenerKind.SMTP
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "problem"),
+    [
+        ("chkuser", "mode", "must be one of domain, always, off"),
+        ("log", "level", "must be one of debug, info, warning, error"),
+        ("tls", "min_version", 'must be "TLSv1.2" or "TLSv1.3"'),
+        ("queue", "bounce_format", 'must be "qsbmf" or "dsn"'),
+    ],
+)
+def test_choice_problems_keep_their_wording(table: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_from_toml({table: {key: 7}})
+    assert err.value.problems == [f"qtoaster.toml: [{table}] {key}: {problem}, not 7"]
+
+
+def test_parse_listen_refuses_an_unknown_kind() -> None:
+    with pytest.raises(ValueError):
+        parse_listen("imap", "127.0.0.1:143")

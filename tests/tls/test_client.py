@@ -404,3 +404,22 @@ def test_pki_handshake_helper_works_with_our_contexts(
     assert context is not None
     _, client = handshake(server_ctx(tmp_path, pem), context)
     assert client.getpeercert()
+
+
+def test_loaded_ciphers_are_used_without_reading_the_file(control: Path) -> None:
+    # As config.rolecontrols loaded them: the file may change or go; the value stays.
+    (control / "tlsclientciphers").write_text("NOSUCH\n")
+    context = ClientTls(control, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256").policy_for(HOST).context
+    assert context is not None
+    tls12 = [c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"]
+    assert tls12 == ["ECDHE-ECDSA-AES128-GCM-SHA256"]
+
+
+def test_loaded_empty_ciphers_mean_openssls_default(control: Path) -> None:
+    context = ClientTls(control, ciphers="").policy_for(HOST).context
+    reference = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    reference.set_ciphers("DEFAULT")
+    assert context is not None
+    assert [c["name"] for c in context.get_ciphers()] == [
+        c["name"] for c in reference.get_ciphers()
+    ]

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import dh
 from cryptography.hazmat.primitives.serialization import Encoding, ParameterFormat
 
+from qtoaster.config.rolecontrols import load_tls_server
 from qtoaster.tls.certs import self_signed
 from qtoaster.tls.server import (
     TlsError,
@@ -270,3 +271,33 @@ def test_describe_and_summary(control: Path) -> None:
     name = server.cipher()[0]  # type: ignore[index]
     assert describe(server) == f"({server.version()} {name} encrypted) SMTP"
     assert session_summary(server).startswith(f"TLSv1.3 {name} ")
+
+
+# -- typed control files (config.rolecontrols) ------------------------------------------
+
+
+def test_typed_controls_build_the_same_context(control: Path, ca: PrivateCA) -> None:
+    with_client_ca(control, ca)
+    (control / "tlsserverciphers").write_text("ECDHE-ECDSA-AES128-GCM-SHA256\n")
+    loaded = load_tls_server(control)
+    assert TlsSettings.from_controls(loaded) == read_settings(control)
+    assert TlsSettings.from_controls(loaded, env_ciphers="").ciphers is None
+    ctx = server_context(loaded)
+    assert ctx.verify_mode == ssl.CERT_OPTIONAL
+    assert tls_available(loaded)
+
+
+def test_typed_tlsclients_are_not_read_again(control: Path, ca: PrivateCA) -> None:
+    with_client_ca(control, ca)
+    loaded = load_tls_server(control)
+    _, pem = ca.issue("alice", email="alice@example.test")
+    server, _ = handshake(server_context(loaded), client_context(cert_pem=pem))
+    (control / "tlsclients").unlink()  # a reload would see this; the loaded list does not
+    assert client_cert_relay(server, loaded.tlsclients) == (True, "alice@example.test")
+    assert client_cert_relay(server, frozenset()) == (False, "")
+
+
+def test_unreadable_tls_controls_are_qmails_die_control(control: Path) -> None:
+    (control / "tlsclients").mkdir()  # EISDIR, as root too
+    with pytest.raises(TlsError, match="unable to read controls"):
+        server_context(control)

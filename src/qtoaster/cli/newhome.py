@@ -28,7 +28,8 @@ SETTINGS_TEMPLATE = """\
 
 [listen]
 # Addresses the SMTP listener binds: "HOST:PORT", "[IPv6]:PORT", or ":PORT" for every
-# IPv4 address.  Port 25 needs root (qtoaster drops privileges after binding).
+# IPv4 address.  Ports below 1024 (25, 587, 465, 110, 995) need root to bind, and every
+# role then runs as the user that started qtoaster: nothing drops privileges yet.
 smtp = {smtp}
 # Submission (AUTH required before MAIL; usually ":587") and SMTPS (implicit TLS; ":465").
 submission = {submission}

@@ -28,7 +28,7 @@ import click
 
 from qtoaster.cli.inject import queue_fsync
 from qtoaster.core.envelope import Envelope, decode, encode
-from qtoaster.core.errors import ConfigError, QueueError
+from qtoaster.core.errors import ConfigError, QtoasterError, QueueError
 from qtoaster.core.home import Home
 from qtoaster.queue import exitcodes
 from qtoaster.queue.format import date822, received_line
@@ -40,7 +40,7 @@ _WITH_ARGUMENT = set("efpoBFbNRVXL")
 _IGNORED = set("vimxEJ")
 
 
-class UsageError(Exception):
+class UsageError(QtoasterError):
     pass
 
 

@@ -6,7 +6,9 @@ settings stay in control/ (see config.control).
 
 Invariants: every key is known, typed and within bounds, or `load_settings` raises
 one ConfigError naming every problem (``qtoaster.toml: [table] key: ...``).
-Absent keys take the defaults below; nothing else reads the file.
+Absent keys take the defaults below; nothing else reads the file.  A closed choice
+(listener kind, chkuser mode, bounce format, ...) is held as a member of its `StrEnum`:
+it compares equal to, hashes as and prints as its TOML string, so ``== "dsn"`` still works.
 """
 
 from __future__ import annotations
@@ -15,25 +17,74 @@ import ipaddress
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from qtoaster.core.errors import ConfigError
 
-# Listener kinds: SMTP (STARTTLS offered), submission (RFC 6409: AUTH required before
-# MAIL), SMTPS (implicit TLS, RFC 8314), POP3 (STLS offered) and POP3S (implicit TLS).
-LISTENER_KINDS = ("smtp", "submission", "smtps", "pop3", "pop3s")
-SMTPD_KINDS = ("smtp", "submission", "smtps")
-POP3_KINDS = ("pop3", "pop3s")
-DEFAULT_LISTEN = {"smtp": ("127.0.0.1:2525",)}
-LOG_LEVELS = ("debug", "info", "warning", "error")
+
+class ListenerKind(StrEnum):
+    """[listen] keys: SMTP (STARTTLS offered), submission (RFC 6409: AUTH required before
+    MAIL), SMTPS (implicit TLS, RFC 8314), POP3 (STLS offered) and POP3S (implicit TLS)."""
+
+    SMTP = "smtp"
+    SUBMISSION = "submission"
+    SMTPS = "smtps"
+    POP3 = "pop3"
+    POP3S = "pop3s"
+
+
+class ChkuserMode(StrEnum):
+    """[chkuser] mode (spec 12): which hosted domains have their recipients checked."""
+
+    DOMAIN = "domain"  # domains whose unknown users bounce
+    ALWAYS = "always"  # every hosted domain
+    OFF = "off"  # none (CHKUSER_START may still turn it on per connection)
+
+
+class BounceFormat(StrEnum):
+    """[queue] bounce_format: qmail's QSBMF text or an RFC 3464 delivery status notification."""
+
+    QSBMF = "qsbmf"
+    DSN = "dsn"
+
+
+class OnUnavailable(StrEnum):
+    """[clamd]/[spamd] on_unavailable: what a scanner that is down means for the message."""
+
+    ACCEPT = "accept"  # accept it unscanned (logged)
+    TEMPFAIL = "tempfail"  # 451: the client tries again later
+
+
+class TlsVersion(StrEnum):
+    """[tls] min_version: the oldest TLS version offered (RFC 8996 retired 1.0 and 1.1)."""
+
+    TLSV1_2 = "TLSv1.2"
+    TLSV1_3 = "TLSv1.3"
+
+
+class LogLevel(StrEnum):
+    """[log] level, a name of the logging module's levels in lower case."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+LISTENER_KINDS = tuple(ListenerKind)
+SMTPD_KINDS = (ListenerKind.SMTP, ListenerKind.SUBMISSION, ListenerKind.SMTPS)
+POP3_KINDS = (ListenerKind.POP3, ListenerKind.POP3S)
+DEFAULT_LISTEN = {ListenerKind.SMTP: ("127.0.0.1:2525",)}
+LOG_LEVELS = tuple(LogLevel)
 MAX_WORKERS = 256
 MAX_CONNECTIONS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    kind: str
+    kind: ListenerKind
     host: str
     port: int
 
@@ -46,7 +97,9 @@ def parse_listen(kind: str, value: str) -> Listener:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (all IPv4 addresses, tcpserver's ``0``).
 
     HOST must be an IP address literal; PORT 0..65535 (0 = any free port, for tests).
+    *kind* is a `ListenerKind` value (ValueError otherwise).
     """
+    listener_kind = ListenerKind(kind)
     if value.startswith("["):
         host, sep, port_text = value[1:].partition("]:")
         if not sep:
@@ -66,10 +119,10 @@ def parse_listen(kind: str, value: str) -> Listener:
         raise ValueError(f"{value!r}: only IPv6 addresses go in brackets")
     if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise ValueError(f"{value!r}: port must be a number from 0 to 65535")
-    return Listener(kind=kind, host=address.compressed, port=int(port_text))
+    return Listener(kind=listener_kind, host=address.compressed, port=int(port_text))
 
 
-CHKUSER_MODES = ("domain", "always", "off")
+CHKUSER_MODES = tuple(ChkuserMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +132,10 @@ class Settings:
     max_connections: int
     database_url: str | None
     fsync: bool
-    log_level: str
+    log_level: LogLevel
     # chkuser (spec 12): "domain" checks hosted domains whose unknown users bounce,
     # "always" every hosted domain, "off" none; CHKUSER_START overrides per connection.
-    chkuser_mode: str = "domain"
+    chkuser_mode: ChkuserMode = ChkuserMode.DOMAIN
     chkuser_delay: float = 1.0  # seconds before each rejection (CHKUSER_ERROR_DELAY)
     chkuser_delay_increase: float = 0.3  # added per rejection (CHKUSER_ERROR_DELAY_INCREASE)
     # SMTP AUTH (docs/tls.md): plain-text mechanisms without TLS only if allowed; failures
@@ -91,8 +144,8 @@ class Settings:
     auth_failure_delay: float = 1.0
     auth_max_failures: int = 3
     submission_restrict_sender: bool = False  # MAIL FROM must be the user's own address
-    tls_min_version: str = "TLSv1.2"
-    bounce_format: str = "qsbmf"  # or "dsn" (RFC 3464)
+    tls_min_version: TlsVersion = TlsVersion.TLSV1_2
+    bounce_format: BounceFormat = BounceFormat.QSBMF  # or DSN (RFC 3464)
     dns_nameservers: tuple[str, ...] = ()  # empty: the system resolver
     dns_timeout: float = 30.0  # seconds one lookup may take, retries included
     remote_port: int = 25
@@ -115,7 +168,7 @@ class ScannerSettings:
     enabled: bool = True  # for every connection; CLAMD/SPAMD in tcp.smtp override it
     timeout: float = 30.0
     max_bytes: int = 25 << 20  # clamd: scan this much; spamd: skip larger messages
-    on_unavailable: str = "accept"  # or "tempfail": what a scanner that is down means
+    on_unavailable: OnUnavailable = OnUnavailable.ACCEPT  # or TEMPFAIL (451)
     reject_score: float = 0.0  # spamd: refuse at or above this score; 0 = never refuse
 
 
@@ -182,12 +235,18 @@ def _seconds_between(low: float, high: float) -> Callable[[Any], str | None]:
 _seconds = _seconds_between(0, 60)
 
 
-def _is_chkuser_mode(value: Any) -> str | None:
-    return None if value in CHKUSER_MODES else f"must be one of {', '.join(CHKUSER_MODES)}"
+def _choice(choices: type[StrEnum]) -> Callable[[Any], str | None]:
+    """A check for one of *choices*' values: two read ``"a" or "b"``, more ``one of a, b, c``."""
+    values = [member.value for member in choices]
+    if len(values) == 2:
+        problem = f'must be "{values[0]}" or "{values[1]}"'
+    else:
+        problem = f"must be one of {', '.join(values)}"
 
+    def check(value: Any) -> str | None:
+        return None if isinstance(value, str) and value in values else problem
 
-def _is_tls_version(value: Any) -> str | None:
-    return None if value in ("TLSv1.2", "TLSv1.3") else 'must be "TLSv1.2" or "TLSv1.3"'
+    return check
 
 
 def _scanner(tables: _Tables, name: str, max_bytes: int) -> ScannerSettings | None:
@@ -197,7 +256,9 @@ def _scanner(tables: _Tables, name: str, max_bytes: int) -> ScannerSettings | No
         enabled=tables.get(name, "enabled", _is_bool, True),
         timeout=float(tables.get(name, "timeout", _seconds_between(0.1, 3600), 30.0)),
         max_bytes=tables.get(name, "max_bytes", _int_between(1024, 1 << 30), max_bytes),
-        on_unavailable=tables.get(name, "on_unavailable", _is_unavailable, "accept"),
+        on_unavailable=OnUnavailable(
+            tables.get(name, "on_unavailable", _choice(OnUnavailable), OnUnavailable.ACCEPT)
+        ),
         reject_score=float(tables.get(name, "reject_score", _is_score, 0.0)),
     )
     return settings if address else None
@@ -213,10 +274,6 @@ def _is_scanner_address(value: Any) -> str | None:
     except ValueError as exc:
         return f'must be "HOST:PORT" or a unix socket path ({exc})'
     return None
-
-
-def _is_unavailable(value: Any) -> str | None:
-    return None if value in ("accept", "tempfail") else 'must be "accept" or "tempfail"'
 
 
 def _is_score(value: Any) -> str | None:
@@ -236,10 +293,6 @@ def _is_zones(value: Any) -> str | None:
     return None
 
 
-def _is_bounce_format(value: Any) -> str | None:
-    return None if value in ("qsbmf", "dsn") else 'must be "qsbmf" or "dsn"'
-
-
 def _is_nameservers(value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return 'must be a list of "IP" or "IP:PORT" strings'
@@ -257,10 +310,6 @@ def _is_nameservers(value: Any) -> str | None:
 
 def _is_url(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
-
-
-def _is_level(value: Any) -> str | None:
-    return None if value in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
 
 
 def _is_list(value: Any) -> str | None:
@@ -296,16 +345,22 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         ),
         database_url=tables.get("database", "url", _is_url, None),
         fsync=tables.get("queue", "fsync", _is_bool, True),
-        log_level=tables.get("log", "level", _is_level, "info"),
-        chkuser_mode=tables.get("chkuser", "mode", _is_chkuser_mode, "domain"),
+        log_level=LogLevel(tables.get("log", "level", _choice(LogLevel), LogLevel.INFO)),
+        chkuser_mode=ChkuserMode(
+            tables.get("chkuser", "mode", _choice(ChkuserMode), ChkuserMode.DOMAIN)
+        ),
         chkuser_delay=float(tables.get("chkuser", "error_delay", _seconds, 1.0)),
         chkuser_delay_increase=float(tables.get("chkuser", "error_delay_increase", _seconds, 0.3)),
         auth_allow_plaintext=tables.get("auth", "allow_plaintext", _is_bool, False),
         auth_failure_delay=float(tables.get("auth", "failure_delay", _seconds, 1.0)),
         auth_max_failures=tables.get("auth", "max_failures", _int_between(1, 100), 3),
         submission_restrict_sender=tables.get("submission", "restrict_sender", _is_bool, False),
-        tls_min_version=tables.get("tls", "min_version", _is_tls_version, "TLSv1.2"),
-        bounce_format=tables.get("queue", "bounce_format", _is_bounce_format, "qsbmf"),
+        tls_min_version=TlsVersion(
+            tables.get("tls", "min_version", _choice(TlsVersion), TlsVersion.TLSV1_2)
+        ),
+        bounce_format=BounceFormat(
+            tables.get("queue", "bounce_format", _choice(BounceFormat), BounceFormat.QSBMF)
+        ),
         dns_nameservers=tuple(tables.get("dns", "nameservers", _is_nameservers, [])),
         dns_timeout=float(tables.get("dns", "timeout", _seconds_between(0.1, 300), 30.0)),
         remote_port=tables.get("remote", "port", _int_between(1, 65535), 25),

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from qtoaster.config.control import ascii_lower
-from qtoaster.core.errors import ConfigError
+from qtoaster.core.errors import ConfigError, FormatError
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
 _IPV4_EXACT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
@@ -63,7 +63,7 @@ class Decision:
 NO_RULE = Decision(allow=True, env=MappingProxyType({}), rule="<none>")
 
 
-class _Bad(Exception):
+class _Bad(FormatError):
     """One bad line; collected into a ConfigError by parse_tcprules."""
 
 

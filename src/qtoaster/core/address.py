@@ -18,12 +18,14 @@ any wire byte survives); they raise only :class:`AddressSyntaxError`.  Rewriting
 
 from __future__ import annotations
 
+from qtoaster.core.errors import FormatError
+
 MAX_ADDRESS_BYTES = 900
 """qmail's limit (spec 3.3).  NOTE: qmail counts the terminating NUL (``addr.len > 900``), so
 the original refuses 900 bytes already; we refuse more than 900 as the spec words it."""
 
 
-class AddressSyntaxError(ValueError):
+class AddressSyntaxError(FormatError, ValueError):
     """The path cannot be used; qmail answers ``555 syntax error (#5.5.4)``."""
 
 

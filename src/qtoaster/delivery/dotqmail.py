@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qtoaster.core.envelope import decode
+from qtoaster.core.errors import FormatError
 
 # qmail-local.c's texts, byte for byte.
 BLANK_FIRST_LINE = "Uh-oh: first line of .qmail file is blank. (#4.2.1)"
@@ -66,7 +67,7 @@ class DotQmail:
     forward_only: bool  # '+list' seen, or the file is executable
 
 
-class DotQmailError(Exception):
+class DotQmailError(FormatError):
     """A .qmail file qmail-local refuses; ``report`` is qmail's text."""
 
     def __init__(self, report: str, *, temporary: bool = True) -> None:

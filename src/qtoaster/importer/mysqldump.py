@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from qtoaster.core.errors import FormatError
+
 Value = str | int | float | None
 
 # MySQL 11.1.1 table 11.1: the special character escape sequences; any other \x is x.
@@ -34,7 +36,7 @@ _INSERT = re.compile(
 _CREATE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?", re.IGNORECASE)
 
 
-class DumpError(ValueError):
+class DumpError(FormatError, ValueError):
     """The dump text cannot be read; the message says where."""
 
 

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtoaster.core.errors import FormatError
 from qtoaster.core.pid import pid
 
 MAX_LIMIT = 2**63 - 1  # off_t: what every Maildir++ implementation can hold
@@ -74,7 +75,7 @@ class Usage:
     messages: int
 
 
-class QuotaSyntaxError(ValueError):
+class QuotaSyntaxError(FormatError, ValueError):
     pass
 
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import regex
 
+from qtoaster.core.errors import FormatError
+
 # C locale, case-insensitive, "." matches newline: regcomp(REG_EXTENDED | REG_ICASE).
 FLAGS = regex.IGNORECASE | regex.DOTALL | regex.ASCII
 RE_DUP_MAX = 0x7FFF  # glibc's limit on interval bounds
@@ -81,7 +83,7 @@ TRAILING_BACKSLASH = "Trailing backslash"
 TOO_BIG = "Regular expression too big"
 
 
-class EreError(ValueError):
+class EreError(FormatError, ValueError):
     """The pattern is not a valid POSIX ERE (regcomp would fail); the text says why."""
 
 

@@ -23,6 +23,7 @@ import binascii
 import enum
 from dataclasses import dataclass
 
+from qtoaster.core.errors import ProtocolError
 from qtoaster.core.reply import Reply
 
 # spec 6.2, byte for byte (fehcom's spelling "canceled"; auth 0.31 wrote "cancelled").
@@ -78,7 +79,7 @@ class Failure:
 Outcome = Challenge | PlainCredentials | CramCredentials | Failure
 
 
-class SaslStateError(RuntimeError):
+class SaslStateError(ProtocolError, RuntimeError):
     """The driver called start() twice, or step() before start() or after the end."""
 
 

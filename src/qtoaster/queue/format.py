@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from qtoaster.core.envelope import Envelope, decode, encode
+from qtoaster.core.errors import FormatError
 
 MAGIC = b"QTQ1"
 MAX_ADDRESS = 1000  # qmail-queue exits 11 for an address this long or longer
@@ -30,11 +31,11 @@ _CHUNK = 65536
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-class BadQueueFile(Exception):
+class BadQueueFile(FormatError):
     """A queue entry that cannot be parsed; it is moved to ``bad/``, never retried."""
 
 
-class EnvelopeError(Exception):
+class EnvelopeError(FormatError):
     """The envelope breaks qmail-queue's grammar; ``code`` is its exit code (11 or 91)."""
 
     def __init__(self, code: int, message: str) -> None:

@@ -34,7 +34,7 @@ from typing import BinaryIO
 from qtoaster.core.clock import Clock, SystemClock
 from qtoaster.core.durable import DirSync, fsync_dir
 from qtoaster.core.envelope import Envelope
-from qtoaster.core.errors import QueueError
+from qtoaster.core.errors import QtoasterError, QueueError
 from qtoaster.core.pid import pid
 from qtoaster.queue import exitcodes
 from qtoaster.queue.format import BadQueueFile, EnvelopeError, encode_header, read_header
@@ -55,7 +55,7 @@ _SEQ = itertools.count()
 _BUFFER = 64 * 1024
 
 
-class NoSuchMessage(LookupError):
+class NoSuchMessage(QtoasterError, LookupError):
     """No message with that id in ``mess/``."""
 
 

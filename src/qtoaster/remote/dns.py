@@ -38,6 +38,7 @@ from dns.rdtypes.ANY.MX import MX
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
+from qtoaster.core.errors import DeliveryAttemptError
 from qtoaster.core.literal import ip_literal
 from qtoaster.net.resolver import make_resolver
 from qtoaster.remote.ipme import local_addresses
@@ -65,7 +66,7 @@ class MailHost:
     addresses: tuple[str, ...]  # IPv4 first, then IPv6, compressed text form
 
 
-class DnsFailure(Exception):
+class DnsFailure(DeliveryAttemptError):
     """A lookup failed; `report` is qmail-remote's text, `temporary` says retry later."""
 
     def __init__(self, temporary: bool, report: str) -> None:

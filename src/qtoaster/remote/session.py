@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from qtoaster.core.errors import DeliveryAttemptError
 from qtoaster.protocols.smtp.bodyencode import PARTIAL_LINE_TEXT
 from qtoaster.protocols.smtp.client import (
     BodyEncoder,
@@ -68,15 +69,15 @@ class Timeouts:
     remote: float  # control/timeoutremote
 
 
-class ConnectFailed(Exception):
+class ConnectFailed(DeliveryAttemptError):
     """No SMTP session could be started at this address (refused, timeout, TLS at 465)."""
 
 
-class Skip(Exception):
+class Skip(DeliveryAttemptError):
     """The greeting was 4xx/5xx (rfc2821 patch): try the next MX."""
 
 
-class TlsFallback(Exception):
+class TlsFallback(DeliveryAttemptError):
     """An opportunistic STARTTLS handshake failed: the same host may be tried in clear."""
 
 

@@ -19,11 +19,12 @@ import asyncio
 import contextlib
 
 from qtoaster.config.endpoints import parse_address
+from qtoaster.core.errors import TemporaryFailure
 
 __all__ = ["ScannerUnavailable", "close", "connect"]
 
 
-class ScannerUnavailable(Exception):
+class ScannerUnavailable(TemporaryFailure):
     """The scanner gave no usable verdict: down, too slow, or answered an error."""
 
 

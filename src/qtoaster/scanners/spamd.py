@@ -26,6 +26,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from qtoaster.core.errors import QtoasterError
 from qtoaster.scanners import ScannerUnavailable, close, connect
 
 MAX_RESPONSE = 256 << 10  # a SYMBOLS answer is a few hundred bytes; more is wrong
@@ -39,7 +40,7 @@ _SYMBOL = re.compile(r"[A-Za-z0-9_.-]+")
 _USER = re.compile(r"[^\s\x00-\x1f\x7f]+")
 
 
-class SpamdTooBig(Exception):
+class SpamdTooBig(QtoasterError):
     """The message exceeds ``max_bytes``: it was not sent to spamd and is not scanned."""
 
     def __init__(self, size: int, limit: int) -> None:

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener
@@ -76,7 +77,7 @@ class Supervisor:
         self.ready_r, self.ready_w = os.pipe()
         os.set_inheritable(self.ready_w, True)
 
-    def _serve_argv(self, role: str, fds: list[tuple[str, int]]) -> list[str]:
+    def _serve_argv(self, role: str, fds: Sequence[tuple[str, int]]) -> list[str]:
         argv = [sys.executable, "-m", "qtoaster", "serve", role, "--home", str(self.home.root)]
         argv += ["--ready-fd", str(self.ready_w), "--supervised"]
         for kind, fd in fds:

@@ -13,7 +13,8 @@ contacted (the MX or smtproutes relay name, lower-cased):
 4. Otherwise opportunistic: any certificate, no name check (RFC 7435: encryption without
    authentication beats clear text).
 
-Invariants: ``tlsclientciphers`` is read once, by the constructor, and so is
+Invariants: ``tlsclientciphers`` is read once, by the constructor (or handed to it, loaded
+by config.rolecontrols.load_tls_client_ciphers), and so is
 ``clientcert.pem`` (certificate chain + key, optional) for the opportunistic context; a
 present but unusable file is a `ConfigError` there (qmail ignored a bad clientcert.pem;
 we would rather hear about it).  A tlshosts context loads clientcert.pem again when it is
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from qtoaster.config.control import ascii_lower, read_list
+from qtoaster.config.rolecontrols import load_tls_client_ciphers
 from qtoaster.core.errors import ConfigError
 from qtoaster.tls.certs import load_bundle
 
@@ -76,11 +78,13 @@ def _no_password() -> str:
 class ClientTls:
     """The TLS client settings of one control directory; `policy_for` per host contacted."""
 
-    def __init__(self, control_dir: Path) -> None:
+    def __init__(self, control_dir: Path, ciphers: str | None = None) -> None:
+        """*ciphers*: tlsclientciphers as loaded (lines joined with ":", "" for none);
+        None reads it from *control_dir* now."""
         self._control = control_dir
         self._clientcert = control_dir / "clientcert.pem"
         problems: list[str] = []
-        self._ciphers = self._read_ciphers(problems)
+        self._ciphers = self._check_ciphers(ciphers, problems)
         self._has_clientcert = self._probe_clientcert(problems)
         if problems:
             raise ConfigError(problems)
@@ -90,14 +94,16 @@ class ClientTls:
         self._required: dict[str, tuple[_FileStamp, ssl.SSLContext]] = {}
         self._exhaustive: tuple[_FileStamp, frozenset[str]] | None = None
 
-    def _read_ciphers(self, problems: list[str]) -> str:
+    def _check_ciphers(self, loaded: str | None, problems: list[str]) -> str:
         path = self._control / "tlsclientciphers"
-        try:
-            # qmail: control_readfile, then every '\0' but the last becomes ':'.
-            ciphers = ":".join(read_list(path)) or DEFAULT_CIPHERS
-        except OSError as exc:
-            problems.append(f"{path}: unable to read: {exc.strerror}")
-            return DEFAULT_CIPHERS
+        if loaded is None:
+            try:
+                # qmail: control_readfile, then every '\0' but the last becomes ':'.
+                loaded = load_tls_client_ciphers(self._control)
+            except OSError as exc:
+                problems.append(f"{path}: unable to read: {exc.strerror}")
+                return DEFAULT_CIPHERS
+        ciphers = loaded or DEFAULT_CIPHERS
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).set_ciphers(ciphers)
         except ssl.SSLError:

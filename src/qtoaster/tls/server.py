@@ -36,11 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qtoaster.config.control import ascii_lower, read_list
+from qtoaster.config.rolecontrols import TlsServerControls, load_tls_server
+from qtoaster.config.settings import TlsVersion
 from qtoaster.core.errors import QtoasterError
 
 log = logging.getLogger(__name__)
 
-TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+# Keyed by the settings' enum; its members hash and compare as "TLSv1.2"/"TLSv1.3".
+TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
+    TlsVersion.TLSV1_2: ssl.TLSVersion.TLSv1_2,
+    TlsVersion.TLSV1_3: ssl.TLSVersion.TLSv1_3,
+}
 
 Warn = Callable[[str], None]
 TlsObject = ssl.SSLObject | ssl.SSLSocket
@@ -57,10 +63,11 @@ class TlsError(QtoasterError):
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """What a server context is built from; `read_settings` fills it from control/."""
+    """What a server context is built from; `from_controls` fills it from the typed
+    control files (config.rolecontrols), `read_settings` from a control directory."""
 
     certfile: Path
-    min_version: str = "TLSv1.2"
+    min_version: str = TlsVersion.TLSV1_2
     ciphers: str | None = None  # TLS <= 1.2 cipher string; None: Python's default
     clientca: Path | None = None  # set only when it exists
     clientcrl: Path | None = None
@@ -73,36 +80,46 @@ class TlsSettings:
                 f"TLS minimum version {self.min_version!r}: not one of {', '.join(TLS_VERSIONS)}"
             )
 
+    @classmethod
+    def from_controls(
+        cls,
+        controls: TlsServerControls,
+        *,
+        env_ciphers: str | None = None,
+        min_version: str = TlsVersion.TLSV1_2,
+    ) -> TlsSettings:
+        """*env_ciphers* is env TLSCIPHERS: it overrides tlsserverciphers (empty: default)."""
+        ciphers = controls.ciphers if env_ciphers is None else env_ciphers
+        return cls(
+            certfile=controls.certfile,
+            min_version=min_version,
+            ciphers=ciphers or None,
+            clientca=controls.clientca,
+            clientcrl=controls.clientcrl,
+            dhparams=controls.dhparams,
+            tlsclients=controls.tlsclients,
+        )
+
     @property
     def asks_client_cert(self) -> bool:
         """qmail's tls_verify condition: tlsclients lists someone and clientca.pem exists."""
         return self.clientca is not None and bool(self.tlsclients)
 
 
-def read_settings(
-    control: Path, *, env_ciphers: str | None = None, min_version: str = "TLSv1.2"
-) -> TlsSettings:
+def read_tls_controls(control: Path) -> TlsServerControls:
     """The TLS control files of *control*; TlsError if one cannot be read (qmail: die_control)."""
     try:
-        if env_ciphers is None:
-            # control_readfile + "convert all '\\0's except the last one to ':'".
-            env_ciphers = ":".join(read_list(control / "tlsserverciphers"))
-        tlsclients = frozenset(ascii_lower(x) for x in read_list(control / "tlsclients"))
+        return load_tls_server(control)
     except OSError as exc:
         raise TlsError("unable to read controls", exc.strerror) from exc
 
-    def present(name: str) -> Path | None:
-        path = control / name
-        return path if path.exists() else None
 
-    return TlsSettings(
-        certfile=control / "servercert.pem",
-        min_version=min_version,
-        ciphers=env_ciphers or None,
-        clientca=present("clientca.pem"),
-        clientcrl=present("clientcrl.pem"),
-        dhparams=present("dh1024.pem"),
-        tlsclients=tlsclients,
+def read_settings(
+    control: Path, *, env_ciphers: str | None = None, min_version: str = TlsVersion.TLSV1_2
+) -> TlsSettings:
+    """The TLS control files of *control*; TlsError if one cannot be read (qmail: die_control)."""
+    return TlsSettings.from_controls(
+        read_tls_controls(control), env_ciphers=env_ciphers, min_version=min_version
     )
 
 
@@ -179,22 +196,24 @@ def build_context(
 
 
 def server_context(
-    control: Path,
+    control: Path | TlsServerControls,
     *,
     env_ciphers: str | None = None,
     require_client_cert: bool = False,
-    min_version: str = "TLSv1.2",
+    min_version: str = TlsVersion.TLSV1_2,
     warn: Warn = log.warning,
 ) -> ssl.SSLContext:
-    """The server context for the control directory *control* (spec 7.1).
+    """The server context for *control* (spec 7.1): its files loaded by
+    config.rolecontrols.load_tls_server, or a control directory to read them from.
 
     *env_ciphers* is env TLSCIPHERS (overrides tlsserverciphers; empty: the default).
     """
-    settings = read_settings(control, env_ciphers=env_ciphers, min_version=min_version)
+    controls = read_tls_controls(control) if isinstance(control, Path) else control
+    settings = TlsSettings.from_controls(controls, env_ciphers=env_ciphers, min_version=min_version)
     return build_context(settings, require_client_cert=require_client_cert, warn=warn)
 
 
-def tls_available(control: Path) -> bool:
+def tls_available(control: Path | TlsServerControls) -> bool:
     """True when servercert.pem is present and a context loads (advertise STARTTLS)."""
     try:
         server_context(control, warn=lambda message: None)
@@ -203,18 +222,22 @@ def tls_available(control: Path) -> bool:
     return True
 
 
-def client_cert_relay(ssl_object: TlsObject, control: Path) -> tuple[bool, str]:
+def client_cert_relay(ssl_object: TlsObject, clients: frozenset[str] | Path) -> tuple[bool, str]:
     """Spec 7.3: may this TLS client relay by its certificate?
 
     (True, email) when the verified peer certificate's subject emailAddress is listed in
     control/tlsclients (ASCII case-insensitive, like qmail's constmap); else (False,
     reason) where reason is qmail's text or ``""`` when qmail gives none (no tlsclients,
     no certificate presented), i.e. the bare ``no valid cert for gatewaying``.
+
+    *clients* is the loaded list (`TlsServerControls.tlsclients`: no file is read), or a
+    control directory whose tlsclients is read now (an unreadable file lists nobody).
     """
-    try:
-        clients = {ascii_lower(x) for x in read_list(control / "tlsclients")}
-    except OSError:
-        return False, ""
+    if isinstance(clients, Path):
+        try:
+            clients = frozenset(ascii_lower(x) for x in read_list(clients / "tlsclients"))
+        except OSError:
+            return False, ""
     if not clients:
         return False, ""
     cert = ssl_object.getpeercert()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 
+from qtoaster.core.errors import ProtocolError
 from qtoaster.protocols.pop3 import events as ev
 
 
@@ -48,7 +49,7 @@ class Answer(enum.Enum):
     __hash__ = object.__hash__  # as State's
 
 
-class LocalProtocolError(Exception):
+class LocalProtocolError(ProtocolError):
     """The driver used the engine wrongly (e.g. no answer to an event, +OK to a challenge)."""
 
 

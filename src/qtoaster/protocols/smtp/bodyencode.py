@@ -17,10 +17,12 @@ we at the start of a line) between chunks, so any split of the input gives the s
 
 from __future__ import annotations
 
+from qtoaster.core.errors import ProtocolError
+
 PARTIAL_LINE_TEXT = "SMTP cannot transfer messages with partial final lines. (#5.6.2)"
 
 
-class PartialLineError(ValueError):
+class PartialLineError(ProtocolError, ValueError):
     """The message did not end with LF; ``str(error)`` is qmail-remote's permanent text."""
 
     def __init__(self) -> None:

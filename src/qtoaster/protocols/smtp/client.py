@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from qtoaster.core.errors import ProtocolError
 from qtoaster.protocols.linereader import LineReader
 from qtoaster.protocols.smtp.bodyencode import PARTIAL_LINE_TEXT, BodyEncoder, PartialLineError
 from qtoaster.protocols.smtp.client_events import (
@@ -90,11 +91,11 @@ MAX_REPLY_LINES = 100
 QUIT = b"QUIT\r\n"
 
 
-class ClientStateError(RuntimeError):
+class ClientStateError(ProtocolError, RuntimeError):
     """The driver called the engine out of turn (a driver bug, never the peer's doing)."""
 
 
-class _Malformed(Exception):
+class _Malformed(ProtocolError):
     """Not a reply line (internal: it ends the session)."""
 
 

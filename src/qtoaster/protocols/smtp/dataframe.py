@@ -24,12 +24,14 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from qtoaster.core.errors import ProtocolError
+
 _END = b"\r\n.\r\n"
 # The dot at the start of a line is removed unless a CR follows (qmail blast() state 3).
 _STUFFED_DOT = re.compile(rb"\r\n\.(?!\r)")
 
 
-class BareLineFeed(ValueError):
+class BareLineFeed(ProtocolError, ValueError):
     """A LF without CR before it inside DATA (spec 3.6)."""
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 
+from qtoaster.core.errors import ProtocolError
 from qtoaster.core.reply import MAIL_FIRST, RCPT_FIRST, Reply
 from qtoaster.protocols.smtp import events as ev
 
@@ -45,7 +46,7 @@ class Outcome(enum.Enum):
     NEGATIVE = "4xx/5xx"
 
 
-class LocalProtocolError(Exception):
+class LocalProtocolError(ProtocolError):
     """The driver used the engine wrongly (e.g. a 250 to DATA, or no reply to an event)."""
 
 
