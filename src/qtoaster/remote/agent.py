@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from qtoaster.config.control import Controls, ascii_lower, read_int, read_line, read_list
+from qtoaster.config.control import Controls, ascii_lower, read_list
+from qtoaster.config.rolecontrols import load_remote
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.protocols.smtp.client import Transaction, TransactionResult
@@ -65,13 +66,12 @@ class RemoteConfig:
 
     @classmethod
     def load(cls, control_dir: Path, controls: Controls, port: int) -> RemoteConfig:
-        connect = read_int(control_dir / "timeoutconnect", 60)
-        remote = read_int(control_dir / "timeoutremote", 1200)
+        files = load_remote(control_dir)
         return cls(
-            helo=read_line(control_dir / "helohost") or controls.me,
+            helo=files.helohost or controls.me,
             port=port,
-            timeouts=Timeouts(connect=max(1, connect), remote=max(1, remote)),
-            outgoingip=read_line(control_dir / "outgoingip") or None,
+            timeouts=Timeouts(connect=files.timeoutconnect, remote=files.timeoutremote),
+            outgoingip=files.outgoingip,
         )
 
 
