@@ -9,10 +9,10 @@ from qtoaster.protocols.smtp.states import (
     SEQUENCE_ERRORS,
     TRANSITIONS,
     LocalProtocolError,
-    Outcome,
+    ReplyClass,
     State,
     next_state,
-    outcome_of,
+    reply_class_of,
 )
 
 COMMAND_STATES = (State.COMMAND, State.MAIL, State.RCPT)
@@ -65,9 +65,9 @@ def test_sequence_errors_are_exactly_the_missing_pairs() -> None:
 
 
 def test_outcome_classes() -> None:
-    assert outcome_of(250) is Outcome.POSITIVE
-    assert outcome_of(354) is Outcome.INTERMEDIATE
-    assert outcome_of(451) is Outcome.NEGATIVE
-    assert outcome_of(599) is Outcome.NEGATIVE
+    assert reply_class_of(250) is ReplyClass.POSITIVE
+    assert reply_class_of(354) is ReplyClass.INTERMEDIATE
+    assert reply_class_of(451) is ReplyClass.NEGATIVE
+    assert reply_class_of(599) is ReplyClass.NEGATIVE
     with pytest.raises(LocalProtocolError):
-        outcome_of(199)
+        reply_class_of(199)

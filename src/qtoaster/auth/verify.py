@@ -37,7 +37,7 @@ class UserLike(Protocol):
     def flags(self) -> UserFlag: ...
 
 
-class DirectoryLike(Protocol):
+class LoginDirectory(Protocol):
     """The part of directory.store.Directory that login needs."""
 
     def verify_password(self, address: str, password: str) -> bool: ...
@@ -69,7 +69,7 @@ def login_address(user: str, default_domain: str | None) -> str | None:
 
 
 def verify(
-    directory: DirectoryLike,
+    directory: LoginDirectory,
     credentials: PlainCredentials | CramCredentials,
     *,
     service: str,

@@ -29,7 +29,7 @@ from qtoaster.importer.vpopmail import AliasPlan, DomainPlan, Issue, Plan, UserP
 _MESSAGE_DIRS = ("cur", "new")
 
 
-class DirectoryLike(Protocol):
+class ImportTarget(Protocol):
     """The part of :class:`qtoaster.directory.store.Directory` an import uses."""
 
     def add_domain(
@@ -102,7 +102,7 @@ class Report:
 
 def apply_plan(
     plan: Plan,
-    directory: DirectoryLike | None,
+    directory: ImportTarget | None,
     home: Home,
     *,
     dry_run: bool = False,
@@ -138,7 +138,7 @@ def apply_plan(
 def _alias(
     address: str,
     alias: AliasPlan,
-    directory: DirectoryLike | None,
+    directory: ImportTarget | None,
     counts: DomainCounts,
     report: Report,
     dry_run: bool,
@@ -157,7 +157,7 @@ def _alias(
 
 def _alias_domains(
     domain: DomainPlan,
-    directory: DirectoryLike | None,
+    directory: ImportTarget | None,
     counts: DomainCounts,
     report: Report,
     dry_run: bool,
@@ -178,7 +178,7 @@ def _alias_domains(
 def _user(
     domain: str,
     user: UserPlan,
-    directory: DirectoryLike | None,
+    directory: ImportTarget | None,
     home: Home,
     counts: DomainCounts,
     report: Report,

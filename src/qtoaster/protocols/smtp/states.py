@@ -40,7 +40,9 @@ class State(enum.Enum):
     CLOSED = "closed"  # nothing more will be read or answered
 
 
-class Outcome(enum.Enum):
+class ReplyClass(enum.Enum):
+    """The first digit of a reply code (RFC 5321 4.2.1), as the transition table reads it."""
+
     POSITIVE = "2xx"
     INTERMEDIATE = "3xx"
     NEGATIVE = "4xx/5xx"
@@ -50,22 +52,22 @@ class LocalProtocolError(ProtocolError):
     """The driver used the engine wrongly (e.g. a 250 to DATA, or no reply to an event)."""
 
 
-def outcome_of(code: int) -> Outcome:
+def reply_class_of(code: int) -> ReplyClass:
     if 200 <= code < 300:
-        return Outcome.POSITIVE
+        return ReplyClass.POSITIVE
     if 300 <= code < 400:
-        return Outcome.INTERMEDIATE
+        return ReplyClass.INTERMEDIATE
     if 400 <= code < 600:
-        return Outcome.NEGATIVE
+        return ReplyClass.NEGATIVE
     raise LocalProtocolError(f"reply code {code} is not an SMTP reply code (RFC 5321 4.2)")
 
 
 _COMMAND_STATES = (State.COMMAND, State.MAIL, State.RCPT)
-_P, _I, _N = Outcome.POSITIVE, Outcome.INTERMEDIATE, Outcome.NEGATIVE
+_P, _I, _N = ReplyClass.POSITIVE, ReplyClass.INTERMEDIATE, ReplyClass.NEGATIVE
 
 
-def _build() -> dict[tuple[State, type[ev.Event]], dict[Outcome, State]]:
-    table: dict[tuple[State, type[ev.Event]], dict[Outcome, State]] = {}
+def _build() -> dict[tuple[State, type[ev.Event]], dict[ReplyClass, State]]:
+    table: dict[tuple[State, type[ev.Event]], dict[ReplyClass, State]] = {}
     for state in _COMMAND_STATES:
         # HELO/EHLO and RSET cancel the transaction (RFC 5321 4.1.4; qmail spec 3.2).
         table[state, ev.Helo] = {_P: State.COMMAND, _N: state}
@@ -110,7 +112,7 @@ def next_state(state: State, event_type: type[ev.Event], code: int) -> State:
         raise LocalProtocolError(f"{event_type.__name__} cannot be answered in state {state}")
     if code == 421:
         return State.CLOSED
-    outcome = outcome_of(code)
+    outcome = reply_class_of(code)
     target = outcomes.get(outcome)
     if target is State.AUTH and code != 334:
         target = None  # only 334 carries a SASL challenge (RFC 4954 4)
