@@ -37,7 +37,7 @@ from qtoaster.policy.checks.chkuser import (
     maildir_percent,
 )
 from qtoaster.policy.pipeline import Pipeline
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
 HOSTED = {
     "example.com": UNKNOWN_BOUNCE,
@@ -150,9 +150,7 @@ def make(
     )
 
 
-def facts(
-    rcpt: str, env: Mapping[str, str] | None = None, session: dict[str, object] | None = None
-) -> Facts:
+def facts(rcpt: str, env: Mapping[str, str] | None = None) -> Facts:
     return Facts(
         remote_ip="192.0.2.9",
         local_ip="127.0.0.1",
@@ -160,20 +158,19 @@ def facts(
         helo="client.test",
         sender="s@far.test",
         recipient=rcpt,
-        session=session if session is not None else {},
     )
 
 
-async def ask(check: Chkuser, fact: Facts) -> Verdict:
-    answer = check.check(Stage.RCPT, fact)
+async def ask(check: Chkuser, fact: Facts, state: SessionState | None = None) -> Verdict:
+    answer = check.check(Stage.RCPT, fact, SessionState() if state is None else state)
     return await answer if inspect.isawaitable(answer) else answer
 
 
 async def ask_all(
     check: Chkuser, rcpts: list[str], env: Mapping[str, str] | None = None
 ) -> list[Verdict]:
-    session: dict[str, object] = {}
-    return [await ask(check, facts(rcpt, env, session)) for rcpt in rcpts]
+    session = SessionState()
+    return [await ask(check, facts(rcpt, env), session) for rcpt in rcpts]
 
 
 def replies(verdicts: list[Verdict]) -> list[Reply | None]:
@@ -186,7 +183,7 @@ def replies(verdicts: list[Verdict]) -> list[Reply | None]:
 async def test_unknown_user_gets_the_seed_text(
     lookups: FakeLookups, executor: ThreadPoolExecutor
 ) -> None:
-    answer = make(lookups, executor).check(Stage.RCPT, facts("Nobody@EXAMPLE.com"))
+    answer = make(lookups, executor).check(Stage.RCPT, facts("Nobody@EXAMPLE.com"), SessionState())
     assert inspect.isawaitable(answer)  # not cached: the lookup runs in the executor
     verdict = await answer
     assert verdict.reply is not None
@@ -245,7 +242,7 @@ async def test_not_in_rcpthosts_gets_the_vanilla_reply(
     lookups: FakeLookups, executor: ThreadPoolExecutor
 ) -> None:
     check = make(lookups, executor)
-    answer = check.check(Stage.RCPT, facts("x@far.test"))
+    answer = check.check(Stage.RCPT, facts("x@far.test"), SessionState())
     assert isinstance(answer, Verdict)  # decided without the directory
     assert answer.reply == NOT_RCPTHOSTS
     assert answer.reply.code == 553
@@ -310,16 +307,16 @@ async def test_other_chkuser_start_means_rcpthosts_only(
     lookups: FakeLookups, executor: ThreadPoolExecutor, start: str
 ) -> None:
     check = make(lookups, executor, mode="always")
-    session: dict[str, object] = {}
+    session = SessionState()
     env = {"CHKUSER_START": start, "CHKUSER_RCPTLIMIT": "2", "CHKUSER_WRONGRCPTLIMIT": "1"}
     for _ in range(3):
-        answer = check.check(Stage.RCPT, facts("nobody@example.com", env, session))
+        answer = check.check(Stage.RCPT, facts("nobody@example.com", env), session)
         assert answer == PASS  # synchronous, unchecked
-    answer = check.check(Stage.RCPT, facts("x@far.test", env, session))
+    answer = check.check(Stage.RCPT, facts("x@far.test", env), session)
     assert isinstance(answer, Verdict)
     assert answer.reply == NOT_RCPTHOSTS
     assert answer.delay == 0
-    assert session == {}  # nothing counted
+    assert session == SessionState()  # nothing counted
     assert lookups.resolved == []
 
 
@@ -331,12 +328,12 @@ async def test_rcptlimit_counts_per_session(
 ) -> None:
     check = make(lookups, executor)
     env = {"CHKUSER_RCPTLIMIT": "3"}
-    session: dict[str, object] = {}
+    session = SessionState()
     verdicts = []
     for number, sender in enumerate(["a@x.test", "a@x.test", "b@x.test", "c@x.test", "d@x"]):
         # a new transaction (another MAIL FROM) keeps the same session: no reset
-        fact = facts("alice@example.com", env, session)
-        verdicts.append(await ask(check, dataclasses.replace(fact, sender=sender)))
+        fact = facts("alice@example.com", env)
+        verdicts.append(await ask(check, dataclasses.replace(fact, sender=sender), session))
         assert len(verdicts) == number + 1
     assert replies(verdicts) == [None, None, MAX_RCPT, INTRUSION, INTRUSION]
     assert MAX_RCPT.render() == (
@@ -437,7 +434,9 @@ async def test_mbxquota_from_maildirsize(
 ) -> None:
     maildir = make_maildir(tmp_path, maildirsize="1000S\n500 5\n400 4\n")
     check = quota_check(quota_lookups(maildir, 1000), executor)
-    answer = check.check(Stage.RCPT, facts("full@example.com", {"CHKUSER_MBXQUOTA": limit}))
+    answer = check.check(
+        Stage.RCPT, facts("full@example.com", {"CHKUSER_MBXQUOTA": limit}), SessionState()
+    )
     assert inspect.isawaitable(answer)  # the disk is read off the event loop, even if cached
     verdict = await answer
     if full:
@@ -475,7 +474,7 @@ async def test_no_mbxquota_no_disk(
 ) -> None:
     maildir = make_maildir(tmp_path, maildirsize="1000S\n1000 1\n")
     answer = quota_check(quota_lookups(maildir, 1000), executor).check(
-        Stage.RCPT, facts("full@example.com", env)
+        Stage.RCPT, facts("full@example.com", env), SessionState()
     )
     assert answer == PASS  # synchronous: neither the directory nor the disk is asked
 
@@ -483,7 +482,9 @@ async def test_no_mbxquota_no_disk(
 async def test_mbxquota_without_user_quota(executor: ThreadPoolExecutor, tmp_path: Path) -> None:
     maildir = make_maildir(tmp_path, sizes=[5000])
     check = quota_check(quota_lookups(maildir, None), executor)
-    answer = check.check(Stage.RCPT, facts("full@example.com", {"CHKUSER_MBXQUOTA": "1"}))
+    answer = check.check(
+        Stage.RCPT, facts("full@example.com", {"CHKUSER_MBXQUOTA": "1"}), SessionState()
+    )
     assert answer == PASS  # unlimited: nothing to read
 
 
@@ -514,7 +515,7 @@ async def test_directory_failure_is_451(lookups: FakeLookups, executor: ThreadPo
 
 async def test_peek_failure_is_451(lookups: FakeLookups, executor: ThreadPoolExecutor) -> None:
     lookups.peek_failing = True
-    answer = make(lookups, executor).check(Stage.RCPT, facts("alice@example.com"))
+    answer = make(lookups, executor).check(Stage.RCPT, facts("alice@example.com"), SessionState())
     assert isinstance(answer, Verdict)
     assert answer.reply == UNAVAILABLE
 
@@ -533,7 +534,7 @@ async def test_cache_hit_answers_synchronously(
     lookups: FakeLookups, executor: ThreadPoolExecutor, rcpt: str, reply: Reply | None
 ) -> None:
     lookups.cached.add(rcpt)
-    answer = make(lookups, executor).check(Stage.RCPT, facts(rcpt))
+    answer = make(lookups, executor).check(Stage.RCPT, facts(rcpt), SessionState())
     assert isinstance(answer, Verdict)
     assert answer.reply == reply
     assert lookups.resolved == [rcpt]  # only through peek: resolve was not scheduled
@@ -567,10 +568,10 @@ async def test_with_a_real_directory(executor: ThreadPoolExecutor, tmp_path: Pat
             ("bob-lists@example.com", NO_MAILBOX),
             ("x@relay-only.test", None),
         ]:
-            first = check.check(Stage.RCPT, facts(rcpt))
+            first = check.check(Stage.RCPT, facts(rcpt), SessionState())
             assert inspect.isawaitable(first)
             assert (await first).reply == reply
-            again = check.check(Stage.RCPT, facts(rcpt))  # now cached
+            again = check.check(Stage.RCPT, facts(rcpt), SessionState())  # now cached
             assert isinstance(again, Verdict)
             assert again.reply == reply
     finally:
@@ -590,7 +591,9 @@ class Step:
     seen: list[str | None] = field(default_factory=list)
     stages: frozenset[Stage] = frozenset({Stage.RCPT})
 
-    def check(self, stage: Stage, facts: Facts) -> Verdict | Awaitable[Verdict]:
+    def check(
+        self, stage: Stage, facts: Facts, state: SessionState
+    ) -> Verdict | Awaitable[Verdict]:
         self.seen.append(facts.recipient)
         return self._later() if self.later else self.verdict
 
@@ -669,17 +672,17 @@ async def test_chkuser_in_a_pipeline_shares_the_session(
 ) -> None:
     # A rewrite before chkuser copies the facts; the counters must still land in the
     # session the caller owns.
-    session: dict[str, object] = {}
+    session = SessionState()
     pipe = Pipeline(
         [Step("rewrite", Verdict(rewritten="nobody@example.com")), make(lookups, executor)]
     )
     env = {"CHKUSER_WRONGRCPTLIMIT": "2"}
     got = []
     for _ in range(3):
-        answer = pipe.run(Stage.RCPT, facts("x@example.com", env, session))
+        answer = pipe.run(Stage.RCPT, facts("x@example.com", env), state=session)
         got.append(await answer if inspect.isawaitable(answer) else answer)
     assert replies(got) == [NO_MAILBOX, NO_MAILBOX, INTRUSION]
-    assert "chkuser" in session
+    assert session.chkuser.wrong == 2 and session.chkuser.intrusive
 
 
 def test_limits_are_read_like_atoi() -> None:

@@ -21,7 +21,7 @@ from qtoaster.policy.checks.mfcheck import (
     sender_domain,
 )
 from qtoaster.policy.pipeline import Pipeline
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
 
 def _zone(ttl: int = 0) -> Zone:
@@ -57,7 +57,7 @@ def facts(sender: str, env: Mapping[str, str] | None = None) -> Facts:
 
 
 async def verdict_of(check: Mfcheck, sender: str, env: Mapping[str, str] | None = None) -> Verdict:
-    answer = check.check(Stage.MAIL, facts(sender, env))
+    answer = check.check(Stage.MAIL, facts(sender, env), SessionState())
     return await answer if inspect.isawaitable(answer) else answer
 
 
@@ -87,7 +87,7 @@ async def test_sender_domains(domains: SenderDomains, sender: str, expected: Ver
 )
 async def test_not_checked_or_literal(sender: str) -> None:
     dead = SenderDomains(["127.0.0.1:9"], timeout=0.1, lifetime=0.1)
-    answer = Mfcheck(dead, 1).check(Stage.MAIL, facts(sender))
+    answer = Mfcheck(dead, 1).check(Stage.MAIL, facts(sender), SessionState())
     assert answer == PASS  # at once, no DNS asked
 
 
@@ -121,12 +121,17 @@ def test_enabled_by_control_file_and_mfcheck_variable(tmp_path: Path) -> None:
 
 
 async def test_off_means_no_lookup(domains: SenderDomains) -> None:
-    assert Mfcheck(domains, 0).check(Stage.MAIL, facts("a@nonexistent.test")) == PASS
+    assert (
+        Mfcheck(domains, 0).check(Stage.MAIL, facts("a@nonexistent.test"), SessionState()) == PASS
+    )
     on_by_env = Mfcheck(domains, 0)
     verdict = await verdict_of(on_by_env, "a@nonexistent.test", {"MFCHECK": "1"})
     assert verdict.reply == NO_SUCH_DOMAIN
     off_by_env = Mfcheck(domains, 1)
-    assert off_by_env.check(Stage.MAIL, facts("a@nonexistent.test", {"MFCHECK": "0"})) == PASS
+    assert (
+        off_by_env.check(Stage.MAIL, facts("a@nonexistent.test", {"MFCHECK": "0"}), SessionState())
+        == PASS
+    )
 
 
 def test_sender_domain() -> None:
@@ -147,7 +152,9 @@ async def test_cached_answers_decide_at_once_without_the_server() -> None:
         assert await verdict_of(check, "a@aonly.test") == PASS
     finally:
         server.stop()
-    assert check.check(Stage.MAIL, facts("b@mx.test")) == PASS  # no task: straight from cache
+    assert (
+        check.check(Stage.MAIL, facts("b@mx.test"), SessionState()) == PASS
+    )  # no task: straight from cache
     assert await verdict_of(check, "b@aonly.test") == PASS  # NODATA MX + A, both cached
 
 

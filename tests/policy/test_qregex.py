@@ -21,7 +21,7 @@ from qtoaster.policy.checks.qregex import (
     read_rules,
 )
 from qtoaster.policy.pipeline import Pipeline
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
 
 def controls(tmp_path: Path, **files: str) -> Path:
@@ -38,7 +38,6 @@ def facts(
     sender: str | None = "someone@example.com",
     recipient: str = "user@example.org",
     env: Mapping[str, str] | None = None,
-    session: dict[str, object] | None = None,
 ) -> Facts:
     return Facts(
         remote_ip="192.0.2.1",
@@ -47,12 +46,11 @@ def facts(
         helo=helo,
         sender=sender,
         recipient=recipient,
-        session={} if session is None else session,
     )
 
 
 def run(check: Qregex, **kwargs: object) -> Verdict:
-    return check.check(Stage.RCPT, facts(**kwargs))  # type: ignore[arg-type]
+    return check.check(Stage.RCPT, facts(**kwargs), SessionState())  # type: ignore[arg-type]
 
 
 # -- the seed's examples -------------------------------------------------------------
@@ -176,19 +174,17 @@ def test_order_helo_then_sender_then_recipient(tmp_path: Path) -> None:
 
 def test_every_rcpt_gets_the_same_answer(tmp_path: Path) -> None:
     check = all_bad(tmp_path)
-    session: dict[str, object] = {}
     for recipient in ("a@y", "b@y", "victim@y"):
-        verdict = run(check, sender="spam@x", recipient=recipient, session=session)
+        verdict = run(check, sender="spam@x", recipient=recipient)
         assert verdict.reply == BAD_MAILFROM
 
 
 def test_cached_verdicts_follow_a_new_helo_and_sender(tmp_path: Path) -> None:
     check = all_bad(tmp_path)
-    session: dict[str, object] = {}
-    assert run(check, helo="evil", session=session).reply == BAD_HELO
-    assert run(check, helo="good.x", session=session) == PASS  # latest HELO wins
-    assert run(check, helo="good.x", sender="spam@x", session=session).reply == BAD_MAILFROM
-    assert run(check, helo="good.x", sender="ok@x", session=session) == PASS
+    assert run(check, helo="evil").reply == BAD_HELO
+    assert run(check, helo="good.x") == PASS  # latest HELO wins
+    assert run(check, helo="good.x", sender="spam@x").reply == BAD_MAILFROM
+    assert run(check, helo="good.x", sender="ok@x") == PASS
 
 
 def test_nobadhelo_disables_badhelo_only(tmp_path: Path) -> None:
@@ -207,9 +203,8 @@ def test_norelay_files_only_without_relayclient(tmp_path: Path) -> None:
     assert run(check, recipient="postmaster@x").reply == BAD_MAILTO
     assert run(check, recipient="postmaster@x", env={"RELAYCLIENT": ""}) == PASS
     # the same session gaining RELAYCLIENT (AUTH) is re-evaluated
-    session: dict[str, object] = {}
-    assert run(check, sender="x@dynamic.isp", session=session).reply == BAD_MAILFROM
-    assert run(check, sender="x@dynamic.isp", env={"RELAYCLIENT": ""}, session=session) == PASS
+    assert run(check, sender="x@dynamic.isp").reply == BAD_MAILFROM
+    assert run(check, sender="x@dynamic.isp", env={"RELAYCLIENT": ""}) == PASS
 
 
 def test_badmailto_applies_to_relay_clients(tmp_path: Path) -> None:

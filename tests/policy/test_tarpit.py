@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from qtoaster.policy.checks.tarpit import Tarpit
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
 
 def facts(accepted: int, env: Mapping[str, str] | None = None) -> Facts:
@@ -22,7 +22,7 @@ def facts(accepted: int, env: Mapping[str, str] | None = None) -> Facts:
 
 
 def delays(check: Tarpit, rcpts: int, env: Mapping[str, str] | None = None) -> list[float]:
-    return [check.check(Stage.RCPT, facts(n, env)).delay for n in range(rcpts)]
+    return [check.check(Stage.RCPT, facts(n, env), SessionState()).delay for n in range(rcpts)]
 
 
 def test_from_the_count_th_recipient_on_linear() -> None:
@@ -41,8 +41,8 @@ def test_default_is_off() -> None:
 def test_reset_at_mail() -> None:
     # A new transaction starts with no recipients, so its first RCPTs are not delayed.
     check = Tarpit(2, 5)
-    assert check.check(Stage.RCPT, facts(5)).delay == 5
-    assert check.check(Stage.RCPT, facts(0)).delay == 0
+    assert check.check(Stage.RCPT, facts(5), SessionState()).delay == 5
+    assert check.check(Stage.RCPT, facts(0), SessionState()).delay == 0
 
 
 def test_control_files(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_notarpit_disables() -> None:
 
 
 def test_never_rejects() -> None:
-    verdict = Tarpit(1, 5).check(Stage.RCPT, facts(0))
+    verdict = Tarpit(1, 5).check(Stage.RCPT, facts(0), SessionState())
     assert verdict == Verdict(delay=5.0)
     assert verdict.reply is None and not verdict.rejects
-    assert Tarpit(2, 5).check(Stage.RCPT, facts(0)) == PASS
+    assert Tarpit(2, 5).check(Stage.RCPT, facts(0), SessionState()) == PASS

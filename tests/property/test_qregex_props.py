@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from qtoaster.policy.checks.qregex import Qregex, parse_rule, problems
 from qtoaster.policy.ere import EreError, compile_ere
-from qtoaster.policy.verdict import Facts, Stage
+from qtoaster.policy.verdict import Facts, SessionState, Stage
 
 # Control files for the check, shared by the examples (hypothesis cannot use tmp_path).
 _CONTROL = tempfile.TemporaryDirectory(prefix="qregex-props-")
@@ -48,7 +48,7 @@ def test_the_check_never_crashes(lines: list[str], sender: str, recipient: str) 
         (directory / name).write_text(text, errors="surrogateescape")
     check = Qregex.from_control_dir(directory, timeout=0.05)
     facts = Facts("192.0.2.1", "127.0.0.1", {}, helo=sender, sender=sender, recipient=recipient)
-    verdict = check.check(Stage.RCPT, facts)
+    verdict = check.check(Stage.RCPT, facts, SessionState())
     assert verdict.reply is None or verdict.reply.code == 553
     assert all("line" in problem for problem in problems(directory))
 

@@ -1,13 +1,17 @@
 """Runs the checks of a stage in order and turns the first rejection into a reply.
 
-One log line per rejection, naming stage, check, client, HELO, sender, recipient
-and the reply sent (DESIGN.md sections 5 and 9).  A rewrite returned by a check is
-applied to the facts seen by the checks after it.
+One pipeline serves every stage (CONNECT, HELO, MAIL, RCPT, DATA; docs/policy.md lists
+the checks of each, in order).  One log line per rejection, written here and nowhere
+else, naming stage, check, client, HELO, sender, recipient and the reply sent (DESIGN.md
+sections 5 and 9); at DATA ``to=`` lists every recipient, and a verdict's ``why`` is
+added in parentheses.  What a passing check returns is combined for the session: a
+rewritten address is applied to the facts seen by the checks after it, the longest
+delay wins, header lines are collected in check order.
 
 A check answers at once (a :class:`Verdict`) or, when it must wait for I/O (a directory
-lookup off the event loop, a DNS query), with an awaitable of one.  :meth:`Pipeline.run`
-stays synchronous while every check answers at once, so the common path costs no task;
-from the first awaitable on it returns a coroutine the session awaits.
+lookup off the event loop, a DNS query, a scanner), with an awaitable of one.
+:meth:`Pipeline.run` stays synchronous while every check answers at once, so the common
+path costs no task; from the first awaitable on it returns a coroutine the session awaits.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
 log = logging.getLogger("qtoaster.policy")
 
@@ -27,7 +31,9 @@ class Check(Protocol):
     name: str
     stages: frozenset[Stage]
 
-    def check(self, stage: Stage, facts: Facts) -> Verdict | Awaitable[Verdict]: ...
+    def check(
+        self, stage: Stage, facts: Facts, state: SessionState
+    ) -> Verdict | Awaitable[Verdict]: ...
 
 
 class Pipeline:
@@ -37,61 +43,85 @@ class Pipeline:
             for stage in check.stages:
                 self._by_stage[stage].append(check)
 
-    def run(self, stage: Stage, facts: Facts, conn_id: str = "-") -> Verdict | Awaitable[Verdict]:
+    def names(self, stage: Stage) -> list[str]:
+        """The checks of ``stage`` in the order they run (docs, ``config check``, tests)."""
+        return [check.name for check in self._by_stage[stage]]
+
+    def run(
+        self,
+        stage: Stage,
+        facts: Facts,
+        conn_id: str = "-",
+        state: SessionState | None = None,
+    ) -> Verdict | Awaitable[Verdict]:
+        """The stage's verdict; ``state`` is the session's (a run without one, as in a
+        test of a single command, counts nothing across commands)."""
         checks = self._by_stage[stage]
-        rewritten: str | None = None
-        delay = 0.0
+        if not checks:
+            return PASS
+        if state is None:
+            state = SessionState()
+        passed = PASS
         for index, check in enumerate(checks):
-            answer = check.check(stage, facts)
+            answer = check.check(stage, facts, state)
             if inspect.isawaitable(answer):
-                return self._finish(stage, facts, conn_id, checks, index, answer, rewritten, delay)
-            verdict = answer
-            if verdict.reply is not None:
-                return _rejected(stage, facts, conn_id, check, verdict)
-            delay = max(delay, verdict.delay)  # a passing check may still make us wait (tarpit)
-            if verdict.rewritten is not None:
-                rewritten = verdict.rewritten
-                facts = dataclasses.replace(facts, recipient=rewritten)
-        return (
-            PASS if rewritten is None and not delay else Verdict(rewritten=rewritten, delay=delay)
-        )
+                return self._finish(stage, facts, state, conn_id, checks, index, answer, passed)
+            if answer.reply is not None:
+                return _rejected(stage, facts, conn_id, check, answer)
+            if answer is not PASS:
+                passed = _combine(passed, answer)
+                if answer.rewritten is not None:
+                    facts = dataclasses.replace(facts, recipient=answer.rewritten)
+        return passed
 
     async def _finish(
         self,
         stage: Stage,
         facts: Facts,
+        state: SessionState,
         conn_id: str,
         checks: list[Check],
         index: int,
         pending: Awaitable[Verdict],
-        rewritten: str | None,
-        delay: float,
+        passed: Verdict,
     ) -> Verdict:
         """The rest of :meth:`run` once a check answered with an awaitable."""
         for position in range(index, len(checks)):
             check = checks[position]
-            answer = pending if position == index else check.check(stage, facts)
+            answer = pending if position == index else check.check(stage, facts, state)
             verdict = await answer if inspect.isawaitable(answer) else answer
             if verdict.reply is not None:
                 return _rejected(stage, facts, conn_id, check, verdict)
-            delay = max(delay, verdict.delay)
-            if verdict.rewritten is not None:
-                rewritten = verdict.rewritten
-                facts = dataclasses.replace(facts, recipient=rewritten)
-        return Verdict(rewritten=rewritten, delay=delay)
+            if verdict is not PASS:
+                passed = _combine(passed, verdict)
+                if verdict.rewritten is not None:
+                    facts = dataclasses.replace(facts, recipient=verdict.rewritten)
+        return passed
+
+
+def _combine(passed: Verdict, more: Verdict) -> Verdict:
+    """What the session applies after the checks that passed so far and ``more``."""
+    return Verdict(
+        rewritten=passed.rewritten if more.rewritten is None else more.rewritten,
+        delay=max(passed.delay, more.delay),  # a passing check may still make us wait
+        headers=passed.headers + more.headers,
+    )
 
 
 def _rejected(stage: Stage, facts: Facts, conn_id: str, check: Check, verdict: Verdict) -> Verdict:
     assert verdict.reply is not None
+    # At DATA the refusal is about the whole envelope, so every recipient is named.
+    to = ",".join(facts.recipients) if stage is Stage.DATA else facts.recipient
     log.info(
-        "%s reject stage=%s check=%s client=%s helo=%s from=<%s> to=<%s> reply=%r",
+        "%s reject stage=%s check=%s client=%s helo=%s from=<%s> to=<%s> reply=%r%s",
         conn_id,
         stage.value,
         check.name,
         facts.remote_ip,
         facts.helo,
         facts.sender,
-        facts.recipient,
+        to,
         verdict.reply.render().decode(errors="replace"),
+        f" ({verdict.why})" if verdict.why else "",
     )
     return verdict

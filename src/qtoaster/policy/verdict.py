@@ -1,15 +1,19 @@
-"""What a check returns: pass, or reject with a reply; possibly a rewritten address.
+"""What a check sees and returns: :class:`Facts` in, a :class:`Verdict` out.
 
 Checks never write to the socket and never format wire bytes: they return a
 :class:`Verdict` and the pipeline decides what the client hears (DESIGN.md section 5).
+
+Invariants: :class:`Facts` and :class:`MessageFacts` are immutable values; the only
+thing a check may change is the :class:`SessionState` the session passes to the
+pipeline beside the facts (one per session, typed, one group of fields per check that
+counts across commands).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from qtoaster.core.reply import Reply
 
@@ -27,6 +31,8 @@ class Verdict:
     reply: Reply | None = None  # None: the check lets the command through
     rewritten: str | None = None  # a replacement address (RELAYCLIENT suffix, localiphost)
     delay: float = 0.0  # seconds the session waits before it answers (chkuser, tarpit)
+    headers: bytes = b""  # DATA: header lines the session puts on top of the message (spamd)
+    why: str = ""  # a rejection's detail, added to its log line ("virus Eicar-Test")
 
     @property
     def rejects(self) -> bool:
@@ -34,6 +40,22 @@ class Verdict:
 
 
 PASS = Verdict()
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFacts:
+    """The message at the final dot, as smtpd's intake received it (DATA stage only).
+
+    ``path`` is the spooled file, the message starting at ``body_offset``: complete on
+    disk when a check's awaitable runs (the session flushes it first), so a check that
+    reads it does so inside the awaitable it returns, never in ``check`` itself.
+    """
+
+    path: str
+    body_offset: int
+    size: int  # message bytes received (counting stops past databytes)
+    hops: int  # Received: and Delivered-To: header lines (the hop count, spec 3.6)
+    executable: bool  # control/signatures matched while the message streamed in (spec 11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +68,30 @@ class Facts:
     helo: str | None = None
     sender: str | None = None
     recipient: str | None = None
-    size: int | None = None
+    size: int | None = None  # MAIL's SIZE= parameter, as declared
     recipients: tuple[str, ...] = field(default_factory=tuple)
-    # Per-session scratch space of checks that count across commands (chkuser's recipient
-    # counters, spec 12.4), keyed by check name; the session owns it, checks mutate it.
-    session: MutableMapping[str, Any] = field(default_factory=dict)
+    listener: str = "smtp"  # smtp, submission or smtps (rblsmtpd screens smtp only)
+    message: MessageFacts | None = None  # set at DATA only
+
+
+@dataclass(slots=True)
+class ChkuserCounters:
+    """chkuser's counts over one session (spec 12.4, 12.5)."""
+
+    recipients: int = 0  # RCPTs counted (CHKUSER_RCPTLIMIT)
+    wrong: int = 0  # unknown or domainless recipients (CHKUSER_WRONGRCPTLIMIT)
+    refused: int = 0  # refusals so far: each waits ``increase`` seconds longer
+    intrusive: bool = False  # a limit was reached: every further RCPT is refused
+
+
+@dataclass(slots=True)
+class SessionState:
+    """What checks remember across the commands of one SMTP session.
+
+    The session creates one at connect and passes it to every :meth:`Pipeline.run`;
+    nothing else holds it, so it ends with the session.  A check that needs to count
+    gets a typed field here (not a free-form dict), so every cross-command memory of
+    the policy is listed in this one class.
+    """
+
+    chkuser: ChkuserCounters = field(default_factory=ChkuserCounters)

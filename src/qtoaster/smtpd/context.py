@@ -21,10 +21,15 @@ from qtoaster.config.loader import Config
 from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings, maildir_percent
+from qtoaster.policy.checks.clamd import Clamd
 from qtoaster.policy.checks.databytes import Databytes
+from qtoaster.policy.checks.hops import Hops
 from qtoaster.policy.checks.mfcheck import Mfcheck, SenderDomains
 from qtoaster.policy.checks.qregex import Qregex
+from qtoaster.policy.checks.rblsmtpd import Rblsmtpd
 from qtoaster.policy.checks.rcpthosts import Rcpthosts
+from qtoaster.policy.checks.signatures import Signatures as SignaturesCheck
+from qtoaster.policy.checks.spamd import Spamd
 from qtoaster.policy.checks.tarpit import Tarpit
 from qtoaster.policy.pipeline import Check, Pipeline
 from qtoaster.policy.signatures import Signatures
@@ -90,8 +95,7 @@ class SmtpdContext:
     # control/tlsclients exists: certificates are checked for relaying (spec 7.3); read
     # once per configuration, not per handshake.
     tls_clients: bool = False
-    rbl: Rbl | None = None  # [rblsmtpd] zones; None: RBLSMTPD alone decides
-    signatures: Signatures | None = None  # control/signatures; None: no scan
+    signatures: Signatures | None = None  # control/signatures; None: no scan while in DATA
 
     @classmethod
     def build(
@@ -112,7 +116,8 @@ class SmtpdContext:
                 ),
                 maildir_percent(controls.me),
             )
-        pipeline = Pipeline(_checks(config, recipient))
+        signatures = Signatures.load(config.home.control)
+        pipeline = Pipeline(_checks(config, recipient, signatures))
         store = QueueStore(config.home.queue, fsync=config.settings.fsync)
         env = {k: os.environ[k] for k in _PROCESS_VARIABLES if k in os.environ}
         tls, problem = None, "missing certificate"
@@ -136,8 +141,7 @@ class SmtpdContext:
             tls,
             problem,
             (config.home.control / "tlsclients").exists(),
-            _rbl(settings),
-            Signatures.load(config.home.control),
+            signatures,
         )
 
 
@@ -156,17 +160,26 @@ def _rbl(settings: Settings) -> Rbl | None:
     )
 
 
-def _checks(config: Config, recipient: Check) -> list[Check]:
-    """The policy checks in the toaster's order (spec 4): MAIL databytes, mfcheck; RCPT
-    qregex (badhelo, badmailfrom, badmailto), relay/chkuser, tarpit last."""
+def _checks(config: Config, recipient: Check, signatures: Signatures | None) -> list[Check]:
+    """The policy checks, each stage's in the toaster's order (spec 4; docs/policy.md):
+    CONNECT rblsmtpd; MAIL databytes, mfcheck; RCPT qregex (badhelo, badmailfrom,
+    badmailto), relay/chkuser, tarpit last; DATA databytes, hops, signatures, clamd,
+    spamd.  A new check is one module under policy/checks/ and one line here."""
     control = config.home.control
-    domains = SenderDomains(config.settings.dns_nameservers)
+    settings = config.settings
+    domains = SenderDomains(settings.dns_nameservers)
     checks: list[Check] = [
-        Databytes(config.controls.databytes),
+        Rblsmtpd(_rbl(settings)),
+        Databytes(config.controls.databytes),  # MAIL (SIZE=) and DATA (bytes received)
         Mfcheck.from_control_dir(control, domains),
     ]
     qregex = Qregex.from_control_dir(control)
     if qregex.active:
         checks.append(qregex)
     checks += [recipient, Tarpit.from_control_dir(control)]
+    checks.append(Hops())
+    if signatures is not None:
+        checks.append(SignaturesCheck())
+    checks.append(Clamd(settings.clamd))
+    checks.append(Spamd(settings.spamd, config.controls.me))
     return checks

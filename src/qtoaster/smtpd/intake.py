@@ -1,5 +1,5 @@
-"""The DATA half of an SMTP session: the spool, the content checks, and the end of a
-message (the queue's commit, or a QMAILQUEUE program).
+"""The DATA half of an SMTP session: the spool, the DATA stage of the policy pipeline,
+and the end of a message (the queue's commit, or a QMAILQUEUE program).
 
 A mixin of :class:`qtoaster.smtpd.session.SmtpSession`, like ``smtpd/secure.py``: the
 session owns the transport and the engine; this part turns DataChunk/DataEnd into a
@@ -8,26 +8,30 @@ queued message and one reply.
 Invariants:
 - 250 only after the queue's commit (or the QMAILQUEUE program's exit 0) returned;
 - a spool that is not committed is always aborted, whatever refused the message;
-- databytes and the hop count are answered before signatures, and signatures before the
-  scanners (spec 4, 11); a scanner's trouble never loses a message (smtpd/content.py).
+- the DATA checks (databytes, hops, signatures, clamd, spamd: docs/policy.md) see the
+  message as immutable :class:`MessageFacts`; the spool is flushed before any of their
+  awaitables runs, and the header lines they return are added before the commit;
+- a check that fails (raises) answers 451, never 5xx, and the message is not queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING
 
 from qtoaster.core import reply as R
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import QueueError
 from qtoaster.core.reply import Reply
+from qtoaster.policy.signatures import Scanner, disabled_by
+from qtoaster.policy.verdict import Facts, MessageFacts, SessionState, Stage, Verdict
 from qtoaster.protocols.smtp.server import ServerConnection
 from qtoaster.queue import exitcodes
-from qtoaster.smtpd.content import ContentChecks, Who
 from qtoaster.smtpd.qmailqueue import accepted_reply, run_qmailqueue
 from qtoaster.smtpd.received import received_header
 
@@ -36,7 +40,6 @@ if TYPE_CHECKING:
     from qtoaster.smtpd.context import SmtpdContext
 
 log = logging.getLogger("qtoaster.smtpd")
-MAX_HOPS = 100  # qmail-smtpd's MAXHOPS (spec 3.6)
 
 
 class MessageIntake:
@@ -47,6 +50,8 @@ class MessageIntake:
     busy: bool
     task: asyncio.Task[None] | None
     id: str
+    kind: str
+    policy: SessionState
     remote_ip: str
     local_ip: str
     sender: str | None
@@ -58,7 +63,7 @@ class MessageIntake:
     last_activity: float
     spool: Spool | None
     spool_envelope: Envelope | None
-    content: ContentChecks | None
+    scanner: Scanner | None
     received_bytes: int
     oversize: bool
 
@@ -81,15 +86,11 @@ class MessageIntake:
             return
         self.spool, self.received_bytes, self.oversize = spool, 0, False
         self.spool_envelope = envelope
-        settings = self.ctx.config.settings
-        content = ContentChecks(
-            self.ctx.signatures,
-            settings.clamd,
-            settings.spamd,
-            self.env,
-            self.ctx.config.controls.me,
-        )
-        self.content = None if content.idle else content
+        signatures = self.ctx.signatures
+        # control/signatures is matched while the bytes stream in (no second read).
+        self.scanner = None
+        if signatures is not None and not disabled_by(self.env):
+            self.scanner = signatures.scanner()
         self.conn.send(R.GO_AHEAD)
 
     def _received(self) -> bytes:
@@ -119,55 +120,73 @@ class MessageIntake:
             log.warning("%s spool write failed: %s", self.id, exc)
             self._abort_spool()
             return
-        if self.content is not None:
-            self.content.feed(data)
+        scanner = self.scanner
+        if scanner is not None and not scanner.found:
+            scanner.feed(data)
 
     def _data_end(self, hops: int) -> None:
         spool, self.spool = self.spool, None
         if spool is None:  # a write to the spool failed during DATA
             self.conn.send(exitcodes.reply_for(exitcodes.WRITE_ERROR))
             return
-        if self.oversize:
-            spool.abort()
-            self.conn.send(R.DATABYTES)
-        elif hops >= MAX_HOPS:
-            spool.abort()
-            self.conn.send(R.TOO_MANY_HOPS)
-        elif self.content is not None and not self.content.waits and self._refuse_content(spool):
+        result = self.ctx.pipeline.run(
+            Stage.DATA, self._message_facts(spool, hops), self.id, self.policy
+        )
+        if not inspect.isawaitable(result) and result.reply is not None:
+            spool.abort()  # refused at once: databytes, hops, signatures
+            self.conn.send(result.reply)
             return
-        else:
-            self.busy = True  # no command is handled until the commit answered
-            self.task = asyncio.get_running_loop().create_task(self._finish_message(spool))
+        self.busy = True  # no command is handled until the commit answered
+        self.task = asyncio.get_running_loop().create_task(self._finish_message(spool, result))
 
-    def _who(self) -> Who:
-        assert self.spool_envelope is not None
-        env = self.spool_envelope
-        return Who(self.id, self.remote_ip, self.conn.helo, env.sender, env.recipients)
+    def _message_facts(self, spool: Spool, hops: int) -> Facts:
+        envelope = self.spool_envelope
+        assert envelope is not None
+        scanner = self.scanner
+        return Facts(
+            remote_ip=self.remote_ip,
+            local_ip=self.local_ip,
+            env=self.env,
+            helo=self.conn.helo,
+            sender=envelope.sender,
+            recipients=envelope.recipients,
+            listener=self.kind,
+            message=MessageFacts(
+                spool.path,
+                spool.body_offset,
+                self.received_bytes,
+                hops,
+                scanner is not None and scanner.found,
+            ),
+        )
 
-    def _refuse_content(self, spool: Spool) -> bool:
-        """The signatures verdict, known at the final dot without waiting."""
-        assert self.content is not None
-        reply = self.content.executable(self._who())
-        if reply is None:
-            return False
-        spool.abort()
-        self.conn.send(reply)
-        return True
-
-    async def _finish_message(self, spool: Spool) -> None:
-        """Scanners that must wait (clamd, spamd), then the queue or QMAILQUEUE."""
-        if self.content is not None and self.content.waits:
-            try:
-                refused = await self.content.verdict(spool, self._who())
-            except Exception:
-                log.exception("%s content check failed", self.id)
-                refused = exitcodes.reply_for(exitcodes.WRITE_ERROR)
+    async def _finish_message(self, spool: Spool, result: Verdict | Awaitable[Verdict]) -> None:
+        """The DATA checks that must wait (clamd, spamd), then the queue or QMAILQUEUE."""
+        if inspect.isawaitable(result) or result.headers:  # else nothing to wait for or add
+            refused = await self._checked(spool, result)
             if refused is not None:
                 await asyncio.get_running_loop().run_in_executor(self.ctx.executor, spool.abort)
                 self._answer_after_wait(refused)
                 return
         program = self.env.get("QMAILQUEUE")
         await (self._qmailqueue(spool, program) if program else self._commit(spool))
+
+    async def _checked(self, spool: Spool, result: Verdict | Awaitable[Verdict]) -> Reply | None:
+        """The DATA verdict's refusal, or None once its header lines are in the spool."""
+        try:
+            if inspect.isawaitable(result):
+                await asyncio.to_thread(spool.flush)  # the checks' awaitables read the file
+                result = await result
+            if result.reply is not None:
+                return result.reply
+            if result.headers:
+                await asyncio.to_thread(spool.insert_before_message, result.headers)
+        except Exception:
+            log.exception("%s content check failed", self.id)
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited when the flush failed
+            return exitcodes.reply_for(exitcodes.WRITE_ERROR)
+        return None
 
     async def _commit(self, spool: Spool) -> None:
         loop = asyncio.get_running_loop()

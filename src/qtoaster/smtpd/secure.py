@@ -70,7 +70,7 @@ class SecureSession:
     def _flush(self) -> None: ...
     def _resume(self) -> None: ...
     def _reset(self) -> None: ...
-    def _greet(self) -> None: ...
+    def _connect(self) -> None: ...
 
     def _offer(self) -> auth.Offer:
         shared = self.ctx.shared
@@ -221,7 +221,7 @@ class SecureSession:
         self.last_activity = time.monotonic()
         self.env = self.base_env
         if implicit:
-            self._greet()
+            self._connect()  # the CONNECT checks and the greeting come after the handshake
         else:
             # RFC 3207 4.2: forget what the client said before; the engine forgets HELO.
             self.conn.start_tls_done()

@@ -1,7 +1,8 @@
 """One SMTP session: drives the sans-IO engine over an asyncio transport.
 
 The engine (protocols.smtp.server) parses and sequences; this module decides the
-replies (through the policy pipeline), streams DATA into a queue spool and answers
+replies (through the policy pipeline: CONNECT before the greeting, HELO, MAIL, RCPT,
+and DATA at the final dot), streams DATA into a queue spool and answers
 250 only after the queue's commit returned.  Nothing here blocks the event loop
 except small buffered writes to the spool; the commit (fsync) runs in the executor.
 
@@ -27,7 +28,8 @@ from qtoaster.core import reply as R
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.reply import Reply
 from qtoaster.policy.checks.databytes import effective_databytes
-from qtoaster.policy.verdict import Facts, Stage, Verdict
+from qtoaster.policy.signatures import Scanner
+from qtoaster.policy.verdict import Facts, SessionState, Stage, Verdict
 from qtoaster.protocols.sasl import (
     MALFORMED,
     Challenge,
@@ -40,7 +42,6 @@ from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
 from qtoaster.smtpd import auth
 from qtoaster.smtpd.addresses import rewrite_localip
-from qtoaster.smtpd.content import ContentChecks
 from qtoaster.smtpd.intake import MessageIntake
 from qtoaster.smtpd.rblgate import RblGate
 from qtoaster.smtpd.secure import SecureSession
@@ -80,7 +81,7 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         self.recipients: list[str] = []
         self.spool: Spool | None = None
         self.spool_envelope: Envelope | None = None  # for a QMAILQUEUE program
-        self.content: ContentChecks | None = None  # signatures, clamd, spamd
+        self.scanner: Scanner | None = None  # control/signatures, while DATA streams in
         self.received_bytes = 0
         self.oversize = False
         self.databytes = 0
@@ -90,7 +91,7 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         self.auth_user: str | None = None
         self.sasl: SaslServer | None = None
         self.auth_failures = 0
-        self.policy_state: dict[str, object] = {}  # checks' per-session counters
+        self.policy = SessionState()  # what checks count across commands (chkuser)
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, base: asyncio.BaseTransport) -> None:
@@ -119,7 +120,7 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
                 return
             self._begin_tls(implicit=True)
             return
-        self._screen_then_greet()
+        self._connect()
 
     def _greet(self) -> None:
         assert self.transport is not None
@@ -193,8 +194,7 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         elif isinstance(event, ev.DataAborted):
             self._abort_spool()
         elif isinstance(event, ev.Helo):
-            self._reset()
-            self.conn.send(self._ehlo_reply() if event.extended else self._greeting(250))
+            self._helo(event)
         elif isinstance(event, ev.MailFrom):
             self._mail(event)
         elif isinstance(event, ev.RcptTo):
@@ -231,19 +231,48 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         return Reply(250, "\n".join(lines))
 
     def _facts(
-        self, *, sender: str | None = None, recipient: str | None = None, size: int | None = None
+        self,
+        *,
+        helo: str | None = None,
+        sender: str | None = None,
+        recipient: str | None = None,
+        size: int | None = None,
     ) -> Facts:
         return Facts(
             remote_ip=self.remote_ip,
             local_ip=self.local_ip,
             env=self.env,
-            helo=self.conn.helo,
+            helo=self.conn.helo if helo is None else helo,
             sender=self.sender if sender is None else sender,
             recipient=recipient,
             size=size,
             recipients=tuple(self.recipients),
-            session=self.policy_state,
+            listener=self.kind,
         )
+
+    # -- connection and HELO ---------------------------------------------------
+    def _connect(self) -> None:
+        """The CONNECT checks, then our greeting, or rblsmtpd's dialog for a client they
+        refuse (qmail's toaster ran rblsmtpd in front of qmail-smtpd: spec 1)."""
+
+        def answer(verdict: Verdict) -> None:
+            if verdict.reply is None:
+                self._greet()
+            elif verdict.reply is not R.INTERNAL_ERROR:  # a failed check: expire() answers
+                self._refuse_connection(verdict.reply)
+
+        self._policy(Stage.CONNECT, self._facts(), answer)
+
+    def _helo(self, event: ev.Helo) -> None:
+        self._reset()
+
+        def answer(verdict: Verdict) -> None:
+            if verdict.reply is not None:
+                self.conn.send(verdict.reply)
+            else:
+                self.conn.send(self._ehlo_reply() if event.extended else self._greeting(250))
+
+        self._policy(Stage.HELO, self._facts(helo=event.name), answer)
 
     # -- transaction ---------------------------------------------------------
     def _reset(self) -> None:
@@ -292,7 +321,7 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         """Run the checks of ``stage`` and ``answer`` with the verdict: at once when every
         check answered at once, else (a lookup off the loop, a delay) after waiting, with
         the session busy meanwhile so pipelined commands keep their order."""
-        result = self.ctx.pipeline.run(stage, facts, self.id)
+        result = self.ctx.pipeline.run(stage, facts, self.id, self.policy)
         if not inspect.isawaitable(result) and not result.delay:
             answer(result)
             return
@@ -328,7 +357,10 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         self._resume()
 
     def _resume(self) -> None:
-        """After waiting (commit, lookup, delay): read again and handle buffered input."""
+        """After waiting (commit, lookup, delay): read again and handle buffered input.
+        Not for a client in rblsmtpd's dialog: what it sent is no command of ours."""
+        if self.rbl_dialog is not None:
+            return
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()

@@ -16,7 +16,7 @@ Invariants:
 - a directory that cannot be read answers 4xx, never 5xx;
 - the event loop never waits for the database or the disk: a cached answer is used at
   once, anything else runs in the executor (the check returns an awaitable);
-- the counters live in the session (``Facts.session``), never in the check.
+- the counters live in the session (``SessionState.chkuser``), never in the check.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from qtoaster.directory.cache import MISS
 from qtoaster.directory.model import Recipient
 from qtoaster.directory.schema import UNKNOWN_BOUNCE
 from qtoaster.policy.checks.rcpthosts import Rcpthosts, RcpthostsControls
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, ChkuserCounters, Facts, SessionState, Stage, Verdict
 
 log = logging.getLogger("qtoaster.policy")
 
@@ -61,14 +61,6 @@ _ATOI = re.compile(r"\s*([+-]?\d+)")
 class Lookups(Protocol):
     def peek(self, address: str) -> Recipient | object | None: ...
     def resolve(self, address: str) -> Recipient | None: ...
-
-
-@dataclass(slots=True)
-class _Counters:
-    recipients: int = 0
-    wrong: int = 0
-    refused: int = 0
-    intrusive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +89,14 @@ class Chkuser:
         self._settings = settings
         self._percent_used = percent_used
 
-    def check(self, stage: Stage, facts: Facts) -> Verdict | Awaitable[Verdict]:
+    def check(
+        self, stage: Stage, facts: Facts, state: SessionState
+    ) -> Verdict | Awaitable[Verdict]:
         assert facts.recipient is not None
         mode = _mode(facts.env, self._settings.mode)
         if mode == "off":
-            return self._rcpthosts.check(stage, facts)
-        counters = facts.session.setdefault(self.name, _Counters())
+            return self._rcpthosts.check(stage, facts, state)
+        counters = state.chkuser
         if counters.intrusive:
             return self._refuse(counters, INTRUSION, facts, "rejected intrusion")
         counters.recipients += 1
@@ -114,7 +108,7 @@ class Chkuser:
         if not domain:
             return self._wrong(counters, NO_DOMAIN, facts)
         if not self._controls.rcpthosts_allows(domain):
-            relay = self._rcpthosts.check(stage, facts)  # relaying: qmail's rule and reply
+            relay = self._rcpthosts.check(stage, facts, state)  # relaying: qmail's rule and reply
             if relay.reply is None:
                 return relay
             return self._refuse(counters, relay.reply, facts, "rejected relaying")
@@ -136,7 +130,7 @@ class Chkuser:
             and (found.user.quota or found.user.quota_messages) is not None
         )
 
-    async def _slow(self, counters: _Counters, facts: Facts, mode: str) -> Verdict:
+    async def _slow(self, counters: ChkuserCounters, facts: Facts, mode: str) -> Verdict:
         """The lookup (and the quota reading) in the executor, then the decision."""
         assert facts.recipient is not None
         address = facts.recipient
@@ -154,7 +148,7 @@ class Chkuser:
 
     def _decide(
         self,
-        counters: _Counters,
+        counters: ChkuserCounters,
         facts: Facts,
         mode: str,
         found: Recipient | None,
@@ -171,7 +165,7 @@ class Chkuser:
             return self._refuse(counters, MAILBOX_FULL, facts, "mbx overquota")
         return PASS
 
-    def _wrong(self, counters: _Counters, reply: Reply, facts: Facts) -> Verdict:
+    def _wrong(self, counters: ChkuserCounters, reply: Reply, facts: Facts) -> Verdict:
         """An unknown or domainless recipient: it counts towards the intrusion threshold,
         and the one that reaches it still gets the normal reply (spec 12.4)."""
         counters.wrong += 1
@@ -183,7 +177,7 @@ class Chkuser:
             )
         return self._refuse(counters, reply, facts, "rejected rcpt")
 
-    def _refuse(self, counters: _Counters, reply: Reply, facts: Facts, brief: str) -> Verdict:
+    def _refuse(self, counters: ChkuserCounters, reply: Reply, facts: Facts, brief: str) -> Verdict:
         delay = self._settings.delay + self._settings.increase * counters.refused
         counters.refused += 1
         # The pipeline logs every refusal (one line, DESIGN.md 5); chkuser's own format

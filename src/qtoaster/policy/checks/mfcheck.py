@@ -38,7 +38,7 @@ from qtoaster.config.control import read_int
 from qtoaster.core.literal import ip_literal
 from qtoaster.core.reply import Reply
 from qtoaster.net.resolver import CACHE_SIZE, make_resolver
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
 NO_SUCH_DOMAIN = Reply(553, "sorry, your envelope sender domain must exist (#5.7.1)")
 DNS_TEMPORARY = Reply(451, "DNS temporary failure (#4.3.0)")
@@ -151,7 +151,9 @@ class Mfcheck:
     def from_control_dir(cls, control_dir: Path, domains: SenderDomains) -> Mfcheck:
         return cls(domains, read_int(control_dir / "mfcheck", 0))
 
-    def check(self, stage: Stage, facts: Facts) -> Verdict | Awaitable[Verdict]:
+    def check(
+        self, stage: Stage, facts: Facts, state: SessionState
+    ) -> Verdict | Awaitable[Verdict]:
         if not mfcheck_enabled(facts.env, self._control_value):
             return PASS
         domain = sender_domain(facts.sender or "")

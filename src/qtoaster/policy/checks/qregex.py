@@ -9,8 +9,9 @@ Verdicts are reported at RCPT, in qmail-smtpd's order (spec 4, RCPT steps 2-4): 
 name (unless NOBADHELO; none without HELO), the sender (never the null sender; plus
 badmailfromnorelay when RELAYCLIENT is unset), the recipient (plus badmailtonorelay when
 RELAYCLIENT is unset).  The original evaluates badhelo at HELO and badmailfrom at MAIL and
-remembers the result; evaluating both at RCPT with the session's current HELO and sender,
-cached in ``Facts.session`` until they change, gives the same answers at no extra cost.
+remembers the result; evaluating both at RCPT with the session's current HELO and sender
+gives the same answers at no extra cost, since every rule file remembers its answer per
+subject (:meth:`RuleFile.first_firing`).
 
 Invariants: control files are read and compiled once, when the check is built; every
 match runs with a time bound (`regex`'s ``timeout``), and a match that runs out of time
@@ -30,7 +31,7 @@ from qtoaster.core.envelope import decode
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.reply import Reply
 from qtoaster.policy.ere import FLAGS, EreError, compile_ere
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
 log = logging.getLogger("qtoaster.policy")
 
@@ -101,6 +102,8 @@ class RuleFile:
         Answers are remembered per subject (HELO names, senders and recipients repeat
         from session to session); the rules never change for this object's lifetime.
         """
+        if not self.rules:
+            return None  # a missing or empty file: no lookup, nothing remembered
         try:
             return self._memo[subject]
         except KeyError:
@@ -183,16 +186,6 @@ def problems(control_dir: Path) -> list[str]:
     return found
 
 
-@dataclass(slots=True)
-class _Remembered:
-    """The session's cached HELO and sender verdicts, keyed by what they were about."""
-
-    helo: str | None = None
-    helo_rule: Rule | None = None
-    sender: tuple[str, bool] | None = None
-    sender_rule: Rule | None = None
-
-
 class Qregex:
     name = "qregex"
     stages = frozenset({Stage.RCPT})
@@ -225,26 +218,17 @@ class Qregex:
         files = (self._helo, self._from, self._from_norelay, self._to, self._to_norelay)
         return any(rule_file.rules for rule_file in files)
 
-    def check(self, stage: Stage, facts: Facts) -> Verdict:
+    def check(self, stage: Stage, facts: Facts, state: SessionState) -> Verdict:
         assert facts.recipient is not None
         relay = "RELAYCLIENT" in facts.env
-        memory = facts.session.get(self.name)
-        if not isinstance(memory, _Remembered):
-            memory = facts.session[self.name] = _Remembered()
         if facts.helo is not None and "NOBADHELO" not in facts.env:
-            if memory.helo != facts.helo:
-                memory.helo, memory.helo_rule = facts.helo, self._helo.first_firing(facts.helo)
-            if memory.helo_rule is not None:
-                return _bad("badhelo", facts.helo, memory.helo_rule, facts, BAD_HELO)
+            rule = self._helo.first_firing(facts.helo)
+            if rule is not None:
+                return _bad("badhelo", facts.helo, rule, facts, BAD_HELO)
         if facts.sender:  # the null sender is never tested (spec 8)
-            key = (facts.sender, relay)
-            if memory.sender != key:
-                memory.sender = key
-                memory.sender_rule = self._either(
-                    self._from, self._from_norelay, facts.sender, relay
-                )
-            if memory.sender_rule is not None:
-                return _bad("badmailfrom", facts.sender, memory.sender_rule, facts, BAD_MAILFROM)
+            rule = self._either(self._from, self._from_norelay, facts.sender, relay)
+            if rule is not None:
+                return _bad("badmailfrom", facts.sender, rule, facts, BAD_MAILFROM)
         rule = self._either(self._to, self._to_norelay, facts.recipient, relay)
         if rule is not None:
             return _bad("badmailto", facts.recipient, rule, facts, BAD_MAILTO)

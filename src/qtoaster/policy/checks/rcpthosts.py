@@ -18,7 +18,7 @@ from typing import Protocol
 
 from qtoaster.core.envelope import split_address
 from qtoaster.core.reply import NOT_RCPTHOSTS, Reply
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 from qtoaster.tls.server import nogateway_suffix
 
 # Set by smtpd/secure.py for a TLS session whose certificate did not allow relaying.
@@ -36,7 +36,7 @@ class Rcpthosts:
     def __init__(self, controls: RcpthostsControls) -> None:
         self._controls = controls
 
-    def check(self, stage: Stage, facts: Facts) -> Verdict:
+    def check(self, stage: Stage, facts: Facts, state: SessionState) -> Verdict:
         assert facts.recipient is not None
         relayclient = facts.env.get("RELAYCLIENT")
         if relayclient is not None:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from qtoaster.config.control import read_int
-from qtoaster.policy.verdict import PASS, Facts, Stage, Verdict
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
 DEFAULT_DELAY = 5
 _ATOI = re.compile(r"\s*([+-]?[0-9]+)")
@@ -55,7 +55,7 @@ class Tarpit:
             read_int(control_dir / "tarpitdelay", DEFAULT_DELAY),
         )
 
-    def check(self, stage: Stage, facts: Facts) -> Verdict:
+    def check(self, stage: Stage, facts: Facts, state: SessionState) -> Verdict:
         if "NOTARPIT" in facts.env:
             return PASS
         count = _setting(facts.env, "TARPITCOUNT", self._count)

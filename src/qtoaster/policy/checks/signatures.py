@@ -1,0 +1,27 @@
+"""signatures at the final dot: executable attachments are refused (spec 11).
+
+control/signatures lists base64 prefixes; smtpd's intake runs the streaming scanner
+(``policy/signatures.py``) over the message as it arrives, since the scan needs each
+line once and no second read of the spool, and hands the result over as
+``MessageFacts.executable``.  A hit is answered ``552 we don't accept email with
+executable content (#5.3.4)`` before the scanners run.  EXECUTABLEOK (any value)
+turns the scan off for a client.
+"""
+
+from __future__ import annotations
+
+from qtoaster.policy.signatures import EXECUTABLE, disabled_by
+from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
+
+_HIT = Verdict(reply=EXECUTABLE, why="executable content")
+
+
+class Signatures:
+    name = "signatures"
+    stages = frozenset({Stage.DATA})
+
+    def check(self, stage: Stage, facts: Facts, state: SessionState) -> Verdict:
+        assert facts.message is not None
+        if facts.message.executable and not disabled_by(facts.env):
+            return _HIT
+        return PASS
