@@ -37,9 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from qtoaster.config.control import read_list
-from qtoaster.core.envelope import encode
-from qtoaster.core.errors import ConfigError
+from qtoaster.config.rolecontrols import load_signatures
 from qtoaster.core.reply import Reply
 
 # qmail-smtpd-viruscan-1.3 / indimail smtpd.c err_viruscan text (spec 11, 26).
@@ -81,17 +79,7 @@ class Signatures:
         it (sigscheck walks the NUL-separated list).  A read error other than ENOENT is a
         ConfigError (qmail-smtpd: ``421 unable to read controls``).
         """
-        path = control_dir / "signatures"
-        try:
-            lines = read_list(path)
-        except OSError as exc:
-            raise ConfigError([f"{path}: unable to read: {exc.strerror or exc}"]) from exc
-        entries = [
-            piece
-            for line in lines
-            if not line.startswith("\0")
-            for piece in encode(line).split(b"\0")
-        ]
+        entries = load_signatures(control_dir)
         return cls(entries) if entries else None
 
     def scanner(self) -> Scanner:

@@ -34,7 +34,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from qtoaster.config.control import read_int
+from qtoaster.config.rolecontrols import load_mfcheck
 from qtoaster.core.literal import ip_literal
 from qtoaster.core.reply import Reply
 from qtoaster.net.resolver import CACHE_SIZE, make_resolver
@@ -149,7 +149,7 @@ class Mfcheck:
 
     @classmethod
     def from_control_dir(cls, control_dir: Path, domains: SenderDomains) -> Mfcheck:
-        return cls(domains, read_int(control_dir / "mfcheck", 0))
+        return cls(domains, load_mfcheck(control_dir))
 
     def check(
         self, stage: Stage, facts: Facts, state: SessionState

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import regex
 
-from qtoaster.core.envelope import decode
+from qtoaster.config.rolecontrols import load_numbered_lines
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.reply import Reply
 from qtoaster.policy.ere import FLAGS, EreError, compile_ere
@@ -156,15 +156,7 @@ def read_rules(path: Path, name: str, timeout: float = DEFAULT_TIMEOUT) -> RuleF
 
     OSError other than ENOENT propagates (qmail-smtpd: ``421 unable to read controls``).
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return RuleFile(name, (), timeout)
-    rules = []
-    for number, line in enumerate(decode(raw).split("\n"), start=1):
-        line = line.rstrip("\n \t")
-        if line and not line.startswith("#"):
-            rules.append(parse_rule(name, number, line))
+    rules = [parse_rule(name, number, line) for number, line in load_numbered_lines(path)]
     return RuleFile(name, tuple(rules), timeout)
 
 

@@ -21,10 +21,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from qtoaster.config.control import read_int
+from qtoaster.config.rolecontrols import TARPIT_DEFAULT_DELAY, load_tarpit
 from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
-DEFAULT_DELAY = 5
+DEFAULT_DELAY = TARPIT_DEFAULT_DELAY
 _ATOI = re.compile(r"\s*([+-]?[0-9]+)")
 
 
@@ -50,10 +50,8 @@ class Tarpit:
 
     @classmethod
     def from_control_dir(cls, control_dir: Path) -> Tarpit:
-        return cls(
-            read_int(control_dir / "tarpitcount", 0),
-            read_int(control_dir / "tarpitdelay", DEFAULT_DELAY),
-        )
+        files = load_tarpit(control_dir)
+        return cls(files.count, files.delay)
 
     def check(self, stage: Stage, facts: Facts, state: SessionState) -> Verdict:
         if "NOTARPIT" in facts.env:
