@@ -1,6 +1,8 @@
 """The AUTHORIZATION half of a POP3 session: CAPA, USER/PASS, APOP, AUTH, STLS (spec 19.2-19.4).
 
-A mixin of :class:`qtoaster.pop3d.session.Pop3Session`, which owns the connection. The login
+A part held by :class:`qtoaster.pop3d.session.Pop3Session`, which owns the connection, the
+mailbox and its lock; this part keeps only the login's own state (a SASL exchange, the
+failures counted). The login
 is verified against the directory in a thread (argon2), then the user's Maildir is locked
 (one session per mailbox: ``-ERR [IN-USE]``) and scanned, and only then ``+OK ``.
 
@@ -26,7 +28,6 @@ from qtoaster.directory.schema import UserFlag
 from qtoaster.directory.secrets import verify_apop
 from qtoaster.maildir.lock import MailboxLock
 from qtoaster.maildir.mailbox import Mailbox, MailboxError
-from qtoaster.net.driver import EngineDriver
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.protocols import sasl
 from qtoaster.protocols.pop3 import events as ev
@@ -39,42 +40,39 @@ from qtoaster.protocols.sasl import (
     PlainCredentials,
     SaslServer,
 )
-from qtoaster.tls import upgrade
+
+if TYPE_CHECKING:
+    from qtoaster.pop3d.session import Pop3Session
 
 log = logging.getLogger("qtoaster.pop3d")
 
 
-class Authorization(EngineDriver[Pop3Connection]):
-    # Provided by Pop3Session.
-    ctx: Pop3Context
-    remote_ip: str
-    banner: str
-    sasl: SaslServer | None
-    mailbox: Mailbox | None
-    lock: MailboxLock | None
-    user: str | None
-    failures: int
+class Authorization:
+    """The AUTHORIZATION state's commands for one session."""
 
-    if TYPE_CHECKING:
+    def __init__(self, session: Pop3Session) -> None:
+        self.session = session
+        self.ctx: Pop3Context = session.ctx
+        self.conn: Pop3Connection = session.conn
+        self.sasl: SaslServer | None = None
+        self.failures = 0
 
-        def _greet(self) -> None: ...
-
-    def _plaintext_ok(self) -> bool:
+    def plaintext_ok(self) -> bool:
         return self.conn.tls or self.ctx.config.settings.auth_allow_plaintext
 
     def _secrets(self) -> bool:
         return self.ctx.secrets[0]
 
-    def _capa(self) -> None:
+    def capa(self) -> None:
         """The seed's CAPA lines, and what RFC 2449/2595 add, as really available."""
         lines = ["TOP", "UIDL", "LAST"]
-        if self.mailbox is None:
-            if self._plaintext_ok():
+        if self.session.mailbox is None:
+            if self.plaintext_ok():
                 lines.append("USER")
             if self._secrets():
                 lines.append("APOP")
             mechanisms = (["CRAM-MD5"] if self._secrets() else []) + (
-                ["PLAIN"] if self._plaintext_ok() else []
+                ["PLAIN"] if self.plaintext_ok() else []
             )
             if mechanisms:
                 lines.append("SASL " + " ".join(mechanisms))
@@ -83,11 +81,11 @@ class Authorization(EngineDriver[Pop3Connection]):
         lines += ["PIPELINING", "RESP-CODES", "AUTH-RESP-CODE", "IMPLEMENTATION qtoaster"]
         self.conn.multiline("Capability list follows", lines)
 
-    def _auth(self, event: ev.Auth) -> None:
+    def auth(self, event: ev.Auth) -> None:
         mechanism = sasl.parse_mechanism(event.mechanism)
         if mechanism is Mechanism.CRAM_MD5 and self._secrets():
-            self.sasl = SaslServer(mechanism, cram_challenge=self.banner.encode())
-        elif mechanism is Mechanism.PLAIN and self._plaintext_ok():
+            self.sasl = SaslServer(mechanism, cram_challenge=self.session.banner.encode())
+        elif mechanism is Mechanism.PLAIN and self.plaintext_ok():
             self.sasl = SaslServer(mechanism)
         elif mechanism is Mechanism.PLAIN:
             self.conn.err("plain text login needs TLS first (STLS)", "AUTH")
@@ -95,9 +93,9 @@ class Authorization(EngineDriver[Pop3Connection]):
         else:
             self.conn.err("unimplemented")
             return
-        self._sasl_step(self.sasl.start(event.initial_response))
+        self.sasl_step(self.sasl.start(event.initial_response))
 
-    def _sasl_step(self, step: Challenge | PlainCredentials | CramCredentials | Failure) -> None:
+    def sasl_step(self, step: Challenge | PlainCredentials | CramCredentials | Failure) -> None:
         if isinstance(step, Challenge):
             self.conn.challenge(step.text)
             return
@@ -106,9 +104,9 @@ class Authorization(EngineDriver[Pop3Connection]):
             # POP3 has no SMTP codes: qmail-popup answers -ERR (spec 19.4).
             self.conn.err(step.reply.text.split(" (#", 1)[0])
             return
-        self.wait_for(self._login(step))
+        self.session.wait_for(self.login(step))
 
-    async def _login_apop(self, name: str, digest: str) -> None:
+    async def login_apop(self, name: str, digest: str) -> None:
         loop = asyncio.get_running_loop()
         default = self.ctx.config.controls.defaultdomain
         address = login_address(name, default) or name
@@ -116,7 +114,7 @@ class Authorization(EngineDriver[Pop3Connection]):
         def check() -> AuthResult:
             _cram, secret = self.ctx.directory.auth_secrets(address)
             user = self.ctx.directory.user(address)
-            ok = secret is not None and verify_apop(self.banner, secret, digest)
+            ok = secret is not None and verify_apop(self.session.banner, secret, digest)
             if ok and user is not None and user.flags & UserFlag.NO_POP:
                 return AuthResult(False, address, "POP disabled")
             return AuthResult(ok and user is not None, address, "APOP")
@@ -128,7 +126,7 @@ class Authorization(EngineDriver[Pop3Connection]):
             return
         await self._logged_in_or_not(result)
 
-    async def _login(self, credentials: PlainCredentials | CramCredentials) -> None:
+    async def login(self, credentials: PlainCredentials | CramCredentials) -> None:
         loop = asyncio.get_running_loop()
         default = self.ctx.config.controls.defaultdomain
 
@@ -143,21 +141,21 @@ class Authorization(EngineDriver[Pop3Connection]):
         await self._logged_in_or_not(result)
 
     def _unavailable(self, exc: Exception) -> None:
-        log.warning("%s directory unavailable: %s", self.id, exc)
+        log.warning("%s directory unavailable: %s", self.session.id, exc)
         self.conn.close_after_send()
         self.conn.err("unable to check the password now, try again later", "SYS/TEMP")
-        self.flush()
+        self.session.flush()
 
     async def _logged_in_or_not(self, result: AuthResult) -> None:
         throttle = self.ctx.throttle
         if not result.ok:
-            throttle.failed(self.remote_ip, result.user)
-            delay = throttle.delay_for(self.remote_ip, result.user)
+            throttle.failed(self.session.remote_ip, result.user)
+            delay = throttle.delay_for(self.session.remote_ip, result.user)
             log.info(
                 "%s login failed user=%s client=%s reason=%s",
-                self.id,
+                self.session.id,
                 result.user,
-                self.remote_ip,
+                self.session.remote_ip,
                 result.reason,
             )
             await asyncio.sleep(delay)
@@ -168,10 +166,10 @@ class Authorization(EngineDriver[Pop3Connection]):
             if throttle.session_exhausted(self.failures):
                 self.conn.close_after_send()
             self.conn.err("authorization failed", "AUTH")
-            self.flush()
+            self.session.flush()
             return
-        await asyncio.sleep(throttle.delay_for(self.remote_ip, result.user))
-        throttle.succeeded(self.remote_ip, result.user)
+        await asyncio.sleep(throttle.delay_for(self.session.remote_ip, result.user))
+        throttle.succeeded(self.session.remote_ip, result.user)
         await self._open_mailbox(result.user)
 
     async def _open_mailbox(self, address: str) -> None:
@@ -201,42 +199,22 @@ class Authorization(EngineDriver[Pop3Connection]):
                 self.conn.err(problem, "SYS/TEMP")
             else:
                 self.conn.err("your mailbox is in use by another session", "IN-USE")
-            self.flush()
+            self.session.flush()
             return
-        if not self.is_open:  # the client left while the Maildir was scanned
+        if not self.session.is_open:  # the client left while the Maildir was scanned
             if lock is not None:
                 lock.release()
             return
-        self.lock, self.mailbox, self.user = lock, mailbox, address
-        log.info("%s login user=%s client=%s", self.id, address, self.remote_ip)
+        self.session.lock, self.session.mailbox, self.session.user = lock, mailbox, address
+        log.info("%s login user=%s client=%s", self.session.id, address, self.session.remote_ip)
         self.conn.logged_in()
-        self.flush()
+        self.session.flush()
 
-    # -- STLS (RFC 2595) and POP3S -------------------------------------------------------
-    def _stls(self) -> None:
+    def stls(self) -> None:
+        """STLS (RFC 2595 4): the session upgrades the connection."""
         if self.ctx.tls is None:
             self.conn.err(f"TLS not available: {self.ctx.tls_problem}", "SYS/TEMP")
             return
         self.conn.ok("Begin TLS negotiation")  # the engine drops what it buffered
-        self.flush()
-        self._begin_tls(implicit=False)
-
-    def _begin_tls(self, *, implicit: bool) -> None:
-        assert self.transport is not None
-        upgrade.hold(self.transport)  # the ClientHello is for TLS, not the engine
-        self.wait_for(self._start_tls(implicit))
-
-    async def _start_tls(self, implicit: bool) -> None:
-        transport, tls = self.transport, self.ctx.tls
-        assert transport is not None and tls is not None
-        self.conn.discard_input()
-        upgraded = await upgrade.handshake(
-            transport, self, tls, timeout=60.0, who=f"{self.id} client={self.remote_ip}"
-        )
-        if upgraded is None:
-            return
-        self.transport = upgraded
-        if implicit:
-            self._greet()
-        else:
-            self.conn.start_tls_done()
+        self.session.flush()
+        self.session.begin_tls(implicit=False)

@@ -1,10 +1,11 @@
 """One POP3 session: the pop3d answers to the sans-IO engine's events (spec 19).
 
-The connection, reading, flushing and waiting are :class:`qtoaster.net.driver.EngineDriver`'s;
-this module greets, dispatches each event to its state's half and ends the session.
-AUTHORIZATION (USER/PASS, APOP, AUTH, CAPA, STLS and the mailbox lock) is in
-:mod:`qtoaster.pop3d.authorization`; TRANSACTION and UPDATE (STAT, LIST, RETR, ..., QUIT)
-in :mod:`qtoaster.pop3d.transaction`.
+The connection, reading, flushing and waiting are :class:`qtoaster.net.driver.EngineDriver`'s
+(the one writer to the socket). The session owns the connection, the TLS upgrade, the
+logged-in user, the mailbox and its lock; it greets, dispatches each event to one of the two
+parts it holds and ends the session: :class:`~qtoaster.pop3d.authorization.Authorization`
+(USER/PASS, APOP, AUTH, CAPA, STLS, opening and locking the mailbox) and
+:class:`~qtoaster.pop3d.transaction.Transaction` (STAT, LIST, RETR, ..., QUIT and UPDATE).
 
 Invariants:
 - the banner is the APOP timestamp (RFC 1939 7) in qmail-popup's form (spec 19.2);
@@ -24,14 +25,15 @@ from typing import ClassVar, cast
 
 from qtoaster.maildir.lock import MailboxLock
 from qtoaster.maildir.mailbox import Mailbox
-from qtoaster.net.driver import plain_ip
+from qtoaster.net.driver import EngineDriver, plain_ip
 from qtoaster.pop3d.authorization import Authorization
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.pop3d.transaction import CHUNK, Transaction
 from qtoaster.protocols import sasl
 from qtoaster.protocols.pop3 import events as ev
 from qtoaster.protocols.pop3.server import NEED_DATA, Pop3Connection
-from qtoaster.protocols.sasl import Failure, PlainCredentials, SaslServer
+from qtoaster.protocols.sasl import Failure, PlainCredentials
+from qtoaster.tls import upgrade
 
 __all__ = ["CHUNK", "IDLE_SECONDS", "Pop3Session"]
 
@@ -53,7 +55,7 @@ _TRANSACTION_EVENTS = (
 )
 
 
-class Pop3Session(Authorization, Transaction):
+class Pop3Session(EngineDriver[Pop3Connection]):
     need_data: ClassVar[object] = NEED_DATA
     log: ClassVar[logging.Logger] = log
     idle_seconds: ClassVar[float] = IDLE_SECONDS
@@ -66,11 +68,11 @@ class Pop3Session(Authorization, Transaction):
         self.kind = kind
         self.remote_ip = "unknown"
         self.banner = ""
-        self.sasl: SaslServer | None = None
         self.mailbox: Mailbox | None = None
         self.lock: MailboxLock | None = None
         self.user: str | None = None
-        self.failures = 0
+        self.login = Authorization(self)
+        self.commands = Transaction(self)
 
     # -- asyncio callbacks -----------------------------------------------------------
     def connection_made(self, base: asyncio.BaseTransport) -> None:
@@ -87,24 +89,25 @@ class Pop3Session(Authorization, Transaction):
                 log.warning("%s pop3s without TLS: %s", self.id, self.ctx.tls_problem)
                 transport.abort()
                 return
-            self._begin_tls(implicit=True)
+            self.begin_tls(implicit=True)
             return
-        self._greet()
+        self.greet()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self._unlock()
+        self.unlock()
 
-    def _greet(self) -> None:
+    def greet(self) -> None:
         self.conn.ok(self.banner)
         self.flush()
 
     def close(self) -> None:
         """Timeout, shutdown or a bug: close without UPDATE (RFC 1939 6: only QUIT commits)."""
         super().close()
-        self._unlock()
+        self.unlock()
 
-    def _unlock(self) -> None:
+    def unlock(self) -> None:
+        """Release the mailbox lock (at UPDATE, or however the session ends)."""
         lock, self.lock = self.lock, None
         if lock is not None:
             lock.release()
@@ -112,31 +115,53 @@ class Pop3Session(Authorization, Transaction):
     # -- the engine's events -----------------------------------------------------------
     def handle(self, event: object) -> None:
         if isinstance(event, _TRANSACTION_EVENTS):  # first: the bulk of a session's commands
-            self._transaction(event)
+            self.commands.handle(event)
         elif isinstance(event, ev.ConnectionClosed):
             self.close()
         elif isinstance(event, ev.Capa):
-            self._capa()
+            self.login.capa()
         elif isinstance(event, ev.User):
-            if not self._plaintext_ok():
+            if not self.login.plaintext_ok():
                 self.conn.err("plain text login needs TLS first (STLS)", "AUTH")
             else:
                 self.conn.ok()
         elif isinstance(event, ev.Pass):
             user = self.conn.user or ""
-            if not self._plaintext_ok():
+            if not self.login.plaintext_ok():
                 self.conn.err("plain text login needs TLS first (STLS)", "AUTH")
             else:
-                self.wait_for(self._login(PlainCredentials(user, event.password)))
+                self.wait_for(self.login.login(PlainCredentials(user, event.password)))
         elif isinstance(event, ev.Apop):
-            self.wait_for(self._login_apop(event.name, event.digest))
+            self.wait_for(self.login.login_apop(event.name, event.digest))
         elif isinstance(event, ev.Auth):
-            self._auth(event)
+            self.login.auth(event)
         elif isinstance(event, ev.AuthLine):
-            self._sasl_step(self.sasl.step(event.data) if self.sasl else Failure(sasl.MALFORMED))
+            exchange = self.login.sasl
+            self.login.sasl_step(exchange.step(event.data) if exchange else Failure(sasl.MALFORMED))
         elif isinstance(event, ev.Stls):
-            self._stls()
+            self.login.stls()
         elif isinstance(event, ev.Quit):
-            self._quit()
+            self.commands.quit()
         else:  # pragma: no cover - the engine's event set is closed
             raise AssertionError(f"unexpected event {event!r}")
+
+    # -- TLS: STLS (RFC 2595) and POP3S ------------------------------------------------
+    def begin_tls(self, *, implicit: bool) -> None:
+        assert self.transport is not None
+        upgrade.hold(self.transport)  # the ClientHello is for TLS, not the engine
+        self.wait_for(self._start_tls(implicit))
+
+    async def _start_tls(self, implicit: bool) -> None:
+        transport, tls = self.transport, self.ctx.tls
+        assert transport is not None and tls is not None
+        self.conn.discard_input()
+        upgraded = await upgrade.handshake(
+            transport, self, tls, timeout=60.0, who=f"{self.id} client={self.remote_ip}"
+        )
+        if upgraded is None:
+            return
+        self.transport = upgraded
+        if implicit:
+            self.greet()
+        else:
+            self.conn.start_tls_done()

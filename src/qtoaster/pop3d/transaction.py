@@ -1,7 +1,7 @@
 """The TRANSACTION and UPDATE halves of a POP3 session: qmail-pop3d's commands (spec 19.5).
 
-A mixin of :class:`qtoaster.pop3d.session.Pop3Session`; the mailbox is
-:class:`qtoaster.maildir.mailbox.Mailbox`, opened and locked at login.
+A part held by :class:`qtoaster.pop3d.session.Pop3Session`, which owns the connection, the
+mailbox (:class:`qtoaster.maildir.mailbox.Mailbox`, opened and locked at login) and its lock.
 
 Invariants:
 - RETR of a message that fits in one CHUNK is answered at once, without a task, so its
@@ -18,26 +18,27 @@ import logging
 from typing import TYPE_CHECKING
 
 from qtoaster.maildir.mailbox import Mailbox, MessageNumberError
-from qtoaster.net.driver import EngineDriver
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.protocols.pop3 import events as ev
 from qtoaster.protocols.pop3.server import Pop3Connection
+
+if TYPE_CHECKING:
+    from qtoaster.pop3d.session import Pop3Session
 
 log = logging.getLogger("qtoaster.pop3d")
 CHUNK = 64 * 1024
 
 
-class Transaction(EngineDriver[Pop3Connection]):
-    # Provided by Pop3Session.
-    ctx: Pop3Context
-    mailbox: Mailbox | None
+class Transaction:
+    """The TRANSACTION state's commands, and QUIT's UPDATE, for one session."""
 
-    if TYPE_CHECKING:
+    def __init__(self, session: Pop3Session) -> None:
+        self.session = session
+        self.ctx: Pop3Context = session.ctx
+        self.conn: Pop3Connection = session.conn
 
-        def _unlock(self) -> None: ...
-
-    def _transaction(self, event: object) -> None:
-        box = self.mailbox
+    def handle(self, event: object) -> None:
+        box = self.session.mailbox
         assert box is not None
         try:
             if isinstance(event, ev.Retr):
@@ -49,7 +50,7 @@ class Transaction(EngineDriver[Pop3Connection]):
                 self._listing(box, event)
             elif isinstance(event, ev.Top):
                 box.get(event.number)
-                self.wait_for(self._send_message(box, event.number, event.lines))
+                self.session.wait_for(self._send_message(box, event.number, event.lines))
             elif isinstance(event, ev.Dele):
                 box.get(event.number)
                 box.delete(event.number)
@@ -88,7 +89,7 @@ class Transaction(EngineDriver[Pop3Connection]):
             self.conn.err("unable to open that message")
             return
         if data is None:
-            self.wait_for(self._send_message(box, number, None))
+            self.session.wait_for(self._send_message(box, number, None))
             return
         self.conn.send_message(data)
 
@@ -99,7 +100,7 @@ class Transaction(EngineDriver[Pop3Connection]):
             top = box.top_lines(number, lines) if lines is not None else None
         except OSError:
             self.conn.err("unable to open that message")
-            self.flush()
+            self.session.flush()
             return
         self.conn.send_multiline_start()
         try:
@@ -112,30 +113,30 @@ class Transaction(EngineDriver[Pop3Connection]):
                 for piece in top:
                     await self._write_chunk(piece)
         except OSError as exc:  # the file went away mid-way: the client sees a short message
-            log.warning("%s read error in message %d: %s", self.id, number, exc)
+            log.warning("%s read error in message %d: %s", self.session.id, number, exc)
         self.conn.send_multiline_end()
-        self.flush()
+        self.session.flush()
 
     async def _write_chunk(self, chunk: bytes) -> None:
         self.conn.send_multiline_chunk(chunk)
-        self.flush()
-        if self.writing_paused:
-            await self.wait_drained()
+        self.session.flush()
+        if self.session.writing_paused:
+            await self.session.wait_drained()
 
-    def _quit(self) -> None:
-        box = self.mailbox
+    def quit(self) -> None:
+        box = self.session.mailbox
         if box is None:
             self.conn.ok()
             return
-        self.wait_for(self._update(box))
+        self.session.wait_for(self._update(box))
 
     async def _update(self, box: Mailbox) -> None:
         loop = asyncio.get_running_loop()
         problems = await loop.run_in_executor(self.ctx.executor, box.commit)
-        self._unlock()
+        self.session.unlock()
         if problems:
-            log.warning("%s update problems: %s", self.id, "; ".join(problems))
+            log.warning("%s update problems: %s", self.session.id, "; ".join(problems))
             self.conn.err("unable to unlink all deleted messages")
         else:
             self.conn.ok()
-        self.flush()
+        self.session.flush()
