@@ -1,14 +1,15 @@
 """rblsmtpd's dialog in front of an SMTP session whose client the CONNECT checks refused
 (spec 1): instead of our greeting, rblsmtpd's refusing dialog.
 
-A mixin of :class:`qtoaster.smtpd.session.SmtpSession`, like ``smtpd/secure.py``.  The
-decision is the policy pipeline's (``policy/checks/rblsmtpd.py``, which logs the
-rejection); the dialog is ``smtpd/rblsmtpd.py``'s; this part drives it and writes
-rblsmtpd's own log line (``rblsmtpd: <ip> pid <pid>: <reply>``).
+A part of :class:`qtoaster.smtpd.session.SmtpSession`, made only for a refused client.
+The decision is the policy pipeline's (``policy/checks/rblsmtpd.py``, which logs the
+rejection); the dialog is ``smtpd/rblsmtpd.py``'s; this part drives it, writes through
+the session's one writer, and logs rblsmtpd's own line
+(``rblsmtpd: <ip> pid <pid>: <reply>``).
 
-Invariants: no byte of the client's is read as a command once the dialog started (the
-session does not resume its engine); a refused client is disconnected after
-``[rblsmtpd] timeout`` seconds whatever it does.
+Invariants: once the gate exists, no byte of the client's reaches the SMTP engine (the
+session hands every read to :meth:`RblGate.feed` and never resumes its engine); a
+refused client is disconnected after ``[rblsmtpd] timeout`` seconds whatever it does.
 """
 
 from __future__ import annotations
@@ -22,42 +23,32 @@ from qtoaster.core.reply import Reply
 from qtoaster.smtpd.rblsmtpd import RblsmtpdDialog, log_line
 
 if TYPE_CHECKING:
-    from qtoaster.smtpd.context import SmtpdContext
+    from qtoaster.smtpd.session import SmtpSession
 
 log = logging.getLogger("qtoaster.smtpd")
 
 
 class RblGate:
-    # Provided by SmtpSession.
-    ctx: SmtpdContext
-    transport: asyncio.Transport | None
-    id: str
-    remote_ip: str
+    def __init__(self, session: SmtpSession, refusal: Reply) -> None:
+        self._session = session
+        self._refusal = refusal
+        self._dialog = RblsmtpdDialog(refusal)
 
-    rbl_dialog: RblsmtpdDialog | None = None
-
-    def _refuse_connection(self, refusal: Reply) -> None:
-        """rblsmtpd's dialog with ``refusal`` as its answer to everything that matters."""
-        assert self.transport is not None
-        log.info("%s %s", self.id, log_line(self.remote_ip, os.getpid(), refusal))
-        lifetime = self.ctx.config.settings.rbl_timeout
+    def start(self) -> None:
+        """rblsmtpd's greeting (or, with ``-t0``, the refusal alone and hang up)."""
+        session = self._session
+        log.info("%s %s", session.id, log_line(session.remote_ip, os.getpid(), self._refusal))
+        lifetime = session.ctx.config.settings.rbl_timeout
         if lifetime == 0:  # rblsmtpd -t0: the refusal alone, then hang up
-            self.transport.write(refusal.render())
-            self.transport.close()
+            session.write(self._dialog.refusal, close=True)
             return
-        self.rbl_dialog = RblsmtpdDialog(refusal)
-        self.transport.write(self.rbl_dialog.greeting())
-        asyncio.get_running_loop().call_later(lifetime, self._rbl_expired)
+        session.write(self._dialog.greeting())
+        asyncio.get_running_loop().call_later(lifetime, self._expired)
 
-    def _rbl_data(self, data: bytes) -> None:
-        """Input of a blocked client: answered by the fake dialog, never by the engine."""
-        assert self.rbl_dialog is not None and self.transport is not None
-        out, close = self.rbl_dialog.feed(data)
-        if out:
-            self.transport.write(out)
-        if close:
-            self.transport.close()
+    def feed(self, data: bytes) -> None:
+        """Input of a refused client: answered by the fake dialog, never by the engine."""
+        out, close = self._dialog.feed(data)
+        self._session.write(out, close=close)
 
-    def _rbl_expired(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+    def _expired(self) -> None:
+        self._session.write(b"", close=True)

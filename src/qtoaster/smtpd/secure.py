@@ -1,8 +1,9 @@
 """The TLS and AUTH half of an SMTP session: STARTTLS, SMTPS, the SASL exchange.
 
-A mixin of :class:`qtoaster.smtpd.session.SmtpSession` (which owns the transport, the
-engine and the transaction); kept apart so each file has one job.  Rules in
-``smtpd/auth.py`` and docs/tls.md.
+A part of :class:`qtoaster.smtpd.session.SmtpSession` (which owns the transport, the
+engine and the transaction); this part owns what TLS and AUTH learn about the client
+(the TLS description, the authenticated user, the connection's variables before AUTH)
+and writes nothing itself.  Rules in ``smtpd/auth.py`` and docs/tls.md.
 
 Invariants:
 - nothing the client sent in clear text before the handshake becomes a command: the
@@ -30,6 +31,7 @@ from qtoaster.protocols.sasl import (
     AUTH_FAILED,
     AUTH_NOT_AVAILABLE,
     AUTH_OK,
+    MALFORMED,
     Challenge,
     CramCredentials,
     Failure,
@@ -37,83 +39,76 @@ from qtoaster.protocols.sasl import (
     SaslServer,
 )
 from qtoaster.protocols.smtp import events as ev
-from qtoaster.protocols.smtp.server import ServerConnection
 from qtoaster.smtpd import auth
 from qtoaster.tls import upgrade
 from qtoaster.tls.server import client_cert_relay, describe
 
 if TYPE_CHECKING:
-    from qtoaster.smtpd.context import SmtpdContext
+    from qtoaster.smtpd.session import SmtpSession
 
 log = logging.getLogger("qtoaster.smtpd")
 SaslStep = Challenge | PlainCredentials | CramCredentials | Failure
 
 
 class SecureSession:
-    # Provided by SmtpSession.
-    ctx: SmtpdContext
-    conn: ServerConnection
-    transport: asyncio.Transport | None
-    busy: bool
-    task: asyncio.Task[None] | None
-    id: str
-    remote_ip: str
-    sender: str | None
-    env: Mapping[str, str]
-    base_env: Mapping[str, str]
-    last_activity: float
-    tls_protocol: str | None
-    auth_user: str | None
-    sasl: SaslServer | None
-    auth_failures: int
+    def __init__(self, session: SmtpSession) -> None:
+        self._session = session
+        self.base_env: Mapping[str, str] = {}  # the connection's variables, before AUTH
+        self.tls_protocol: str | None = None  # Received's "(<version> <cipher> encrypted) SMTP"
+        self.auth_user: str | None = None
+        self._sasl: SaslServer | None = None
+        self._failures = 0
 
-    def _flush(self) -> None: ...
-    def _resume(self) -> None: ...
-    def _reset(self) -> None: ...
-    def _connect(self) -> None: ...
-
-    def _offer(self) -> auth.Offer:
-        shared = self.ctx.shared
+    def offer(self) -> auth.Offer:
+        session = self._session
+        shared = session.ctx.shared
         return auth.offer(
             tls_active=self.tls_protocol is not None,
-            tls_available=self.ctx.tls is not None,
-            allow_plaintext=self.ctx.config.settings.auth_allow_plaintext,
+            tls_available=session.ctx.tls is not None,
+            allow_plaintext=session.ctx.config.settings.auth_allow_plaintext,
             cram=shared is not None and shared.cram_available,
         )
 
     # -- AUTH (smtpd/auth.py) -------------------------------------------------
-    def _auth_begin(self, event: ev.Auth) -> None:
-        if self.ctx.shared is None:
-            self.conn.send(AUTH_NOT_AVAILABLE)
+    def auth_begin(self, event: ev.Auth) -> None:
+        session = self._session
+        if session.ctx.shared is None:
+            session.conn.send(AUTH_NOT_AVAILABLE)
             return
         started = auth.begin(
             event.mechanism,
-            self._offer(),
+            self.offer(),
             authenticated=self.auth_user is not None,
-            in_transaction=self.sender is not None,
-            hostname=self.ctx.config.controls.me,
+            in_transaction=session.sender is not None,
+            hostname=session.ctx.config.controls.me,
         )
         if isinstance(started, Reply):
-            self.conn.send(started)
+            session.conn.send(started)
             return
-        self.sasl = started
-        self._auth_answer(started.start(event.initial_response))
+        self._sasl = started
+        self.auth_answer(started.start(event.initial_response))
 
-    def _auth_answer(self, step: SaslStep) -> None:
+    def auth_line(self, data: str) -> None:
+        """A line of the SASL exchange (the client's answer to a 334 challenge)."""
+        self.auth_answer(self._sasl.step(data) if self._sasl else Failure(MALFORMED))
+
+    def auth_answer(self, step: SaslStep) -> None:
+        session = self._session
         if isinstance(step, Challenge):
-            self.conn.send(Reply(334, step.text))  # the engine reads the next line raw
+            session.conn.send(Reply(334, step.text))  # the engine reads the next line raw
             return
-        self.sasl = None
+        self._sasl = None
         if isinstance(step, Failure):
-            self.conn.send(step.reply)
+            session.conn.send(step.reply)
             return
-        self.busy = True
-        self.task = asyncio.get_running_loop().create_task(self._auth_verify(step))
+        session.busy = True
+        session.task = asyncio.get_running_loop().create_task(self._auth_verify(step))
 
     async def _auth_verify(self, credentials: PlainCredentials | CramCredentials) -> None:
         """Check the credentials in a lookup thread (argon2 is slow), wait out the
         throttle's delay, answer 235 or 535; too many failures end the session."""
-        shared = self.ctx.shared
+        session = self._session
+        shared = session.ctx.shared
         assert shared is not None
         loop = asyncio.get_running_loop()
         close = False
@@ -125,106 +120,113 @@ class SecureSession:
                     shared.directory,
                     credentials,
                     service="smtp",
-                    default_domain=self.ctx.config.controls.defaultdomain,
+                    default_domain=session.ctx.config.controls.defaultdomain,
                 ),
             )
         except TemporaryFailure as exc:
-            log.warning("%s auth unavailable: %s", self.id, exc)
+            log.warning("%s auth unavailable: %s", session.id, exc)
             reply = auth.AUTH_UNAVAILABLE
             delay = 0.0
         else:
             throttle = shared.throttle
             if result.ok:
-                delay = throttle.delay_for(self.remote_ip, result.user)
-                throttle.succeeded(self.remote_ip, result.user)
+                delay = throttle.delay_for(session.remote_ip, result.user)
+                throttle.succeeded(session.remote_ip, result.user)
                 self.auth_user = result.user
                 if not result.flags & UserFlag.NO_RELAY:  # spec 6.2: as if RELAYCLIENT=""
-                    self.env = {**self.base_env, "RELAYCLIENT": ""}
-                log.info("%s auth ok user=%s client=%s", self.id, result.user, self.remote_ip)
+                    session.env = {**self.base_env, "RELAYCLIENT": ""}
+                log.info(
+                    "%s auth ok user=%s client=%s",
+                    session.id,
+                    result.user,
+                    session.remote_ip,
+                )
                 reply = AUTH_OK
             else:
-                throttle.failed(self.remote_ip, result.user)
-                delay = throttle.delay_for(self.remote_ip, result.user)
-                self.auth_failures += 1
-                close = throttle.session_exhausted(self.auth_failures)
+                throttle.failed(session.remote_ip, result.user)
+                delay = throttle.delay_for(session.remote_ip, result.user)
+                self._failures += 1
+                close = throttle.session_exhausted(self._failures)
                 log.info(
                     "%s auth failed user=%s client=%s reason=%s",
-                    self.id,
+                    session.id,
                     result.user,
-                    self.remote_ip,
+                    session.remote_ip,
                     result.reason,
                 )
                 reply = AUTH_FAILED
         if delay:
             await asyncio.sleep(delay)
-        self.busy = False
-        self.last_activity = time.monotonic()
-        if self.transport is None or self.transport.is_closing():
+        session.busy = False
+        session.last_activity = time.monotonic()
+        if session.transport is None or session.transport.is_closing():
             return
-        self.conn.send(reply)
+        session.conn.send(reply)
         if close:
-            self._flush()
-            self.transport.close()
+            session.write(session.conn.data_to_send(), close=True)
             return
-        self._resume()
+        session.resume()
 
     # -- STARTTLS and SMTPS ------------------------------------------------------
-    def _starttls(self) -> None:
-        if self.ctx.tls is None:
-            self.conn.send(Reply(454, f"TLS {self.ctx.tls_problem} (#4.3.0)"))
+    def starttls(self) -> None:
+        session = self._session
+        if session.ctx.tls is None:
+            session.conn.send(Reply(454, f"TLS {session.ctx.tls_problem} (#4.3.0)"))
             return
-        self.conn.send(auth.TLS_READY)  # the engine drops what it buffered (injection)
-        self._flush()
-        self._begin_tls(implicit=False)
+        session.conn.send(auth.TLS_READY)  # the engine drops what it buffered (injection)
+        session.flush()
+        self.begin_tls(implicit=False)
 
-    def _begin_tls(self, *, implicit: bool) -> None:
+    def begin_tls(self, *, implicit: bool) -> None:
         """Hand the connection to TLS.  Reading stops now, before the loop can run again:
         the client's ClientHello must reach the TLS layer, not the clear-text engine (which
         would discard it as injected input, and the handshake would never start)."""
-        assert self.transport is not None
-        upgrade.hold(self.transport)
-        self.busy = True
-        self.task = asyncio.get_running_loop().create_task(self._start_tls(implicit=implicit))
+        session = self._session
+        assert session.transport is not None
+        upgrade.hold(session.transport)
+        session.busy = True
+        session.task = asyncio.get_running_loop().create_task(self._start_tls(implicit=implicit))
 
     async def _start_tls(self, *, implicit: bool) -> None:
-        transport, tls = self.transport, self.ctx.tls
+        session = self._session
+        transport, tls = session.transport, session.ctx.tls
         assert transport is not None and tls is not None
         # Nothing sent in clear text before the handshake may become a command (RFC 3207
         # 5): the engine dropped its buffer at the 220 and reading has been paused since;
         # dropped again here, with no await between this and start_tls taking the socket.
-        self.conn.discard_input()
+        session.conn.discard_input()
         upgraded = await upgrade.handshake(
             transport,
-            cast(asyncio.BaseProtocol, self),
+            cast(asyncio.BaseProtocol, session),
             tls,
-            timeout=max(self.ctx.config.controls.timeoutsmtpd, 1),
-            who=f"{self.id} client={self.remote_ip}",
+            timeout=max(session.ctx.config.controls.timeoutsmtpd, 1),
+            who=f"{session.id} client={session.remote_ip}",
         )
         if upgraded is None:
             return
-        self.transport = upgraded
+        session.transport = upgraded
         ssl_object = upgraded.get_extra_info("ssl_object")
         # Spec 7.3: a client certificate from clientca.pem whose emailAddress is listed in
         # control/tlsclients may relay.  Asked for at the handshake (TLS 1.3 has no
         # renegotiation, docs/tls.md), so decided here once for the session.
         relays, cert_email = False, ""
-        if self.ctx.tls_clients:
-            relays, cert_email = client_cert_relay(ssl_object, self.ctx.config.home.control)
+        if session.ctx.tls_clients:
+            relays, cert_email = client_cert_relay(ssl_object, session.ctx.config.home.control)
             if relays:
                 self.base_env = {**self.base_env, "RELAYCLIENT": ""}
-                log.info("%s relay by certificate %s", self.id, cert_email)
+                log.info("%s relay by certificate %s", session.id, cert_email)
             else:
                 # qmail extends the relay refusal with why the certificate did not do (7.3).
                 self.base_env = {**self.base_env, NOGATEWAY: cert_email}
         self.tls_protocol = describe(ssl_object, cert_email if relays else None)
-        self.busy = False
-        self.last_activity = time.monotonic()
-        self.env = self.base_env
+        session.busy = False
+        session.last_activity = time.monotonic()
+        session.env = self.base_env
         if implicit:
-            self._connect()  # the CONNECT checks and the greeting come after the handshake
+            session.screen()  # the CONNECT checks and the greeting come after the handshake
         else:
             # RFC 3207 4.2: forget what the client said before; the engine forgets HELO.
-            self.conn.start_tls_done()
-            self.auth_user, self.sasl = None, None
-            self._reset()
-        self._resume()
+            session.conn.start_tls_done()
+            self.auth_user, self._sasl = None, None
+            session.reset()
+        session.resume()

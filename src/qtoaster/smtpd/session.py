@@ -1,5 +1,13 @@
 """One SMTP session: drives the sans-IO engine over an asyncio transport.
 
+The session is the one owner of the connection: it holds the transport, the engine,
+the envelope being built and the policy's :class:`SessionState`, and three parts it
+calls (never the other way round for anything but its public methods):
+:class:`MessageIntake` (the message being received: spool, DATA checks, commit),
+:class:`SecureSession` (STARTTLS, SMTPS and AUTH) and, for a client the CONNECT checks
+refused, :class:`RblGate` (rblsmtpd's dialog).  Every byte for the client leaves
+through :meth:`SmtpSession.write`.
+
 The engine (protocols.smtp.server) parses and sequences; this module decides the
 replies (through the policy pipeline: CONNECT before the greeting, HELO, MAIL, RCPT,
 and DATA at the final dot), streams DATA into a queue spool and answers
@@ -11,7 +19,8 @@ Invariants:
 - while a commit is in flight no further command is handled (pipelined commands
   after the final dot are answered in order, after the 250); input is buffered, and
   reading pauses only if it passes MAX_INPUT_WHILE_BUSY;
-- a spool that is not committed is always aborted (connection lost, 4xx, 5xx).
+- a spool that is not committed is always aborted (connection lost, 4xx, 5xx);
+- only :meth:`SmtpSession.write` calls ``transport.write``.
 """
 
 from __future__ import annotations
@@ -25,19 +34,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, cast
 
 from qtoaster.core import reply as R
-from qtoaster.core.envelope import Envelope
 from qtoaster.core.reply import Reply
 from qtoaster.policy.checks.databytes import effective_databytes
-from qtoaster.policy.signatures import Scanner
 from qtoaster.policy.verdict import Facts, SessionState, Stage, Verdict
-from qtoaster.protocols.sasl import (
-    MALFORMED,
-    Challenge,
-    CramCredentials,
-    Failure,
-    PlainCredentials,
-    SaslServer,
-)
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
 from qtoaster.smtpd import auth
@@ -46,10 +45,7 @@ from qtoaster.smtpd.intake import MessageIntake
 from qtoaster.smtpd.rblgate import RblGate
 from qtoaster.smtpd.secure import SecureSession
 
-SaslStep = Challenge | PlainCredentials | CramCredentials | Failure
-
 if TYPE_CHECKING:
-    from qtoaster.queue.store import Spool
     from qtoaster.smtpd.context import SmtpdContext
 
 log = logging.getLogger("qtoaster.smtpd")
@@ -64,7 +60,7 @@ _READ_BUFFER = memoryview(bytearray(65536))
 MAX_INPUT_WHILE_BUSY = 65536
 
 
-class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtocol):
+class SmtpSession(asyncio.BufferedProtocol):
     def __init__(self, ctx: SmtpdContext, sessions: set[SmtpSession], kind: str = "smtp") -> None:
         self.ctx = ctx
         self.sessions = sessions
@@ -79,19 +75,11 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         self.remote_ip = self.local_ip = "unknown"
         self.sender: str | None = None
         self.recipients: list[str] = []
-        self.spool: Spool | None = None
-        self.spool_envelope: Envelope | None = None  # for a QMAILQUEUE program
-        self.scanner: Scanner | None = None  # control/signatures, while DATA streams in
-        self.received_bytes = 0
-        self.oversize = False
-        self.databytes = 0
         self.task: asyncio.Task[None] | None = None  # commit, policy, AUTH or TLS in flight
-        self.base_env: Mapping[str, str] = {}  # the connection's variables, before AUTH
-        self.tls_protocol: str | None = None  # Received's "(<version> <cipher> encrypted) SMTP"
-        self.auth_user: str | None = None
-        self.sasl: SaslServer | None = None
-        self.auth_failures = 0
         self.policy = SessionState()  # what checks count across commands (chkuser)
+        self.intake = MessageIntake(self)
+        self.secure = SecureSession(self)
+        self.gate: RblGate | None = None  # set once the CONNECT checks refused the client
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, base: asyncio.BaseTransport) -> None:
@@ -105,9 +93,9 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
             log.info("%s deny client=%s rule=%s", self.id, self.remote_ip, decision.rule)
             transport.abort()
             return
-        self.env = self.base_env = {**self.ctx.process_env, **decision.env}
+        self.env = self.secure.base_env = {**self.ctx.process_env, **decision.env}
         # The environment and controls are fixed for the session (qmail reads them once).
-        self.databytes = effective_databytes(self.env, self.ctx.config.controls.databytes)
+        self.intake.databytes = effective_databytes(self.env, self.ctx.config.controls.databytes)
         self.sessions.add(self)
         if self.kind != "smtps" and self.env.get("SMTPS"):
             self.kind = "smtps"  # a tcp.smtp rule marks this listener implicit TLS
@@ -118,14 +106,23 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
                 log.warning("%s smtps without TLS: %s", self.id, self.ctx.tls_problem)
                 transport.abort()
                 return
-            self._begin_tls(implicit=True)
+            self.secure.begin_tls(implicit=True)
             return
-        self._connect()
+        self.screen()
+
+    def write(self, data: bytes, *, close: bool = False) -> None:
+        """The one way bytes reach the client (replies, greeting, rblsmtpd's dialog);
+        ``close`` hangs up after them.  Nothing is written to a closing transport."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if data:
+            transport.write(data)
+        if close:
+            transport.close()
 
     def _greet(self) -> None:
-        assert self.transport is not None
-        greeting = self.ctx.config.controls.smtpgreeting
-        self.transport.write(Reply(220, f"{greeting} ESMTP").render())
+        self.write(Reply(220, f"{self.ctx.config.controls.smtpgreeting} ESMTP").render())
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _READ_BUFFER
@@ -135,8 +132,8 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
-        if self.rbl_dialog is not None:
-            self._rbl_data(data)
+        if self.gate is not None:
+            self.gate.feed(data)
             return
         self.conn.receive_data(data)
         if self.busy:
@@ -147,7 +144,7 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         self._process()
 
     def eof_received(self) -> bool:
-        if self.rbl_dialog is not None:
+        if self.gate is not None:
             return False
         self.conn.receive_data(b"")
         self._process()
@@ -155,7 +152,7 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sessions.discard(self)
-        self._abort_spool()
+        self.intake.abort()
 
     # -- driving the engine ------------------------------------------------
     def _process(self) -> None:
@@ -164,9 +161,8 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
             if event is NEED_DATA:
                 break
             if isinstance(event, ev.ConnectionClosed):
-                self._abort_spool()
-                self._flush()
-                self.transport.close()
+                self.intake.abort()
+                self.write(self.conn.data_to_send(), close=True)
                 return
             try:
                 self._handle(event)
@@ -175,24 +171,19 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
                 log.exception("%s internal error handling %r", self.id, event)
                 self.expire(R.INTERNAL_ERROR)
                 return
-        self._flush()
+        self.flush()
 
-    def _flush(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        out = self.conn.data_to_send()
-        if out:
-            self.transport.write(out)
-        if self.conn.closed:
-            self.transport.close()
+    def flush(self) -> None:
+        """Write the engine's pending replies (and hang up if the engine closed)."""
+        self.write(self.conn.data_to_send(), close=self.conn.closed)
 
     def _handle(self, event: object) -> None:
         if isinstance(event, ev.DataChunk):
-            self._data_chunk(event.data)
+            self.intake.chunk(event.data)
         elif isinstance(event, ev.DataEnd):
-            self._data_end(event.hops)
+            self.intake.end(event.hops)
         elif isinstance(event, ev.DataAborted):
-            self._abort_spool()
+            self.intake.abort()
         elif isinstance(event, ev.Helo):
             self._helo(event)
         elif isinstance(event, ev.MailFrom):
@@ -200,9 +191,9 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         elif isinstance(event, ev.RcptTo):
             self._rcpt(event.address)
         elif isinstance(event, ev.Data):
-            self._data_start()
+            self.intake.start()
         elif isinstance(event, ev.Rset):
-            self._reset()
+            self.reset()
             self.conn.send(R.FLUSHED)
         elif isinstance(event, ev.Noop):
             self.conn.send(R.OK)
@@ -213,11 +204,11 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         elif isinstance(event, ev.Quit):
             self.conn.send(self._greeting(221))
         elif isinstance(event, ev.Auth):
-            self._auth_begin(event)
+            self.secure.auth_begin(event)
         elif isinstance(event, ev.AuthLine):
-            self._auth_answer(self.sasl.step(event.data) if self.sasl else Failure(MALFORMED))
+            self.secure.auth_line(event.data)
         elif isinstance(event, ev.StartTls):
-            self._starttls()
+            self.secure.starttls()
         else:  # pragma: no cover - the engine's event set is closed
             raise AssertionError(f"unexpected event {event!r}")
 
@@ -227,7 +218,7 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
 
     def _ehlo_reply(self) -> Reply:
         controls = self.ctx.config.controls
-        lines = auth.ehlo_lines(controls.smtpgreeting, self._offer(), self.databytes)
+        lines = auth.ehlo_lines(controls.smtpgreeting, self.secure.offer(), self.intake.databytes)
         return Reply(250, "\n".join(lines))
 
     def _facts(
@@ -251,7 +242,7 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         )
 
     # -- connection and HELO ---------------------------------------------------
-    def _connect(self) -> None:
+    def screen(self) -> None:
         """The CONNECT checks, then our greeting, or rblsmtpd's dialog for a client they
         refuse (qmail's toaster ran rblsmtpd in front of qmail-smtpd: spec 1)."""
 
@@ -259,12 +250,13 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
             if verdict.reply is None:
                 self._greet()
             elif verdict.reply is not R.INTERNAL_ERROR:  # a failed check: expire() answers
-                self._refuse_connection(verdict.reply)
+                self.gate = RblGate(self, verdict.reply)
+                self.gate.start()
 
         self._policy(Stage.CONNECT, self._facts(), answer)
 
     def _helo(self, event: ev.Helo) -> None:
-        self._reset()
+        self.reset()
 
         def answer(verdict: Verdict) -> None:
             if verdict.reply is not None:
@@ -275,20 +267,22 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         self._policy(Stage.HELO, self._facts(helo=event.name), answer)
 
     # -- transaction ---------------------------------------------------------
-    def _reset(self) -> None:
+    def reset(self) -> None:
+        """Forget the envelope being built (RSET, HELO, DATA, STARTTLS)."""
         self.sender = None
         self.recipients = []
 
     def _mail(self, event: ev.MailFrom) -> None:
-        if self.kind == "submission" and self.auth_user is None:
+        auth_user = self.secure.auth_user
+        if self.kind == "submission" and auth_user is None:
             self.conn.send(auth.AUTH_REQUIRED)
             return
         restrict = self.ctx.config.settings.submission_restrict_sender
         if (
             restrict
             and self.kind == "submission"
-            and self.auth_user is not None
-            and not auth.sender_allowed(event.address, self.auth_user)
+            and auth_user is not None
+            and not auth.sender_allowed(event.address, auth_user)
         ):
             self.conn.send(auth.NOT_YOUR_SENDER)
             return
@@ -346,44 +340,39 @@ class SmtpSession(SecureSession, MessageIntake, RblGate, asyncio.BufferedProtoco
         if verdict.reply is R.INTERNAL_ERROR:
             self.expire(R.INTERNAL_ERROR)
             return
-        self._resume()
+        self.resume()
 
-    def _answer_after_wait(self, reply: Reply) -> None:
+    def answer_after_wait(self, reply: Reply) -> None:
+        """The reply to the command the session waited for (a commit, a check)."""
         self.busy = False
         self.last_activity = time.monotonic()
         if self.transport is None or self.transport.is_closing():
             return
         self.conn.send(reply)
-        self._resume()
+        self.resume()
 
-    def _resume(self) -> None:
+    def resume(self) -> None:
         """After waiting (commit, lookup, delay): read again and handle buffered input.
         Not for a client in rblsmtpd's dialog: what it sent is no command of ours."""
-        if self.rbl_dialog is not None:
+        if self.gate is not None:
             return
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
         self._process()
 
-    def _abort_spool(self) -> None:
-        spool, self.spool = self.spool, None
-        if spool is not None:
-            spool.abort()
-
     # -- supervision ---------------------------------------------------------
     @property
     def idle(self) -> bool:
         """Between transactions: closing now loses nothing the client thinks was sent."""
-        return not self.busy and self.sender is None and self.spool is None
+        return not self.busy and self.sender is None and self.intake.spool is None
 
     def expire(self, reply: Reply) -> None:
         """Timeout or shutdown: tell the client and close (spec 3.1: ``451 timeout``)."""
         if self.transport is None or self.transport.is_closing():
             return
-        self._abort_spool()
-        self.transport.write(self.conn.data_to_send() + reply.render(self.conn.enhanced))
-        self.transport.close()
+        self.intake.abort()
+        self.write(self.conn.data_to_send() + reply.render(self.conn.enhanced), close=True)
 
 
 def _plain_ip(ip: str) -> str:

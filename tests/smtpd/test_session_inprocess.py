@@ -1,0 +1,154 @@
+"""An SMTP session driven in-process: a fake asyncio transport records what the session
+writes, no sockets (the greeting, EHLO, a transaction reaching the queue, a policy
+refusal, QUIT).  The same session code the workers run; the engine and the policy are
+real, and so is the queue (a temporary home)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.harness import make_home
+
+from qtoaster.config.loader import load_config
+from qtoaster.core.home import Home
+from qtoaster.core.reply import NOT_RCPTHOSTS
+from qtoaster.queue.store import QueueStore
+from qtoaster.smtpd.context import SmtpdContext
+from qtoaster.smtpd.session import SmtpSession
+
+
+class FakeTransport(asyncio.Transport):
+    """Records writes; answers peername/sockname; closing is a flag."""
+
+    def __init__(self, peer: tuple[str, int] = ("192.0.2.7", 40000)) -> None:
+        super().__init__()
+        self._extra = {"peername": peer, "sockname": ("127.0.0.1", 25)}
+        self.written = bytearray()
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closing, "written after close"
+        self.written += data
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out, self.written = bytes(self.written), bytearray()
+        return out
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_home(tmp_path_factory.mktemp("inprocess"))
+
+
+@pytest.fixture
+def ctx(home: Path) -> Iterator[SmtpdContext]:
+    with ThreadPoolExecutor(2) as executor:
+        yield SmtpdContext.build(load_config(Home(home)), executor)
+
+
+def start(ctx: SmtpdContext) -> tuple[SmtpSession, FakeTransport]:
+    session, transport = SmtpSession(ctx, set()), FakeTransport()
+    session.connection_made(transport)
+    return session, transport
+
+
+async def settled(session: SmtpSession) -> None:
+    """Wait for what the session is waiting for (a commit, a lookup), not for time."""
+    while session.task is not None and not session.task.done():
+        await session.task
+
+
+async def test_greeting_ehlo_and_quit(ctx: SmtpdContext) -> None:
+    session, transport = start(ctx)
+    greeting = ctx.config.controls.smtpgreeting
+    assert transport.take() == f"220 {greeting} ESMTP\r\n".encode()
+    session.data_received(b"EHLO client.test\r\n")
+    ehlo = transport.take()
+    assert ehlo.startswith(f"250-{greeting}\r\n".encode())
+    assert b"PIPELINING" in ehlo and ehlo.endswith(b"\r\n")
+    session.data_received(b"QUIT\r\n")
+    assert transport.take() == f"221 2.0.0 {greeting}\r\n".encode()
+    assert transport.closing
+    session.connection_lost(None)
+
+
+async def test_a_transaction_reaches_the_queue(ctx: SmtpdContext) -> None:
+    store = QueueStore(ctx.config.home.queue)
+    before = set(store.ids())
+    session, transport = start(ctx)
+    transport.take()
+    session.data_received(
+        b"HELO client.test\r\nMAIL FROM:<a@far.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+    )
+    greeting = ctx.config.controls.smtpgreeting
+    replies = f"250 {greeting}\r\n250 ok\r\n250 ok\r\n354 go ahead\r\n"  # HELO: no 2.x.y
+    assert transport.take() == replies.encode()
+    session.data_received(b"Subject: hi\r\n\r\nin process\r\n.\r\n")
+    assert session.busy  # the commit runs off the loop; nothing answered yet
+    await settled(session)
+    accepted = transport.take()
+    [qid] = set(store.ids()) - before
+    assert re.fullmatch(rb"250 ok [0-9]+ qp " + qid.encode() + rb"\r\n", accepted)
+    queued = store.load(qid)
+    assert queued.envelope.sender == "a@far.test"
+    assert queued.envelope.recipients == ("alice@example.test",)
+    session.data_received(b"QUIT\r\n")
+    assert transport.take().startswith(b"221 ")
+    session.connection_lost(None)
+
+
+async def test_a_policy_refusal(ctx: SmtpdContext, caplog: pytest.LogCaptureFixture) -> None:
+    session, transport = start(ctx)
+    transport.take()
+    session.data_received(b"HELO client.test\r\nMAIL FROM:<a@far.test>\r\n")
+    with caplog.at_level(logging.INFO, logger="qtoaster.policy"):
+        session.data_received(b"RCPT TO:<someone@elsewhere.test>\r\n")
+    greeting = ctx.config.controls.smtpgreeting
+    assert transport.take() == (f"250 {greeting}\r\n250 ok\r\n".encode() + NOT_RCPTHOSTS.render())
+    [line] = caplog.messages
+    assert line == (
+        f"{session.id} reject stage=rcpt check=rcpthosts client=192.0.2.7 helo=client.test"
+        f" from=<a@far.test> to=<someone@elsewhere.test> reply={NOT_RCPTHOSTS.render().decode()!r}"
+    )
+    session.data_received(b"RCPT TO:<bob@example.test>\r\nQUIT\r\n")  # the transaction goes on
+    assert transport.take() == f"250 ok\r\n221 {greeting}\r\n".encode()
+    assert transport.closing
+    session.connection_lost(None)
+
+
+async def test_a_connect_refusal_gets_rblsmtpds_dialog(ctx: SmtpdContext) -> None:
+    refused = dataclasses.replace(ctx, process_env={"RBLSMTPD": "-go away"})
+    session, transport = start(refused)
+    assert transport.take() == b"220 rblsmtpd.local\r\n"
+    session.data_received(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nQUIT\r\n")
+    assert transport.take() == (
+        b"250 rblsmtpd.local\r\n250 rblsmtpd.local\r\n553 go away\r\n221 rblsmtpd.local\r\n"
+    )
+    assert transport.closing
+    session.connection_lost(None)
