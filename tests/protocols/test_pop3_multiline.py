@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qtoaster.protocols.pop3.multiline import MultilineEncoder, WireSizer, wire_size
-from qtoaster.protocols.pop3.server import LocalProtocolError, Pop3Connection
+from qtoaster.protocols.pop3.server import Pop3Connection, Pop3ProtocolError
 
 
 def encode(chunks: list[bytes]) -> tuple[bytes, int]:
@@ -76,13 +76,13 @@ def test_connection_streaming() -> None:
     conn.next_event()
     conn.data_to_send()
     conn.send_multiline_start()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.next_event()  # the answer is not finished
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.ok()
     conn.send_multiline_chunk(b"x\n.")
     conn.send_multiline_chunk(b"y")
     conn.send_multiline_end()
     assert conn.data_to_send() == b"+OK \r\nx\r\n..y\r\n.\r\n"
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.send_multiline_chunk(b"late")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qtoaster.protocols.pop3 import events as ev
-from qtoaster.protocols.pop3.server import NEED_DATA, LocalProtocolError, Pop3Connection, State
+from qtoaster.protocols.pop3.server import NEED_DATA, Pop3Connection, Pop3ProtocolError, State
 from qtoaster.protocols.pop3.states import TRANSITIONS, Answer, next_state
 
 
@@ -49,13 +49,13 @@ def test_err_with_response_codes() -> None:
         b"-ERR [IN-USE] unable to lock maildrop\r\n-ERR [SYS/TEMP] try later\r\n-ERR plain\r\n"
     )
     for bad in ("", "A B", "A]"):
-        with pytest.raises(LocalProtocolError):
+        with pytest.raises(Pop3ProtocolError):
             conn.err("x", code=bad)
 
 
 def test_reply_text_with_line_breaks_is_refused() -> None:
     conn = Pop3Connection()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.ok("a\r\n-ERR injected")
     assert conn.data_to_send() == b""
 
@@ -64,7 +64,7 @@ def test_ok_then_logged_in_also_works() -> None:
     conn = connected(b"APOP a d\r\nSTAT\r\n")
     assert conn.next_event() == ev.Apop("a", "d")
     conn.ok()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.next_event()  # logged_in() is due
     conn.logged_in()
     assert conn.next_event() == ev.Stat()
@@ -73,24 +73,24 @@ def test_ok_then_logged_in_also_works() -> None:
 
 def test_logged_in_needs_a_login_event() -> None:
     conn = connected(b"USER a\r\n")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.logged_in()
     conn.next_event()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.logged_in()  # USER is no login
 
 
 def test_unanswered_event_and_bad_answers() -> None:
     conn = connected(b"CAPA\r\nUSER a\r\n")
     assert conn.next_event() == ev.Capa()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.next_event()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.challenge("x")  # not an answer to CAPA
     conn.multiline("Capability list follows", ["TOP", b"UIDL"])
     assert conn.data_to_send() == b"+OK Capability list follows\r\nTOP\r\nUIDL\r\n.\r\n"
     assert conn.next_event() == ev.User("a")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.send_multiline_start()  # USER has a single-line answer
 
 
@@ -104,7 +104,7 @@ def test_close_after_send_and_close() -> None:
     assert conn.closed and conn.state is State.CLOSED
     assert conn.next_event() is NEED_DATA
     assert conn.data_to_send() == b"+OK \r\n-ERR authorization failed\r\n"
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.ok()
     other = Pop3Connection()
     other.close()
@@ -191,7 +191,7 @@ def test_stls_injection_and_handshake() -> None:
     assert conn.tls and state_of(conn) is State.AUTHORIZATION
     conn.receive_data(b"USER tls\r\n")
     assert conn.next_event() == ev.User("tls")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         conn.start_tls_done()
 
 
@@ -243,9 +243,9 @@ def test_limits_are_checked() -> None:
 def test_states_table() -> None:
     assert next_state(State.TRANSACTION, ev.Retr, Answer.MULTILINE) is State.TRANSACTION
     assert next_state(State.AUTHORIZATION, ev.Quit, Answer.ERR) is State.CLOSED
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         next_state(State.TRANSACTION, ev.Dele, Answer.MULTILINE)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(Pop3ProtocolError):
         next_state(State.AUTHORIZATION, ev.Stat, Answer.OK)
     # Every (state, event) pair in the table is one the engine can be in; no CLOSED key.
     assert all(state not in (State.CLOSED, State.TLS_PENDING) for state, _ in TRANSITIONS)

@@ -11,8 +11,8 @@ from qtoaster.protocols.smtp.commands import parse_auth_argument, parse_auth_lin
 from qtoaster.protocols.smtp.server import (
     MAX_AUTH_LINE,
     NEED_DATA,
-    LocalProtocolError,
     ServerConnection,
+    SmtpProtocolError,
     State,
 )
 from qtoaster.protocols.smtp.states import next_state
@@ -169,7 +169,7 @@ def test_auth_in_a_transaction_may_only_be_refused() -> None:
     feed(conn, b"MAIL FROM:<a@b>\r\n")
     conn.send(R.OK)
     assert feed(conn, b"AUTH PLAIN\r\n") == ev.Auth("PLAIN", None)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         conn.send(Reply(334, ""))
     conn.send(Reply(503, "no auth during mail transaction (#5.5.0)"))
     assert_state(conn, State.MAIL)  # the transaction goes on
@@ -183,10 +183,10 @@ def test_only_334_continues_an_exchange(code: int) -> None:
         conn.send(Reply(code, "ok"))  # a 2xx to Auth is fine (success with IR)
         assert_state(conn, State.COMMAND)
         return
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         conn.send(Reply(code, "x"))
     assert next_state(State.AUTH, ev.AuthLine, 334) is State.AUTH
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         next_state(State.AUTH, ev.AuthLine, code)
 
 
@@ -195,7 +195,7 @@ def test_unanswered_auth_line_is_a_driver_bug() -> None:
     feed(conn, b"AUTH LOGIN\r\n")
     conn.send(USERNAME)
     feed(conn, b"YWxpY2U=\r\nNOOP\r\n")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         conn.next_event()
 
 

@@ -9,8 +9,8 @@ from qtoaster.core.reply import Reply
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import (
     NEED_DATA,
-    LocalProtocolError,
     ServerConnection,
+    SmtpProtocolError,
     State,
 )
 
@@ -83,7 +83,7 @@ def test_states_follow_replies() -> None:
 def test_unanswered_event_is_a_driver_bug() -> None:
     conn = ServerConnection()
     feed(conn, b"NOOP\r\nNOOP\r\n")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         conn.next_event()
 
 
@@ -101,7 +101,7 @@ def test_invalid_reply_raises_and_queues_nothing(setup: bool, command: bytes, re
         open_transaction(conn)
     conn.data_to_send()
     feed(conn, command)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         conn.send(reply)
     assert conn.data_to_send() == b""
 
@@ -115,7 +115,7 @@ def test_unsolicited_replies_and_421_closes() -> None:
         conn.data_to_send()
         == b"220 me ESMTP\r\n421 service shutting down, try again later (#4.3.2)\r\n"
     )
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         conn.send(R.OK)
 
 

@@ -9,8 +9,8 @@ from qtoaster.core.reply import Reply
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import (
     NEED_DATA,
-    LocalProtocolError,
     ServerConnection,
+    SmtpProtocolError,
     State,
 )
 
@@ -149,13 +149,13 @@ def test_starttls_in_tls_is_unimplemented() -> None:
 
 def test_start_tls_done_only_after_a_2xx_to_starttls() -> None:
     conn = ServerConnection()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         conn.start_tls_done()
     feed(conn, b"STARTTLS\r\n")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         conn.start_tls_done()  # not answered yet
     conn.send(Reply(454, "TLS not available (#4.3.0)"))
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         conn.start_tls_done()
 
 

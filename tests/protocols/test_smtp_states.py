@@ -8,8 +8,8 @@ from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.states import (
     SEQUENCE_ERRORS,
     TRANSITIONS,
-    LocalProtocolError,
     ReplyClass,
+    SmtpProtocolError,
     State,
     next_state,
     reply_class_of,
@@ -54,7 +54,7 @@ def test_transaction_path() -> None:
     ],
 )
 def test_illegal_answers(state: State, event: type[ev.Event], code: int) -> None:
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         next_state(state, event, code)
 
 
@@ -69,5 +69,5 @@ def test_outcome_classes() -> None:
     assert reply_class_of(354) is ReplyClass.INTERMEDIATE
     assert reply_class_of(451) is ReplyClass.NEGATIVE
     assert reply_class_of(599) is ReplyClass.NEGATIVE
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(SmtpProtocolError):
         reply_class_of(199)

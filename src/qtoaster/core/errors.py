@@ -24,7 +24,7 @@ QtoasterError
 │   ├── DumpError (ValueError)           a vpopmail MySQL dump [importer.mysqldump]
 │   └── _Bad                             one tcp.smtp line [config.tcprules]
 ├── ProtocolError        a protocol engine was driven against its rules
-│   ├── LocalProtocolError               SMTP [protocols.smtp.states], POP3 [protocols.pop3.states]
+│   ├── SmtpProtocolError, Pop3ProtocolError   [protocols.smtp.states, protocols.pop3.states]
 │   ├── ClientStateError (RuntimeError)  [protocols.smtp.client]
 │   ├── SaslStateError (RuntimeError)    [protocols.sasl]
 │   ├── BareLineFeed (ValueError)        SMTP smuggling defence [protocols.smtp.dataframe]

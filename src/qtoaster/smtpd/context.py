@@ -34,7 +34,7 @@ from qtoaster.policy.checks.tarpit import Tarpit
 from qtoaster.policy.pipeline import Check, Pipeline
 from qtoaster.policy.signatures import Signatures
 from qtoaster.queue.store import QueueStore
-from qtoaster.tls.server import TlsError, server_context
+from qtoaster.tls.server import TlsError, read_tls_controls, server_context
 
 if TYPE_CHECKING:
     from qtoaster.config.settings import Settings
@@ -92,9 +92,9 @@ class SmtpdContext:
     shared: WorkerShared | None = None
     tls: ssl.SSLContext | None = None  # None: no certificate, no STARTTLS/SMTPS
     tls_problem: str = "missing certificate"  # why not, for ``454 TLS <problem> (#4.3.0)``
-    # control/tlsclients exists: certificates are checked for relaying (spec 7.3); read
-    # once per configuration, not per handshake.
-    tls_clients: bool = False
+    # control/tlsclients, when it exists: certificates are checked for relaying (spec 7.3);
+    # read once per configuration (start and SIGHUP), not per handshake.  None: no file.
+    tls_clients: frozenset[str] | None = None
     signatures: Signatures | None = None  # control/signatures; None: no scan while in DATA
 
     @classmethod
@@ -120,10 +120,11 @@ class SmtpdContext:
         pipeline = Pipeline(_checks(config, recipient, signatures))
         store = QueueStore(config.home.queue, fsync=config.settings.fsync)
         env = {k: os.environ[k] for k in _PROCESS_VARIABLES if k in os.environ}
-        tls, problem = None, "missing certificate"
+        tls, problem, tls_files = None, "missing certificate", None
         try:
+            tls_files = read_tls_controls(config.home.control)
             tls = server_context(
-                config.home.control,
+                tls_files,
                 env_ciphers=env.get("TLSCIPHERS"),
                 min_version=settings.tls_min_version,
             )
@@ -140,7 +141,7 @@ class SmtpdContext:
             shared,
             tls,
             problem,
-            (config.home.control / "tlsclients").exists(),
+            tls_files.tlsclients if tls_files and tls_files.tlsclients_exists else None,
             signatures,
         )
 

@@ -210,8 +210,8 @@ class SecureSession:
         # control/tlsclients may relay.  Asked for at the handshake (TLS 1.3 has no
         # renegotiation, docs/tls.md), so decided here once for the session.
         relays, cert_email = False, ""
-        if session.ctx.tls_clients:
-            relays, cert_email = client_cert_relay(ssl_object, session.ctx.config.home.control)
+        if session.ctx.tls_clients is not None:
+            relays, cert_email = client_cert_relay(ssl_object, session.ctx.tls_clients)
             if relays:
                 self.base_env = {**self.base_env, "RELAYCLIENT": ""}
                 log.info("%s relay by certificate %s", session.id, cert_email)

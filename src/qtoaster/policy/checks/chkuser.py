@@ -58,7 +58,7 @@ MODES = ("domain", "always", "off")
 _ATOI = re.compile(r"\s*([+-]?\d+)")
 
 
-class Lookups(Protocol):
+class RecipientLookups(Protocol):
     def peek(self, address: str) -> Recipient | object | None: ...
     def resolve(self, address: str) -> Recipient | None: ...
 
@@ -77,7 +77,7 @@ class Chkuser:
     def __init__(
         self,
         controls: RcpthostsControls,
-        lookups: Lookups,
+        lookups: RecipientLookups,
         executor: Executor,
         settings: ChkuserSettings,
         percent_used: Callable[[Recipient], int],

@@ -53,14 +53,14 @@ from qtoaster.protocols.pop3.commands import (
     split_apop,
 )
 from qtoaster.protocols.pop3.multiline import MultilineEncoder, frame_whole
-from qtoaster.protocols.pop3.states import Answer, LocalProtocolError, State, next_state
+from qtoaster.protocols.pop3.states import Answer, Pop3ProtocolError, State, next_state
 from qtoaster.protocols.smtp.commands import parse_auth_argument, parse_auth_line
 
 __all__ = [
     "NEED_DATA",
-    "LocalProtocolError",
     "NeedData",
     "Pop3Connection",
+    "Pop3ProtocolError",
     "State",
 ]
 
@@ -159,11 +159,11 @@ class Pop3Connection:
     def next_event(self) -> ev.Event | NeedData:
         """The next event, or NEED_DATA when more input is needed (or the engine is closed)."""
         if self._pending is not None:
-            raise LocalProtocolError(f"{self._pending!r} has not been answered")
+            raise Pop3ProtocolError(f"{self._pending!r} has not been answered")
         if self._encoder is not None:
-            raise LocalProtocolError("the multiline answer has not been ended")
+            raise Pop3ProtocolError("the multiline answer has not been ended")
         if self._login_unconfirmed:
-            raise LocalProtocolError("a login was answered +OK: call logged_in()")
+            raise Pop3ProtocolError("a login was answered +OK: call logged_in()")
         while not self.closed:
             if self._state is State.TLS_PENDING:
                 return self._connection_closed() if self._in.eof else NEED_DATA
@@ -188,7 +188,7 @@ class Pop3Connection:
         """``-ERR text``, or ``-ERR [CODE] text`` with an RFC 2449 8 / RFC 3206 response code
         (``IN-USE``, ``LOGIN-DELAY``, ``SYS/TEMP``, ``SYS/PERM``, ``AUTH``)."""
         if code is not None and (not code or any(c in code for c in " []\r\n")):
-            raise LocalProtocolError(f"bad response code {code!r}")
+            raise Pop3ProtocolError(f"bad response code {code!r}")
         self._answer(Answer.ERR, "-ERR " + (f"[{code}] " if code else "") + text)
 
     def challenge(self, text: str) -> None:
@@ -207,7 +207,7 @@ class Pop3Connection:
             self._state = State.TRANSACTION
             return
         if not isinstance(self._pending, ev.LOGIN_EVENTS):
-            raise LocalProtocolError(f"logged_in() without a login to answer ({self._pending!r})")
+            raise Pop3ProtocolError(f"logged_in() without a login to answer ({self._pending!r})")
         self._login_confirmed = True
         self.ok(text)
 
@@ -219,7 +219,7 @@ class Pop3Connection:
     def send_multiline_chunk(self, data: bytes) -> None:
         """Message bytes, cut anywhere: LF -> CRLF (CRLF kept), dot-stuffed (RFC 1939 3)."""
         if self._encoder is None:
-            raise LocalProtocolError("send_multiline_chunk() outside a multiline answer")
+            raise Pop3ProtocolError("send_multiline_chunk() outside a multiline answer")
         out = self._encoder.encode(data)
         if out:
             self._out.append(out)
@@ -227,7 +227,7 @@ class Pop3Connection:
     def send_multiline_end(self) -> None:
         """The last line end if the data lacked one, then the terminating ``.CRLF``."""
         if self._encoder is None:
-            raise LocalProtocolError("send_multiline_end() outside a multiline answer")
+            raise Pop3ProtocolError("send_multiline_end() outside a multiline answer")
         self._out.append(self._encoder.end())
         self._encoder = None
         if self._close_after:
@@ -290,7 +290,7 @@ class Pop3Connection:
         the last ``discard_input`` is kept: it came through TLS.
         """
         if self._state is not State.TLS_PENDING:
-            raise LocalProtocolError(f"start_tls_done() in state {self._state}")
+            raise Pop3ProtocolError(f"start_tls_done() in state {self._state}")
         self._tls = True
         self._user = None
         self._state = State.AUTHORIZATION
@@ -299,14 +299,14 @@ class Pop3Connection:
 
     def _answer(self, kind: Answer, line: str) -> None:
         if self.closed:
-            raise LocalProtocolError("the connection is closed")
+            raise Pop3ProtocolError("the connection is closed")
         if self._encoder is not None:
-            raise LocalProtocolError("a multiline answer is being sent")
+            raise Pop3ProtocolError("a multiline answer is being sent")
         if "\r" in line or "\n" in line:
-            raise LocalProtocolError(f"a reply line holds CR or LF: {line!r}")
+            raise Pop3ProtocolError(f"a reply line holds CR or LF: {line!r}")
         event = self._pending
         if event is None and kind not in (Answer.OK, Answer.ERR):
-            raise LocalProtocolError(f"{kind.value} with no event to answer")
+            raise Pop3ProtocolError(f"{kind.value} with no event to answer")
         target = self._state if event is None else next_state(self._state, type(event), kind)
         if isinstance(event, ev.LOGIN_EVENTS) and kind is Answer.OK:
             if not self._login_confirmed:

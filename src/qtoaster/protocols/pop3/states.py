@@ -13,7 +13,7 @@ RFC 1939's UPDATE state is the driver's work between a Quit event and its answer
 The kind of the driver's answer (+OK, -ERR, a ``+ `` challenge, a multiline +OK) decides
 the transition; the table maps (state, event type) to the next state for each kind it
 allows.  A kind missing from the table is a driver bug and raises
-:class:`LocalProtocolError` (e.g. a challenge to LIST, a multiline answer to DELE).
+:class:`Pop3ProtocolError` (e.g. a challenge to LIST, a multiline answer to DELE).
 
 Invariant: every key of ``TRANSITIONS`` is a (state, event type) pair the engine may emit,
 and the engine emits no other.
@@ -49,7 +49,7 @@ class Answer(enum.Enum):
     __hash__ = object.__hash__  # as State's
 
 
-class LocalProtocolError(ProtocolError):
+class Pop3ProtocolError(ProtocolError):
     """The driver used the engine wrongly (e.g. no answer to an event, +OK to a challenge)."""
 
 
@@ -89,8 +89,8 @@ def next_state(state: State, event_type: type[ev.Event], answer: Answer) -> Stat
     """The state after answering an event of ``event_type`` with an answer of kind ``answer``."""
     outcomes = TRANSITIONS.get((state, event_type))
     if outcomes is None:
-        raise LocalProtocolError(f"{event_type.__name__} cannot be answered in state {state}")
+        raise Pop3ProtocolError(f"{event_type.__name__} cannot be answered in state {state}")
     target = outcomes.get(answer)
     if target is None:
-        raise LocalProtocolError(f"{answer.value} is not a valid answer to {event_type.__name__}")
+        raise Pop3ProtocolError(f"{answer.value} is not a valid answer to {event_type.__name__}")
     return target

@@ -34,7 +34,7 @@ Invariants: no I/O imports; after ``next_event`` returns NEED_DATA the input buf
 than ``max_line`` bytes (``max_auth_line`` in AUTH; unbounded only in TLS_PENDING, which the
 driver ends); no byte buffered when a StartTls is answered 2xx ever becomes an event; an
 event expecting a reply must be answered before the next ``next_event`` (else
-:class:`LocalProtocolError`); replies leave in the order of the commands.
+:class:`SmtpProtocolError`); replies leave in the order of the commands.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from qtoaster.protocols.smtp.commands import (
 from qtoaster.protocols.smtp.dataframe import BareLineFeed, DataFramer
 from qtoaster.protocols.smtp.states import (
     SEQUENCE_ERRORS,
-    LocalProtocolError,
+    SmtpProtocolError,
     State,
     next_state,
 )
@@ -73,9 +73,9 @@ from qtoaster.protocols.smtp.states import (
 __all__ = [
     "NEED_DATA",
     "NEED_HOSTNAME",
-    "LocalProtocolError",
     "NeedData",
     "ServerConnection",
+    "SmtpProtocolError",
     "State",
 ]
 
@@ -175,7 +175,7 @@ class ServerConnection:
     def next_event(self) -> ev.Event | NeedData:
         """The next event, or NEED_DATA when more input is needed (or the engine is closed)."""
         if self._pending is not None:
-            raise LocalProtocolError(f"{self._pending!r} has not been answered")
+            raise SmtpProtocolError(f"{self._pending!r} has not been answered")
         while not self.closed:
             if self._state is State.DATA:
                 event = self._data_event()
@@ -199,7 +199,7 @@ class ServerConnection:
         """
         event = self._pending
         if self.closed:
-            raise LocalProtocolError("the connection is closed")
+            raise SmtpProtocolError("the connection is closed")
         if event is None:
             self._out.append(self._render(reply))
             if reply.code == 421:
@@ -245,7 +245,7 @@ class ServerConnection:
         came through TLS (asyncio may deliver it before its start_tls() returns).
         """
         if self._state is not State.TLS_PENDING:
-            raise LocalProtocolError(f"start_tls_done() in state {self._state}")
+            raise SmtpProtocolError(f"start_tls_done() in state {self._state}")
         self._tls = True
         self.helo = None
         self._enhanced = False

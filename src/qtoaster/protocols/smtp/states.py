@@ -14,7 +14,7 @@ AUTH is only entered from COMMAND: during a transaction qmail answers
 
 The reply the driver sends decides the transition; the table maps (state, event type) to the
 next state for each reply class.  A reply class missing from the table is a driver bug and
-raises :class:`LocalProtocolError`.  ``SEQUENCE_ERRORS`` lists the commands the engine answers
+raises :class:`SmtpProtocolError`.  ``SEQUENCE_ERRORS`` lists the commands the engine answers
 itself because they are out of order.
 
 Invariant: every key of ``TRANSITIONS`` is an event type that the engine may emit in that
@@ -48,7 +48,7 @@ class ReplyClass(enum.Enum):
     NEGATIVE = "4xx/5xx"
 
 
-class LocalProtocolError(ProtocolError):
+class SmtpProtocolError(ProtocolError):
     """The driver used the engine wrongly (e.g. a 250 to DATA, or no reply to an event)."""
 
 
@@ -59,7 +59,7 @@ def reply_class_of(code: int) -> ReplyClass:
         return ReplyClass.INTERMEDIATE
     if 400 <= code < 600:
         return ReplyClass.NEGATIVE
-    raise LocalProtocolError(f"reply code {code} is not an SMTP reply code (RFC 5321 4.2)")
+    raise SmtpProtocolError(f"reply code {code} is not an SMTP reply code (RFC 5321 4.2)")
 
 
 _COMMAND_STATES = (State.COMMAND, State.MAIL, State.RCPT)
@@ -109,7 +109,7 @@ def next_state(state: State, event_type: type[ev.Event], code: int) -> State:
     """
     outcomes = TRANSITIONS.get((state, event_type))
     if outcomes is None:
-        raise LocalProtocolError(f"{event_type.__name__} cannot be answered in state {state}")
+        raise SmtpProtocolError(f"{event_type.__name__} cannot be answered in state {state}")
     if code == 421:
         return State.CLOSED
     outcome = reply_class_of(code)
@@ -117,5 +117,5 @@ def next_state(state: State, event_type: type[ev.Event], code: int) -> State:
     if target is State.AUTH and code != 334:
         target = None  # only 334 carries a SASL challenge (RFC 4954 4)
     if target is None:
-        raise LocalProtocolError(f"a {code} reply is not valid for {event_type.__name__}")
+        raise SmtpProtocolError(f"a {code} reply is not valid for {event_type.__name__}")
     return target
