@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from qtoaster.auth.verify import AuthResult, login_address, verify
@@ -107,7 +108,6 @@ class Authorization:
         self.session.wait_for(self.login(step))
 
     async def login_apop(self, name: str, digest: str) -> None:
-        loop = asyncio.get_running_loop()
         default = self.ctx.config.controls.defaultdomain
         address = login_address(name, default) or name
 
@@ -119,20 +119,19 @@ class Authorization:
                 return AuthResult(False, address, "POP disabled")
             return AuthResult(ok and user is not None, address, "APOP")
 
-        try:
-            result = await loop.run_in_executor(self.ctx.executor, check)
-        except TemporaryFailure as exc:
-            self._unavailable(exc)
-            return
-        await self._logged_in_or_not(result)
+        await self._verified(check)
 
     async def login(self, credentials: PlainCredentials | CramCredentials) -> None:
-        loop = asyncio.get_running_loop()
         default = self.ctx.config.controls.defaultdomain
 
         def check() -> AuthResult:
             return verify(self.ctx.directory, credentials, service="pop3", default_domain=default)
 
+        await self._verified(check)
+
+    async def _verified(self, check: Callable[[], AuthResult]) -> None:
+        """Run the directory *check* in a thread (argon2), then log in or count a failure."""
+        loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self.ctx.executor, check)
         except TemporaryFailure as exc:
