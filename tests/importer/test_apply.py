@@ -13,9 +13,10 @@ from qtoaster.core.clock import FakeClock
 from qtoaster.core.home import Home
 from qtoaster.directory.schema import UserFlag
 from qtoaster.directory.store import Directory, create_directory
-from qtoaster.importer.apply import apply_plan, copy_maildir
+from qtoaster.importer.apply import apply_plan
 from qtoaster.importer.mysqldump import parse_dump
 from qtoaster.importer.vpopmail import read_installation
+from qtoaster.maildir.copy import copy_maildir
 
 from .tree import ALICE_PW, BOB_PW, HASHES, build, dump_text, snapshot
 

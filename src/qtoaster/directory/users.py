@@ -30,6 +30,7 @@ from qtoaster.directory.model import (
     valid_address,
 )
 from qtoaster.directory.schema import UserFlag, aliases, domains, users
+from qtoaster.maildir.create import make_maildir, remove_empty_maildir
 
 
 class UserOps(DirectoryBase):
@@ -107,14 +108,14 @@ class UserOps(DirectoryBase):
                         raise DirectoryError(f"user {local}@{domain} already exists") from exc
                     # Inside the transaction: if a Maildir cannot be made, nobody is added.
                     try:
-                        if _make_maildir(maildir):
+                        if make_maildir(maildir):
                             made.append(maildir)
                     except OSError as exc:
                         raise DirectoryError(f"cannot create {maildir}: {exc.strerror}") from exc
                     count += 1
         except BaseException:
             for maildir in made:  # only the Maildirs this call created, still empty
-                _remove_empty_maildir(maildir)
+                remove_empty_maildir(maildir)
             raise
         return count
 
@@ -261,27 +262,3 @@ class UserOps(DirectoryBase):
 
             apop = SecretBox.load(self._home.secrets_key).open(row.apop_secret)
         return row.cram_md5, apop
-
-
-def _make_maildir(maildir: Path) -> bool:
-    """``maildir`` with cur/ new/ tmp/, every directory from the domain's down 0700;
-    whether the Maildir itself was new."""
-    for directory in (maildir.parent.parent, maildir.parent):
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        maildir.mkdir(mode=0o700)
-        created = True
-    except FileExistsError:
-        created = False
-    for sub in ("cur", "new", "tmp"):
-        (maildir / sub).mkdir(mode=0o700, exist_ok=True)
-    return created
-
-
-def _remove_empty_maildir(maildir: Path) -> None:
-    """Undo :func:`_make_maildir` of a user that was not added (only empty directories)."""
-    for path in (maildir / "cur", maildir / "new", maildir / "tmp", maildir, maildir.parent):
-        try:
-            path.rmdir()
-        except OSError:
-            return

@@ -4,29 +4,22 @@ Invariants:
 - the source is only read: Maildirs are copied (never moved), files opened read-only;
 - idempotent: what exists already (domain, alias domain, user, alias, a non-empty
   mailbox) is skipped and reported, never duplicated or overwritten;
-- a mailbox appears whole or not at all: it is copied under a staging name beside the
-  destination, fsynced, then renamed into place (rename(2) is atomic); a crash leaves only
-  a staging directory, removed by the next run;
-- ``maildirsize`` is not copied (Maildir++ recalculates it, spec 21.2), nor ``tmp/`` files
-  (deliveries in progress on the old host), nor symlinks.
+- a mailbox appears whole or not at all, without ``maildirsize``, ``tmp/`` files or
+  symlinks (``maildir/copy.py`` does the copying).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from qtoaster.core.home import Home
 from qtoaster.directory.schema import UserFlag
 from qtoaster.directory.store import DirectoryError, UserInfo
 from qtoaster.importer.vpopmail import AliasPlan, DomainPlan, Issue, Plan, UserPlan
-
-_MESSAGE_DIRS = ("cur", "new")
+from qtoaster.maildir.copy import copy_maildir, count_messages, has_messages
 
 
 class ImportTarget(Protocol):
@@ -222,101 +215,3 @@ def _user(
 
 
 # -- Maildirs -------------------------------------------------------------------------------
-
-
-def _message_files(maildir: Path) -> list[Path]:
-    """Files in cur/ and new/ of the Maildir and of its Maildir++ subfolders (``.Name``)."""
-    folders = [maildir]
-    if maildir.is_dir():
-        folders += [p for p in sorted(maildir.iterdir()) if p.name.startswith(".") and p.is_dir()]
-    files: list[Path] = []
-    for folder in folders:
-        for sub in _MESSAGE_DIRS:
-            if (folder / sub).is_dir():
-                files += [
-                    p
-                    for p in (folder / sub).iterdir()
-                    if p.is_file() and not p.name.startswith(".")
-                ]
-    return files
-
-
-def has_messages(maildir: Path) -> bool:
-    return bool(_message_files(maildir))
-
-
-def count_messages(maildir: Path) -> int:
-    return len(_message_files(maildir))
-
-
-def _copy_file(source: Path, target: Path) -> None:
-    # O_NOFOLLOW: a symlink swapped in since the walk is not followed out of the source.
-    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            while chunk := os.read(src, 1 << 20):
-                os.write(dst, chunk)
-            os.fsync(dst)
-        finally:
-            os.close(dst)
-        stat = os.fstat(src)
-        # Keep the times: some clients sort or expire by the file's mtime.
-        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    finally:
-        os.close(src)
-
-
-def _copy_tree(source: Path, staging: Path) -> int:
-    messages = 0
-    for dirpath, dirnames, filenames in os.walk(source):
-        here = Path(dirpath)
-        relative = here.relative_to(source)
-        (staging / relative).mkdir(mode=0o700, parents=True, exist_ok=True)
-        dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
-        if here.name == "tmp" and (here.parent / "cur").is_dir():
-            continue  # deliveries in progress on the old host (Maildir's tmp/)
-        for name in filenames:
-            path = here / name
-            if name == "maildirsize" or path.is_symlink() or not path.is_file():
-                continue
-            _copy_file(path, staging / relative / name)
-            messages += here.name in _MESSAGE_DIRS and not name.startswith(".")
-    for sub in ("cur", "new", "tmp"):
-        (staging / sub).mkdir(mode=0o700, exist_ok=True)
-    return messages
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def copy_maildir(source: Path, destination: Path) -> int:
-    """Copy the Maildir ``source`` to ``destination`` (absent, or without messages) whole;
-    the number of messages copied.  See the module invariants."""
-    destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    staging = destination.with_name(f".{destination.name}.importing")
-    replaced = destination.with_name(f".{destination.name}.replaced")
-    if staging.exists():
-        shutil.rmtree(staging)  # left by a run that crashed while copying
-    messages = _copy_tree(source, staging)
-    if destination.exists():
-        os.rename(destination, replaced)
-    os.rename(staging, destination)
-    _fsync_dir(destination.parent)
-    if replaced.exists():
-        _rescue(replaced, destination)
-        shutil.rmtree(replaced)
-    return messages
-
-
-def _rescue(old: Path, maildir: Path) -> None:
-    """Move into ``maildir`` any message delivered to the empty Maildir it replaced."""
-    for message in _message_files(old):
-        relative = message.relative_to(old)
-        (maildir / relative.parent).mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.rename(message, maildir / relative)

@@ -41,6 +41,7 @@ from typing import BinaryIO
 
 from qtoaster.core.errors import PermanentFailure, TemporaryFailure
 from qtoaster.core.pid import pid
+from qtoaster.maildir import names
 from qtoaster.maildir.quota import record
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def _scan(base: str) -> list[_Found]:
                 except FileNotFoundError:
                     continue  # moved or removed by another client since readdir
                 if is_file(info.st_mode):
-                    uid = name.partition(":")[0]
+                    uid = names.unique(name)
                     found.append((info.st_mtime_ns, uid, f"{sub}/{name}", info.st_size))
     found.sort()
     return found
@@ -215,14 +216,8 @@ def _wire_sizes(base: str, found: list[_Found]) -> list[int]:
 
 def _quota_size(name: str, disk: int) -> int:
     """Spec 19.5 / 21.2: the size in ``,S=<n>`` (the last one before the info), else disk."""
-    base = name.split(":", 1)[0]
-    at = base.rfind(",S=")
-    if at >= 0:
-        digits = base[at + 3 :]
-        end = len(digits) - len(digits.lstrip("0123456789"))
-        if end:
-            return int(digits[:end])
-    return disk
+    digits = names.size_digits(name)
+    return int(digits) if digits else disk
 
 
 class Mailbox:
@@ -362,7 +357,7 @@ class Mailbox:
                 removed += 1
             elif message.name.startswith("new/"):
                 try:
-                    os.rename(path, f"{self._base}/cur/{message.name[4:]}:2,")
+                    os.rename(path, f"{self._base}/cur/{message.name[4:]}{names.INFO}")
                 except OSError as exc:
                     log.warning("cannot move %s to cur/ in %s: %s", message.name, self._base, exc)
         if removed:

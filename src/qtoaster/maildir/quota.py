@@ -33,6 +33,7 @@ from pathlib import Path
 
 from qtoaster.core.errors import FormatError
 from qtoaster.core.pid import pid
+from qtoaster.maildir import names
 
 MAX_LIMIT = 2**63 - 1  # off_t: what every Maildir++ implementation can hold
 SIZE_FILE = "maildirsize"
@@ -221,21 +222,15 @@ def _folders(root: Path) -> list[Path]:
 
 def _trashed(name: str) -> bool:
     """Courier's rule: the run of capitals after the first ``:2,`` holds a T."""
-    _, sep, info = name.partition(":2,")
-    if not sep:
-        return False
-    flags = re.match(r"[A-Z]*", info)
-    return flags is not None and "T" in flags[0]
+    return "T" in names.flags(name)
 
 
 def _name_size(name: str) -> int | None:
     """Courier's ``maildir_parsequota``: digits after the last ``,S=`` before the ``:``."""
-    base = name.split(":", 1)[0]
-    at = base.rfind(",S=")
-    if at < 0:
+    digits = names.size_digits(name)
+    if digits is None:
         return None
-    digits = re.match(r"[0-9]*", base[at + 3 :], re.ASCII)
-    return int(digits[0]) if digits and digits[0] else 0
+    return int(digits) if digits else 0
 
 
 def _count_dir(directory: Path) -> tuple[int, Usage] | None:
