@@ -152,3 +152,35 @@ async def test_a_connect_refusal_gets_rblsmtpds_dialog(ctx: SmtpdContext) -> Non
     )
     assert transport.closing
     session.connection_lost(None)
+
+
+async def test_the_worker_hooks_answer_as_qmail_smtpd(ctx: SmtpdContext) -> None:
+    """What net.serve calls: the idle limit is timeoutsmtpd, a timeout is 451, a stop is
+    421 for an idle session and nothing yet for one whose commit is in flight."""
+    assert SmtpSession(ctx, set()).idle_limit() == max(ctx.config.controls.timeoutsmtpd, 1)
+    session, transport = start(ctx)
+    transport.take()
+    session.data_received(b"HELO client.test\r\nMAIL FROM:<a@far.test>\r\n")
+    transport.take()
+    assert not session.idle  # in a transaction: the drain waits for it
+    session.timed_out()
+    assert transport.take() == b"451 timeout (#4.4.2)\r\n" and transport.closing
+    session.connection_lost(None)
+
+    session, transport = start(ctx)
+    transport.take()
+    session.data_received(
+        b"HELO c\r\nMAIL FROM:<a@far.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+    )
+    session.data_received(b"\r\nbody\r\n.\r\n")
+    transport.take()
+    session.shut_down()  # the commit is in flight: it finishes and its client gets the 250
+    assert session.busy and not transport.closing
+    await settled(session)
+    assert transport.take().startswith(b"250 ok ")
+    session.shut_down()
+    assert (
+        transport.take() == b"421 service shutting down, try again later (#4.3.2)\r\n"
+        and transport.closing
+    )
+    session.connection_lost(None)

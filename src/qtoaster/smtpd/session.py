@@ -8,6 +8,10 @@ calls (never the other way round for anything but its public methods):
 refused, :class:`RblGate` (rblsmtpd's dialog).  Every byte for the client leaves
 through :meth:`SmtpSession.write`.
 
+Reading, batching the replies and holding commands back while a step waits are
+:class:`qtoaster.net.driver.EngineDriver`'s (the per-process receive buffer, one write
+per batch of pipelined commands); this module answers the engine's events.
+
 The engine (protocols.smtp.server) parses and sequences; this module decides the
 replies (through the policy pipeline: CONNECT before the greeting, HELO, MAIL, RCPT,
 and DATA at the final dot), streams DATA into a queue spool and answers
@@ -18,7 +22,7 @@ Invariants:
 - replies are flushed only when the engine needs more input (RFC 2920 batching);
 - while a commit is in flight no further command is handled (pipelined commands
   after the final dot are answered in order, after the 250); input is buffered, and
-  reading pauses only if it passes MAX_INPUT_WHILE_BUSY;
+  reading pauses only if it passes the driver's ``max_input_while_busy``;
 - a spool that is not committed is always aborted (connection lost, 4xx, 5xx);
 - only :meth:`SmtpSession.write` calls ``transport.write``.
 """
@@ -31,10 +35,11 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from qtoaster.core import reply as R
 from qtoaster.core.reply import Reply
+from qtoaster.net.driver import EngineDriver, plain_ip
 from qtoaster.policy.checks.databytes import effective_databytes
 from qtoaster.policy.verdict import Facts, SessionState, Stage, Verdict
 from qtoaster.protocols.smtp import events as ev
@@ -52,30 +57,22 @@ log = logging.getLogger("qtoaster.smtpd")
 _ids = itertools.count(1)
 
 
-# One receive buffer per process: the event loop reads into it and the bytes are
-# copied out at once, so no session holds a buffer while idle and no 256 KiB bytes
-# object is allocated (and shrunk) per read, as asyncio's plain Protocol path does.
-_READ_BUFFER = memoryview(bytearray(65536))
-# While a commit is in flight, input is kept (pipelined commands) up to this much.
-MAX_INPUT_WHILE_BUSY = 65536
+class SmtpSession(EngineDriver[ServerConnection]):
+    need_data: ClassVar[object] = NEED_DATA
+    log: ClassVar[logging.Logger] = log
 
-
-class SmtpSession(asyncio.BufferedProtocol):
     def __init__(self, ctx: SmtpdContext, sessions: set[SmtpSession], kind: str = "smtp") -> None:
+        super().__init__(
+            ServerConnection(enhanced_status_codes=True, tls=kind == "smtps"),
+            sessions,
+            f"{ctx.hostname_pid}:{next(_ids)}",
+        )
         self.ctx = ctx
-        self.sessions = sessions
         self.kind = kind  # the listener: smtp, submission or smtps
-        self.conn = ServerConnection(enhanced_status_codes=True, tls=kind == "smtps")
-        self.transport: asyncio.Transport | None = None
-        self.last_activity = time.monotonic()
-        self.busy = False
-        self.paused = False
-        self.id = f"{ctx.hostname_pid}:{next(_ids)}"
         self.env: Mapping[str, str] = {}
         self.remote_ip = self.local_ip = "unknown"
         self.sender: str | None = None
         self.recipients: list[str] = []
-        self.task: asyncio.Task[None] | None = None  # commit, policy, AUTH or TLS in flight
         self.policy = SessionState()  # what checks count across commands (chkuser)
         self.intake = MessageIntake(self)
         self.secure = SecureSession(self)
@@ -83,10 +80,11 @@ class SmtpSession(asyncio.BufferedProtocol):
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, base: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, base)
+        super().connection_made(base)
+        transport = cast(asyncio.Transport, base)
         peer = transport.get_extra_info("peername") or ("unknown", 0)
         sock = transport.get_extra_info("sockname") or ("unknown", 0)
-        self.remote_ip, self.local_ip = _plain_ip(peer[0]), _plain_ip(sock[0])
+        self.remote_ip, self.local_ip = plain_ip(peer[0]), plain_ip(sock[0])
         decision = self.ctx.config.tcp_smtp.match(self.remote_ip)
         if not decision.allow:
             # tcpserver's deny: drop without running the daemon (tcprules(1)).
@@ -124,60 +122,24 @@ class SmtpSession(asyncio.BufferedProtocol):
     def _greet(self) -> None:
         self.write(Reply(220, f"{self.ctx.config.controls.smtpgreeting} ESMTP").render())
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _READ_BUFFER
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_READ_BUFFER[:nbytes]))
-
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
         if self.gate is not None:
+            self.last_activity = time.monotonic()
             self.gate.feed(data)
             return
-        self.conn.receive_data(data)
-        if self.busy:
-            if self.conn.buffered > MAX_INPUT_WHILE_BUSY and self.transport is not None:
-                self.transport.pause_reading()
-                self.paused = True
-            return
-        self._process()
+        super().data_received(data)
 
     def eof_received(self) -> bool:
         if self.gate is not None:
             return False
-        self.conn.receive_data(b"")
-        self._process()
-        return False
+        return super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.sessions.discard(self)
+        super().connection_lost(exc)
         self.intake.abort()
 
-    # -- driving the engine ------------------------------------------------
-    def _process(self) -> None:
-        while not self.busy and self.transport is not None:
-            event = self.conn.next_event()
-            if event is NEED_DATA:
-                break
-            if isinstance(event, ev.ConnectionClosed):
-                self.intake.abort()
-                self.write(self.conn.data_to_send(), close=True)
-                return
-            try:
-                self._handle(event)
-            except Exception:
-                # A bug must not look like success, nor hang the client: 421 and close.
-                log.exception("%s internal error handling %r", self.id, event)
-                self.expire(R.INTERNAL_ERROR)
-                return
-        self.flush()
-
-    def flush(self) -> None:
-        """Write the engine's pending replies (and hang up if the engine closed)."""
-        self.write(self.conn.data_to_send(), close=self.conn.closed)
-
-    def _handle(self, event: object) -> None:
+    # -- the engine's events (EngineDriver.process) --------------------------
+    def handle(self, event: object) -> None:
         if isinstance(event, ev.DataChunk):
             self.intake.chunk(event.data)
         elif isinstance(event, ev.DataEnd):
@@ -209,6 +171,11 @@ class SmtpSession(asyncio.BufferedProtocol):
             self.secure.auth_line(event.data)
         elif isinstance(event, ev.StartTls):
             self.secure.starttls()
+        elif isinstance(event, ev.ConnectionClosed):
+            # The engine's last words (a 421 it decided on), then hang up; the driver
+            # handles no further event once the transport is closing.
+            self.intake.abort()
+            self.write(self.conn.data_to_send(), close=True)
         else:  # pragma: no cover - the engine's event set is closed
             raise AssertionError(f"unexpected event {event!r}")
 
@@ -356,12 +323,26 @@ class SmtpSession(asyncio.BufferedProtocol):
         Not for a client in rblsmtpd's dialog: what it sent is no command of ours."""
         if self.gate is not None:
             return
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
-        self._process()
+        super().resume()
 
-    # -- supervision ---------------------------------------------------------
+    # -- supervision (net.serve) ------------------------------------------------
+    def internal_error(self) -> None:
+        """A bug must not look like success, nor hang the client: 421 and close."""
+        self.expire(R.INTERNAL_ERROR)
+
+    def timed_out(self) -> None:
+        """qmail's per-read timeout (control/timeoutsmtpd)."""
+        self.expire(R.TIMEOUT)
+
+    def shut_down(self) -> None:
+        """The worker stops: an idle session is told so; a commit in flight finishes
+        (the drain's overtime) and its client gets the 250."""
+        if not self.busy:
+            self.expire(R.SHUTTING_DOWN)
+
+    def idle_limit(self) -> float:
+        return max(self.ctx.config.controls.timeoutsmtpd, 1)
+
     @property
     def idle(self) -> bool:
         """Between transactions: closing now loses nothing the client thinks was sent."""
@@ -373,8 +354,3 @@ class SmtpSession(asyncio.BufferedProtocol):
             return
         self.intake.abort()
         self.write(self.conn.data_to_send() + reply.render(self.conn.enhanced), close=True)
-
-
-def _plain_ip(ip: str) -> str:
-    """``::ffff:127.0.0.1`` (a v4 client on a dual-stack socket) -> ``127.0.0.1``."""
-    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip

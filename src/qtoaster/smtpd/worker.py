@@ -2,6 +2,8 @@
 
 N workers (one per core by default) serve the same listeners, each on its own
 SO_REUSEPORT socket, so receiving uses every core despite the GIL (DESIGN.md 2).
+Listeners, signals, the idle timeout (control/timeoutsmtpd, per session) and the graceful
+stop are :func:`qtoaster.net.serve.serve`'s.
 
 Signals: SIGTERM/SIGINT stop accepting, let sessions finish up to a grace period,
 then answer the rest ``421`` and close; commits in flight always complete.
@@ -13,20 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 from qtoaster.auth.throttle import LoginThrottle
 from qtoaster.config.loader import load_config
 from qtoaster.core.errors import ConfigError, TemporaryFailure
 from qtoaster.core.home import Home
-from qtoaster.core.reply import SHUTTING_DOWN, TIMEOUT
 from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.net.serve import serve as serve_listeners
 from qtoaster.smtpd.context import SmtpdContext, WorkerShared
 from qtoaster.smtpd.session import SmtpSession
 
@@ -35,10 +34,10 @@ COMMIT_THREADS = 4  # enough fsyncs in flight for group commit; more only fight 
 LOOKUP_THREADS = 4
 SECRETS_CHECK_SECONDS = 30.0
 STARTUP_CHECK_SECONDS = 5.0
-
-
-SWEEP_SECONDS = 1.0
+# A stop lets sessions finish their transaction for up to timeoutsmtpd, at most this long;
+# commits still in flight then get OVERTIME_SECONDS more (their client gets the 250).
 MAX_GRACE_SECONDS = 30.0
+OVERTIME_SECONDS = 5.0
 
 
 class Worker:
@@ -93,54 +92,26 @@ class Worker:
     def new_session(self, kind: str = "smtp") -> SmtpSession:
         return SmtpSession(self.ctx, self.sessions, kind)
 
-    async def sweep(self) -> None:
-        """qmail's per-read timeout (control/timeoutsmtpd), checked once a second."""
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            now = time.monotonic()
-            for session in list(self.sessions):
-                limit = max(session.ctx.config.controls.timeoutsmtpd, 1)
-                if not session.busy and now - session.last_activity > limit:
-                    session.expire(TIMEOUT)
-
     async def serve(
         self, sockets: Iterable[tuple[str, socket.socket]], ready: Callable[[], None]
     ) -> None:
         """Serve ``(kind, socket)`` listeners: smtp, submission or smtps."""
-        loop = asyncio.get_running_loop()
         # Known before the first EHLO (bounded: a database that is down must not keep the
         # worker from serving).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.check_secrets(), STARTUP_CHECK_SECONDS)
-        servers = [
-            await loop.create_server(partial(self.new_session, kind), sock=sock, backlog=4096)
-            for kind, sock in sockets
-        ]
-        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
-        loop.add_signal_handler(signal.SIGINT, self.stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        sweeper = loop.create_task(self.sweep())
-        secrets = loop.create_task(self.watch_secrets())
-        ready()
-        await self.stop.wait()
-        for server in servers:
-            server.close()
-        await self._drain()
-        sweeper.cancel()
-        secrets.cancel()
+        await serve_listeners(
+            sockets,
+            self.new_session,
+            self.sessions,
+            ready=ready,
+            reload=self.reload,
+            # Asked when the stop comes: a reload may have changed timeoutsmtpd.
+            grace=lambda: min(float(self.ctx.config.controls.timeoutsmtpd), MAX_GRACE_SECONDS),
+            overtime=OVERTIME_SECONDS,
+            stop=self.stop,
+            background=[self.watch_secrets],
+        )
         self.executor.shutdown(wait=True)
         self.shared.lookup_executor.shutdown(wait=True)
         self.shared.directory.close()
-
-    async def _drain(self) -> None:
-        grace = min(float(self.ctx.config.controls.timeoutsmtpd), MAX_GRACE_SECONDS)
-        deadline = time.monotonic() + grace
-        while self.sessions and time.monotonic() < deadline:
-            if all(s.idle for s in self.sessions):
-                break
-            await asyncio.sleep(0.05)
-        for session in list(self.sessions):
-            if not session.busy:
-                session.expire(SHUTTING_DOWN)
-        while any(s.busy for s in self.sessions) and time.monotonic() < deadline + 5:
-            await asyncio.sleep(0.05)
