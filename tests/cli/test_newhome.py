@@ -92,7 +92,7 @@ def test_settings_file_lists_every_setting(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
     init_home(home, "m.test", smtp=["127.0.0.1:2600", "[::1]:2600"])
     text = home.settings_file.read_text()
-    for word in ("workers", "max_connections", "url", "fsync", "level"):
+    for word in ("workers", "max_connections", "max_per_ip", "url", "fsync", "level"):
         assert word in text
     data = tomllib.loads(text)
     assert data["listen"]["smtp"] == ["127.0.0.1:2600", "[::1]:2600"]

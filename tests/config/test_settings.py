@@ -70,6 +70,7 @@ def test_defaults_for_empty_file(tmp_path: Path) -> None:
     assert settings.listeners == (Listener("smtp", "127.0.0.1", 2525),)
     assert settings.smtpd_workers == 0
     assert settings.max_connections == 10000
+    assert settings.max_per_ip == 50
     assert settings.database_url is None
     assert settings.fsync is True
     assert settings.log_level == "info"
@@ -84,6 +85,7 @@ smtp = ["127.0.0.1:25", "[::1]:25"]
 [smtpd]
 workers = 4
 max_connections = 500
+max_per_ip = 7
 [database]
 url = "postgresql://db/q"
 [queue]
@@ -94,6 +96,7 @@ level = "debug"
     )
     assert [str(x) for x in settings.listeners] == ["127.0.0.1:25", "[::1]:25"]
     assert (settings.smtpd_workers, settings.max_connections) == (4, 500)
+    assert settings.max_per_ip == 7
     assert settings.database_url == "postgresql://db/q"
     assert settings.fsync is False and settings.log_level == "debug"
 
@@ -111,6 +114,7 @@ imap = [":143"]
 [smtpd]
 workers = "four"
 max_connections = 0
+max_per_ip = 0
 threads = 2
 [database]
 url = ""
@@ -129,6 +133,7 @@ level = "loud"
         "[listen] unknown key 'imap'",
         "[smtpd] workers: must be an integer from 0 to 256, not 'four'",
         "[smtpd] max_connections: must be an integer from 1 to 1000000, not 0",
+        "[smtpd] max_per_ip: must be an integer from 1 to 1000000, not 0",
         "[smtpd] unknown key 'threads'",
         "[database] url: must be a non-empty string",
         "[queue] fsync: must be true or false, not 1",

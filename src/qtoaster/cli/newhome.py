@@ -41,8 +41,11 @@ pop3s = {pop3s}
 [smtpd]
 # smtpd worker processes sharing the listening sockets; 0 = one per CPU core.
 workers = 0
-# Most simultaneous SMTP connections per worker (tcpserver -c).
+# Most simultaneous SMTP connections in all (tcpserver -c), split evenly over the
+# workers; a connection over it gets "421 ... too many connections" and is closed.
 max_connections = 10000
+# Most simultaneous connections from one client address, counted by each worker.
+max_per_ip = 50
 # Seconds a QMAILQUEUE program (simscan and the like, set in tcp.smtp) may take.
 qmailqueue_timeout = 600
 

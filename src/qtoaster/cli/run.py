@@ -116,6 +116,12 @@ def run(
 @click.option("--ready-fd", type=int, default=None, help="write 'ready:PID' here when ready")
 @click.option("--supervised", is_flag=True, help="exit when the supervisor dies")
 @click.option("--child-name", default=None, hidden=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    help="workers of ROLE serving these listeners: each keeps its share of max_connections",
+)
 def serve(
     home: Home,
     role: str,
@@ -123,6 +129,7 @@ def serve(
     ready_fd: int | None,
     supervised: bool,
     child_name: str | None,
+    workers: int,
 ) -> None:
     """Run one role in the foreground (for systemd units, containers, or `run`)."""
     if supervised:
@@ -141,7 +148,7 @@ def serve(
         kinds = SMTPD_KINDS if role == "smtpd" else POP3_KINDS
         sockets = [_inherited(value, kinds) for value in fds] or _bind_own(config, kinds)
         serve_role = _serve_smtpd if role == "smtpd" else _serve_pop3d
-        asyncio.run(serve_role(home, sockets, ready))
+        asyncio.run(serve_role(home, sockets, ready, workers))
     else:
         from qtoaster.send.role import serve_send
 
@@ -163,15 +170,15 @@ def _bind_own(config: Config, kinds: tuple[str, ...]) -> list[tuple[str, socket.
 
 
 async def _serve_smtpd(
-    home: Home, sockets: list[tuple[str, socket.socket]], ready: Callable[[], None]
+    home: Home, sockets: list[tuple[str, socket.socket]], ready: Callable[[], None], workers: int
 ) -> None:
     from qtoaster.smtpd.worker import Worker
 
-    await Worker(home).serve(sockets, ready)
+    await Worker(home, workers).serve(sockets, ready)
 
 
 async def _serve_pop3d(
-    home: Home, sockets: list[tuple[str, socket.socket]], ready: Callable[[], None]
+    home: Home, sockets: list[tuple[str, socket.socket]], ready: Callable[[], None], workers: int
 ) -> None:
     from qtoaster.pop3d.worker import Pop3Worker
 

@@ -156,6 +156,7 @@ class Settings:
     rbl_fail_closed: bool = False  # -c: a DNS failure blocks (temporarily)
     rbl_timeout: int = 60  # -t: seconds a blocked client's dialog may last; 0: refuse at once
     qmailqueue_timeout: int = 600  # seconds a QMAILQUEUE program may take
+    max_per_ip: int = 50  # connections from one client address, per smtpd worker
     clamd: ScannerSettings | None = None  # [clamd] table present and address set
     spamd: ScannerSettings | None = None
 
@@ -371,6 +372,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         rbl_fail_closed=tables.get("rblsmtpd", "fail_closed", _is_bool, False),
         rbl_timeout=tables.get("rblsmtpd", "timeout", _int_between(0, 3600), 60),
         qmailqueue_timeout=tables.get("smtpd", "qmailqueue_timeout", _int_between(1, 86400), 600),
+        max_per_ip=tables.get("smtpd", "max_per_ip", _int_between(1, MAX_CONNECTIONS), 50),
         clamd=_scanner(tables, "clamd", 25 << 20),
         spamd=_scanner(tables, "spamd", 512 << 10),
     )

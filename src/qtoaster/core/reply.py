@@ -80,3 +80,12 @@ TOO_MANY_COMMANDS = Reply(421, "too many commands, closing connection (#4.7.0)")
 TOO_MANY_RCPTS = Reply(452, "too many recipients (#4.5.3)")
 SHUTTING_DOWN = Reply(421, "service shutting down, try again later (#4.3.2)")
 INTERNAL_ERROR = Reply(421, "internal error, closing connection (#4.3.0)")
+
+
+def too_many_connections(me: str, per_ip: bool) -> Reply:
+    """The refusal of a connection over [smtpd] max_connections or max_per_ip, before any
+    greeting (qmail's "me" first, as in its 220; RFC 3463 4.3.2 system not accepting
+    messages, 4.7.0 for a limit on the client)."""
+    if per_ip:
+        return Reply(421, f"{me} too many connections from your address (#4.7.0)")
+    return Reply(421, f"{me} too many connections, try again later (#4.3.2)")

@@ -16,8 +16,9 @@ Invariants:
   again and handles them;
 - the hot path is per read, not per command: no task, no await, no allocation besides the
   one copy of the bytes read (the receive buffer is one per process);
-- :meth:`EngineDriver.connection_lost` leaves the role's session set, whatever ended the
-  connection, and wakes a writer waiting for the client (:meth:`wait_drained`).
+- :meth:`EngineDriver.connection_lost` leaves the role's session set and calls ``on_close``
+  (the worker's connection count), whatever ended the connection, and wakes a writer
+  waiting for the client (:meth:`wait_drained`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 _log = logging.getLogger("qtoaster.net")
@@ -72,6 +73,8 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
         self.last_activity = time.monotonic()
         self.task: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None  # made on the first pause_writing
+        # Set by net.accept: gives the connection's place in the worker's limits back.
+        self.on_close: Callable[[], None] | None = None
 
     # -- what a role provides --------------------------------------------------------
     def handle(self, event: object) -> None:
@@ -127,6 +130,8 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sessions.discard(self)
+        if self.on_close is not None:
+            self.on_close()
         if self._drained is not None:
             self._drained.set()
 

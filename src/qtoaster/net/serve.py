@@ -11,6 +11,10 @@ idle sessions out, and answers the signals of DESIGN.md 2:
   ``overtime`` more seconds while a session is still busy; return.
 - SIGHUP: ``reload()`` (new sessions get the new configuration; running ones keep theirs).
 
+Accepting is :mod:`qtoaster.net.accept`'s: within the role's ``limits()`` (asked at every
+accept, so a reload applies to the next connection), and a failed accept (out of open
+files) logged at most once a second, for both roles.
+
 Implicit TLS (smtps, pop3s) is the session's: it starts the handshake itself with the
 context of the configuration it was made with, so a reloaded certificate applies to new
 connections and a failed handshake is logged like a failed STARTTLS.
@@ -24,16 +28,18 @@ not busy and has read nothing for its :meth:`~Session.idle_limit`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterable
-from functools import partial
 from typing import Any, Protocol
+
+from qtoaster.net.accept import Accepted, Acceptor, Counts, RateLimitedLog
+from qtoaster.net.limits import Limits
 
 SWEEP_SECONDS = 1.0  # how often idle sessions are looked for (qmail's timeouts are seconds)
 POLL_SECONDS = 0.05  # how often the drain looks at the sessions while stopping
-BACKLOG = 4096
 
 
 class Session(Protocol):
@@ -54,7 +60,7 @@ class Session(Protocol):
 
 async def serve(
     listeners: Iterable[tuple[str, socket.socket]],
-    new_session: Callable[[str], asyncio.BaseProtocol],
+    new_session: Callable[[str], Accepted],
     sessions: Collection[Session],
     *,
     ready: Callable[[], None],
@@ -64,19 +70,25 @@ async def serve(
     stop: asyncio.Event | None = None,
     background: Iterable[Callable[[], Coroutine[Any, Any, None]]] = (),
     sweep_seconds: float = SWEEP_SECONDS,
+    limits: Callable[[], Limits | None] = lambda: None,
 ) -> None:
     """Serve ``(kind, socket)`` listeners until SIGTERM/SIGINT (or ``stop`` is set).
 
     ``new_session(kind)`` makes the protocol of one connection; ``sessions`` is the live
     set the sessions register in (and leave in connection_lost). ``grace()`` is asked when
     the stop comes (a reload may have changed it). ``background`` coroutines (the role's
-    own periodic work) run while serving."""
+    own periodic work) run while serving; ``limits()`` (None: no limit) bounds the
+    connections this worker holds."""
     loop = asyncio.get_running_loop()
     stop = stop if stop is not None else asyncio.Event()
-    servers = [
-        await loop.create_server(partial(new_session, kind), sock=sock, backlog=BACKLOG)
+    counts = Counts()
+    errors, refusals = RateLimitedLog(logging.ERROR), RateLimitedLog(logging.INFO)
+    acceptors = [
+        Acceptor(kind, sock, new_session, counts, limits, errors, refusals)
         for kind, sock in listeners
     ]
+    for acceptor in acceptors:
+        acceptor.start()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
@@ -84,8 +96,8 @@ async def serve(
     tasks += [loop.create_task(work()) for work in background]
     ready()
     await stop.wait()
-    for server in servers:
-        server.close()
+    for acceptor in acceptors:
+        acceptor.close()
     await drain(sessions, grace(), overtime)
     for task in tasks:
         task.cancel()

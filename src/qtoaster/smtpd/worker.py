@@ -8,6 +8,11 @@ stop are :func:`qtoaster.net.serve.serve`'s.
 Signals: SIGTERM/SIGINT stop accepting, let sessions finish up to a grace period,
 then answer the rest ``421`` and close; commits in flight always complete.
 SIGHUP re-reads the configuration: new sessions get it, running ones keep theirs.
+
+Connection limits (tcpserver's ``-c``, per client address its ``MAXCONNIP`` patches): a
+worker holds its share of [smtpd] max_connections (split over the ``workers``, fitted to
+its open-file limit by :func:`qtoaster.net.limits.fit_connections`) and max_per_ip from
+one address; an excess connection gets ``421 <me> too many connections ...`` and is closed.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from qtoaster.auth.throttle import LoginThrottle
 from qtoaster.config.loader import load_config
 from qtoaster.core.errors import ConfigError, TemporaryFailure
 from qtoaster.core.home import Home
+from qtoaster.core.reply import too_many_connections
 from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.net.limits import Limits, fit_connections
 from qtoaster.net.serve import serve as serve_listeners
 from qtoaster.smtpd.context import SmtpdContext, WorkerShared
 from qtoaster.smtpd.session import SmtpSession
@@ -41,8 +48,9 @@ OVERTIME_SECONDS = 5.0
 
 
 class Worker:
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, workers: int = 1) -> None:
         self.home = home
+        self.workers = workers  # smtpd processes sharing the listeners
         self.executor = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit")
         config = load_config(home)
         directory = LazyDirectory(home, config.settings.database_url)
@@ -55,6 +63,7 @@ class Worker:
             throttle=LoginThrottle.from_settings(config.settings),
         )
         self.ctx = SmtpdContext.build(config, self.executor, self.shared)
+        self.limits = self._limits()
         self.sessions: set[SmtpSession] = set()
         self.stop = asyncio.Event()
 
@@ -68,7 +77,13 @@ class Worker:
                 self.shared.lookups = CachedLookups(self.shared.directory)
                 old.close()
             self.shared.throttle.update(config.settings)
+            old_settings = self.ctx.config.settings
             self.ctx = SmtpdContext.build(config, self.executor, self.shared)
+            if (old_settings.max_connections, old_settings.max_per_ip) != (
+                config.settings.max_connections,
+                config.settings.max_per_ip,
+            ):
+                self.limits = self._limits()
             log.info("smtpd reloaded configuration")
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
@@ -88,6 +103,18 @@ class Worker:
         while True:
             await asyncio.sleep(SECRETS_CHECK_SECONDS)
             await self.check_secrets()
+
+    def _limits(self) -> Limits:
+        settings = self.ctx.config.settings
+        me = self.ctx.config.controls.me
+        refusals = {per_ip: too_many_connections(me, per_ip).render() for per_ip in (False, True)}
+
+        def refusal(kind: str, per_ip: bool) -> bytes:
+            # Implicit TLS: the client speaks TLS first and could not read a plain 421.
+            return b"" if kind == "smtps" else refusals[per_ip]
+
+        total = fit_connections(settings.max_connections, self.workers, log)
+        return Limits(total=total, per_ip=settings.max_per_ip, refusal=refusal)
 
     def new_session(self, kind: str = "smtp") -> SmtpSession:
         return SmtpSession(self.ctx, self.sessions, kind)
@@ -111,6 +138,7 @@ class Worker:
             overtime=OVERTIME_SECONDS,
             stop=self.stop,
             background=[self.watch_secrets],
+            limits=lambda: self.limits,
         )
         self.executor.shutdown(wait=True)
         self.shared.lookup_executor.shutdown(wait=True)

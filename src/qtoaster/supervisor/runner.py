@@ -77,9 +77,11 @@ class Supervisor:
         self.ready_r, self.ready_w = os.pipe()
         os.set_inheritable(self.ready_w, True)
 
-    def _serve_argv(self, role: str, fds: Sequence[tuple[str, int]]) -> list[str]:
+    def _serve_argv(self, role: str, fds: Sequence[tuple[str, int]], workers: int = 1) -> list[str]:
         argv = [sys.executable, "-m", "qtoaster", "serve", role, "--home", str(self.home.root)]
         argv += ["--ready-fd", str(self.ready_w), "--supervised"]
+        if workers > 1:  # each worker keeps its share of the connection limits
+            argv += ["--workers", str(workers)]
         for kind, fd in fds:
             argv += ["--fd", f"{kind}:{fd}"]
         return argv
@@ -98,7 +100,7 @@ class Supervisor:
                 continue
             for i in range(count[role]):
                 fds = [(lst.kind, socks[i].fileno()) for lst, socks in mine]
-                argv = self._serve_argv(role, fds)
+                argv = self._serve_argv(role, fds, count[role])
                 self.children.append(Child(f"{role}#{i}", argv, [fd for _, fd in fds]))
         self.children.append(Child("send", self._serve_argv("send", []), []))
 
