@@ -51,6 +51,8 @@ log = logging.getLogger("qtoaster.pop3d")
 class Authorization:
     """The AUTHORIZATION state's commands for one session."""
 
+    __slots__ = ("conn", "ctx", "failures", "sasl", "session")
+
     def __init__(self, session: Pop3Session) -> None:
         self.session = session
         self.ctx: Pop3Context = session.ctx

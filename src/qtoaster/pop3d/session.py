@@ -56,6 +56,18 @@ _TRANSACTION_EVENTS = (
 
 
 class Pop3Session(EngineDriver[Pop3Connection]):
+    __slots__ = (
+        "banner",
+        "commands",
+        "ctx",
+        "kind",
+        "lock",
+        "login",
+        "mailbox",
+        "remote_ip",
+        "user",
+    )
+
     need_data: ClassVar[object] = NEED_DATA
     log: ClassVar[logging.Logger] = log
     idle_seconds: ClassVar[float] = IDLE_SECONDS

@@ -32,6 +32,8 @@ CHUNK = 64 * 1024
 class Transaction:
     """The TRANSACTION state's commands, and QUIT's UPDATE, for one session."""
 
+    __slots__ = ("conn", "ctx", "session")
+
     def __init__(self, session: Pop3Session) -> None:
         self.session = session
         self.ctx: Pop3Context = session.ctx

@@ -43,6 +43,8 @@ log = logging.getLogger("qtoaster.smtpd")
 
 
 class MessageIntake:
+    __slots__ = ("_bytes", "_envelope", "_oversize", "_scanner", "_session", "databytes", "spool")
+
     def __init__(self, session: SmtpSession) -> None:
         self._session = session
         self.databytes = 0  # the session's limit (0: none), fixed at connect

@@ -29,6 +29,8 @@ log = logging.getLogger("qtoaster.smtpd")
 
 
 class RblGate:
+    __slots__ = ("_dialog", "_refusal", "_session")
+
     def __init__(self, session: SmtpSession, refusal: Reply) -> None:
         self._session = session
         self._refusal = refusal

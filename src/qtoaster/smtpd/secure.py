@@ -51,6 +51,8 @@ SaslStep = Challenge | PlainCredentials | CramCredentials | Failure
 
 
 class SecureSession:
+    __slots__ = ("_failures", "_sasl", "_session", "auth_user", "base_env", "tls_protocol")
+
     def __init__(self, session: SmtpSession) -> None:
         self._session = session
         self.base_env: Mapping[str, str] = {}  # the connection's variables, before AUTH

@@ -58,6 +58,20 @@ _ids = itertools.count(1)
 
 
 class SmtpSession(EngineDriver[ServerConnection]):
+    __slots__ = (
+        "ctx",
+        "env",
+        "gate",
+        "intake",
+        "kind",
+        "local_ip",
+        "policy",
+        "recipients",
+        "remote_ip",
+        "secure",
+        "sender",
+    )
+
     need_data: ClassVar[object] = NEED_DATA
     log: ClassVar[logging.Logger] = log
 
