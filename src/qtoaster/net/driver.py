@@ -66,6 +66,7 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
         "conn",
         "id",
         "last_activity",
+        "on_close",
         "paused",
         "sessions",
         "task",
