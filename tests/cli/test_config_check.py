@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from qtoaster.cli.main import cli
 from qtoaster.core.home import Home
+from qtoaster.directory.store import create_directory
 
 
 def make_home(root: Path) -> Home:
@@ -16,6 +17,7 @@ def make_home(root: Path) -> Home:
     (home.control / "me").write_text("mx.example.com\n")
     home.settings_file.write_text('[listen]\nsmtp = ["127.0.0.1:2525"]\n')
     home.tcp_smtp.write_text('127.:allow,RELAYCLIENT=""\n')
+    create_directory(home)  # a complete home has its directory database
     return home
 
 
@@ -68,3 +70,33 @@ def test_check_reports_what_the_server_tolerates(tmp_path: Path) -> None:
     assert "badmailfrom line 3" in out and "never matches" in out
     assert "smtproutes line 1" in out
     assert "clientcert.pem" in out
+
+
+def test_check_fails_without_the_directory_database(tmp_path: Path) -> None:
+    # Issue 12: config check said OK while users.sqlite3 was missing or damaged.
+    home = make_home(tmp_path / "home")
+    home.database.unlink()
+    result = CliRunner().invoke(cli, ["config", "check", "--home", str(home.root)])
+    assert result.exit_code == 1
+    assert result.stdout.startswith("directory database: no directory database at ")
+    assert "1 problem(s)" in result.stderr
+
+
+def test_check_fails_on_a_damaged_directory_database(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    size = home.database.stat().st_size
+    with open(home.database, "r+b") as f:  # pages past the header overwritten
+        f.seek(100)
+        f.write(b"\xff" * (size - 100))
+    result = CliRunner().invoke(cli, ["config", "check", "--home", str(home.root)])
+    assert result.exit_code == 1
+    assert result.stdout.startswith("users.sqlite3: "), result.output
+    assert "1 problem(s)" in result.stderr
+
+
+def test_check_fails_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    home.database.write_bytes(b"not a database\n" * 1000)
+    result = CliRunner().invoke(cli, ["config", "check", "--home", str(home.root)])
+    assert result.exit_code == 1
+    assert result.stdout.startswith("users.sqlite3: cannot read it: "), result.output

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Server, dialog, maildir_files, qt, wait_for_mail, wait_until
+from .harness import (
+    Server,
+    dialog,
+    maildir_files,
+    make_home,
+    qt,
+    wait_for_mail,
+    wait_until,
+)
 
 NO_MAILBOX = b"550 sorry, no mailbox here by that name (#5.1.1 - chkusr)"
 SWAKS = shutil.which("swaks")
@@ -183,6 +191,39 @@ def test_directory_down_answers_4xx_never_5xx(home: Path) -> None:
         )
         assert replies[-1] == (
             b"451 system temporary unavailable, try again later (#4.3.0 - chkuser)"
+        )
+    finally:
+        srv.stop()
+
+
+def test_restored_sqlite_directory_serves_again_without_restart(tmp_path: Path) -> None:
+    # Issue 12: users.sqlite3 corrupted, then restored byte for byte: the worker answered
+    # 451 until a restart.  It must answer 250 again within seconds, with no SIGHUP.
+    home = make_home(tmp_path)
+    database = home / "users.sqlite3"
+    srv = Server(home, workers=1)
+    try:
+        good = database.read_bytes()
+        with open(database, "r+b") as f:  # in place: same inode, same size
+            f.seek(100)
+            f.write(b"\xff" * (len(good) - 100))
+        probes = iter(range(10_000))
+
+        def rcpt(to: bytes) -> bytes:
+            return dialog(
+                srv.port, [b"HELO x", b"MAIL FROM:<a@far.test>", b"RCPT TO:<" + to + b">"]
+            )[-1]
+
+        # A fresh address each time: no cached answer hides the database.
+        wait_until(
+            lambda: rcpt(b"probe%d@example.test" % next(probes)).startswith(b"451"),
+            what="451 while the directory is corrupt",
+        )
+        database.write_bytes(good)
+        wait_until(
+            lambda: rcpt(b"alice@example.test") == b"250 ok",
+            timeout=10,
+            what="250 once the file is good again",
         )
     finally:
         srv.stop()

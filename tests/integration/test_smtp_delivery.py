@@ -154,3 +154,23 @@ def test_sendmail_and_queue_inject_deliver(server: Server) -> None:
         lambda: any(b"Subject: injected" in p.read_bytes() for p in maildir_files(home, "bob")),
         what="inject",
     )
+
+
+def test_mail_queued_while_the_server_was_down_is_delivered_at_start(home: Path) -> None:
+    # Issue 12: mail found in the queue at a restart must go at once, not after the
+    # periodic rescan (30 s); tmp/ of the Maildir ends up empty.
+    for n in range(4):
+        qt(
+            home,
+            "sendmail",
+            "-f",
+            "s@far.test",
+            "alice@example.test",
+            input=f"Subject: early-{n}\n\nhi\n".encode(),
+        )
+    srv = Server(home)
+    try:
+        wait_until(lambda: len(maildir_files(home, "alice")) == 4, timeout=5, what="4 at once")
+    finally:
+        srv.stop()
+    assert list((home / "domains/example.test/alice/Maildir/tmp").iterdir()) == []

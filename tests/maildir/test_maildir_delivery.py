@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,29 @@ def test_gives_up_after_three_taken_names(maildir: Path, monkeypatch: pytest.Mon
     with pytest.raises(FileExistsError):
         deliver_maildir(maildir, io.BytesIO(BODY), PREFIX, hostname="h")
     assert os.listdir(maildir / "tmp") == ["taken"]  # the other file is left alone
+
+
+def test_first_delivery_removes_litter_of_dead_writers(maildir: Path) -> None:
+    # Issue 12: a delivery killed mid-write left its partial in tmp/ for good.
+    child = subprocess.Popen(["true"])
+    child.wait()
+    dead = child.pid  # reaped: no process has this pid now
+    tmp = maildir / "tmp"
+    now = time.time()
+    ours_dead = tmp / f"{int(now)}.M1P{dead}Q1.mx.test"
+    ours_alive = tmp / f"{int(now)}.M2P1Q1.mx.test"  # pid 1 lives: maybe still writing
+    ours_self = tmp / f"{int(now)}.M3P{os.getpid()}Q1.mx.test"
+    other_host = tmp / f"{int(now)}.M4P{dead}Q1.other.test"  # not ours to judge
+    foreign = tmp / "1700000000.12345_1.other.test"
+    old = tmp / "ancient"
+    for path in (ours_dead, ours_alive, ours_self, other_host, foreign, old):
+        path.write_bytes(b"partial")
+    os.utime(old, (now - 36 * 3600 - 10, now - 36 * 3600 - 10))
+    deliver_maildir(maildir, io.BytesIO(BODY), PREFIX, hostname="mx.test")
+    assert sorted(os.listdir(tmp)) == sorted(
+        p.name for p in (ours_alive, ours_self, other_host, foreign)
+    )
+    # Once per Maildir and process: later deliveries do not list tmp/ again.
+    ours_dead.write_bytes(b"partial")
+    deliver_maildir(maildir, io.BytesIO(BODY), PREFIX, hostname="mx.test")
+    assert ours_dead.exists()

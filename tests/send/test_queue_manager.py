@@ -252,6 +252,38 @@ async def test_run_picks_up_triggered_messages_and_stops(tmp_path: Path) -> None
     assert [c[1] for c in agent.calls] == ["bob@example.com"]
 
 
+async def test_message_committed_during_the_start_scan_is_delivered_at_once(
+    tmp_path: Path,
+) -> None:
+    # Issue 12: after a restart, messages that smtpd committed while the manager ran its
+    # first scan waited for the next periodic rescan (30 s): the trigger FIFO was opened
+    # only after that scan, so their notification was lost.
+    store, agent, _, manager = make(tmp_path)
+    early = queue(store, "a@example.com", "bob@example.com")
+    late: list[str] = []
+    read = manager._reader.read
+
+    def read_then_commit(names: list[str] | None, known: object) -> list[object]:
+        jobs = read(names, known)  # type: ignore[arg-type]
+        if not late:  # smtpd commits right after the scan listed mess/
+            late.append(queue(store, "a@example.com", "carol@example.com"))
+        return jobs  # type: ignore[return-value]
+
+    manager._reader.read = read_then_commit  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    runner = asyncio.create_task(manager.run(stop, rescan=3600))
+    try:
+        async with asyncio.timeout(10):
+            while store.ids():  # polled under the deadline above
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await runner
+    assert early and late
+    assert sorted(c[1] for c in agent.calls) == ["bob@example.com", "carol@example.com"]
+
+
 async def test_waiting_messages_cost_nothing_per_wake_up(tmp_path: Path) -> None:
     """Remote-only messages wait outside the due heap; deferred ones wait for their time."""
     store, agent, clock, manager = make(tmp_path)

@@ -20,10 +20,10 @@ def config() -> None:
 @config.command()
 @home_option
 def check(home: Home) -> None:
-    """Check qtoaster.toml, control/ and tcp.smtp; list every problem."""
+    """Check qtoaster.toml, control/, tcp.smtp and the directory database; list every problem."""
     from qtoaster.supervisor.check import check_config
 
-    problems = check_config(home)
+    problems = check_config(home, directory=True)
     if problems:
         for problem in problems:
             click.echo(problem)

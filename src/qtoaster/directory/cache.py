@@ -7,7 +7,10 @@ cache keeps the answers (positive and negative) until the directory changes:
 - on SQLite: ``Directory.change_token()`` (SQLite's data_version) moves on every
   commit from any process, and the cache is emptied when it does; the token is read
   at most every ``check_every`` seconds (a change is seen within 50 ms by default);
-- elsewhere (PostgreSQL), answers expire after ``ttl`` seconds.
+- elsewhere (PostgreSQL), answers expire after ``ttl`` seconds;
+- after a lookup failed (TemporaryFailure: the directory was down or is being reopened,
+  and a reopened directory may start its token afresh) the cache is emptied at the next
+  token read, whatever the token says.
 
 Thread-safe: deliveries run in a thread pool.
 """
@@ -20,10 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from qtoaster.core.errors import TemporaryFailure
+
 if TYPE_CHECKING:
     from qtoaster.directory.model import Recipient
 
 T = TypeVar("T")
+_UNKNOWN: object = object()  # the token after a failure: equals no real token
 MAX_ENTRIES = 100_000
 MISS: object = object()  # what peek() answers when the cache does not know
 
@@ -48,7 +54,7 @@ class CachedLookups:
         self._ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._token: int | None = None
+        self._token: object = None
         self._since = clock()
         self._check_every = check_every
         self._checked = -check_every
@@ -77,7 +83,12 @@ class CachedLookups:
         with self._lock:
             if key in table:
                 return table[key]
-        value = lookup(key)
+        try:
+            value = lookup(key)
+        except TemporaryFailure:
+            with self._lock:
+                self._token, self._checked = _UNKNOWN, -self._check_every
+            raise
         with self._lock:
             if len(table) >= MAX_ENTRIES:
                 table.clear()
@@ -91,7 +102,10 @@ class CachedLookups:
         self._checked = now
         token = self._directory.change_token()
         with self._lock:
-            stale = token != self._token if token is not None else now - self._since > self._ttl
+            if token is not None:
+                stale = token != self._token
+            else:
+                stale = self._token is _UNKNOWN or now - self._since > self._ttl
             if stale:
                 self._token, self._since = token, now
                 self._domains.clear()

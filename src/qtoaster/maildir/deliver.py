@@ -9,7 +9,11 @@ Invariants:
 - ``,S=`` is the stored size, Return-Path and Delivered-To lines included (the toaster's
   later "size" fix, spec 21.2), so Maildir++ quota scans need no stat;
 - unique names cannot collide between threads (a locked counter) or processes (the pid);
-- every failure raises OSError and leaves no tmp file behind.
+- every failure raises OSError and leaves no tmp file behind;
+- the first delivery into a Maildir in this process first removes the litter from its
+  ``tmp/`` (maildir/litter.py: files older than 36 hours, partials of our own dead
+  deliveries), so a delivery killed mid-write leaves its partial only until the next
+  delivery there after the restart.
 """
 
 from __future__ import annotations
@@ -25,12 +29,17 @@ from typing import BinaryIO
 
 from qtoaster.core.durable import fsync_dir
 from qtoaster.core.pid import pid
+from qtoaster.maildir.litter import clean_tmp, escaped_host
 
 CHUNK = 64 * 1024
 _TRIES = 3  # qmail-local tries three names before giving up (spec 16.4)
 
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
+# The Maildirs whose tmp/ this process cleaned already (bounded: forgotten when full).
+_cleaned: set[str] = set()
+_cleaned_lock = threading.Lock()
+_CLEANED_MAX = 100_000
 
 
 def unique_name(hostname: str) -> str:
@@ -42,8 +51,17 @@ def unique_name(hostname: str) -> str:
     with _counter_lock:
         n = next(_counter)
     seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
-    host = hostname.replace("/", "\\057").replace(":", "\\072")
-    return f"{seconds}.M{micros}P{pid()}Q{n}.{host}"
+    return f"{seconds}.M{micros}P{pid()}Q{n}.{escaped_host(hostname)}"
+
+
+def _clean_once(base: str, hostname: str) -> None:
+    with _cleaned_lock:
+        if base in _cleaned:
+            return
+        if len(_cleaned) >= _CLEANED_MAX:
+            _cleaned.clear()
+        _cleaned.add(base)
+    clean_tmp(base, time.time(), hostname=hostname)
 
 
 def _create_tmp(maildir: str, hostname: str) -> tuple[int, str]:
@@ -123,6 +141,7 @@ def deliver_maildir(
     Raises OSError (no space, no permission, no such Maildir...): the caller defers.
     """
     base = os.fspath(maildir)  # plain strings: pathlib costs too much per message
+    _clean_once(base, hostname)
     fd, tmp_path = _create_tmp(base, hostname)
     try:
         size = _write(fd, prefix, source, fsync)

@@ -42,12 +42,12 @@ from typing import BinaryIO
 from qtoaster.core.errors import PermanentFailure, TemporaryFailure
 from qtoaster.core.pid import pid
 from qtoaster.maildir import names
+from qtoaster.maildir.litter import clean_tmp
 from qtoaster.maildir.quota import record
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "qtoaster-pop3-sizes"
-TMP_MAX_AGE = 36 * 3600  # maildir(5); qmail's maildir_clean() uses 129600 seconds
 CHUNK = 64 * 1024
 _INDEX_VERSION = b"qtoaster-pop3-sizes 1"
 _tmp_counter = itertools.count(1)
@@ -106,28 +106,6 @@ def wire_size(path: str | os.PathLike[str]) -> int:
     if last and last != b"\n":
         return size + bare + 2
     return size + bare
-
-
-def _clean_tmp(base: str, now: float) -> None:
-    """maildir(5): a tmp/ file not accessed for 36 hours is litter from a dead writer.
-
-    Both atime and mtime must be old (noatime mounts keep atime stale).  Errors are
-    ignored, as qmail-pop3d ignores maildir_clean()'s result."""
-    try:
-        with os.scandir(f"{base}/tmp") as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                    if stat.S_ISREG(info.st_mode) and (
-                        now > max(info.st_atime, info.st_mtime) + TMP_MAX_AGE
-                    ):
-                        os.unlink(entry.path)
-                except OSError:
-                    continue
-    except OSError:
-        pass
 
 
 def _scan(base: str) -> list[_Found]:
@@ -240,7 +218,7 @@ class Mailbox:
         base = os.fspath(maildir)
         if not os.path.isdir(base):
             raise MailboxError(NO_MAILDIR)
-        _clean_tmp(base, time.time() if now is None else now)
+        clean_tmp(base, time.time() if now is None else now)
         try:
             found = _scan(base)
         except OSError as exc:

@@ -109,10 +109,16 @@ class QueueManager:
 
     async def run(self, stop: asyncio.Event, rescan: float = RESCAN_SECONDS) -> None:
         """Work until ``stop`` is set, then let the deliveries in progress finish."""
-        await self._start()
         loop = asyncio.get_running_loop()
         trigger = TriggerReader(self.store.trigger, self._trigger_word, self._wake.set)
+        # Listen before the first scan: a message committed while it runs (smtpd is up
+        # already after a restart) is announced then, and must not wait for the rescan.
         trigger.start(loop)
+        try:
+            await self._start()
+        except BaseException:
+            trigger.stop(loop)
+            raise
         stopper = asyncio.create_task(stop.wait())
         stopper.add_done_callback(lambda _: self._wake.set())
         next_scan = time.monotonic() + rescan

@@ -3,6 +3,10 @@
 It lives above the roles because it asks each of them what it would refuse: qregex
 patterns that never match, smtproutes lines, signatures, client TLS files.
 
+``config check`` also opens the directory database (:func:`check_directory`): a
+missing, unreadable or damaged database fails the check.  SIGHUP does not (it runs in
+the supervisor's loop and must not wait for a database server).
+
 Invariant: it never raises for a bad configuration; every problem is one line of text.
 """
 
@@ -13,18 +17,62 @@ from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 
 
-def check_config(home: Home) -> list[str]:
+def check_config(home: Home, *, directory: bool = False) -> list[str]:
     """Every configuration problem of *home* as one line of text; [] if all is well.
 
     Beyond what `load_config` refuses, it reports what the server tolerates but an
     operator would want to know: qregex patterns that never match, a bad smtproutes
-    line (the previous routes stay in force), unusable signatures or client TLS files.
+    line (the previous routes stay in force), unusable signatures or client TLS files;
+    with ``directory``, a directory database that cannot be read (:func:`check_directory`).
     """
     try:
-        load_config(home)
+        config = load_config(home)
     except ConfigError as exc:
         return list(exc.problems)
-    return _tolerated_problems(home)
+    found = _tolerated_problems(home)
+    if directory:
+        found.extend(check_directory(home, config.settings.database_url))
+    return found
+
+
+def check_directory(home: Home, url: str | None) -> list[str]:
+    """The directory database's problems: missing, unreadable, damaged, no schema.
+
+    Read only: it never creates or migrates the schema.  SQLite gets ``PRAGMA
+    quick_check`` (every page read once: a damaged file fails here, not at the first
+    RCPT); PostgreSQL a connection (at most its connect timeout) and one query.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from qtoaster.directory import schema
+    from qtoaster.directory.engine import make_engine
+    from qtoaster.directory.model import DirectoryError
+
+    where = "directory database"
+    try:
+        engine = make_engine(home, url)
+    except DirectoryError as exc:
+        return [f"{where}: {exc}"]
+    if engine.dialect.name == "sqlite":
+        where = home.database.name
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                rows = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(5)")]
+                if rows != ["ok"]:
+                    return [f"{where}: damaged: {'; '.join(rows)}"]
+            version = schema.stored_version(conn)
+    except SQLAlchemyError as exc:
+        # The driver's own message: SQLAlchemy's would quote the statement too.
+        reason = getattr(exc, "orig", None) or type(exc).__name__
+        return [f"{where}: cannot read it: {str(reason).strip()}"]
+    finally:
+        engine.dispose()
+    if version is None:
+        return [f"{where}: no directory schema (run qtoaster init)"]
+    if version > schema.SCHEMA_VERSION:
+        return [f"{where}: schema version {version} is newer than this qtoaster"]
+    return []
 
 
 def _tolerated_problems(home: Home) -> list[str]:
