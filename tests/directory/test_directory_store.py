@@ -22,7 +22,7 @@ from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.directory import schema
 from qtoaster.directory.engine import make_engine
-from qtoaster.directory.schema import UserFlag
+from qtoaster.directory.schema import UNKNOWN_BOUNCE, UserFlag
 from qtoaster.directory.store import (
     Directory,
     DirectoryError,
@@ -380,3 +380,16 @@ def test_an_undecodable_lookup_is_not_found(directory: Directory) -> None:
     directory.add_domain("example.com")
     assert directory.find_mailbox("a\udcff@example.com") is None
     assert not directory.hosts_domain("ex\udcffample.com")
+
+
+@pytest.mark.parametrize("local", ["nobody\udcff", "nobod\u00e9", "a\x00b"])
+def test_an_unstorable_local_part_is_an_unknown_user_of_a_hosted_domain(
+    directory: Directory, local: str
+) -> None:
+    # Issue 12 item 5: "not hosted" (None) made chkuser accept it and delivery bounce it.
+    directory.add_domain("example.com")
+    found = directory.resolve(f"{local}@Example.COM")
+    assert found is not None
+    assert (found.domain, found.user, found.forwards) == ("example.com", None, ())
+    assert found.unknown_user == UNKNOWN_BOUNCE and not found.exists
+    assert directory.resolve(f"{local}@ex\udcffample.com") is None

@@ -44,7 +44,9 @@ HOSTED = {
     "catchall.test": "all@example.com",
     "delete.test": UNKNOWN_DELETE,
 }
-RCPTHOSTS = frozenset({*HOSTED, "relay-only.test"})
+# control/locals: not in the directory, local delivery routes them to defaultdomain.
+LOCALS = frozenset({"mx.test", "localhost"})
+RCPTHOSTS = frozenset({*HOSTED, *LOCALS, "relay-only.test"})
 
 
 def user_info(
@@ -118,6 +120,8 @@ class FakeLookups:
 @dataclass(frozen=True)
 class FakeControls:
     allowed: frozenset[str] = RCPTHOSTS
+    locals: frozenset[str] = LOCALS
+    defaultdomain: str = "example.com"
 
     def rcpthosts_allows(self, domain: str) -> bool:
         return domain in self.allowed
@@ -236,6 +240,65 @@ async def test_rcpthosts_domain_not_hosted_passes(
 ) -> None:
     always = make(lookups, executor, mode="always")
     assert await ask(always, facts("anyone@relay-only.test")) == PASS
+
+
+# --- control/locals: routed as local delivery routes them (issue 12 item 5) ---------------
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "expected"),
+    [
+        ("alice@mx.test", None),
+        ("Info@LOCALHOST", None),  # an alias of defaultdomain
+        ("alice-lists@mx.test", None),  # user-ext, as in defaultdomain
+        ("postmaster@mx.test", NO_MAILBOX),  # defaultdomain decides: no such user there
+        ("nobody@mx.test", NO_MAILBOX),
+        ("gone@localhost", NO_MAILBOX),
+    ],
+)
+async def test_locals_are_decided_in_defaultdomain(
+    lookups: FakeLookups, executor: ThreadPoolExecutor, rcpt: str, expected: Reply | None
+) -> None:
+    verdict = await ask(make(lookups, executor), facts(rcpt))
+    assert verdict.reply == expected
+    local, _ = split_address(rcpt)
+    assert lookups.resolved == [rcpt, f"{local}@example.com"]
+
+
+@pytest.mark.parametrize("mode", ["domain", "always"])
+async def test_locals_with_an_unhosted_defaultdomain_accept_only_postmaster(
+    lookups: FakeLookups, executor: ThreadPoolExecutor, mode: str
+) -> None:
+    check = Chkuser(
+        FakeControls(defaultdomain="mx.test"),
+        lookups,
+        executor,
+        ChkuserSettings(mode=mode),
+        lambda found: 0,
+    )
+    verdicts = await ask_all(
+        check, ["nobody@mx.test", "alice@localhost", "PostMaster@mx.test", "postmaster@localhost"]
+    )
+    assert replies(verdicts) == [NO_MAILBOX, NO_MAILBOX, None, None]
+
+
+async def test_locals_refusals_count_as_wrong_recipients(
+    lookups: FakeLookups, executor: ThreadPoolExecutor
+) -> None:
+    env = {"CHKUSER_WRONGRCPTLIMIT": "2"}
+    verdicts = await ask_all(
+        make(lookups, executor), ["x@mx.test", "y@localhost", "alice@mx.test"], env
+    )
+    assert replies(verdicts) == [NO_MAILBOX, NO_MAILBOX, INTRUSION]
+
+
+async def test_locals_from_the_cache_decide_without_the_executor(
+    lookups: FakeLookups, executor: ThreadPoolExecutor
+) -> None:
+    lookups.cached |= {"nobody@mx.test", "nobody@example.com"}
+    answer = make(lookups, executor).check(Stage.RCPT, facts("nobody@mx.test"), SessionState())
+    assert isinstance(answer, Verdict)
+    assert answer.reply == NO_MAILBOX
 
 
 async def test_not_in_rcpthosts_gets_the_vanilla_reply(

@@ -1,6 +1,6 @@
 import pytest
 
-from qtoaster.smtpd.addresses import rewrite_localip
+from qtoaster.smtpd.addresses import recipient_key, rewrite_localip
 
 
 @pytest.mark.parametrize(
@@ -16,3 +16,17 @@ from qtoaster.smtpd.addresses import rewrite_localip
 )
 def test_localiphost_rewrite(address: str, expected: str) -> None:
     assert rewrite_localip(address, "127.0.0.1", "mx.example") == expected
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "same"),
+    [
+        ("joe@example.com", "joe@EXAMPLE.Com", True),  # domains compare case-insensitively
+        ("joe@example.com", "Joe@example.com", False),  # local parts exactly (RFC 5321 2.4)
+        ("a@b@Example.com", "a@b@example.COM", True),  # the domain after the last @
+        ("a@B@example.com", "a@b@example.com", False),
+        ("joe", "JOE", False),
+    ],
+)
+def test_recipient_key(one: str, other: str, same: bool) -> None:
+    assert (recipient_key(one) == recipient_key(other)) is same

@@ -81,6 +81,11 @@ TOO_MANY_RCPTS = Reply(452, "too many recipients (#4.5.3)")
 SHUTTING_DOWN = Reply(421, "service shutting down, try again later (#4.3.2)")
 INTERNAL_ERROR = Reply(421, "internal error, closing connection (#4.3.0)")
 
+# Ours, not qmail's (qmail-smtpd passed 8-bit addresses on).  We offer no SMTPUTF8, so an
+# address with a non-ASCII byte cannot be delivered or bounced properly: refused at RCPT
+# with RFC 6531's enhanced code (docs/directory.md).
+NON_ASCII_ADDRESS = Reply(553, "sorry, non-ASCII address needs SMTPUTF8 (#5.6.7)")
+
 
 def too_many_connections(me: str, per_ip: bool) -> Reply:
     """The refusal of a connection over [smtpd] max_connections or max_per_ip, before any

@@ -175,7 +175,7 @@ class DomainOps(DirectoryBase):
         """
         local, domain = split_address(address)
         local = local.lower()
-        if not storable(local, domain):
+        if not storable(domain):
             return None
         with database_errors(), self._engine.connect() as conn:
             real = conn.execute(
@@ -183,6 +183,10 @@ class DomainOps(DirectoryBase):
             ).first()
             if real is None:
                 return None
+            if not storable(local):
+                # No such name can be stored: an unknown user of a hosted domain, never
+                # "not hosted" (chkuser would accept it and delivery bounce it).
+                return Recipient(real.name, local, None, (), False, real.unknown_user)
             rows = {
                 row.local_part: row
                 for row in conn.execute(

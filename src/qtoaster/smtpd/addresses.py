@@ -1,4 +1,5 @@
-"""Address rewriting smtpd does before any policy check (spec 3.3, 23.2).
+"""Address rewriting smtpd does before any policy check (spec 3.3, 23.2), and when two
+recipients of one transaction are the same (:func:`recipient_key`).
 
 An address ending in ``@[d.d.d.d]`` where d.d.d.d is this host (the address the
 client connected to, or 0.0.0.0, which RFC 1122 3.2.1.3 calls "this host") gets
@@ -21,3 +22,11 @@ def rewrite_localip(address: str, local_ip: str, localiphost: str) -> str:
     if literal in (local_ip, THIS_HOST):
         return f"{local}@{localiphost}"
     return address
+
+
+def recipient_key(address: str) -> str:
+    """What makes two RCPT addresses the same recipient: the domain (after the last ``@``)
+    compared case-insensitively, the local part exactly (RFC 5321 2.4: only the receiving
+    host may fold its case)."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{domain.lower()}" if at else address

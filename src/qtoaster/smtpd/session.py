@@ -24,7 +24,9 @@ Invariants:
   after the final dot are answered in order, after the 250); input is buffered, and
   reading pauses only if it passes the driver's ``max_input_while_busy``;
 - a spool that is not committed is always aborted (connection lost, 4xx, 5xx);
-- only :meth:`SmtpSession.write` calls ``transport.write``.
+- only :meth:`SmtpSession.write` calls ``transport.write``;
+- the envelope holds each recipient once (a duplicate RCPT is answered 250 and not added),
+  and no address with a non-ASCII byte (553, no SMTPUTF8 yet).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from qtoaster.policy.verdict import Facts, SessionState, Stage, Verdict
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
 from qtoaster.smtpd import auth
-from qtoaster.smtpd.addresses import rewrite_localip
+from qtoaster.smtpd.addresses import recipient_key, rewrite_localip
 from qtoaster.smtpd.intake import MessageIntake
 from qtoaster.smtpd.rblgate import RblGate
 from qtoaster.smtpd.secure import SecureSession
@@ -59,6 +61,7 @@ _ids = itertools.count(1)
 
 class SmtpSession(EngineDriver[ServerConnection]):
     __slots__ = (
+        "_recipient_keys",
         "ctx",
         "env",
         "gate",
@@ -86,7 +89,8 @@ class SmtpSession(EngineDriver[ServerConnection]):
         self.env: Mapping[str, str] = {}
         self.remote_ip = self.local_ip = "unknown"
         self.sender: str | None = None
-        self.recipients: list[str] = []
+        self.recipients: list[str] = []  # each address once (recipient_key)
+        self._recipient_keys: set[str] | None = None  # made at the first RCPT (idle memory)
         self.policy = SessionState()  # what checks count across commands (chkuser)
         self.intake = MessageIntake(self)
         self.secure = SecureSession(self)
@@ -252,6 +256,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
         """Forget the envelope being built (RSET, HELO, DATA, STARTTLS)."""
         self.sender = None
         self.recipients = []
+        self._recipient_keys = None
 
     def _mail(self, event: ev.MailFrom) -> None:
         auth_user = self.secure.auth_user
@@ -274,12 +279,17 @@ class SmtpSession(EngineDriver[ServerConnection]):
                 return
             self.sender = event.address
             self.recipients = []
+            self._recipient_keys = None
             self.conn.send(R.OK)
 
         facts = self._facts(sender=event.address, size=event.size)
         self._policy(Stage.MAIL, facts, answer)
 
     def _rcpt(self, address: str) -> None:
+        if not address.isascii():
+            # We offer no SMTPUTF8 (RFC 6531): accepted, it could only bounce later.
+            self.conn.send(R.NON_ASCII_ADDRESS)
+            return
         controls = self.ctx.config.controls
         address = rewrite_localip(address, self.local_ip, controls.localiphost)
 
@@ -287,7 +297,14 @@ class SmtpSession(EngineDriver[ServerConnection]):
             if verdict.reply is not None:
                 self.conn.send(verdict.reply)
                 return
-            self.recipients.append(verdict.rewritten or address)
+            accepted = verdict.rewritten or address
+            key = recipient_key(accepted)
+            keys = self._recipient_keys
+            if keys is None:
+                keys = self._recipient_keys = set()
+            if key not in keys:  # a duplicate: 250 (Postfix), one copy
+                keys.add(key)
+                self.recipients.append(accepted)
             self.conn.send(R.OK)
 
         self._policy(Stage.RCPT, self._facts(recipient=address), answer)

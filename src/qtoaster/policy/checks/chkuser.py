@@ -6,17 +6,26 @@ vanilla reply, spec 26) and then asks the directory whether the mailbox exists.
 
 Decision, in the original's order (spec 12.2): intrusion flag set -> refuse; count the
 RCPT and refuse at CHKUSER_RCPTLIMIT (``>=``: the limit-th is already refused); no domain
--> refuse; not in rcpthosts -> relay rule; domain not hosted -> accept; domain mode and
+-> refuse; not in rcpthosts -> relay rule; domain not hosted -> accept, unless
+control/locals names it (see below); domain mode and
 the domain does not bounce unknown users (catch-all, delete) -> accept; a user or an
 alias -> accept, unless CHKUSER_MBXQUOTA percent of its quota is used; else refuse,
 counting towards CHKUSER_WRONGRCPTLIMIT.  Each refusal waits first: ``delay`` seconds,
 ``increase`` more per refusal in the session (spec 12.5).
 
+A domain in control/locals that the directory does not host (``me``, ``localhost``, and
+``[our IP]``, which smtpd rewrote to localiphost) is routed as local delivery routes it
+(delivery/local.py): the same local part in control/defaultdomain, decided as above.  When
+defaultdomain is not hosted either, every such address would bounce: all are refused but
+postmaster (RFC 5321 4.5.1), which is accepted as before.
+
 Invariants:
 - a directory that cannot be read answers 4xx, never 5xx;
 - the event loop never waits for the database or the disk: a cached answer is used at
   once, anything else runs in the executor (the check returns an awaitable);
-- the counters live in the session (``SessionState.chkuser``), never in the check.
+- the counters live in the session (``SessionState.chkuser``), never in the check;
+- an address refused here is one local delivery would bounce (no backscatter), and one
+  accepted here is never refused by local delivery for being unknown.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +65,22 @@ UNAVAILABLE = Reply(451, "system temporary unavailable, try again later (#4.3.0 
 
 MODES = ("domain", "always", "off")
 _ATOI = re.compile(r"\s*([+-]?\d+)")
+# What _find answers for a control/locals domain when defaultdomain is not hosted either.
+NOWHERE: object = object()
 
 
 class RecipientLookups(Protocol):
     def peek(self, address: str) -> Recipient | object | None: ...
     def resolve(self, address: str) -> Recipient | None: ...
+
+
+class ChkuserControls(RcpthostsControls, Protocol):
+    """rcpthosts, and what local delivery routes by (qtoaster.config.control.Controls)."""
+
+    @property
+    def locals(self) -> Set[str]: ...
+    @property
+    def defaultdomain(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +96,7 @@ class Chkuser:
 
     def __init__(
         self,
-        controls: RcpthostsControls,
+        controls: ChkuserControls,
         lookups: RecipientLookups,
         executor: Executor,
         settings: ChkuserSettings,
@@ -88,6 +108,8 @@ class Chkuser:
         self._executor = executor
         self._settings = settings
         self._percent_used = percent_used
+        self._locals = frozenset(domain.lower() for domain in controls.locals)
+        self._defaultdomain = controls.defaultdomain.lower()
 
     def check(
         self, stage: Stage, facts: Facts, state: SessionState
@@ -113,12 +135,12 @@ class Chkuser:
                 return relay
             return self._refuse(counters, relay.reply, facts, "rejected relaying")
         try:
-            found = self._lookups.peek(facts.recipient)
+            found = self._find(facts.recipient, self._lookups.peek)
         except TemporaryFailure:
             return self._refuse(counters, UNAVAILABLE, facts, "no auth resource")
         if found is MISS or (self._wants_quota(facts, found)):
             return self._slow(counters, facts, mode)
-        return self._decide(counters, facts, mode, found, None)  # type: ignore[arg-type]
+        return self._decide(counters, facts, mode, found, None)
 
     # -- decisions -------------------------------------------------------------------
 
@@ -136,26 +158,48 @@ class Chkuser:
         address = facts.recipient
         loop = asyncio.get_running_loop()
         try:
-            found = await loop.run_in_executor(self._executor, self._lookups.resolve, address)
+            found = await loop.run_in_executor(
+                self._executor, self._find, address, self._lookups.resolve
+            )
             percent = None
             if self._wants_quota(facts, found):
-                assert found is not None
+                assert isinstance(found, Recipient)
                 percent = await loop.run_in_executor(self._executor, self._percent_used, found)
         except (TemporaryFailure, OSError) as exc:
             log.warning("chkuser: cannot check %s: %s", address, exc)
             return self._refuse(counters, UNAVAILABLE, facts, "no auth resource")
         return self._decide(counters, facts, mode, found, percent)
 
+    def _find(
+        self, address: str, lookup: Callable[[str], Recipient | object | None]
+    ) -> Recipient | object | None:
+        """``lookup``'s answer for ``address`` as local delivery routes it: a domain the
+        directory does not host (None) but control/locals names is the same local part in
+        control/defaultdomain; NOWHERE if that is not hosted either."""
+        found = lookup(address)
+        local, domain = split_address(address)
+        if found is not None or domain not in self._locals:
+            return found
+        found = lookup(f"{local}@{self._defaultdomain}")
+        return NOWHERE if found is None else found
+
     def _decide(
         self,
         counters: ChkuserCounters,
         facts: Facts,
         mode: str,
-        found: Recipient | None,
+        found: Recipient | object | None,
         percent: int | None,
     ) -> Verdict:
         if found is None:
             return PASS  # in rcpthosts but not a directory domain (spec 12.2 step 5)
+        if found is NOWHERE:
+            assert facts.recipient is not None
+            local, _ = split_address(facts.recipient)
+            if local.lower() == "postmaster":  # RFC 5321 4.5.1: always accepted
+                return PASS
+            return self._wrong(counters, NO_MAILBOX, facts)
+        assert isinstance(found, Recipient)
         if mode == "domain" and found.unknown_user != UNKNOWN_BOUNCE:
             return PASS  # "accepted any rcpt": a catch-all or delete domain
         if not found.exists:
