@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Server, maildir_files, qt, wait_for_mail, wait_until
+from .harness import Server, dialog, maildir_files, qt, wait_for_mail, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +42,29 @@ def test_swaks_single_recipient_lands_in_maildir(server: Server) -> None:
     assert b"(127.0.0.1)\n  by mx.example.test with SMTP; " in data
     assert b"Subject: first" in data
     assert b"\r\n" not in data
+
+
+def test_cr_in_envelope_refused_and_nothing_stored(server: Server) -> None:
+    # issue 12 item 6: this MAIL got 250 and the stored Return-Path held the bare CR.
+    replies = dialog(
+        server.port,
+        [
+            b"HELO x",
+            b"MAIL FROM:<a\rX-Injected: mailfrom@x.test>",
+            b"MAIL FROM:<a@remote.test>",
+            b"RCPT TO:<alice@example.test\rX-Injected: rcpt@x.test>",
+            b"RCPT TO:<alice@example.test> NOTIFY=NEVER\rX-Injected: p",
+            b"DATA",
+        ],
+    )
+    assert replies[2:] == [
+        b"501 bad address syntax (#5.1.7)",
+        b"250 ok",
+        b"501 bad address syntax (#5.1.3)",
+        b"501 bad address syntax (#5.1.3)",
+        b"503 RCPT first (#5.5.1)",
+    ]
+    assert qt(server.home, "queue", "list").stdout.strip() == b""
 
 
 def test_smtplib_many_recipients(server: Server) -> None:
