@@ -73,6 +73,11 @@ def test_queues_a_message(home: Path) -> None:
         (b"F" + b"a" * 1000 + b"\0Tb\0\0", 11),
         (b"Fa\0T" + b"b" * 1200 + b"\0\0", 11),
         (b"Fa\0Tb\0", 54),  # cut short: qmail-queue's read error
+        # issue 12 item 6: CR or LF in an address would end a header line once the
+        # address is written into Return-Path or Delivered-To: a bad envelope.
+        (b"Fa\rX-Injected: x@x.test\0Tb\0\0", 91),
+        (b"Fa\0Tb\nX-Injected: x@x.test\0\0", 91),
+        (b"Fa\0Tb@c\0Td\r\0\0", 91),
     ],
 )
 def test_envelope_errors(home: Path, envelope: bytes, code: int) -> None:

@@ -58,6 +58,7 @@ def test_control_files_hold_qmail_defaults(tmp_path: Path) -> None:
         "mail.example.com",
         rcpthosts=frozenset({"mail.example.com"}),
         locals=frozenset({"mail.example.com", "localhost"}),
+        databytes=50_000_000,
     )
     assert controls == expected
     names = {p.name for p in home.control.iterdir()}
@@ -75,6 +76,9 @@ def test_control_files_hold_qmail_defaults(tmp_path: Path) -> None:
         "servercert.pem",  # a self-signed certificate for STARTTLS/SMTPS (docs/tls.md)
     }
     assert (home.control / "me").read_text() == "mail.example.com\n"
+    # issue 12 item 9: a fresh home limits messages to 50 MB (the seed's EHLO example
+    # advertises SIZE 50000000), not qmail's unlimited 0.
+    assert (home.control / "databytes").read_text() == "50000000\n"
 
 
 def test_tcp_smtp_relays_loopback_only(tmp_path: Path) -> None:

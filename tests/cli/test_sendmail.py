@@ -124,6 +124,32 @@ def test_no_recipients(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert QueueStore(home / "queue").ids() == []
 
 
+@pytest.mark.parametrize(
+    ("args", "data"),
+    [
+        (["-f", "a\rX-Injected: f@x.test", "b@example.com"], b"Subject: x\n\nb\n"),
+        (["-fa@x.test\nX-Injected: f@x.test", "b@example.com"], b"Subject: x\n\nb\n"),
+        (["b@example.com\rX-Injected: r@x.test"], b"Subject: x\n\nb\n"),
+        (["b@example.com\0c@example.com"], b"Subject: x\n\nb\n"),
+    ],
+)
+def test_cr_lf_nul_in_an_envelope_address_refused(
+    home: Path, args: list[str], data: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # issue 12 item 6: the address would end up in Return-Path / Delivered-To.
+    assert send(home, args, data) == 100
+    assert "sendmail: fatal: bad address syntax" in capsys.readouterr().err
+    assert QueueStore(home / "queue").ids() == []
+
+
+def test_minus_t_never_takes_a_cr_into_the_envelope(home: Path) -> None:
+    # email.utils.getaddresses reads a CR in To: as white space between two addresses.
+    data = b"To: b@example.com\rX-Injected: t@x.test\nSubject: x\n\nb\n"
+    assert send(home, ["-t", "-f", "me@example.org"], data) == 0
+    msg, _ = only(home)
+    assert msg.envelope.recipients == ("b@example.com", "t@x.test")
+
+
 def test_missing_controls(tmp_path: Path) -> None:
     assert send(tmp_path, ["a@b"], b"x\n") == 111
 

@@ -250,6 +250,40 @@ def test_executable_attachment_refused_after_the_dot_with_swaks(
     assert "<-  250 2.0.0 ok " in allowed.stdout
 
 
+def nested_message(depth: int) -> bytes:
+    """An executable attachment inside *depth* multiparts, each in the one before."""
+    exe = base64.encodebytes(PE_HEADER).replace(b"\n", b"\r\n")
+    head = [b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: deep\r\n"]
+    tail = [b"epilogue\r\n"]
+    for level in range(depth):
+        boundary = b"b%d" % level
+        head.append(b"Content-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\n")
+        head.append(b"--" + boundary + b"\r\n")
+        tail.append(b"--" + boundary + b"--\r\n")
+    part = b"Content-Type: application/octet-stream\r\n"
+    part += b"Content-Transfer-Encoding: base64\r\n\r\n" + exe
+    return b"".join(head) + part + b"".join(reversed(tail))
+
+
+@pytest.mark.parametrize(
+    ("depth", "text", "why"),
+    [
+        (64, b"we don't accept email with executable content", "(executable content)"),
+        (200, b"nested deeper than 64 MIME levels", "(mime nested too deep)"),
+        (10_000, b"nested deeper than 64 MIME levels", "(mime nested too deep)"),
+    ],
+)
+def test_nested_executable_is_never_passed_unscanned(
+    server: Server, depth: int, text: bytes, why: str
+) -> None:
+    # issue 12 item 4: an executable nested 64 levels deep and more got 250.
+    with client(server) as smtp, pytest.raises(smtplib.SMTPDataError) as err:
+        smtp.sendmail("alice@example.test", ["bob@example.test"], nested_message(depth))
+    assert err.value.smtp_code == 552
+    assert text in err.value.smtp_error
+    log_has(server, why)
+
+
 # -- QMAILQUEUE -----------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Server, maildir_files, qt, wait_for_mail, wait_until
+from .harness import Server, dialog, maildir_files, qt, wait_for_mail, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +44,29 @@ def test_swaks_single_recipient_lands_in_maildir(server: Server) -> None:
     assert b"\r\n" not in data
 
 
+def test_cr_in_envelope_refused_and_nothing_stored(server: Server) -> None:
+    # issue 12 item 6: this MAIL got 250 and the stored Return-Path held the bare CR.
+    replies = dialog(
+        server.port,
+        [
+            b"HELO x",
+            b"MAIL FROM:<a\rX-Injected: mailfrom@x.test>",
+            b"MAIL FROM:<a@remote.test>",
+            b"RCPT TO:<alice@example.test\rX-Injected: rcpt@x.test>",
+            b"RCPT TO:<alice@example.test> NOTIFY=NEVER\rX-Injected: p",
+            b"DATA",
+        ],
+    )
+    assert replies[2:] == [
+        b"501 bad address syntax (#5.1.7)",
+        b"250 ok",
+        b"501 bad address syntax (#5.1.3)",
+        b"501 bad address syntax (#5.1.3)",
+        b"503 RCPT first (#5.5.1)",
+    ]
+    assert qt(server.home, "queue", "list").stdout.strip() == b""
+
+
 def test_smtplib_many_recipients(server: Server) -> None:
     users = ("alice", "bob", "carol")
     before = {u: len(maildir_files(server.home, u)) for u in users}
@@ -64,7 +87,8 @@ def test_ehlo_advertises_extensions(server: Server) -> None:
         assert code == 250
         for ext in ("pipelining", "8bitmime", "size", "enhancedstatuscodes"):
             assert client.has_extn(ext), ext
-        assert client.esmtp_features["size"] == "0"
+        # init writes control/databytes 50000000 (issue 12 item 9; qmail's 0 was unlimited)
+        assert client.esmtp_features["size"] == "50000000"
 
 
 def test_pipelined_session_gets_replies_in_order(server: Server) -> None:

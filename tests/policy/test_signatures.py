@@ -14,6 +14,7 @@ import pytest
 
 from qtoaster.core.errors import ConfigError
 from qtoaster.policy.signatures import (
+    DEPTH_MAX,
     EXECUTABLE,
     LINE_MAX,
     Scanner,
@@ -233,6 +234,56 @@ def test_found_is_sticky_and_feeding_after_it_is_cheap() -> None:
 def test_empty_signature_matches_every_first_line() -> None:
     assert scan(TOP + b"\nx\n", [b""])
     assert not scan(TOP + b"\n\n", [b"x"])
+
+
+# -- nesting (issue 12 item 4) ----------------------------------------------------------
+
+
+def nested(depth: int, inner: bytes) -> bytes:
+    """*depth* multiparts one inside the other, distinct boundaries, *inner* in the last."""
+    head, tail = [TOP], [b"epilogue\n"]
+    for level in range(depth):
+        boundary = b"b%d" % level
+        head.append(b"Content-Type: multipart/mixed; boundary=" + boundary + b"\n\n")
+        head.append(b"--" + boundary + b"\n")
+        tail.append(b"--" + boundary + b"--\n")
+    return b"".join(head) + inner + b"".join(reversed(tail))
+
+
+def test_executable_at_the_depth_limit_is_found() -> None:
+    message = nested(DEPTH_MAX, attachment(PE))
+    assert scan(message)
+    scanner = Scanner(SEED)
+    scanner.feed(message)
+    assert not scanner.too_deep
+
+
+@pytest.mark.parametrize("depth", [DEPTH_MAX + 1, 200, 10_000])
+def test_deeper_than_the_limit_is_flagged_not_passed(depth: int) -> None:
+    # An executable at depth 64 and more got 250: the push past DEPTH_MAX was ignored.
+    message = nested(depth, attachment(PE))
+    scanner = Scanner(SEED)
+    for offset in range(0, len(message), 65536):
+        scanner.feed(message[offset : offset + 65536])
+        # bounded: nothing kept grows with the depth past the limit
+        assert scanner.retained <= LINE_MAX + DEPTH_MAX * (LINE_MAX + 1) + 4096
+    assert scanner.too_deep and not scanner.found
+    clean = Scanner(SEED)
+    clean.feed(nested(depth, b"Content-Type: text/plain\n\nhello\n"))
+    assert clean.too_deep
+
+
+def test_many_parts_without_content_type_are_not_depth() -> None:
+    # A part header without Content-Type pushes the enclosing boundary again (the
+    # original's quirk); 200 such parts (a digest) are one level, and the part after
+    # the close is still scanned.
+    plain = b"X-Note: n\n\ntext\n"
+    message = TOP + multipart(b"p", *[plain] * 200, attachment(PE))
+    scanner = Scanner(SEED)
+    scanner.feed(message)
+    assert scanner.found and not scanner.too_deep
+    after = TOP + multipart(b"p", *[plain] * 200) + b"--p\n" + attachment(PE)
+    assert scan(after)  # the original keeps every push: "--p" is still live
 
 
 # -- loading ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from qtoaster.policy.checks.hops import MAX_HOPS, Hops
 from qtoaster.policy.checks.rblsmtpd import Rblsmtpd
 from qtoaster.policy.checks.signatures import Signatures
 from qtoaster.policy.pipeline import Pipeline
-from qtoaster.policy.signatures import EXECUTABLE
+from qtoaster.policy.signatures import EXECUTABLE, TOO_DEEP
 from qtoaster.policy.verdict import PASS, Facts, MessageFacts, SessionState, Stage, Verdict
 
 
@@ -77,6 +77,19 @@ def test_signatures_reads_the_intakes_result_and_executableok() -> None:
     hit = check.check(Stage.DATA, data_facts(executable=True), SessionState())
     assert hit.reply == EXECUTABLE
     ok = data_facts({"EXECUTABLEOK": ""}, executable=True)
+    assert check.check(Stage.DATA, ok, SessionState()) == PASS
+
+
+def test_signatures_refuses_what_was_nested_too_deep_to_scan() -> None:
+    # issue 12 item 4: parts past DEPTH_MAX were passed unscanned (250).
+    check = Signatures()
+    facts = data_facts()
+    deep = dataclasses.replace(facts, message=dataclasses.replace(message(), too_deep=True))
+    verdict = check.check(Stage.DATA, deep, SessionState())
+    assert verdict.reply == TOO_DEEP
+    assert verdict.reply.text == "we don't accept email nested deeper than 64 MIME levels (#5.3.4)"
+    assert verdict.why == "mime nested too deep"
+    ok = dataclasses.replace(deep, env={"EXECUTABLEOK": ""})
     assert check.check(Stage.DATA, ok, SessionState()) == PASS
 
 

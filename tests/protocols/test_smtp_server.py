@@ -49,6 +49,44 @@ def test_rcpt_event_and_params() -> None:
     assert feed(conn, b"RCPT TO:<b@c> NOTIFY=NEVER\r\n") == ev.RcptTo("b@c", {"NOTIFY": "NEVER"})
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:<a\rX-Injected: mailfrom@x.test>\r\n",  # bare CR: legal on the wire
+        b"MAIL FROM:a\rb@c.test\r\n",  # bracket-less form
+        b"MAIL FROM:<a@b.test> SIZE=10\rX-Injected: p\r\n",  # in a parameter
+        b"MAIL FROM:<a@b.test>\r\r\n",  # one CR is the line end, the other a parameter
+        b"MAIL FROM:<a\0X-Injected: x@x.test>\r\n",  # NUL: refused, not cut to "a"
+    ],
+)
+def test_cr_nul_in_mail_refused_501(line: bytes) -> None:
+    # issue 12 item 6: a CR in the sender would end a header line in Return-Path.
+    conn = ServerConnection()
+    conn.receive_data(line)
+    assert conn.next_event() is NEED_DATA
+    assert conn.data_to_send() == b"501 bad address syntax (#5.1.7)\r\n"
+    assert_state(conn, State.COMMAND)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"RCPT TO:<b\rX-Injected: rcpt@x.test>\r\n",
+        b"RCPT TO:<b@c.test> NOTIFY=NEVER\rX\r\n",
+        b"RCPT TO:<b@c.test\0>\r\n",
+    ],
+)
+def test_cr_nul_in_rcpt_refused_501(line: bytes) -> None:
+    conn = ServerConnection()
+    feed(conn, b"MAIL FROM:<a@b>\r\n")
+    conn.send(R.OK)
+    conn.data_to_send()
+    conn.receive_data(line)
+    assert conn.next_event() is NEED_DATA
+    assert conn.data_to_send() == b"501 bad address syntax (#5.1.3)\r\n"
+    assert_state(conn, State.MAIL)
+
+
 def test_helo_name_recorded_only_when_accepted() -> None:
     conn = ServerConnection()
     assert feed(conn, b"EHLO bad.example\r\n") == ev.Helo("bad.example", extended=True)

@@ -2,7 +2,8 @@
 
 The message arrives on fd 0, then the envelope ``F<sender>\\0(T<rcpt>\\0)*\\0`` on
 fd 1; the answer is only the exit code, from qmail-queue's table (queue.exitcodes):
-0 queued; 11 address too long; 91 bad envelope; 53 write error or disk full;
+0 queued; 11 address too long; 91 bad envelope (also CR or LF in an address, which
+would end a header line in Return-Path or Delivered-To); 53 write error or disk full;
 54 read error (also an envelope cut short, as qmail-queue's die_read); 55 bad
 configuration; 61 no queue in the home; 81 internal bug.
 
@@ -23,6 +24,7 @@ from typing import BinaryIO
 import click
 
 from qtoaster.cli.options import home_option
+from qtoaster.core.address import breaks_envelope
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import ConfigError, QueueError
 from qtoaster.core.home import Home
@@ -42,12 +44,20 @@ def queue_fsync(home: Home) -> bool:
     return load_settings(home.settings_file).fsync
 
 
+def unsafe_address(envelope: Envelope) -> str | None:
+    """The first address holding CR, LF or NUL (core.address.breaks_envelope), else None."""
+    return next((a for a in (envelope.sender, *envelope.recipients) if breaks_envelope(a)), None)
+
+
 def read_envelope(fd: int) -> Envelope:
     """Read fd until the envelope's terminating NUL; EnvelopeError(11|91|54)."""
     raw = b""
     while True:
         scanned = scan_envelope(raw)
         if scanned is not None:
+            if unsafe_address(scanned[0]) is not None:
+                # qmail-queue took any byte but NUL; a CR or LF is a header injection.
+                raise EnvelopeError(exitcodes.BAD_ENVELOPE, "CR or LF in an envelope address")
             return scanned[0]
         try:
             chunk = os.read(fd, _CHUNK)

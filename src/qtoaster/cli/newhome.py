@@ -153,14 +153,18 @@ TCP_SMTP_TEMPLATE = """\
 
 
 def _control_files(me: str) -> dict[str, str]:
-    """control/ contents: qmail's defaults written out, so operators see them."""
+    """control/ contents: qmail's defaults written out, so operators see them.
+
+    One is not qmail's default: databytes is 50 MB (the SIZE the toaster's EHLO example
+    advertises), because qmail's 0 (unlimited) lets one client fill the queue's disk.
+    """
     return {
         "me": me,
         "rcpthosts": me,
         "locals": f"{me}\nlocalhost",
         "defaultdomain": me,
         "smtpgreeting": me,
-        "databytes": "0",
+        "databytes": "50000000",
         "timeoutsmtpd": "1200",
         "queuelifetime": "604800",
         "concurrencylocal": "10",

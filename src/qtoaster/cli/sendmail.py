@@ -9,7 +9,9 @@ default; ``-bs``/``-bp`` are refused.  Parsed by hand: click would mangle ``-oi`
 The message gets what qmail-inject adds when missing: ``Date:``, ``Message-ID:`` and
 ``From:``.  Envelope sender: ``-f`` (which also sets QMAILUSER/QMAILHOST and drops
 the name variables, spec 23.3), else QMAILSUSER/QMAILUSER/MAILUSER/USER/LOGNAME @
-QMAILSHOST/QMAILHOST/MAILHOST/control/me.  Exit 0 when queued; 100 permanent, 111
+QMAILSHOST/QMAILHOST/MAILHOST/control/me.  An envelope address (sender or recipient,
+from the arguments or from -t) holding CR, LF or NUL is refused: ``bad address syntax``,
+exit 100.  Exit 0 when queued; 100 permanent, 111
 temporary error, with a message on stderr (qmail-inject's convention).
 """
 
@@ -26,7 +28,7 @@ from typing import BinaryIO
 
 import click
 
-from qtoaster.cli.inject import queue_fsync
+from qtoaster.cli.inject import queue_fsync, unsafe_address
 from qtoaster.core.envelope import Envelope, decode, encode
 from qtoaster.core.errors import ConfigError, QtoasterError, QueueError
 from qtoaster.core.home import Home
@@ -199,6 +201,12 @@ def compose(
         header = drop_fields(header, "bcc")
     if not recipients:
         raise UsageError("no recipients")
+    envelope = Envelope(sender, tuple(recipients))
+    bad = unsafe_address(envelope)
+    if bad is not None:
+        # CR/LF would end a header line in Return-Path or Delivered-To; NUL ends the
+        # address in the queue's envelope.  -f, the arguments and -t's headers alike.
+        raise UsageError(f"bad address syntax: {bad!r}")
     added = []
     if "date" not in present:
         added.append(f"Date: {date822(now)}\n")
@@ -207,7 +215,7 @@ def compose(
     if "from" not in present:
         added.append(f"From: {name} <{from_address}>\n" if name else f"From: {from_address}\n")
     message = header + [encode(a) for a in added] + rest
-    return Envelope(sender, tuple(recipients)), message
+    return envelope, message
 
 
 def run(

@@ -11,6 +11,11 @@ This follows qmail 1.03 exactly, not RFC 5321's grammar (spec 3.3):
 - Nothing else is checked: ``<>`` is the null sender, ``<x>`` without ``@`` is fine.  The only
   failure is a path longer than :data:`MAX_ADDRESS_BYTES` bytes.
 
+One check is ours, not qmail's: :func:`breaks_envelope` finds CR, LF and NUL, which every
+entry point (SMTP MAIL/RCPT, sendmail, queue-inject) refuses in addresses and parameters.
+A CR or LF would end a header line once the address is written into ``Return-Path`` or
+``Delivered-To`` (header injection); NUL separates the fields of qmail-queue's envelope.
+
 Invariant: the functions are pure and total on ``str`` (decoded with utf-8 surrogateescape, so
 any wire byte survives); they raise only :class:`AddressSyntaxError`.  Rewriting
 ``@[ip]`` to control/localiphost needs the host's IPs and is the driver's job, not ours.
@@ -23,6 +28,15 @@ from qtoaster.core.errors import FormatError
 MAX_ADDRESS_BYTES = 900
 """qmail's limit (spec 3.3).  NOTE: qmail counts the terminating NUL (``addr.len > 900``), so
 the original refuses 900 bytes already; we refuse more than 900 as the spec words it."""
+
+
+ENVELOPE_BREAKS = frozenset("\r\n\0")
+"""Characters never allowed in an envelope address or an ESMTP parameter."""
+
+
+def breaks_envelope(text: str) -> bool:
+    """True when *text* holds CR, LF or NUL (see the module docstring)."""
+    return not ENVELOPE_BREAKS.isdisjoint(text)
 
 
 class AddressSyntaxError(FormatError, ValueError):

@@ -78,6 +78,11 @@ LINE_TOO_LONG = Reply(500, "line too long (#5.5.2)")
 TOO_MANY_ERRORS = Reply(421, "too many errors, closing connection (#4.7.0)")
 TOO_MANY_COMMANDS = Reply(421, "too many commands, closing connection (#4.7.0)")
 TOO_MANY_RCPTS = Reply(452, "too many recipients (#4.5.3)")
+
+# Ours (issue 12): CR, LF or NUL in a MAIL/RCPT address or parameter (header injection into
+# Return-Path/Delivered-To).  RFC 3463: 5.1.7 bad sender's, 5.1.3 bad destination syntax.
+BAD_SENDER_SYNTAX = Reply(501, "bad address syntax (#5.1.7)")
+BAD_RCPT_SYNTAX = Reply(501, "bad address syntax (#5.1.3)")
 SHUTTING_DOWN = Reply(421, "service shutting down, try again later (#4.3.2)")
 INTERNAL_ERROR = Reply(421, "internal error, closing connection (#4.3.0)")
 

@@ -25,8 +25,13 @@ Quirks kept on purpose, since they decide what the original rejects:
 
 Invariants (what the original lacks): memory is bounded whatever the input: one line
 (1024 bytes), the Content-Type value (``CONTENT_MAX``), and the boundary stack (at most
-``DEPTH_MAX`` entries of at most 1024 bytes; deeper pushes are ignored, longer entries are
-cut, which changes nothing since such an entry can never match a 1024-byte line).  Once
+``DEPTH_MAX`` entries of at most 1024 bytes; longer entries are cut, which changes nothing
+since such an entry can never match a 1024-byte line).  A push of the entry already on
+top (a part header without Content-Type re-pushes the enclosing boundary) is counted, not
+stored: the original's pop of that copy leaves the stack as it was, so a digest of many
+parts is one level.  A push past ``DEPTH_MAX`` sets ``too_deep`` and ends the scan: the
+parts below could not be scanned, so smtpd refuses the message (``TOO_DEEP``) rather than
+pass it unscanned (issue 12: nesting was a way around the scan).  Once
 in a body with no live boundary the scanner stops looking at bytes; in any other body it
 jumps with ``bytes.find`` between the only lines that can matter (those starting with the
 boundary, or with ``-`` after a bounce text).
@@ -45,7 +50,10 @@ EXECUTABLE = Reply(552, "we don't accept email with executable content (#5.3.4)"
 
 LINE_MAX = 1024  # put(): "if (line.len < 1024) stralloc_catb(&line, ch, 1)"
 CONTENT_MAX = 4096  # ours: the original lets folded Content-Type lines grow without end
-DEPTH_MAX = 64  # ours: nested multiparts deeper than this are not tracked
+DEPTH_MAX = 64  # ours: nested multiparts deeper than this are refused (TOO_DEEP)
+
+# Ours: a message whose MIME nesting goes past DEPTH_MAX cannot be scanned whole.
+TOO_DEEP = Reply(552, f"we don't accept email nested deeper than {DEPTH_MAX} MIME levels (#5.3.4)")
 
 _HEADER, _FIRST, _BODY = 0, 1, 2  # the original's linespastheader values
 _BLANKS = b" \t"
@@ -98,12 +106,14 @@ class Scanner:
         "_live",
         "_needle",
         "_nl_needle",
+        "_repeats",
         "_sigs",
         "_skip_line",
         "_stack",
         "_start",
         "_state",
         "matched",
+        "too_deep",
     )
 
     def __init__(self, signatures: Sequence[bytes]) -> None:
@@ -114,6 +124,7 @@ class Scanner:
         self._content = b""  # the last Content-Type value (field name and LF cut)
         self._folds = False  # the last header field was Content-Type (linetype 'C')
         self._stack = bytearray()  # NUL + "--boundary", one per open multipart
+        self._repeats: list[int] = []  # per NUL in _stack: pushes of the same entry folded
         self._start = 0  # where the current boundary starts in _stack
         self._needle = b""  # what a delimiter line must start with
         self._nl_needle = b"\n"
@@ -121,6 +132,7 @@ class Scanner:
         self._bounce = False  # flagqsbmf
         self._done = False  # nothing further can change the outcome
         self.matched: bytes | None = None  # the signature that hit, for the log line
+        self.too_deep = False  # a push past DEPTH_MAX: not scanned whole (sticky)
 
     @property
     def found(self) -> bool:
@@ -251,15 +263,28 @@ class Scanner:
                 return
 
     def _push(self, boundary: bytes) -> None:
-        if self._stack.count(0) >= DEPTH_MAX:
+        entry = boundary[:LINE_MAX]
+        if self._repeats and 0 not in entry and self._stack[self._start :] == entry:
+            # The original would append NUL + entry; its pop restores this very state.
+            self._repeats[-1] += 1
             return
+        if len(self._repeats) + entry.count(0) >= DEPTH_MAX:
+            self.too_deep = True
+            self._done = True
+            return
+        self._repeats += [0] * (1 + entry.count(0))
         self._stack.append(0)
         self._start = len(self._stack)
-        self._stack += boundary[:LINE_MAX]
+        self._stack += entry
         self._current_changed()
 
     def _pop(self) -> None:
         """The original's pop: cut before the current entry, scan back to the previous NUL."""
+        if self._repeats and self._repeats[-1]:
+            self._repeats[-1] -= 1  # a folded copy of the top entry: nothing changes
+            return
+        if self._repeats:
+            self._repeats.pop()
         if self._start:
             del self._stack[self._start - 1 :]
         self._start = self._stack.rfind(0) + 1

@@ -56,6 +56,7 @@ class MessageFacts:
     size: int  # message bytes received (counting stops past databytes)
     hops: int  # Received: and Delivered-To: header lines (the hop count, spec 3.6)
     executable: bool  # control/signatures matched while the message streamed in (spec 11)
+    too_deep: bool = False  # MIME nested past signatures.DEPTH_MAX: not scanned whole
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,6 +149,7 @@ class MessageIntake:
                 self._bytes,
                 hops,
                 scanner is not None and scanner.found,
+                scanner is not None and scanner.too_deep,
             ),
         )
 

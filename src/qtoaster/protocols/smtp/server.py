@@ -10,7 +10,9 @@ Behaviour (spec 3.1-3.6, RFC 5321, RFC 2920):
   a time, in order; replies accumulate until the driver takes them.  After a 354 the bytes are
   message data (never commands) until ``CRLF.CRLF``; what follows is commands again.
 - The engine answers by itself, without an event: unknown verbs (502), HELO/EHLO without a
-  name (501, RFC 5321 4.1.1.1; qmail accepted it), unparsable paths (555), RCPT/DATA out of
+  name (501, RFC 5321 4.1.1.1; qmail accepted it), unparsable paths (555), CR or NUL in a
+  MAIL/RCPT address or parameter (501 ``bad address syntax``, #5.1.7 / #5.1.3: it would
+  end a header line in Return-Path; qmail let it through), RCPT/DATA out of
   sequence (503), a RCPT over ``max_recipients`` (452), a line over ``max_line`` bytes
   including CRLF (500; the rest of that line is discarded), a bare LF in DATA (451, closed),
   STARTTLS with a parameter (501) or once in TLS (502, qmail-tls, spec 7.2).
@@ -43,8 +45,10 @@ import enum
 from collections.abc import Callable
 from typing import Final
 
-from qtoaster.core.address import AddressSyntaxError, parse_mail_argument
+from qtoaster.core.address import AddressSyntaxError, breaks_envelope, parse_mail_argument
 from qtoaster.core.reply import (
+    BAD_RCPT_SYNTAX,
+    BAD_SENDER_SYNTAX,
     BARE_LF,
     LINE_TOO_LONG,
     SYNTAX_ERROR,
@@ -131,6 +135,7 @@ class ServerConnection:
         self._data_end: ev.DataEnd | None = None  # waits until the last DataChunk is out
         self._ignore_input = False  # QUIT seen
         self._errors = 0
+        self._nul_cut = False  # the current command line had a NUL (and was cut there)
         self._commands = 0
         self._recipients = 0
         self.helo: str | None = None
@@ -264,6 +269,7 @@ class ServerConnection:
         if line is TOO_LONG:
             return self._error(LINE_TOO_LONG)
         command = parse_command_line(line)
+        self._nul_cut = b"\0" in line
         handler = _HANDLERS.get(command.verb)
         if handler is None:
             return self._error(UNIMPLEMENTED)
@@ -279,6 +285,8 @@ class ServerConnection:
             address, words = parse_mail_argument(argument)
         except AddressSyntaxError:
             return self._error(SYNTAX_ERROR)
+        if self._breaks_envelope(address, words):
+            return self._error(BAD_SENDER_SYNTAX)
         parsed = parse_parameters(words)
         return self._emit(ev.MailFrom(address, parsed.params, parsed.size, parsed.body))
 
@@ -290,11 +298,21 @@ class ServerConnection:
             address, words = parse_mail_argument(argument)
         except AddressSyntaxError:
             return self._error(SYNTAX_ERROR)
+        if self._breaks_envelope(address, words):
+            return self._error(BAD_RCPT_SYNTAX)
         if self._recipients >= self._max_recipients:
             # RFC 5321 4.5.3.1.8: 452 and the client goes on with the ones accepted.
             self._out.append(self._render(TOO_MANY_RCPTS))
             return _AGAIN
         return self._emit(ev.RcptTo(address, parse_parameters(words).params))
+
+    def _breaks_envelope(self, address: str, words: list[str]) -> bool:
+        """CR or NUL in the address or a parameter (LF cannot reach here: it ends the line).
+
+        A NUL cut the line (qmail's C string); taking what came before it would accept an
+        address the client did not send, so it is refused like a CR.
+        """
+        return self._nul_cut or breaks_envelope(address) or any(map(breaks_envelope, words))
 
     def _data(self, argument: str) -> ev.Event | NeedData | _Again:
         sequence_error = SEQUENCE_ERRORS.get((self._state, ev.Data))
