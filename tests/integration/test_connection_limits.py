@@ -36,6 +36,11 @@ def set_smtpd(home: Path, **values: int) -> None:
     settings.write_text(text)
 
 
+def untrusted(home: Path) -> None:
+    """tcp.smtp without RELAYCLIENT: init's 127. rule would exempt loopback from max_per_ip."""
+    (home / "tcp.smtp").write_text(":allow\n")
+
+
 def open_many(port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
     socks = []
     for _ in range(count):
@@ -101,6 +106,7 @@ def smtpd_worker(server: Server) -> int:
 
 def test_per_ip_limit_refuses_the_excess_and_serves_other_addresses(tmp_path: Path) -> None:
     home = make_home(tmp_path)
+    untrusted(home)
     set_smtpd(home, max_per_ip=5)
     srv = Server(home, workers=1)
     socks: list[socket.socket] = []
@@ -121,6 +127,25 @@ def test_per_ip_limit_refuses_the_excess_and_serves_other_addresses(tmp_path: Pa
         srv.stop()
 
 
+def test_relay_clients_are_not_held_to_max_per_ip(tmp_path: Path) -> None:
+    """As Postfix exempts mynetworks: a client tcp.smtp lets relay (init's 127. rule) may
+    open more than max_per_ip connections; an untrusted address is still held to it."""
+    home = make_home(tmp_path)
+    (home / "tcp.smtp").write_text('127.0.0.1:allow,RELAYCLIENT=""\n:allow\n')
+    set_smtpd(home, max_per_ip=5)
+    srv = Server(home, workers=1)
+    socks: list[socket.socket] = []
+    try:
+        socks = open_many(srv.port, 8)
+        assert all(line.startswith(b"220 ") for line in first_lines(socks))
+        others = open_many(srv.port, 8, "127.0.0.2")
+        socks += others
+        assert sum(line.startswith(b"220 ") for line in first_lines(others)) == 5
+    finally:
+        close_all(socks)
+        srv.stop()
+
+
 def _greeted(port: int, source: str) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
         return s.makefile("rb").readline().startswith(b"220 ")
@@ -133,6 +158,7 @@ def test_idle_flood_under_a_low_open_file_limit(
     share to the files it has (saying so once), refuses the excess with 421, keeps serving a
     normal client, and the log stays small."""
     home = make_home(tmp_path)
+    untrusted(home)
     monkeypatch.setattr(
         harness, "QTOASTER", ["prlimit", "--nofile=256:256", sys.executable, "-m", "qtoaster"]
     )

@@ -76,7 +76,7 @@ class Counts:
         """None if a connection from ``ip`` fits; else which limit it is over."""
         if self.total >= limits.total:
             return "total"
-        if self.by_ip.get(ip, 0) >= limits.per_ip:
+        if self.by_ip.get(ip, 0) >= limits.per_ip and not limits.exempt(ip):
             return "per_ip"
         return None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,14 +31,20 @@ class Refusal(Protocol):
     def __call__(self, kind: str, per_ip: bool) -> bytes: ...
 
 
+def _never(ip: str) -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one worker admits: ``total`` connections, ``per_ip`` from one address; an
-    excess connection gets ``refusal(kind, per_ip)`` written (b"": nothing) and is closed."""
+    """What one worker admits: ``total`` connections, ``per_ip`` from one address unless
+    ``exempt(ip)`` (asked only once an address is at the limit); an excess connection gets
+    ``refusal(kind, per_ip)`` written (b"": nothing) and is closed."""
 
     total: int
     per_ip: int
     refusal: Refusal
+    exempt: Callable[[str], bool] = _never
 
 
 def worker_share(limit: int, workers: int) -> int:
