@@ -31,7 +31,6 @@ from qtoaster.core.home import Home
 from qtoaster.core.reply import too_many_connections
 from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
-from qtoaster.net.driver import plain_ip
 from qtoaster.net.limits import Limits, fit_connections
 from qtoaster.net.serve import serve as serve_listeners
 from qtoaster.smtpd.context import SmtpdContext, WorkerShared
@@ -117,7 +116,8 @@ class Worker:
         def exempt(ip: str) -> bool:
             # As Postfix exempts mynetworks: a client tcp.smtp trusts to relay is not held
             # to max_per_ip (an application server, a relaying gateway, the benchmarks).
-            return "RELAYCLIENT" in self.ctx.config.tcp_smtp.match(plain_ip(ip)).env
+            # ``ip`` is already plain (net.accept applies plain_ip before asking).
+            return "RELAYCLIENT" in self.ctx.config.tcp_smtp.match(ip).env
 
         total = fit_connections(settings.max_connections, self.workers, log)
         return Limits(total=total, per_ip=settings.max_per_ip, refusal=refusal, exempt=exempt)
