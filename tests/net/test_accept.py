@@ -15,7 +15,7 @@ from tests.net.test_driver import Echo
 
 from qtoaster.net import accept as accept_module
 from qtoaster.net.accept import Counts, RateLimitedLog
-from qtoaster.net.limits import Limits, fit_connections, worker_share
+from qtoaster.net.limits import Limits, client_key, fit_connections, worker_share
 from qtoaster.net.serve import serve
 
 
@@ -34,6 +34,36 @@ def test_counts_give_back_once() -> None:
     first()
     first()  # a second call changes nothing
     assert (counts.total, counts.by_ip) == (2, {"10.0.0.1": 1, "10.0.0.2": 1})
+
+
+def test_client_key_counts_ipv6_per_64() -> None:
+    assert client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7"  # IPv4-mapped: the IPv4 client
+    assert client_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:DB8:1:2::ffff") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert client_key("local") == "local"  # a Unix socket's peer
+    assert client_key("not:an:address") == "not:an:address"
+
+
+def test_ipv6_clients_of_one_64_share_max_per_ip() -> None:
+    """A host picks any address in its /64 (RFC 4291 2.5.4): that costs it no extra slots."""
+    counts = Counts()
+    exempted: list[str] = []
+
+    def exempt(ip: str) -> bool:
+        exempted.append(ip)
+        return False
+
+    limits = Limits(total=10, per_ip=2, refusal=refusal, exempt=exempt)
+    gone = counts.take("2001:db8:0:1::a")
+    counts.take("2001:db8:0:1::b")
+    assert counts.admits("2001:db8:0:1::c", limits) == "per_ip"
+    assert exempted == ["2001:db8:0:1::c"]  # the exemption sees the client's own address
+    assert counts.admits("2001:db8:0:2::a", limits) is None  # the next /64 is another client
+    gone()
+    assert counts.admits("2001:db8:0:1::c", limits) is None
+    assert counts.by_ip == {"2001:db8:0:1::/64": 1}
 
 
 def test_worker_share_rounds_up() -> None:

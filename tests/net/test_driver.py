@@ -234,6 +234,19 @@ async def test_a_writer_waits_until_the_client_reads_or_leaves() -> None:
     await waiter
 
 
+def test_a_partial_line_is_no_activity() -> None:
+    """The timeout counts from when the engine began waiting for a command: bytes of a line
+    dribbled in do not push it back (slowloris), a complete line does."""
+    session = Echo()
+    transport = connect(session)
+    session.last_activity = start = 100.0  # as if the last command came long ago
+    for byte in b"NOOP":
+        session.data_received(bytes([byte]))
+    assert session.last_activity == start and transport.writes == []
+    session.data_received(b"\r\n")
+    assert session.last_activity > start and transport.writes == [b"ok NOOP\r\n"]
+
+
 def test_idle_limit_and_plain_ip() -> None:
     session = Echo()
     assert session.idle_limit() == 5.0 and session.idle

@@ -156,7 +156,10 @@ class Settings:
     rbl_fail_closed: bool = False  # -c: a DNS failure blocks (temporarily)
     rbl_timeout: int = 60  # -t: seconds a blocked client's dialog may last; 0: refuse at once
     qmailqueue_timeout: int = 600  # seconds a QMAILQUEUE program may take
-    max_per_ip: int = 50  # connections from one client address, per smtpd worker
+    max_per_ip: int = 50  # connections from one client address (IPv6: /64), per smtpd worker
+    # DATA must arrive at this many bytes/s on average (timeoutsmtpd + size/rate); 0: off
+    data_min_rate: int = 500
+    pop3d_timeout: int = 1200  # seconds a POP3 command may take to arrive (spec 19.1)
     clamd: ScannerSettings | None = None  # [clamd] table present and address set
     spamd: ScannerSettings | None = None
 
@@ -373,6 +376,8 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         rbl_timeout=tables.get("rblsmtpd", "timeout", _int_between(0, 3600), 60),
         qmailqueue_timeout=tables.get("smtpd", "qmailqueue_timeout", _int_between(1, 86400), 600),
         max_per_ip=tables.get("smtpd", "max_per_ip", _int_between(1, MAX_CONNECTIONS), 50),
+        data_min_rate=tables.get("smtpd", "data_min_rate", _int_between(0, 1 << 30), 500),
+        pop3d_timeout=tables.get("pop3d", "timeout", _int_between(1, 86400), 1200),
         clamd=_scanner(tables, "clamd", 25 << 20),
         spamd=_scanner(tables, "spamd", 512 << 10),
     )

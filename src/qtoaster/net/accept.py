@@ -6,7 +6,8 @@ times per wake-up, when the process is out of open files, and it has no way to r
 connection over a limit. Here:
 
 - a connection over ``limits().total`` (all of this worker's connections) or
-  ``limits().per_ip`` (from one client address) is accepted, gets the role's refusal
+  ``limits().per_ip`` (from one client address; an IPv6 client's /64, see
+  :func:`qtoaster.net.limits.client_key`) is accepted, gets the role's refusal
   (SMTP's ``421``; nothing on implicit TLS) and is closed at once, as tcpserver's ``-c``
   keeps its count; refusals are logged at most once a second, with how many there were;
 - a failed accept (EMFILE, ENFILE, ENOBUFS, ENOMEM, ...) pauses accepting on that socket
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from qtoaster.net.driver import plain_ip
-from qtoaster.net.limits import Limits
+from qtoaster.net.limits import Limits, client_key
 
 ACCEPT_BATCH = 64  # accepts per wake-up: others' readiness events are not starved
 RETRY_SECONDS = 0.1  # after a failed accept (out of files), try again this much later
@@ -66,22 +67,23 @@ class RateLimitedLog:
 
 
 class Counts:
-    """The connections one worker holds: in all and by client address."""
+    """The connections one worker holds: in all and by client (``client_key``: IPv6 /64)."""
 
     def __init__(self) -> None:
         self.total = 0
-        self.by_ip: dict[str, int] = {}
+        self.by_ip: dict[str, int] = {}  # client_key -> connections
 
     def admits(self, ip: str, limits: Limits) -> str | None:
         """None if a connection from ``ip`` fits; else which limit it is over."""
         if self.total >= limits.total:
             return "total"
-        if self.by_ip.get(ip, 0) >= limits.per_ip and not limits.exempt(ip):
+        if self.by_ip.get(client_key(ip), 0) >= limits.per_ip and not limits.exempt(ip):
             return "per_ip"
         return None
 
     def take(self, ip: str) -> Callable[[], None]:
         """Count one connection from ``ip``; the returned function gives it back (once)."""
+        ip = client_key(ip)
         self.total += 1
         self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
         given_back = False
@@ -185,7 +187,14 @@ class Acceptor:
             pass
         conn.close()
         if over == "per_ip":
-            self.refusals("%s refused client=%s: over max_per_ip %d", self.kind, ip, limits.per_ip)
+            key = client_key(ip)
+            self.refusals(
+                "%s refused client=%s: over max_per_ip %d%s",
+                self.kind,
+                ip,
+                limits.per_ip,
+                "" if key == ip else f" (counted as {key})",
+            )
         else:
             self.refusals(
                 "%s refused client=%s: over %d connections in this worker",

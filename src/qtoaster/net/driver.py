@@ -16,6 +16,10 @@ Invariants:
   again and handles them;
 - the hot path is per read, not per command: no task, no await, no allocation besides the
   one copy of the bytes read (the receive buffer is one per process);
+- ``last_activity`` is when the engine began waiting for its next command: stamped when a
+  batch of input yielded at least one event and when a wait ends, never for a read that
+  only adds to a partial line, so a line dribbled byte by byte still times out (issue 12:
+  slowloris) while the sweep needs no clock read per read;
 - :meth:`EngineDriver.connection_lost` leaves the role's session set and calls ``on_close``
   (the worker's connection count), whatever ended the connection, and wakes a writer
   waiting for the client (:meth:`wait_drained`).
@@ -102,7 +106,7 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
         self.close()
 
     def timed_out(self) -> None:
-        """No input for :meth:`idle_limit` seconds while not busy (the worker's sweep)."""
+        """No complete command for :meth:`idle_limit` seconds while not busy (the sweep)."""
         self.close()
 
     def shut_down(self) -> None:
@@ -110,7 +114,8 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
         self.close()
 
     def idle_limit(self) -> float:
-        """Seconds without input after which the session times out."""
+        """Seconds after ``last_activity`` (the engine began waiting for a command) after
+        which the session times out, however many bytes of a command arrived meanwhile."""
         return self.idle_seconds
 
     @property
@@ -129,7 +134,6 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
         self.data_received(bytes(_READ_BUFFER[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
         self.conn.receive_data(data)
         if self.busy:
             if self.conn.buffered > self.max_input_while_busy and self.transport is not None:
@@ -163,16 +167,20 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
     def process(self) -> None:
         """Handle events until the engine needs input or a step waits, then flush."""
         need_data = self.need_data
+        handled = False
         while not self.busy and self.transport is not None and not self.transport.is_closing():
             event = self.conn.next_event()
             if event is need_data:
                 break
+            handled = True
             try:
                 self.handle(event)
             except Exception:
                 self.log.exception("%s internal error handling %r", self.id, event)
                 self.internal_error()
                 return
+        if handled:  # the engine now waits for a new command: its deadline starts here
+            self.last_activity = time.monotonic()
         self.flush()
 
     def flush(self) -> None:

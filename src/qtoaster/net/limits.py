@@ -3,7 +3,10 @@
 N workers serve the same listeners on their own SO_REUSEPORT sockets and share nothing,
 so a limit on the whole server is kept as a per-worker share: each worker holds at most
 ``ceil(limit / N)`` connections (as Postfix's process limits count per process). The
-per-address limit is counted by each worker on its own (docs/configuration.md).
+per-address limit is counted by each worker on its own (docs/configuration.md), under
+:func:`client_key`: an IPv6 client's whole /64 counts as one address (RFC 4291 2.5.4: the
+interface identifier is the client's to choose, so per /128 a host would have no limit),
+as auth/throttle.py counts login failures.
 
 Each connection needs open files (its socket; a spool file or a scanner's socket while
 DATA runs), so at start the worker raises its soft RLIMIT_NOFILE up to what its share
@@ -17,6 +20,7 @@ open-file limit holds (with RESERVED_FDS kept for the process), nor less than 1.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import resource
 from collections.abc import Callable
@@ -31,14 +35,33 @@ class Refusal(Protocol):
     def __call__(self, kind: str, per_ip: bool) -> bytes: ...
 
 
+IPV6_PREFIX = 64  # an IPv6 client is counted by its /64
+
+
+def client_key(ip: str) -> str:
+    """The key a client address is counted under: IPv4 as is, IPv6 as its /64 (an
+    IPv4-mapped one as IPv4), anything else (a Unix socket's "local") as given. IPv4 costs
+    no parsing: the accept path runs per connection."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(address), IPV6_PREFIX), strict=False))
+
+
 def _never(ip: str) -> bool:
     return False
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one worker admits: ``total`` connections, ``per_ip`` from one address unless
-    ``exempt(ip)`` (asked only once an address is at the limit); an excess connection gets
+    """What one worker admits: ``total`` connections, ``per_ip`` from one address (an IPv6
+    /64: :func:`client_key`) unless ``exempt(ip)`` (asked, with the client's own address,
+    only once its key is at the limit); an excess connection gets
     ``refusal(kind, per_ip)`` written (b"": nothing) and is closed."""
 
     total: int

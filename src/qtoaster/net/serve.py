@@ -22,7 +22,8 @@ connections and a failed handshake is logged like a failed STARTTLS.
 Invariants: ``ready()`` is called once every listener accepts and the signal handlers are
 in place; the role's background tasks and the idle sweep are cancelled before :func:`serve`
 returns (the role then shuts its thread pools down); a session is timed out only when it is
-not busy and has read nothing for its :meth:`~Session.idle_limit`.
+not busy and no complete command arrived for its :meth:`~Session.idle_limit` (a line
+dribbled byte by byte does not count as activity: issue 12, slowloris).
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ async def serve(
 
 
 async def sweep(sessions: Collection[Session], every: float) -> None:
-    """Time out sessions idle past their limit (qmail's per-read timeouts), every ``every`` s."""
+    """Time out sessions idle past their limit, every ``every`` s: ``last_activity`` is when
+    the session began waiting for a command, so the limit bounds a whole command line, not
+    one read (qmail's per-read timeout let a client dribbling a byte now and then stay)."""
     while True:
         await asyncio.sleep(every)
         now = time.monotonic()

@@ -39,8 +39,11 @@ __all__ = ["CHUNK", "IDLE_SECONDS", "Pop3Session"]
 
 log = logging.getLogger("qtoaster.pop3d")
 _ids = itertools.count(1)
-# qmail-popup and qmail-pop3d exit after 20 idle minutes (spec 19.1).
+# qmail-popup and qmail-pop3d exit after 20 idle minutes (spec 19.1): the default of
+# ``[pop3d] timeout``, the seconds a command may take to arrive whole.
 IDLE_SECONDS = 1200.0
+# The most a TLS handshake may take (STLS, POP3S), or the POP3 timeout if that is shorter.
+HANDSHAKE_SECONDS = 60.0
 # The engine emits these only in TRANSACTION, i.e. with a mailbox open.
 _TRANSACTION_EVENTS = (
     ev.Retr,
@@ -124,6 +127,11 @@ class Pop3Session(EngineDriver[Pop3Connection]):
         if lock is not None:
             lock.release()
 
+    def idle_limit(self) -> float:
+        """``[pop3d] timeout``: a command must arrive whole within it (qmail-popup's 20
+        minutes by default), however many of its bytes trickle in meanwhile."""
+        return float(self.ctx.config.settings.pop3d_timeout)
+
     # -- the engine's events -----------------------------------------------------------
     def handle(self, event: object) -> None:
         if isinstance(event, _TRANSACTION_EVENTS):  # first: the bulk of a session's commands
@@ -168,7 +176,11 @@ class Pop3Session(EngineDriver[Pop3Connection]):
         assert transport is not None and tls is not None
         self.conn.discard_input()
         upgraded = await upgrade.handshake(
-            transport, self, tls, timeout=60.0, who=f"{self.id} client={self.remote_ip}"
+            transport,
+            self,
+            tls,
+            timeout=min(HANDSHAKE_SECONDS, self.idle_limit()),
+            who=f"{self.id} client={self.remote_ip}",
         )
         if upgraded is None:
             return

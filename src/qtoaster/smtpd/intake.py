@@ -12,7 +12,9 @@ Invariants:
 - the DATA checks (databytes, hops, signatures, clamd, spamd: docs/policy.md) see the
   message as immutable :class:`MessageFacts`; the spool is flushed before any of their
   awaitables runs, and the header lines they return are added before the commit;
-- a check that fails (raises) answers 451, never 5xx, and the message is not queued.
+- a check that fails (raises) answers 451, never 5xx, and the message is not queued;
+- :attr:`started` and :attr:`received` (every byte of the message, past databytes too)
+  give the session the DATA deadline of ``[smtpd] data_min_rate`` (:meth:`deadline`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,16 @@ log = logging.getLogger("qtoaster.smtpd")
 
 
 class MessageIntake:
-    __slots__ = ("_bytes", "_envelope", "_oversize", "_scanner", "_session", "databytes", "spool")
+    __slots__ = (
+        "_envelope",
+        "_oversize",
+        "_scanner",
+        "_session",
+        "databytes",
+        "received",
+        "spool",
+        "started",
+    )
 
     def __init__(self, session: SmtpSession) -> None:
         self._session = session
@@ -51,7 +62,8 @@ class MessageIntake:
         self.spool: Spool | None = None
         self._envelope: Envelope | None = None  # for the DATA checks and QMAILQUEUE
         self._scanner: Scanner | None = None  # control/signatures, while DATA streams in
-        self._bytes = 0  # message bytes received (counting stops past databytes)
+        self.received = 0  # message bytes received (past databytes too: the DATA rate)
+        self.started = 0.0  # monotonic time of the 354 (the DATA deadline counts from it)
         self._oversize = False
 
     def abort(self) -> None:
@@ -73,7 +85,8 @@ class MessageIntake:
             log.warning("%s cannot open spool: %s", session.id, exc)
             session.conn.send(R.QQT_FAILURE)
             return
-        self.spool, self._bytes, self._oversize = spool, 0, False
+        self.spool, self.received, self._oversize = spool, 0, False
+        self.started = time.monotonic()
         self._envelope = envelope
         signatures = session.ctx.signatures
         # control/signatures is matched while the bytes stream in (no second read).
@@ -95,11 +108,22 @@ class MessageIntake:
             protocol=session.secure.tls_protocol or "SMTP",
         )
 
+    def deadline(self, timeout: float, min_rate: int) -> float | None:
+        """When the message being received is too slow (monotonic), None if no message is
+        or ``min_rate`` is 0: the 354 plus ``timeout`` plus one second per ``min_rate``
+        bytes received, so a client at least that fast never hits it and a dribbling one
+        does, however often it sends (Postfix's smtpd_min_data_rate, for the whole DATA)."""
+        if self.spool is None or not min_rate:
+            return None
+        return self.started + timeout + self.received / min_rate
+
     def chunk(self, data: bytes) -> None:
-        if self.spool is None or self._oversize:
+        if self.spool is None:
             return
-        self._bytes += len(data)
-        if self.databytes and self._bytes > self.databytes:
+        self.received += len(data)
+        if self._oversize:
+            return
+        if self.databytes and self.received > self.databytes:
             # qmail reads the whole message, then answers 552 (spec 3.6); we stop
             # writing at once so an oversized message costs no disk.
             self._oversize = True
@@ -146,7 +170,7 @@ class MessageIntake:
             message=MessageFacts(
                 spool.path,
                 spool.body_offset,
-                self._bytes,
+                self.received,
                 hops,
                 scanner is not None and scanner.found,
                 scanner is not None and scanner.too_deep,

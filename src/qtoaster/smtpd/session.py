@@ -362,7 +362,17 @@ class SmtpSession(EngineDriver[ServerConnection]):
         self.expire(R.INTERNAL_ERROR)
 
     def timed_out(self) -> None:
-        """qmail's per-read timeout (control/timeoutsmtpd)."""
+        """A command not complete within control/timeoutsmtpd, or a message slower than
+        ``[smtpd] data_min_rate``: qmail's timeout reply, and the message is not queued."""
+        intake = self.intake
+        if intake.spool is not None:
+            log.info(
+                "%s timeout in DATA: %d bytes in %.0f s (data_min_rate %d)",
+                self.id,
+                intake.received,
+                time.monotonic() - intake.started,
+                self.ctx.config.settings.data_min_rate,
+            )
         self.expire(R.TIMEOUT)
 
     def shut_down(self) -> None:
@@ -372,7 +382,13 @@ class SmtpSession(EngineDriver[ServerConnection]):
             self.expire(R.SHUTTING_DOWN)
 
     def idle_limit(self) -> float:
-        return max(self.ctx.config.controls.timeoutsmtpd, 1)
+        """timeoutsmtpd for each command (and each piece of DATA), from when the engine
+        began waiting for it; during DATA the whole message also has its deadline."""
+        timeout = float(max(self.ctx.config.controls.timeoutsmtpd, 1))
+        deadline = self.intake.deadline(timeout, self.ctx.config.settings.data_min_rate)
+        if deadline is None:
+            return timeout
+        return min(timeout, deadline - self.last_activity)
 
     @property
     def idle(self) -> bool:
