@@ -165,3 +165,14 @@ def test_update_keeps_the_failures_counted() -> None:
     assert throttle.failures("192.0.2.1") == 2
     assert throttle.delay_for("192.0.2.1") == 1.0  # 0.5 doubled once
     assert throttle.session_failures == 5
+
+
+def test_success_from_a_clean_address_is_not_delayed_by_an_attack(throttle: LoginThrottle) -> None:
+    # An attack on tim's account from elsewhere (issue 13: the count delayed its owner).
+    for _ in range(4):
+        throttle.failed("203.0.113.9", "tim@example.com")
+    assert throttle.success_delay("192.0.2.1") == 0.0  # the owner, from a clean address
+    # A guess at that account from the clean address still waits for the attack's count.
+    assert throttle.delay_for("192.0.2.1", "tim@example.com") == 8.0
+    # From the attacking address a success waits like the next failure would.
+    assert throttle.success_delay("203.0.113.9") == 8.0

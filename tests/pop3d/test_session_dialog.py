@@ -1,15 +1,17 @@
-"""A whole POP3 session in process: USER/PASS against a real home's directory, LIST, RETR,
-DELE, QUIT, driven through a recording transport (no socket), as pop3d's worker builds it."""
+"""A whole POP3 session in process: USER/PASS against a real home's directory (through an
+auth role in the same loop), LIST, RETR, DELE, QUIT, driven through a recording transport
+(no client socket), as pop3d's worker builds it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
 import pytest
 
+from qtoaster.authd.server import AuthServer
 from qtoaster.cli.newhome import init_home
 from qtoaster.core.home import Home
 from qtoaster.directory.store import Directory
@@ -48,7 +50,7 @@ class Transport:
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Pop3Worker]:
+async def worker(tmp_path: Path) -> AsyncIterator[Pop3Worker]:
     home = Home(tmp_path / "home")
     init_home(home, "mx.example.test", smtp=["127.0.0.1:0"], pop3=["127.0.0.1:0"])
     settings = home.settings_file.read_text()
@@ -64,10 +66,14 @@ def worker(tmp_path: Path) -> Iterator[Pop3Worker]:
     directory.close()
     assert maildir is not None
     (maildir.maildir / "new" / "1700000001.M1P1Q1.host").write_bytes(MESSAGE)
+    auth = AuthServer(home)  # logins are checked by the auth role (decision 0007)
+    await auth.start()
     worker = Pop3Worker(home)
     yield worker
+    await worker.auth.close()
     worker.executor.shutdown(wait=True)
     worker.directory.close()
+    await auth.close()
 
 
 async def answer(session: Pop3Session, transport: Transport, data: bytes) -> bytes:

@@ -3,26 +3,35 @@
 qmail-smtpd sleeps a fixed 5 seconds before every ``535`` (spec 6.2) and qmail-popup closes
 the connection after one failure (spec 19.2); neither remembers anything across connections,
 so a client that opens many connections guesses at full speed. One :class:`LoginThrottle`
-per process, shared by the SMTP and POP3 roles, counts failures per client address and per
-account across connections.
+in the auth role (qtoaster.authd, decision 0007) counts failures per client address and
+per account across connections and across every smtpd and pop3d worker.
 
-How a driver uses it, for one AUTH / PASS / APOP answer::
+How the auth role uses it, for one AUTH / PASS / APOP answer::
 
     result = verify(...)                      # off the event loop (argon2)
     if result.ok:
-        wait = throttle.delay_for(ip, account)
+        wait = throttle.success_delay(ip)
         throttle.succeeded(ip, account)
     else:
         throttle.failed(ip, account)
         wait = throttle.delay_for(ip, account)
-    await asyncio.sleep(wait)                 # then send 235 / 535 (or +OK / -ERR)
+    await asyncio.sleep(wait)                 # then answer the worker: 235 / 535, +OK / -ERR
 
 With n recent failures the answer waits ``min(cap, base * 2**(n-1))`` (1, 2, 4 ... 30 s by
 default). A failure is counted before its own answer, so every failure reply waits at least
 ``base``: ``base=QMAIL_FAILURE_DELAY`` gives qmail's fixed 5 s on the first failure; the
 default is 1 s, because the growing delay does the real work and a typo should cost little.
-A success waits for the failures before it (half of what one more failure would cost), so a
-client that drops the connection early to guess faster still pays for each guess.
+The rule for whom a delay hits:
+- a failure waits for the address's and the account's failures, whichever are more: a
+  guess at an account is slowed from any address (a distributed attack on one account);
+- a success waits only for its address's failures: the real owner logging in from an
+  address without failures is answered at once while its account is under attack
+  (before issue 13 the account's count delayed the owner too); from an address that
+  failed, a success waits like the next failure, so a guesser gains nothing by dropping
+  the connection early to tell a fast success from a slow failure;
+- the auth role also caps the attempts in flight per address (authd.server), so waiting
+  cannot be skipped by opening more connections: an attacker's guesses from one address
+  come at most ``in_flight`` per delay.
 
 Choices:
 - IPv6 clients are counted per /64 (RFC 4291 2.5.4: the interface identifier is the
@@ -166,6 +175,11 @@ class LoginThrottle:
             return 0.0
         # 2**62 is far past any cap; the bound keeps the float finite for huge counts.
         return min(self._cap, self._base * 2.0 ** min(failures - 1, 62))
+
+    def success_delay(self, ip: str) -> float:
+        """Seconds a correct login from ``ip`` waits: only the address's failures count (the
+        account's do not delay its owner; see the module docstring)."""
+        return self.delay_for(ip)
 
     def failed(self, ip: str, account: str | None) -> None:
         """Count a failed login from ``ip`` (and against ``account``, if one was named)."""

@@ -11,7 +11,8 @@ Invariants:
   (for logs only, never for the client) is the one thing that tells them apart;
 - nothing here raises for client input; a directory outage propagates as the directory's
   TemporaryFailure (DirectoryUnavailable), which the driver answers with a 4xx / ``-ERR``;
-- blocking: argon2 and database calls. Drivers run :func:`verify` in an executor.
+- blocking: argon2 and database calls. The auth role (qtoaster.authd), the only process
+  that runs these checks, runs them in an executor.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from qtoaster.auth.mechanisms import mechanisms_for
 from qtoaster.directory.schema import UserFlag
-from qtoaster.directory.secrets import verify_cram_md5
-from qtoaster.protocols.sasl import CramCredentials, Mechanism, PlainCredentials
+from qtoaster.directory.secrets import verify_apop, verify_cram_md5
+from qtoaster.protocols.sasl import CramCredentials, PlainCredentials
+
+__all__ = ["AuthResult", "login_address", "mechanisms_for", "verify", "verify_apop_login"]
 
 # Which flag refuses a login on each service (vpopmail's pw_gid bits, spec 22).
 _REFUSING_FLAG = {"smtp": UserFlag.NO_SMTP_AUTH, "pop3": UserFlag.NO_POP}
@@ -113,19 +117,16 @@ def verify(
     return AuthResult(True, info.address, f"{what} ok", UserFlag(info.flags))
 
 
-def mechanisms_for(*, tls: bool, allow_plaintext: bool, cram_available: bool) -> list[Mechanism]:
-    """The mechanisms to advertise, in the seed's EHLO order ``LOGIN CRAM-MD5 PLAIN``.
-
-    RFC 4954 section 4 / RFC 4616 section 6: the clear-text mechanisms only over TLS unless
-    the admin allows them (qmail offered them always); CRAM-MD5 only when users may keep
-    its secret. An empty list means: do not advertise AUTH.
-    """
-    plaintext = tls or allow_plaintext
-    offered: list[Mechanism] = []
-    if plaintext:
-        offered.append(Mechanism.LOGIN)
-    if cram_available:
-        offered.append(Mechanism.CRAM_MD5)
-    if plaintext:
-        offered.append(Mechanism.PLAIN)
-    return offered
+def verify_apop_login(
+    directory: LoginDirectory, name: str, banner: str, digest: str, default_domain: str | None
+) -> AuthResult:
+    """Whether APOP ``name digest`` proves the account for the POP3 ``banner`` (RFC 1939 7)."""
+    address = login_address(name, default_domain) or name
+    _cram, secret = directory.auth_secrets(address)
+    user = directory.user(address)
+    ok = secret is not None and verify_apop(banner, secret, digest)
+    if ok and user is not None and user.flags & UserFlag.NO_POP:
+        return AuthResult(False, address, "POP disabled")
+    if ok and user is not None:
+        return AuthResult(True, address, "APOP", UserFlag(user.flags))  # as tried, as before
+    return AuthResult(False, address, "APOP")

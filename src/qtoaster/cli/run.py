@@ -104,7 +104,7 @@ def run(
 
 
 @click.command()
-@click.argument("role", type=click.Choice(["smtpd", "pop3d", "send"]))
+@click.argument("role", type=click.Choice(["auth", "smtpd", "pop3d", "send"]))
 @home_option
 @click.option(
     "--fd",
@@ -149,6 +149,10 @@ def serve(
         sockets = [_inherited(value, kinds) for value in fds] or _bind_own(config, kinds)
         serve_role = _serve_smtpd if role == "smtpd" else _serve_pop3d
         asyncio.run(serve_role(home, sockets, ready, workers))
+    elif role == "auth":
+        from qtoaster.authd.server import serve_auth
+
+        asyncio.run(serve_auth(home, ready))
     else:
         from qtoaster.send.role import serve_send
 

@@ -3,16 +3,18 @@
 A part held by :class:`qtoaster.pop3d.session.Pop3Session`, which owns the connection, the
 mailbox and its lock; this part keeps only the login's own state (a SASL exchange, the
 failures counted). The login
-is verified against the directory in a thread (argon2), then the user's Maildir is locked
+is verified by the auth role (qtoaster.authd, which also waits out the throttle's delay
+before a failure's answer), then the user's Maildir is locked
 (one session per mailbox: ``-ERR [IN-USE]``) and scanned, and only then ``+OK ``.
 
 Invariants:
 - plain-text logins (USER/PASS, AUTH PLAIN) need TLS unless ``[auth] allow_plaintext``;
   APOP and CRAM-MD5 need an account that keeps secrets (docs/directory.md);
-- a failed login is answered after the throttle's delay; ``[auth] max_failures`` of them
-  end the session (qmail-popup ended it at the first); accounts with NO_POP or DISABLED
-  cannot log in;
-- a directory or disk that fails answers ``-ERR [SYS/TEMP]`` and ends the session;
+- a failed login is answered after the throttle's delay (taken by the auth role);
+  ``[auth] max_failures`` of them end the session (qmail-popup ended it at the first);
+  accounts with NO_POP or DISABLED cannot log in;
+- a directory, disk or auth role that fails answers ``-ERR [SYS/TEMP]`` and ends the
+  session (so does an address with too many logins in flight);
 - after STLS's +OK nothing the client sent in clear text becomes a command (RFC 2595 4).
 """
 
@@ -20,13 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from qtoaster.auth.verify import AuthResult, login_address, verify
+from qtoaster.auth.protocol import VerifyResponse
 from qtoaster.core.errors import TemporaryFailure
-from qtoaster.directory.schema import UserFlag
-from qtoaster.directory.secrets import verify_apop
 from qtoaster.maildir.lock import MailboxLock
 from qtoaster.maildir.mailbox import Mailbox, MailboxError
 from qtoaster.pop3d.context import Pop3Context
@@ -110,48 +109,46 @@ class Authorization:
         self.session.wait_for(self.login(step))
 
     async def login_apop(self, name: str, digest: str) -> None:
-        default = self.ctx.config.controls.defaultdomain
-        address = login_address(name, default) or name
-
-        def check() -> AuthResult:
-            _cram, secret = self.ctx.directory.auth_secrets(address)
-            user = self.ctx.directory.user(address)
-            ok = secret is not None and verify_apop(self.session.banner, secret, digest)
-            if ok and user is not None and user.flags & UserFlag.NO_POP:
-                return AuthResult(False, address, "POP disabled")
-            return AuthResult(ok and user is not None, address, "APOP")
-
-        await self._verified(check)
+        await self._verified("APOP", name, digest, self.session.banner.encode())
 
     async def login(self, credentials: PlainCredentials | CramCredentials) -> None:
-        default = self.ctx.config.controls.defaultdomain
+        if isinstance(credentials, CramCredentials):
+            await self._verified(
+                "CRAM-MD5", credentials.user, credentials.digest, credentials.challenge
+            )
+        else:
+            await self._verified("PLAIN", credentials.user, credentials.password, b"")
 
-        def check() -> AuthResult:
-            return verify(self.ctx.directory, credentials, service="pop3", default_domain=default)
-
-        await self._verified(check)
-
-    async def _verified(self, check: Callable[[], AuthResult]) -> None:
-        """Run the directory *check* in a thread (argon2), then log in or count a failure."""
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(self.ctx.executor, check)
-        except TemporaryFailure as exc:
-            self._unavailable(exc)
+    async def _verified(self, mechanism: str, user: str, secret: str, challenge: bytes) -> None:
+        """Ask the auth role (it checks, and answers after the throttle's delay), then log
+        in or count a failure."""
+        result = await self.ctx.auth.verify(
+            service="pop3",
+            mechanism=mechanism,
+            user=user,
+            secret=secret,
+            challenge=challenge,
+            ip=self.session.remote_ip,
+        )
+        if result.temporary:
+            self._unavailable(result.reason, busy=result.busy)
             return
         await self._logged_in_or_not(result)
 
-    def _unavailable(self, exc: Exception) -> None:
-        log.warning("%s directory unavailable: %s", self.session.id, exc)
+    def _unavailable(self, problem: object, *, busy: bool = False) -> None:
+        if busy:
+            log.warning("%s auth busy: %s", self.session.id, problem)
+        else:
+            log.warning("%s directory unavailable: %s", self.session.id, problem)
         self.conn.close_after_send()
-        self.conn.err("unable to check the password now, try again later", "SYS/TEMP")
+        if busy:
+            self.conn.err("too many logins at once from your address, try again later", "SYS/TEMP")
+        else:
+            self.conn.err("unable to check the password now, try again later", "SYS/TEMP")
         self.session.flush()
 
-    async def _logged_in_or_not(self, result: AuthResult) -> None:
-        throttle = self.ctx.throttle
+    async def _logged_in_or_not(self, result: VerifyResponse) -> None:
         if not result.ok:
-            throttle.failed(self.session.remote_ip, result.user)
-            delay = throttle.delay_for(self.session.remote_ip, result.user)
             log.info(
                 "%s login failed user=%s client=%s reason=%s",
                 self.session.id,
@@ -159,18 +156,16 @@ class Authorization:
                 self.session.remote_ip,
                 result.reason,
             )
-            await asyncio.sleep(delay)
+            # The auth role waited out the throttle's delay before it answered.
             # qmail-popup closed the connection after one failure; we allow a few, like
             # SMTP AUTH ([auth] max_failures), so that a client whose strongest mechanism
             # fails (CRAM-MD5 for an account without secrets) can fall back to another.
             self.failures += 1
-            if throttle.session_exhausted(self.failures):
+            if self.failures >= self.ctx.config.settings.auth_max_failures:
                 self.conn.close_after_send()
             self.conn.err("authorization failed", "AUTH")
             self.session.flush()
             return
-        await asyncio.sleep(throttle.delay_for(self.session.remote_ip, result.user))
-        throttle.succeeded(self.session.remote_ip, result.user)
         await self._open_mailbox(result.user)
 
     async def _open_mailbox(self, address: str) -> None:

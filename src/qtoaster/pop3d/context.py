@@ -7,7 +7,7 @@ import ssl
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from qtoaster.auth.throttle import LoginThrottle
+from qtoaster.auth.client import AuthClient
 from qtoaster.config.loader import Config
 from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.tls.server import TlsError, server_context
@@ -18,10 +18,10 @@ log = logging.getLogger("qtoaster.pop3d")
 @dataclass(frozen=True, slots=True)
 class Pop3Context:
     config: Config
-    directory: LazyDirectory
+    directory: LazyDirectory  # the user's Maildir; credentials only through ``auth``
     executor: Executor
-    throttle: LoginThrottle
-    secrets: list[bool]  # [some account keeps APOP/CRAM-MD5 secrets], refreshed by the worker
+    auth: AuthClient  # logins are checked (and throttled) by the auth role
+    secrets: list[bool]  # [APOP/CRAM-MD5 can be offered], polled from the auth role
     tls: ssl.SSLContext | None
     tls_problem: str
 
@@ -31,7 +31,7 @@ class Pop3Context:
         config: Config,
         directory: LazyDirectory,
         executor: Executor,
-        throttle: LoginThrottle,
+        auth: AuthClient,
         secrets: list[bool],
     ) -> Pop3Context:
         tls, problem = None, "missing certificate"
@@ -40,4 +40,4 @@ class Pop3Context:
         except TlsError as exc:
             problem = str(exc)
             log.warning("no TLS: %s", exc)
-        return cls(config, directory, executor, throttle, secrets, tls, problem)
+        return cls(config, directory, executor, auth, secrets, tls, problem)

@@ -17,9 +17,10 @@ import socket
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from qtoaster.auth.throttle import LoginThrottle
+from qtoaster.auth.client import AuthClient
+from qtoaster.auth.protocol import socket_path
 from qtoaster.config.loader import Config, load_config
-from qtoaster.core.errors import ConfigError, TemporaryFailure
+from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.net.serve import serve as serve_listeners
@@ -28,7 +29,8 @@ from qtoaster.pop3d.session import Pop3Session
 
 log = logging.getLogger("qtoaster.pop3d")
 AUTH_THREADS = 4
-SECRETS_CHECK_SECONDS = 30.0
+# The offer follows the directory within seconds (the auth role caches it as long).
+SECRETS_CHECK_SECONDS = 2.0
 STARTUP_CHECK_SECONDS = 5.0
 # A stop waits this long for commands in flight (a login, a big RETR, QUIT's UPDATE), then
 # closes every session: RFC 1939's UPDATE happens only at QUIT, so closing loses nothing.
@@ -40,16 +42,16 @@ class Pop3Worker:
         self.home = home
         config = load_config(home)
         self.directory = LazyDirectory(home, config.settings.database_url)
-        # argon2 and the database off the loop; Maildir scans and QUIT's updates too.
+        # The database and Maildir scans off the loop, QUIT's updates too.
         self.executor = ThreadPoolExecutor(AUTH_THREADS, thread_name_prefix="pop3-io")
-        self.throttle = LoginThrottle.from_settings(config.settings)
+        self.auth = AuthClient(socket_path(home))  # checks logins, holds the throttle
         self.secrets = [False]  # some account keeps APOP/CRAM-MD5 secrets (refreshed)
         self.ctx = self._build(config)
         self.sessions: set[Pop3Session] = set()
         self.stop = asyncio.Event()
 
     def _build(self, config: Config) -> Pop3Context:
-        return Pop3Context.build(config, self.directory, self.executor, self.throttle, self.secrets)
+        return Pop3Context.build(config, self.directory, self.executor, self.auth, self.secrets)
 
     def reload(self) -> None:
         try:
@@ -60,7 +62,6 @@ class Pop3Worker:
                     LazyDirectory(self.home, config.settings.database_url),
                 )
                 old.close()
-            self.throttle.update(config.settings)
             self.ctx = self._build(config)
             log.info("pop3d reloaded configuration")
         except ConfigError as exc:
@@ -70,16 +71,12 @@ class Pop3Worker:
         return Pop3Session(self.ctx, self.sessions, kind)
 
     async def check_secrets(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            self.secrets[0] = await loop.run_in_executor(
-                self.executor, self.directory.secrets_everywhere
-            )
-        except TemporaryFailure:
-            pass
+        answer = await self.auth.mechanisms()
+        if answer is not None:  # keep the last answer while the auth role is away
+            self.secrets[0] = answer.apop
 
     async def watch_secrets(self) -> None:
-        """CRAM-MD5/APOP are offered only while some account keeps secrets: asked again
+        """CRAM-MD5/APOP are offered only while every account keeps secrets: asked again
         every SECRETS_CHECK_SECONDS (idle sessions are timed out by net.serve's sweep)."""
         while True:
             await asyncio.sleep(SECRETS_CHECK_SECONDS)
@@ -105,3 +102,4 @@ class Pop3Worker:
         )
         self.executor.shutdown(wait=True)
         self.directory.close()
+        await self.auth.close()

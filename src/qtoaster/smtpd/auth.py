@@ -1,8 +1,8 @@
 """SMTP AUTH and the EHLO advertisement for one session (spec 6; RFC 4954, 3207, 6409).
 
 The SASL exchange itself is sans-IO (protocols/sasl.py); this module decides what a
-session offers and answers, and leaves the waiting (password check in a thread, the
-failure delay) to the session.
+session offers and answers; the check and the failure delay are the auth role's
+(qtoaster.authd, asked by smtpd/secure.py).
 
 Rules:
 - EHLO lines in the seed's order: greeting, STARTTLS (offered while not in TLS and a
@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from qtoaster.auth.verify import mechanisms_for
+from qtoaster.auth.mechanisms import mechanisms_for
 from qtoaster.core.reply import Reply
 from qtoaster.protocols import sasl
 from qtoaster.protocols.sasl import Mechanism, SaslServer
@@ -34,6 +34,8 @@ AUTH_REQUIRED = Reply(530, "authentication required (#5.7.0)")
 TOO_MANY_FAILURES = Reply(421, "too many authentication failures, closing connection (#4.7.0)")
 NOT_YOUR_SENDER = Reply(553, "sorry, that envelope sender is not yours (#5.7.1)")
 AUTH_UNAVAILABLE = Reply(454, "oops, unable to check the password now (#4.3.0)")
+# The auth role holds at most a few attempts per client address at once (authd.server).
+AUTH_BUSY = Reply(454, "too many authentication attempts at once, try again later (#4.7.0)")
 TLS_READY = Reply(220, "ready for tls")
 
 

@@ -3,7 +3,7 @@
 Built once from a :class:`Config` (at start and on every SIGHUP) and swapped as a
 whole: a session keeps the context it started with, like a qmail-smtpd process
 that read its controls when tcpserver started it (spec section 1).  What must outlive
-a reload (the directory, its threads, the login throttle) is a :class:`WorkerShared`.
+a reload (the directory, its threads, the auth role's client) is a :class:`WorkerShared`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from qtoaster.auth.throttle import LoginThrottle
+from qtoaster.auth.client import AuthClient
 from qtoaster.config.loader import Config
 from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
@@ -71,13 +71,13 @@ _PROCESS_VARIABLES = (
 
 @dataclass
 class WorkerShared:
-    """The worker's long-lived pieces: directory, its threads, the login throttle."""
+    """The worker's long-lived pieces: directory, its threads, the auth role's client."""
 
-    directory: LazyDirectory
+    directory: LazyDirectory  # routing and chkuser; credentials only through ``auth``
     lookups: CachedLookups
     lookup_executor: Executor
-    throttle: LoginThrottle
-    cram_available: bool = False  # some account keeps CRAM-MD5 secrets (refreshed)
+    auth: AuthClient  # logins are checked (and throttled) by the auth role
+    cram_available: bool = False  # the auth role says CRAM-MD5 can be offered (polled)
     extra: dict[str, object] = field(default_factory=dict)
 
 

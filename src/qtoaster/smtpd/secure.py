@@ -8,8 +8,9 @@ and writes nothing itself.  Rules in ``smtpd/auth.py`` and docs/tls.md.
 Invariants:
 - nothing the client sent in clear text before the handshake becomes a command: the
   engine drops its buffer at the 220 and reading is paused until TLS owns the socket;
-- passwords are checked in a lookup thread, never on the event loop; a failure is
-  answered only after the throttle's delay, and too many end the session;
+- passwords are checked by the auth role (qtoaster.authd), which answers a failure only
+  after the throttle's delay; too many failures end the session; an auth role that cannot
+  be asked gives ``454`` (never an acceptance);
 - after STARTTLS the session forgets HELO, the transaction and any AUTH (RFC 3207 4.2).
 """
 
@@ -19,11 +20,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from functools import partial
 from typing import TYPE_CHECKING, cast
 
-from qtoaster.auth.verify import verify
-from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.reply import Reply
 from qtoaster.directory.schema import UserFlag
 from qtoaster.policy.checks.rcpthosts import NOGATEWAY
@@ -107,58 +105,50 @@ class SecureSession:
         session.task = asyncio.get_running_loop().create_task(self._auth_verify(step))
 
     async def _auth_verify(self, credentials: PlainCredentials | CramCredentials) -> None:
-        """Check the credentials in a lookup thread (argon2 is slow), wait out the
-        throttle's delay, answer 235 or 535; too many failures end the session."""
+        """Ask the auth role (it checks, and answers after the throttle's delay), then
+        answer 235 or 535; too many failures end the session."""
         session = self._session
         shared = session.ctx.shared
         assert shared is not None
-        loop = asyncio.get_running_loop()
         close = False
-        try:
-            result = await loop.run_in_executor(
-                shared.lookup_executor,
-                partial(
-                    verify,
-                    shared.directory,
-                    credentials,
-                    service="smtp",
-                    default_domain=session.ctx.config.controls.defaultdomain,
-                ),
-            )
-        except TemporaryFailure as exc:
-            log.warning("%s auth unavailable: %s", session.id, exc)
-            reply = auth.AUTH_UNAVAILABLE
-            delay = 0.0
+        if isinstance(credentials, CramCredentials):
+            mechanism, secret = "CRAM-MD5", credentials.digest
+            challenge = credentials.challenge
         else:
-            throttle = shared.throttle
-            if result.ok:
-                delay = throttle.delay_for(session.remote_ip, result.user)
-                throttle.succeeded(session.remote_ip, result.user)
-                self.auth_user = result.user
-                if not result.flags & UserFlag.NO_RELAY:  # spec 6.2: as if RELAYCLIENT=""
-                    session.env = {**self.base_env, "RELAYCLIENT": ""}
-                log.info(
-                    "%s auth ok user=%s client=%s",
-                    session.id,
-                    result.user,
-                    session.remote_ip,
-                )
-                reply = AUTH_OK
-            else:
-                throttle.failed(session.remote_ip, result.user)
-                delay = throttle.delay_for(session.remote_ip, result.user)
-                self._failures += 1
-                close = throttle.session_exhausted(self._failures)
-                log.info(
-                    "%s auth failed user=%s client=%s reason=%s",
-                    session.id,
-                    result.user,
-                    session.remote_ip,
-                    result.reason,
-                )
-                reply = AUTH_FAILED
-        if delay:
-            await asyncio.sleep(delay)
+            mechanism, secret, challenge = "PLAIN", credentials.password, b""
+        result = await shared.auth.verify(
+            service="smtp",
+            mechanism=mechanism,
+            user=credentials.user,
+            secret=secret,
+            challenge=challenge,
+            ip=session.remote_ip,
+        )
+        if result.temporary:
+            log.warning("%s auth unavailable: %s", session.id, result.reason)
+            reply = auth.AUTH_BUSY if result.busy else auth.AUTH_UNAVAILABLE
+        elif result.ok:
+            self.auth_user = result.user
+            if not UserFlag(result.flags) & UserFlag.NO_RELAY:  # spec 6.2: RELAYCLIENT=""
+                session.env = {**self.base_env, "RELAYCLIENT": ""}
+            log.info(
+                "%s auth ok user=%s client=%s",
+                session.id,
+                result.user,
+                session.remote_ip,
+            )
+            reply = AUTH_OK
+        else:
+            self._failures += 1
+            close = self._failures >= session.ctx.config.settings.auth_max_failures
+            log.info(
+                "%s auth failed user=%s client=%s reason=%s",
+                session.id,
+                result.user,
+                session.remote_ip,
+                result.reason,
+            )
+            reply = AUTH_FAILED
         session.busy = False
         session.last_activity = time.monotonic()
         if session.transport is None or session.transport.is_closing():

@@ -24,9 +24,10 @@ import socket
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from qtoaster.auth.throttle import LoginThrottle
+from qtoaster.auth.client import AuthClient
+from qtoaster.auth.protocol import socket_path
 from qtoaster.config.loader import load_config
-from qtoaster.core.errors import ConfigError, TemporaryFailure
+from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 from qtoaster.core.reply import too_many_connections
 from qtoaster.directory.cache import CachedLookups
@@ -39,7 +40,8 @@ from qtoaster.smtpd.session import SmtpSession
 log = logging.getLogger("qtoaster.smtpd")
 COMMIT_THREADS = 4  # enough fsyncs in flight for group commit; more only fight for the GIL
 LOOKUP_THREADS = 4
-SECRETS_CHECK_SECONDS = 30.0
+# The offer follows the directory within seconds (the auth role caches it as long).
+SECRETS_CHECK_SECONDS = 2.0
 STARTUP_CHECK_SECONDS = 5.0
 # A stop lets sessions finish their transaction for up to timeoutsmtpd, at most this long;
 # commits still in flight then get OVERTIME_SECONDS more (their client gets the 250).
@@ -57,10 +59,10 @@ class Worker:
         self.shared = WorkerShared(
             directory=directory,
             lookups=CachedLookups(directory),
-            # Directory lookups (chkuser, AUTH) get their own threads: a slow database or
-            # argon2 must not hold up commits, nor commits the lookups.
+            # Directory lookups (chkuser) get their own threads: a slow database must not
+            # hold up commits, nor commits the lookups.
             lookup_executor=ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup"),
-            throttle=LoginThrottle.from_settings(config.settings),
+            auth=AuthClient(socket_path(home)),
         )
         self.ctx = SmtpdContext.build(config, self.executor, self.shared)
         self.limits = self._limits()
@@ -76,7 +78,6 @@ class Worker:
                 self.shared.directory = LazyDirectory(self.home, url)
                 self.shared.lookups = CachedLookups(self.shared.directory)
                 old.close()
-            self.shared.throttle.update(config.settings)
             old_settings = self.ctx.config.settings
             self.ctx = SmtpdContext.build(config, self.executor, self.shared)
             if (old_settings.max_connections, old_settings.max_per_ip) != (
@@ -89,15 +90,11 @@ class Worker:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
 
     async def check_secrets(self) -> None:
-        """Whether to offer CRAM-MD5 (some account keeps secrets), asked in a lookup
-        thread: EHLO must not wait for the database."""
-        loop = asyncio.get_running_loop()
-        try:
-            self.shared.cram_available = await loop.run_in_executor(
-                self.shared.lookup_executor, self.shared.directory.secrets_everywhere
-            )
-        except TemporaryFailure:
-            pass  # keep the last answer while the database is away
+        """Whether to offer CRAM-MD5 (every account keeps secrets), asked of the auth role
+        in the background: EHLO must not wait for it."""
+        answer = await self.shared.auth.mechanisms()
+        if answer is not None:  # keep the last answer while the auth role is away
+            self.shared.cram_available = answer.cram
 
     async def watch_secrets(self) -> None:
         while True:
@@ -149,3 +146,4 @@ class Worker:
         self.executor.shutdown(wait=True)
         self.shared.lookup_executor.shutdown(wait=True)
         self.shared.directory.close()
+        await self.shared.auth.close()

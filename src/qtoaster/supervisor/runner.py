@@ -103,6 +103,8 @@ class Supervisor:
                 argv = self._serve_argv(role, fds, count[role])
                 self.children.append(Child(f"{role}#{i}", argv, [fd for _, fd in fds]))
         self.children.append(Child("send", self._serve_argv("send", []), []))
+        # The auth role checks every login (decision 0007): started first, see run().
+        self.children.insert(0, Child("auth", self._serve_argv("auth", []), []))
 
     def addresses(self) -> str:
         parts = []
@@ -126,7 +128,9 @@ class Supervisor:
                 if child.proc is not None and line == f"ready:{child.proc.pid}":
                     child.ready.set()
 
-    def signal(self, signum: int, roles: tuple[str, ...] = ("smtpd", "pop3d", "send")) -> None:
+    def signal(
+        self, signum: int, roles: tuple[str, ...] = ("auth", "smtpd", "pop3d", "send")
+    ) -> None:
         for child in self.children:
             if child.proc and child.proc.poll() is None and child.role.startswith(roles):
                 child.proc.send_signal(signum)
@@ -137,7 +141,7 @@ class Supervisor:
             log.error("SIGHUP: configuration has problems, not reloading:\n%s", "\n".join(problems))
             return
         log.info("SIGHUP: reloading")
-        self.signal(signal.SIGHUP, ("smtpd", "pop3d"))
+        self.signal(signal.SIGHUP, ("auth", "smtpd", "pop3d"))
         self.signal(signal.SIGTERM, ("send",))  # restarted by the monitor with fresh state
 
     async def run(self) -> int:
@@ -147,8 +151,15 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.hangup)
-        for child in self.children:
+        # The auth role first: workers ask it for the offer (CRAM-MD5, APOP) before serving.
+        first = [c for c in self.children if c.role == "auth"]
+        for child in first:
             self.spawn(child)
+        waiting = loop.create_task(asyncio.wait_for(self.all_ready(first), STOP_SECONDS))
+        await asyncio.wait([waiting, loop.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+        for child in self.children:
+            if child not in first:
+                self.spawn(child)
         ready = loop.create_task(self.all_ready())
         monitor = loop.create_task(self.monitor(stop))
         stopped = loop.create_task(stop.wait())
@@ -164,8 +175,8 @@ class Supervisor:
         monitor.cancel()
         return await self.shutdown()
 
-    async def all_ready(self) -> None:
-        for child in self.children:
+    async def all_ready(self, children: list[Child] | None = None) -> None:
+        for child in self.children if children is None else children:
             await child.ready.wait()
 
     async def monitor(self, stop: asyncio.Event) -> None:

@@ -1,0 +1,218 @@
+"""The auth role's request protocol: what smtpd and pop3d ask over ``run/auth.sock``.
+
+Sans-IO codec, shared by the server (qtoaster.authd) and the client (auth.client).
+One JSON object per line (UTF-8, ``\\n``-terminated, at most :data:`MAX_LINE` bytes);
+every request carries an ``id`` the answer repeats, so requests may be pipelined on one
+connection and answered out of order (a failure waits for the throttle, a success not).
+
+Requests::
+
+    {"id": 7, "op": "verify", "service": "smtp"|"pop3",
+     "mechanism": "PLAIN"|"LOGIN"|"CRAM-MD5"|"APOP",
+     "user": B64, "secret": B64, "challenge": B64, "ip": "192.0.2.7"}
+    {"id": 8, "op": "mechanisms"}
+
+``secret`` is the password (PLAIN, LOGIN) or the hex digest (CRAM-MD5, APOP);
+``challenge`` is the CRAM-MD5 challenge or the APOP banner (``<pid.time@host>``), empty for
+PLAIN/LOGIN. Base64 because a client may send any bytes (names and passwords are ``str``
+with surrogate escapes, core.envelope; they travel as their original bytes).
+
+Answers::
+
+    {"id": 7, "ok": true, "temporary": false, "user": "tim@example.com",
+     "reason": "password ok", "flags": 0, "busy": false}
+    {"id": 8, "ok": true, "cram": true, "apop": true}
+
+``temporary`` true means: not checked (directory down; or ``busy``: too many attempts in
+flight from that address): smtpd answers ``454``, pop3d ``-ERR [SYS/TEMP]``.
+``reason`` is for logs only.
+A line that is not a request gets ``{"id": null, "ok": false, "temporary": true, ...}``.
+
+Invariants: :func:`decode_request` and :func:`decode_response` raise only
+:class:`ProtocolError`, whatever the bytes; encoding is canonical (sorted keys, no spaces),
+so the bytes are stable (tests/auth/test_protocol.py has golden lines).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qtoaster.core.home import Home
+
+MAX_LINE = 65536
+SERVICES = ("smtp", "pop3")
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "APOP")
+
+
+def socket_path(home: Home) -> Path:
+    """Where the auth role listens: ``<home>/run/auth.sock`` (group ``qtoaster-authc``)."""
+    return home.run_dir / "auth.sock"
+
+
+class ProtocolError(ValueError):
+    """Bytes that are not a request (or an answer) of this protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    id: int
+    service: str
+    mechanism: str
+    user: str
+    secret: str
+    challenge: bytes
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class MechanismsRequest:
+    id: int
+
+
+Request = VerifyRequest | MechanismsRequest
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResponse:
+    id: int | None
+    ok: bool
+    temporary: bool
+    user: str
+    reason: str
+    flags: int = 0
+    busy: bool = False  # temporary because the address has too many attempts in flight
+
+
+@dataclass(frozen=True, slots=True)
+class MechanismsResponse:
+    id: int
+    cram: bool
+    apop: bool
+
+
+Response = VerifyResponse | MechanismsResponse
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError(f"{what}: expected base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError(f"{what}: bad base64") from exc
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def _object(line: bytes) -> dict[str, Any]:
+    if len(line) > MAX_LINE:
+        raise ProtocolError("line too long")
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ProtocolError("not JSON") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("not a JSON object")
+    return obj
+
+
+def _id(obj: dict[str, Any]) -> int:
+    value = obj.get("id")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ProtocolError("id: expected an integer")
+    return value
+
+
+def _text(obj: dict[str, Any], key: str, choices: tuple[str, ...] | None = None) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or (choices is not None and value not in choices):
+        raise ProtocolError(f"{key}: expected {' or '.join(choices) if choices else 'text'}")
+    return value
+
+
+def _flag(obj: dict[str, Any], key: str) -> bool:
+    value = obj.get(key)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{key}: expected true or false")
+    return value
+
+
+def encode_request(request: Request) -> bytes:
+    if isinstance(request, MechanismsRequest):
+        return _line({"id": request.id, "op": "mechanisms"})
+    return _line(
+        {
+            "id": request.id,
+            "op": "verify",
+            "service": request.service,
+            "mechanism": request.mechanism,
+            "user": _b64(request.user),
+            "secret": _b64(request.secret),
+            "challenge": _b64(request.challenge),
+            "ip": request.ip,
+        }
+    )
+
+
+def decode_request(line: bytes) -> Request:
+    obj = _object(line)
+    ident = _id(obj)
+    op = _text(obj, "op", ("verify", "mechanisms"))
+    if op == "mechanisms":
+        return MechanismsRequest(ident)
+    return VerifyRequest(
+        ident,
+        _text(obj, "service", SERVICES),
+        _text(obj, "mechanism", MECHANISMS),
+        _unb64(obj.get("user"), "user").decode("utf-8", "surrogateescape"),
+        _unb64(obj.get("secret"), "secret").decode("utf-8", "surrogateescape"),
+        _unb64(obj.get("challenge"), "challenge"),
+        _text(obj, "ip"),
+    )
+
+
+def encode_response(response: Response) -> bytes:
+    if isinstance(response, MechanismsResponse):
+        return _line({"id": response.id, "ok": True, "cram": response.cram, "apop": response.apop})
+    return _line(
+        {
+            "id": response.id,
+            "ok": response.ok,
+            "temporary": response.temporary,
+            "user": _b64(response.user),
+            "reason": response.reason,
+            "flags": response.flags,
+            "busy": response.busy,
+        }
+    )
+
+
+def decode_response(line: bytes) -> Response:
+    obj = _object(line)
+    if "cram" in obj:
+        return MechanismsResponse(_id(obj), _flag(obj, "cram"), _flag(obj, "apop"))
+    ident = None if obj.get("id") is None else _id(obj)
+    flags = obj.get("flags", 0)
+    if not isinstance(flags, int) or isinstance(flags, bool):
+        raise ProtocolError("flags: expected an integer")
+    return VerifyResponse(
+        ident,
+        _flag(obj, "ok"),
+        _flag(obj, "temporary"),
+        _unb64(obj.get("user"), "user").decode("utf-8", "surrogateescape"),
+        _text(obj, "reason"),
+        flags,
+        obj.get("busy") is True,
+    )

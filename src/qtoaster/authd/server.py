@@ -1,0 +1,227 @@
+"""``qtoaster serve auth``: checks every login of every smtpd and pop3d worker.
+
+The only process that opens the credentials (password hashes, CRAM-MD5 contexts, the
+sealed APOP secrets and their key): it runs auth.verify's checks and holds the one
+:class:`~qtoaster.auth.throttle.LoginThrottle` of the whole server. Workers ask over the
+Unix socket :func:`qtoaster.auth.protocol.socket_path` (``<home>/run/auth.sock``, mode
+0660) in the protocol of auth.protocol.
+
+Invariants:
+- the throttle's delay is taken here, before the answer is written (an asyncio sleep, no
+  thread held): a worker cannot skip it, and a client that hangs up still holds its slot;
+- at most :data:`IN_FLIGHT_PER_ADDRESS` verify requests per client address (IPv6 /64) are
+  in flight, delays included; one more is answered at once ``temporary``/``busy``;
+- argon2 and the database run in :attr:`AuthServer.executor`, never on the loop;
+- ``mechanisms`` follows the directory: asked again at most every
+  :data:`MECHANISMS_TTL` seconds, so ``domain set --secrets`` and new passwords change
+  the offer without a restart; while the directory is down the last answer stands;
+- nothing a worker sends raises out of a connection's handler: a bad line gets an answer
+  with ``id`` null, a too long line closes that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from qtoaster.auth.protocol import (
+    MAX_LINE,
+    MechanismsRequest,
+    MechanismsResponse,
+    ProtocolError,
+    Response,
+    VerifyRequest,
+    VerifyResponse,
+    decode_request,
+    encode_response,
+    socket_path,
+)
+from qtoaster.auth.throttle import LoginThrottle, client_key
+from qtoaster.auth.verify import AuthResult, verify, verify_apop_login
+from qtoaster.config.loader import Config, load_config
+from qtoaster.core.errors import ConfigError, TemporaryFailure
+from qtoaster.core.home import Home
+from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.protocols.sasl import CramCredentials, PlainCredentials
+
+log = logging.getLogger("qtoaster.auth")
+IN_FLIGHT_PER_ADDRESS = 4
+MECHANISMS_TTL = 2.0
+SOCKET_MODE = 0o660
+# argon2-cffi releases the GIL: enough threads to keep every core busy with hashes.
+THREADS = max(4, 2 * (os.cpu_count() or 1))
+
+
+class AuthServer:
+    """The auth role's state: directory, throttle, attempts in flight, the offer's cache."""
+
+    def __init__(self, home: Home, config: Config | None = None) -> None:
+        self.home = home
+        self.config = config or load_config(home)
+        self.directory = LazyDirectory(home, self.config.settings.database_url)
+        self.throttle = LoginThrottle.from_settings(self.config.settings)
+        self.executor = ThreadPoolExecutor(THREADS, thread_name_prefix="auth")
+        self.in_flight: dict[str, int] = {}
+        self._offer = (False, -MECHANISMS_TTL)  # (secrets everywhere, monotonic time asked)
+        self._offer_lock = asyncio.Lock()
+        self._server: asyncio.AbstractServer | None = None
+
+    def reload(self) -> None:
+        """SIGHUP: new settings and default domain; the failures counted so far stay."""
+        try:
+            config = load_config(self.home)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        if config.settings.database_url != self.config.settings.database_url:
+            old, self.directory = (
+                self.directory,
+                LazyDirectory(self.home, config.settings.database_url),
+            )
+            old.close()
+        self.throttle.update(config.settings)
+        self.config = config
+        log.info("auth reloaded configuration")
+
+    async def start(self) -> str:
+        """Listen on the socket (a stale one from a killed predecessor is replaced)."""
+        path = socket_path(self.home)
+        path.parent.mkdir(mode=0o755, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._server = await asyncio.start_unix_server(
+            self.handle, path=str(path), limit=MAX_LINE + 1
+        )
+        os.chmod(path, SOCKET_MODE)
+        return str(path)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            # Not wait_closed(): it waits for the workers' long-lived connections too.
+            self._server.close()
+        self.executor.shutdown(wait=True)
+        self.directory.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One worker's connection: requests are answered as they finish (pipelined)."""
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, ConnectionError):  # too long (LimitOverrun) or reset
+                    break
+                if not line:
+                    break
+                task = asyncio.get_running_loop().create_task(self._answer(line, writer))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            # The requests in flight keep running: their delays and slots must hold even
+            # when the worker (or its client) went away.
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            writer.close()
+
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = decode_request(line)
+        except ProtocolError as exc:
+            response: Response = VerifyResponse(None, False, True, "", f"bad request: {exc}")
+        else:
+            if isinstance(request, MechanismsRequest):
+                secrets = await self.secrets_everywhere()
+                response = MechanismsResponse(request.id, secrets, secrets)
+            else:
+                response = await self.verify(request)
+        if not writer.is_closing():
+            writer.write(encode_response(response))
+
+    async def secrets_everywhere(self) -> bool:
+        """Whether CRAM-MD5 and APOP can be offered now (cached MECHANISMS_TTL seconds)."""
+        async with self._offer_lock:  # one database query however many workers ask
+            value, asked = self._offer
+            if time.monotonic() - asked < MECHANISMS_TTL:
+                return value
+            loop = asyncio.get_running_loop()
+            try:
+                value = await loop.run_in_executor(self.executor, self.directory.secrets_everywhere)
+            except TemporaryFailure as exc:
+                log.warning("directory unavailable, offer unchanged: %s", exc)
+            self._offer = (value, time.monotonic())
+            return value
+
+    async def verify(self, request: VerifyRequest) -> VerifyResponse:
+        key = client_key(request.ip)
+        if self.in_flight.get(key, 0) >= IN_FLIGHT_PER_ADDRESS:
+            log.info("busy client=%s: %d logins in flight", request.ip, IN_FLIGHT_PER_ADDRESS)
+            return VerifyResponse(
+                request.id, False, True, "", "too many logins in flight", busy=True
+            )
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+        try:
+            return await self._verify(request)
+        finally:
+            left = self.in_flight[key] - 1
+            if left:
+                self.in_flight[key] = left
+            else:
+                del self.in_flight[key]
+
+    async def _verify(self, request: VerifyRequest) -> VerifyResponse:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self.executor, self._check(request))
+        except TemporaryFailure as exc:
+            log.warning("directory unavailable: %s", exc)
+            return VerifyResponse(request.id, False, True, "", f"directory unavailable: {exc}")
+        throttle = self.throttle
+        if result.ok:
+            delay = throttle.success_delay(request.ip)
+            throttle.succeeded(request.ip, result.user)
+        else:
+            throttle.failed(request.ip, result.user)
+            delay = throttle.delay_for(request.ip, result.user)
+        if delay:
+            await asyncio.sleep(delay)
+        return VerifyResponse(
+            request.id, result.ok, False, result.user, result.reason, int(result.flags)
+        )
+
+    def _check(self, request: VerifyRequest) -> Callable[[], AuthResult]:
+        default = self.config.controls.defaultdomain
+        if request.mechanism == "APOP":
+            banner = request.challenge.decode("utf-8", "surrogateescape")
+            return partial(
+                verify_apop_login, self.directory, request.user, banner, request.secret, default
+            )
+        credentials: PlainCredentials | CramCredentials
+        if request.mechanism == "CRAM-MD5":
+            credentials = CramCredentials(request.user, request.secret, request.challenge)
+        else:
+            credentials = PlainCredentials(request.user, request.secret)
+        return partial(
+            verify, self.directory, credentials, service=request.service, default_domain=default
+        )
+
+
+async def serve_auth(home: Home, ready: Callable[[], None]) -> None:
+    """Answer the workers until SIGTERM or SIGINT; *ready* once the socket listens."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    server = AuthServer(home)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    path = await server.start()
+    log.info("auth listening on %s", path)
+    ready()
+    await stop.wait()
+    await server.close()
