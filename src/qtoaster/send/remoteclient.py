@@ -100,6 +100,8 @@ class RemoteClient:
         self._pending[request.id] = (future, len(recipients))
         try:
             link.send(request, body.fd)
+            if link.closed and not future.done():  # the write failed before any answer
+                return Attempt([Result(Outcome.TEMPORARY, DIED)] * len(recipients), True)
             return await future
         finally:
             # Cancelled (shutdown): the child may still answer; that answer is dropped and
