@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,8 +18,9 @@ from tests.integration.harness import qt
 from tests.smtppeer import SmtpPeer
 
 from qtoaster.core.outcome import Outcome
+from qtoaster.remote import child
 from qtoaster.remote.body import Body
-from qtoaster.remote.channel import Deliver, Message
+from qtoaster.remote.channel import Answer, Deliver, Message
 from qtoaster.remote.link import Link
 from qtoaster.send.remoteclient import DIED, RemoteClient
 
@@ -197,3 +198,55 @@ async def test_a_peer_that_sends_descriptors_to_the_send_side_is_cut_off(tmp_pat
     assert closed == ["the peer sent descriptors"]
     assert link.closed and _fds() == before - 1  # its socket, and the descriptor it got
     b.close()
+
+
+class _Raising:
+    """A remote agent with a bug."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def deliver(self, body: Body, sender: str, rcpts: Sequence[str], domain: str) -> None:
+        assert os.pread(body.fd, 7, body.offset) == b"Subject"
+        raise RuntimeError("boom")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_child_answers_a_raising_agent_with_a_deferral_and_closes_the_descriptor(
+    message: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = _Raising()
+    monkeypatch.setattr(child, "remote_agent", lambda config: agent)
+    ours, theirs = socket.socketpair()
+    before = _open_on(message)
+    loop = asyncio.get_running_loop()
+    try:
+        serving = asyncio.create_task(child.serve_remote(None, theirs))  # type: ignore[arg-type]
+        answers: list[Message] = []
+        got = asyncio.Event()
+
+        def on_answer(m: Message, fd: int | None) -> None:
+            answers.append(m)
+            got.set()
+
+        link = Link(ours, on_answer, lambda why: None, accept_fds=False)
+        fd = os.open(message, os.O_RDONLY)
+        link.send(Deliver(9, OFFSET, len(MESSAGE) - OFFSET, "a@b", ("x@far", "y@far"), "far"), fd)
+        os.close(fd)
+        async with asyncio.timeout(10):
+            await got.wait()
+        (answer,) = answers
+        assert isinstance(answer, Answer) and answer.id == 9 and answer.reached
+        internal = "Internal error in remote delivery: boom. (#4.3.0)"
+        assert [(r.outcome, r.report) for r in answer.results] == [
+            (Outcome.TEMPORARY, internal)
+        ] * 2
+        link.close()  # end of the channel: the child closes its agent and returns
+        async with asyncio.timeout(10):
+            await serving
+        assert agent.closed and _open_on(message) == before == 0
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)

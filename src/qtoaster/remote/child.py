@@ -34,7 +34,7 @@ from qtoaster.tls.client import ClientTls
 
 log = logging.getLogger("qtoaster.remote")
 
-INTERNAL = "Remote delivery had an internal error; I'll try again later: {exc} (#4.3.0)"
+INTERNAL = "Internal error in remote delivery: {exc}. (#4.3.0)"  # send/results.py's text
 
 
 def remote_agent(config: Config) -> RemoteAgent:
