@@ -3,30 +3,60 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from qtoaster.remote.body import Body, body_lacks_final_lf, has_eight_bit
+import pytest
+
+from qtoaster.remote.body import Body, body_lacks_final_lf, chunks, has_eight_bit
 from qtoaster.remote.politeness import FIRST_PAUSE, MAX_PAUSE, Politeness
+
+_open: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_fds() -> Iterator[None]:
+    yield
+    while _open:
+        os.close(_open.pop())
 
 
 def body(tmp_path: Path, data: bytes, header: bytes = b"HEADER\n") -> Body:
-    path = tmp_path / "msg"
+    path = tmp_path / f"msg{len(_open)}"
     path.write_bytes(header + data)
-    return Body(str(path), len(header), len(data))
+    _open.append(os.open(path, os.O_RDONLY))
+    return Body(_open[-1], len(header), len(data))
+
+
+def unreadable(tmp_path: Path) -> Body:
+    """A descriptor pread cannot read (a directory): the checks must not raise."""
+    _open.append(os.open(tmp_path, os.O_RDONLY))
+    return Body(_open[-1], 0, 5)
 
 
 def test_final_lf(tmp_path: Path) -> None:
     assert not body_lacks_final_lf(body(tmp_path, b"a\nb\n"))
     assert body_lacks_final_lf(body(tmp_path, b"a\nb"))
     assert not body_lacks_final_lf(body(tmp_path, b""))
-    assert not body_lacks_final_lf(Body(str(tmp_path / "gone"), 0, 5))
+    assert not body_lacks_final_lf(unreadable(tmp_path))
 
 
 def test_eight_bit_only_looks_at_the_message(tmp_path: Path) -> None:
     assert not has_eight_bit(body(tmp_path, b"plain\n", header=b"\xff\xfe header\n"))
     assert has_eight_bit(body(tmp_path, "caf\u00e9\n".encode()))
     assert has_eight_bit(body(tmp_path, b"x" * (3 << 20) + b"\x80\n"))  # past the first chunk
-    assert not has_eight_bit(Body(str(tmp_path / "gone"), 0, 5))
+    assert not has_eight_bit(unreadable(tmp_path))
+
+
+def test_chunks_read_only_the_message_from_the_descriptor(tmp_path: Path) -> None:
+    """pread: no shared file position, the bytes after offset+size are not read."""
+    b = body(tmp_path, b"x" * 150_000, header=b"ENVELOPE\n")
+    os.lseek(b.fd, 3, os.SEEK_SET)  # a moved position changes nothing
+    pieces = list(chunks(b, 65536))
+    assert [len(p) for p in pieces] == [65536, 65536, 150_000 - 131072]
+    assert b"".join(pieces) == b"x" * 150_000
+    assert list(chunks(Body(b.fd, 9, 4))) == [b"xxxx"]
 
 
 def test_pause_doubles_and_success_ends_it() -> None:

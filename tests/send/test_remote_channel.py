@@ -39,9 +39,8 @@ class FakeRemote:
     async def deliver(
         self, body: Body, sender: str, recipients: Sequence[str], domain: str
     ) -> FakeAttempt:
-        with open(body.path, "rb") as f:
-            f.seek(body.offset)
-            self.calls.append((domain, tuple(recipients), f.read()))
+        data = os.pread(body.fd, body.size, body.offset)
+        self.calls.append((domain, tuple(recipients), data))
         if domain in self.unreachable:
             report = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"
             return FakeAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), False)

@@ -104,7 +104,7 @@ def run(
 
 
 @click.command()
-@click.argument("role", type=click.Choice(["auth", "smtpd", "pop3d", "send"]))
+@click.argument("role", type=click.Choice(["auth", "smtpd", "pop3d", "send", "remote"]))
 @home_option
 @click.option(
     "--fd",
@@ -114,6 +114,9 @@ def run(
     help="inherited listening socket; KIND smtp (default), submission, smtps, pop3, pop3s",
 )
 @click.option("--ready-fd", type=int, default=None, help="write 'ready:PID' here when ready")
+@click.option(
+    "--channel-fd", type=int, default=None, hidden=True, help="remote: the send role's socket"
+)
 @click.option("--supervised", is_flag=True, help="exit when the supervisor dies")
 @click.option("--child-name", default=None, hidden=True)
 @click.option(
@@ -127,6 +130,7 @@ def serve(
     role: str,
     fds: tuple[str, ...],
     ready_fd: int | None,
+    channel_fd: int | None,
     supervised: bool,
     child_name: str | None,
     workers: int,
@@ -153,6 +157,12 @@ def serve(
         from qtoaster.authd.server import serve_auth
 
         asyncio.run(serve_auth(home, ready))
+    elif role == "remote":  # started by the send role only (send/remoteclient.py)
+        from qtoaster.remote.child import serve_remote
+
+        if channel_fd is None:
+            raise click.UsageError("serve remote is started by the send role (--channel-fd)")
+        asyncio.run(serve_remote(config, socket.socket(fileno=channel_fd)))
     else:
         from qtoaster.send.role import serve_send
 

@@ -2,7 +2,7 @@
 
 :class:`Connection` owns the I/O that ``protocols/smtp/client.py`` leaves out: connecting
 (``timeoutconnect``, ``outgoingip``), implicit TLS for port 465, the STARTTLS handshake the
-engine asks for, streaming the message body from the queue file through the engine's
+engine asks for, streaming the message body from the queue file's descriptor through the engine's
 :class:`BodyEncoder`, and reply timeouts (``timeoutremote``).  It never decides what a reply
 means: the engine does, and the agent decides what to do with the result.
 
@@ -41,7 +41,7 @@ from qtoaster.protocols.smtp.client import (
     TransactionDone,
     TransactionResult,
 )
-from qtoaster.remote.body import Body, body_lacks_final_lf
+from qtoaster.remote.body import Body, body_lacks_final_lf, chunks
 from qtoaster.tls.client import (
     ClientTlsMode,
     ClientTlsPolicy,
@@ -254,15 +254,11 @@ class Connection:
 
     async def _send_body(self, body: Body) -> list[Event]:
         encoder = BodyEncoder()
+        pieces = chunks(body, _CHUNK)  # os.pread from the descriptor the send role passed
         try:
-            stream = open(body.path, "rb")  # noqa: SIM115 - closed below, across awaits
-        except OSError as exc:
-            return self._body_failed(exc)
-        try:
-            stream.seek(body.offset)
             while True:
                 try:
-                    chunk = stream.read(_CHUNK)
+                    chunk = next(pieces, b"")
                 except OSError as exc:
                     return self._body_failed(exc)
                 if not chunk:
@@ -278,8 +274,6 @@ class Connection:
         except (OSError, TimeoutError):  # the peer went away or stopped reading
             self.abort()
             return self._engine.connection_lost()
-        finally:
-            stream.close()
         return self._engine.body_sent()
 
     def _body_failed(self, exc: OSError) -> list[Event]:

@@ -28,6 +28,7 @@ from qtoaster.send import results
 from qtoaster.send.entry import REMOTE, MessageJob
 from qtoaster.send.results import Results
 
+UNREADABLE = "Unable to read the message from the queue: {why}. (#4.3.0)"
 PAUSED = "Delivery to {domain} is paused after a failed attempt; I'll try again later. (#4.4.1)"
 
 
@@ -42,7 +43,9 @@ class AttemptLike(Protocol):
 
 
 class RemoteAgentLike(Protocol):
-    """remote/agent.py's RemoteAgent: asynchronous, one domain's recipients per call."""
+    """send/remoteclient.py's RemoteClient (or remote/agent.py's RemoteAgent in-process):
+    asynchronous, one domain's recipients per call.  ``body.fd`` is the caller's: the agent
+    reads it and never closes it."""
 
     async def deliver(
         self, body: Body, sender: str, recipients: Sequence[str], domain: str
@@ -103,6 +106,22 @@ class RemoteLane:
     def shutdown(self) -> None:
         """No threads of its own: the queue I/O thread is the manager's."""
 
+    async def _attempt(
+        self, job: MessageJob, fd: int, domain: str, rcpts: Group
+    ) -> tuple[list[Result], bool]:
+        """One call to the agent with the queue file open as ``fd``, which is closed here."""
+        message = job.message
+        try:
+            body = Body(fd, message.body_offset, message.size)
+            attempt = await self.agent.deliver(
+                body, message.envelope.sender, [r for _, r in rcpts], domain
+            )
+            return attempt.results, attempt.reached
+        except Exception as exc:  # a bug must not bounce mail: defer and say so
+            return [results.agent_raised("remote", job.qid, exc)] * len(rcpts), True
+        finally:
+            os.close(fd)
+
     async def _group(
         self, job: MessageJob, domain: str, rcpts: Group, dying: bool
     ) -> Results | None:
@@ -111,16 +130,16 @@ class RemoteLane:
             return [(idx, paused) for idx, _ in rcpts]
         message = job.message
         async with self.politeness.slot(domain), self._slots:
-            if not os.path.exists(message.path):
-                return None
-            body = Body(str(message.path), message.body_offset, message.size)
             try:
-                attempt = await self.agent.deliver(
-                    body, message.envelope.sender, [r for _, r in rcpts], domain
-                )
-                found, reached = attempt.results, attempt.reached
-            except Exception as exc:  # a bug must not bounce mail: defer and say so
-                found, reached = [results.agent_raised("remote", job.qid, exc)] * len(rcpts), True
+                # The remote delivery process cannot open the queue: it gets this descriptor.
+                fd = os.open(message.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                unreadable = Result(Outcome.TEMPORARY, UNREADABLE.format(why=exc.strerror or exc))
+                found, reached = [unreadable] * len(rcpts), True
+            else:
+                found, reached = await self._attempt(job, fd, domain, rcpts)
             self.politeness.report(domain, reached, self._clock.time())
         pairs = [
             (idx, results.final(result, dying))

@@ -1,4 +1,5 @@
-"""Assemble and run the send role: queue store, local and remote agents, queue manager.
+"""Assemble and run the send role: queue store, local agent, the remote delivery process's
+client (``send/remoteclient.py``), queue manager.
 
 ``qtoaster serve send`` (and the supervisor's child) calls :func:`serve_send`; it reads
 the configuration it is given and nothing else.  Invariant: the directory is opened
@@ -16,26 +17,8 @@ from qtoaster.core.clock import SystemClock
 from qtoaster.delivery.local import LocalAgent
 from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.queue.store import QueueStore
-from qtoaster.remote.agent import RemoteAgent, RemoteConfig, RoutesFile
-from qtoaster.remote.dns import Resolver
 from qtoaster.send.manager import QueueManager
-from qtoaster.tls.client import ClientTls
-
-
-def remote_agent(config: Config) -> RemoteAgent:
-    """The remote agent from control/ and [remote]/[dns] settings."""
-    control = config.home.control
-    settings = config.settings
-    return RemoteAgent(
-        RemoteConfig.load(control, config.controls, settings.remote_port),
-        Resolver(
-            settings.dns_nameservers,
-            timeout=min(5.0, settings.dns_timeout),
-            lifetime=settings.dns_timeout,
-        ),
-        RoutesFile(control / "smtproutes"),
-        ClientTls(control),
-    )
+from qtoaster.send.remoteclient import RemoteClient
 
 
 async def serve_send(config: Config, ready: Callable[[], None]) -> None:
@@ -50,7 +33,8 @@ async def serve_send(config: Config, ready: Callable[[], None]) -> None:
     fsync = config.settings.fsync
     store = QueueStore(config.home.queue, fsync=fsync)
     agent = LocalAgent(config.home, config.controls, directory, fsync=fsync, queue=store)
-    remote = remote_agent(config)
+    # Remote deliveries run in a child process this role starts, restarts and stops.
+    remote = RemoteClient(config.home.root)
     dsn = config.settings.bounce_format == "dsn"
     manager = QueueManager(store, config, agent, SystemClock(), remote, dsn=dsn)
     task = loop.create_task(manager.run(stop))

@@ -1,0 +1,173 @@
+"""The framing of the channel between the send role and the remote delivery process (sans-IO).
+
+The send role asks, the remote process answers, over one Unix stream socket
+(``remote/link.py`` moves the bytes and the descriptors).  A frame is a 4-byte big-endian
+length and that many bytes of UTF-8 JSON, an object whose ``t`` names its kind:
+
+- ``{"t": "deliver", "id": N, "offset": N, "size": N, "sender": S, "recipients": [S...],
+  "domain": S}``: deliver the message of the descriptor that travels with this frame
+  (SCM_RIGHTS, sent with the frame's first byte), ``size`` bytes from ``offset``;
+- ``{"t": "answer", "id": N, "reached": B, "results": [[OUTCOME, TEXT]...]}``: one result
+  per recipient, in order (OUTCOME is ``core/outcome.py``'s value: success, deferral,
+  failure), and whether some host of the domain answered SMTP.
+
+Invariants: :class:`Decoder` turns any bytes into messages or one :class:`Malformed` (after
+which it yields nothing more), never raises, and never buffers more than ``MAX_FRAME`` plus
+the bytes of one ``feed``; :func:`encode` and the decoder agree on every message they accept.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from qtoaster.core.outcome import Outcome, Result
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 16 << 20  # a request names one domain's recipients of one message: far below
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    id: int
+    offset: int
+    size: int
+    sender: str
+    recipients: tuple[str, ...]
+    domain: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    id: int
+    results: tuple[Result, ...]
+    reached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """The peer broke the framing; the channel cannot be trusted any further."""
+
+    reason: str
+
+
+Message = Deliver | Answer
+
+
+def encode(message: Message) -> bytes:
+    """One frame: the length, then the JSON object (ASCII, so any str round-trips)."""
+    obj: dict[str, Any]
+    if isinstance(message, Deliver):
+        obj = {
+            "t": "deliver",
+            "id": message.id,
+            "offset": message.offset,
+            "size": message.size,
+            "sender": message.sender,
+            "recipients": list(message.recipients),
+            "domain": message.domain,
+        }
+    else:
+        obj = {
+            "t": "answer",
+            "id": message.id,
+            "reached": message.reached,
+            "results": [[r.outcome.value, r.report] for r in message.results],
+        }
+    payload = json.dumps(obj, separators=(",", ":")).encode("ascii")
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"channel frame of {len(payload)} bytes is over {MAX_FRAME}")
+    return HEADER.pack(len(payload)) + payload
+
+
+class Decoder:
+    """Bytes in, messages out; stops for good at the first malformed frame."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._broken = False
+
+    def feed(self, data: bytes) -> list[Message | Malformed]:
+        if self._broken:
+            return []
+        self._buffer += data
+        out: list[Message | Malformed] = []
+        while len(self._buffer) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self._buffer)
+            if length > MAX_FRAME:
+                return self._fail(out, f"frame of {length} bytes is over {MAX_FRAME}")
+            if len(self._buffer) < HEADER.size + length:
+                break
+            payload = bytes(self._buffer[HEADER.size : HEADER.size + length])
+            del self._buffer[: HEADER.size + length]
+            message = parse(payload)
+            if isinstance(message, Malformed):
+                return self._fail(out, message.reason)
+            out.append(message)
+        return out
+
+    def _fail(self, out: list[Message | Malformed], reason: str) -> list[Message | Malformed]:
+        self._broken = True
+        self._buffer = bytearray()
+        out.append(Malformed(reason))
+        return out
+
+
+def parse(payload: bytes) -> Message | Malformed:
+    """One frame's payload; anything but a well-typed message is Malformed."""
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        return Malformed(f"not JSON: {type(exc).__name__}")
+    if not isinstance(obj, dict):
+        return Malformed("not an object")
+    kind = obj.get("t")
+    try:
+        if kind == "deliver":
+            return Deliver(
+                _count(obj, "id"),
+                _count(obj, "offset"),
+                _count(obj, "size"),
+                _text(obj.get("sender")),
+                tuple(_text(r) for r in _list(obj.get("recipients"))),
+                _text(obj.get("domain")),
+            )
+        if kind == "answer":
+            reached = obj.get("reached")
+            if not isinstance(reached, bool):
+                raise TypeError("reached")
+            return Answer(
+                _count(obj, "id"), tuple(_result(r) for r in _list(obj.get("results"))), reached
+            )
+    except TypeError as exc:
+        return Malformed(f"{kind}: bad field {exc}")
+    return Malformed(f"unknown kind {str(kind)[:40]!r}")
+
+
+def _count(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if type(value) is not int or value < 0:  # bool is an int subclass: refused too
+        raise TypeError(key)
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _list(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return value
+
+
+def _result(value: object) -> Result:
+    pair = _list(value)
+    if len(pair) != 2 or not isinstance(pair[0], str) or pair[0] not in _OUTCOMES:
+        raise TypeError("result")
+    return Result(_OUTCOMES[pair[0]], _text(pair[1]))
