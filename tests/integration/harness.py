@@ -37,9 +37,22 @@ def qt(
     )
 
 
+def reachable(home: Path) -> None:
+    """Under root the roles run as their own users (decision 0007): they must be able to
+    enter the directories above the home, which pytest makes 0700. Only the search bit is
+    added, as an operator would for a home in a private place."""
+    if os.geteuid() != 0:
+        return
+    for parent in home.absolute().parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
 def make_home(root: Path, *, me: str = "mx.example.test", database_url: str | None = None) -> Path:
     """A home with example.test and three users; on PostgreSQL if ``database_url``."""
     home = root / "home"
+    reachable(home)
     qt(home, "init", "--me", me, "--smtp", "127.0.0.1:0")
     # chkuser's refusal delay (1 s, growing) would only slow the tests down.
     settings = home / "qtoaster.toml"
@@ -77,6 +90,7 @@ def maildir_files(home: Path, user: str, domain: str = "example.test") -> list[P
 class Server:
     def __init__(self, home: Path, *extra: str, workers: int = 2) -> None:
         self.home = home
+        reachable(home)
         self.log = open(home / "server.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [*QTOASTER, "run", "--home", str(home), "--workers", str(workers), *extra],

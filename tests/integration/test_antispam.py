@@ -101,7 +101,12 @@ def configure(home: Path, dns: str, clamd: str, spamd: str, on_unavailable: str 
     (control / "mfcheck").write_text("1\n")
     (control / "signatures").write_text("TVqQAAMAA\nTVpQAAIAA\n")
     qinject = f"exec {sys.executable} -m qtoaster queue-inject"
-    good = wrapper(home, "qq-wrapper", f'echo "$TCPREMOTEIP" > "$QTOASTER_HOME/qq-ran"\n{qinject}')
+    # Run by smtpd (its own user under root): it writes where anyone may, not in the home.
+    (home / "qq-out").mkdir(mode=0o777)
+    (home / "qq-out").chmod(0o777)
+    good = wrapper(
+        home, "qq-wrapper", f'echo "$TCPREMOTEIP" > "$QTOASTER_HOME/qq-out/ran"\n{qinject}'
+    )
     bad = wrapper(home, "qq-reject", "exit 31")
     rules = [
         f'{ENV_BLOCKED}:allow,RBLSMTPD="-go away"',
@@ -290,7 +295,7 @@ def test_nested_executable_is_never_passed_unscanned(
 def test_qmailqueue_wrapper_queues_through_queue_inject(server: Server) -> None:
     with client(server, QQ_CLIENT) as smtp:
         smtp.sendmail("alice@example.test", ["bob@example.test"], b"Subject: via qq\r\n\r\nhi\r\n")
-    assert (server.home / "qq-ran").read_text().strip() == QQ_CLIENT
+    assert (server.home / "qq-out" / "ran").read_text().strip() == QQ_CLIENT
     wait_for_mail(server.home, "bob", b"Subject: via qq")
 
 

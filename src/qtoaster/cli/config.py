@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from qtoaster.cli.options import home_option
+from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 
 
@@ -23,10 +24,46 @@ def check(home: Home) -> None:
     """Check qtoaster.toml, control/, tcp.smtp and the directory database; list every problem."""
     from qtoaster.supervisor.check import check_config
 
-    problems = check_config(home, directory=True)
+    problems = check_config(home, directory=True) + _owner_problems(home)
     if problems:
         for problem in problems:
             click.echo(problem)
         click.echo(f"{len(problems)} problem(s) in {home.root}", err=True)
         raise SystemExit(1)
     click.echo("configuration OK")
+
+
+@config.command("fix-owners")
+@home_option
+def fix_owners(home: Home) -> None:
+    """As root: create the roles' users and groups ([users]) and give the home their owners."""
+    from qtoaster.cli.run import load_or_exit
+    from qtoaster.core.privilege import running_as_root
+    from qtoaster.supervisor import accounts, ownership
+
+    if not running_as_root():
+        raise click.ClickException("fix-owners needs root (the roles change user only under root)")
+    users = load_or_exit(home).settings.users
+    try:
+        made = accounts.ensure_accounts(users)
+    except ConfigError as exc:
+        raise click.ClickException("\n".join(exc.problems)) from None
+    for line in made + ownership.apply(home, users):
+        click.echo(line)
+    click.echo(f"owners OK in {home.root}")
+
+
+def _owner_problems(home: Home) -> list[str]:
+    """As root: missing accounts, and owners or modes that differ from decision 0007's
+    layout. Run by anyone else, every role runs as that user: nothing to check."""
+    from qtoaster.config.settings import load_settings
+    from qtoaster.core.privilege import running_as_root
+    from qtoaster.supervisor import accounts, ownership
+
+    if not running_as_root():
+        return []
+    try:
+        users = load_settings(home.settings_file).users
+    except ConfigError:
+        return []  # check_config reported it
+    return accounts.check_accounts(users) or ownership.check(home, users)

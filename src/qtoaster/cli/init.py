@@ -60,7 +60,28 @@ def init(
         for problem in exc.problems:
             click.echo(f"qtoaster init: {problem}", err=True)
         raise SystemExit(1) from None
+    _accounts(home)
     _report(home)
+
+
+def _accounts(home: Home) -> None:
+    """As root: the roles' users and groups exist and own their part of the home."""
+    from qtoaster.config.settings import load_settings
+    from qtoaster.core.privilege import running_as_root
+    from qtoaster.supervisor import accounts, ownership
+
+    if not running_as_root():
+        return
+    users = load_settings(home.settings_file).users
+    try:
+        made = accounts.ensure_accounts(users)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"qtoaster init: {problem}", err=True)
+        raise SystemExit(1) from None
+    ownership.apply(home, users)
+    for line in made:
+        click.echo(f"created {line}")
 
 
 def _report(home: Home) -> None:

@@ -28,8 +28,8 @@ SETTINGS_TEMPLATE = """\
 
 [listen]
 # Addresses the SMTP listener binds: "HOST:PORT", "[IPv6]:PORT", or ":PORT" for every
-# IPv4 address.  Ports below 1024 (25, 587, 465, 110, 995) need root to bind, and every
-# role then runs as the user that started qtoaster: nothing drops privileges yet.
+# IPv4 address.  Ports below 1024 (25, 587, 465, 110, 995) need root to bind; started as
+# root, qtoaster binds them and runs every role as its own user ([users] below).
 smtp = {smtp}
 # Submission (AUTH required before MAIL; usually ":587") and SMTPS (implicit TLS; ":465").
 submission = {submission}
@@ -130,6 +130,20 @@ timeout = 30
 [remote]
 # Port of the SMTP servers mail is relayed to (control/smtproutes may name another).
 port = 25
+
+[users]
+# Started as root, each role runs as its own system user (init as root creates them;
+# docs/security.md says what each may read).  Started as anyone else, every role runs
+# as that user.
+smtpd = "qtoaster-smtpd"
+pop3d = "qtoaster-pop3d"
+send = "qtoaster-vmail"  # the queue manager and local delivery; owns the Maildirs
+remote = "qtoaster-remote"
+auth = "qtoaster-auth"
+group = "qtoaster"  # every role
+queue_group = "qtoaster-queue"  # smtpd and send
+tls_group = "qtoaster-tls"  # roles that terminate TLS
+auth_group = "qtoaster-authc"  # roles that ask the auth role
 
 [log]
 # One of: debug, info, warning, error.

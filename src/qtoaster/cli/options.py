@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,7 +17,10 @@ def home_option(func: F) -> F:
     """``--home DIR`` (default ``$QTOASTER_HOME``, else ``./qtoaster-home``), passed as a Home."""
 
     def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Home:
-        return Home.resolve(value)
+        home = Home.resolve(value)
+        if os.geteuid() == 0:  # what a command run as root wrote gets the roles' owners
+            ctx.call_on_close(lambda: _give_owners(home))
+        return home
 
     return click.option(
         "--home",
@@ -26,3 +30,20 @@ def home_option(func: F) -> F:
         metavar="DIR",
         help="qtoaster home (default: $QTOASTER_HOME, else ./qtoaster-home)",
     )(func)
+
+
+def _give_owners(home: Home) -> None:
+    """After a command run as root: the owners of decision 0007 (a home without its
+    accounts yet is left alone; config check reports it)."""
+    from qtoaster.config.settings import load_settings
+    from qtoaster.core.errors import ConfigError
+    from qtoaster.supervisor import accounts, ownership
+
+    if os.geteuid() != 0 or not home.settings_file.is_file():
+        return  # a role that dropped root (serve) has nothing to give
+    try:
+        users = load_settings(home.settings_file).users
+    except ConfigError:
+        return
+    if not accounts.check_accounts(users):
+        ownership.apply(home, users)

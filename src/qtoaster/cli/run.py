@@ -95,6 +95,7 @@ def run(
     pop3d = config.settings.pop3d_workers or 2 * cores
     for line in QueueStore(home.queue).recover(everything=True):
         logging.getLogger("qtoaster.queue").info("%s", line)
+    _prepare_home(config)
     supervisor = Supervisor(home, listeners, count, pop3d)
     try:
         supervisor.setup()
@@ -141,6 +142,7 @@ def serve(
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     config = load_or_exit(home)
     setup_logging(config.settings.log_level, child_name or role)
+    _become(config, role, announce=not supervised)
 
     def ready() -> None:
         if ready_fd is not None:
@@ -167,6 +169,43 @@ def serve(
         from qtoaster.send.role import serve_send
 
         asyncio.run(serve_send(config, ready))
+
+
+def _prepare_home(config: Config) -> None:
+    """As root: the roles' accounts must exist and the home gets their owners (decision
+    0007); otherwise every role runs as this user. Said once, at start."""
+    from qtoaster.core.privilege import running_as_root
+    from qtoaster.supervisor import accounts, ownership
+
+    log = logging.getLogger("qtoaster.supervisor")
+    users = config.settings.users
+    if not running_as_root():
+        log.info("not started as root: every role runs as %s", accounts.current_user())
+        return
+    problems = accounts.check_accounts(users) + accounts.code_unreadable()
+    if problems:
+        raise click.ClickException(
+            "\n".join(problems) + "\n(qtoaster config fix-owners creates them)"
+        )
+    for change in ownership.apply(config.home, users):
+        log.info("owners: %s", change)
+    log.info(
+        "roles run as their own users: smtpd %s, pop3d %s, send %s, auth %s",
+        *(accounts.role_names(users, role)[0] for role in ("smtpd", "pop3d", "send", "auth")),
+    )
+
+
+def _become(config: Config, role: str, *, announce: bool) -> None:
+    """Leave root before serving (the supervisor said once who runs what; a role started
+    alone says it itself)."""
+    from qtoaster.supervisor.accounts import become
+
+    try:
+        said = become(config.settings.users, role)
+    except ConfigError as exc:
+        raise click.ClickException("\n".join(exc.problems)) from None
+    if announce:
+        logging.getLogger(f"qtoaster.{role}").info("%s", said)
 
 
 def _inherited(value: str, kinds: tuple[str, ...]) -> tuple[str, socket.socket]:

@@ -14,6 +14,7 @@ it compares equal to, hashes as and prints as its TOML string, so ``== "dsn"`` s
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,6 +127,22 @@ CHKUSER_MODES = tuple(ChkuserMode)
 
 
 @dataclass(frozen=True, slots=True)
+class RoleUsers:
+    """[users]: the system users and groups the roles run as when started as root
+    (docs/security.md, decision 0007). Started by anyone else, every role runs as that user."""
+
+    smtpd: str = "qtoaster-smtpd"
+    pop3d: str = "qtoaster-pop3d"
+    send: str = "qtoaster-vmail"  # the queue manager and local delivery; owns the Maildirs
+    remote: str = "qtoaster-remote"
+    auth: str = "qtoaster-auth"
+    group: str = "qtoaster"  # every role: reads the settings, control files, the directory
+    queue_group: str = "qtoaster-queue"  # smtpd and send: the queue
+    tls_group: str = "qtoaster-tls"  # smtpd and pop3d: the TLS private key
+    auth_group: str = "qtoaster-authc"  # smtpd and pop3d: may connect to the auth role
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     listeners: tuple[Listener, ...]
     smtpd_workers: int
@@ -162,6 +179,7 @@ class Settings:
     pop3d_timeout: int = 1200  # seconds a POP3 command may take to arrive (spec 19.1)
     clamd: ScannerSettings | None = None  # [clamd] table present and address set
     spamd: ScannerSettings | None = None
+    users: RoleUsers = RoleUsers()
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +284,21 @@ def _scanner(tables: _Tables, name: str, max_bytes: int) -> ScannerSettings | No
         reject_score=float(tables.get(name, "reject_score", _is_score, 0.0)),
     )
     return settings if address else None
+
+
+def _users(tables: _Tables) -> RoleUsers:
+    defaults = RoleUsers()
+    names = {
+        name: tables.get("users", name, _is_system_name, getattr(defaults, name))
+        for name in RoleUsers.__dataclass_fields__
+    }
+    return RoleUsers(**names)
+
+
+def _is_system_name(value: Any) -> str | None:
+    """A user or group name useradd accepts (Debian's NAME_REGEX for system accounts)."""
+    ok = isinstance(value, str) and re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value) is not None
+    return None if ok else "must be a user or group name (a-z, 0-9, _ and -, at most 32)"
 
 
 def _is_scanner_address(value: Any) -> str | None:
@@ -380,6 +413,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         pop3d_timeout=tables.get("pop3d", "timeout", _int_between(1, 86400), 1200),
         clamd=_scanner(tables, "clamd", 25 << 20),
         spamd=_scanner(tables, "spamd", 512 << 10),
+        users=_users(tables),
     )
     tables.unknown()
     if tables.problems:

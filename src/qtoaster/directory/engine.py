@@ -8,7 +8,7 @@ Invariants:
 - no message raised from here ever contains a database password (URLs are rendered with
   the password hidden, unparseable URLs are not echoed at all), and database errors never
   quote statement parameters (they can be password hashes or sealed secrets);
-- every SQLite connection runs with a busy timeout, the WAL journal and foreign keys on;
+- every SQLite connection runs with a busy timeout, the rollback journal and foreign keys on;
 - every PostgreSQL connection is pre-pinged on checkout, connects within
   :data:`CONNECT_TIMEOUT` seconds and aborts statements after :data:`STATEMENT_TIMEOUT_MS`;
 - a change committed by any process on any host moves :meth:`ChangeWatcher.token` (SQLite:
@@ -121,7 +121,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    # The rollback journal, not WAL: under root the roles read this file without write
+    # access to it or its directory (decision 0007), and a WAL reader must be able to create
+    # the -shm file once the last writer has closed. Writers are the CLI; readers are many.
+    cursor.execute("PRAGMA journal_mode = DELETE")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
 

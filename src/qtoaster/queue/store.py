@@ -120,7 +120,7 @@ class QueueStore:
         qid = new_qid()
         path = f"{self.tmp}/{qid}"  # strings, not pathlib: this runs per message
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         except OSError as exc:
             raise QueueError(exitcodes.CREATE_ERROR, f"creating {path}: {exc}") from None
         spool = Spool(self, qid, os.fdopen(fd, "wb", buffering=_BUFFER))
@@ -317,7 +317,7 @@ class Spool:
         fresh = f"{self._tmp}.new"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            with open(self._tmp, "rb") as src, os.fdopen(os.open(fresh, flags, 0o600), "wb") as dst:
+            with open(self._tmp, "rb") as src, os.fdopen(os.open(fresh, flags, 0o640), "wb") as dst:
                 dst.write(src.read(self.body_offset))
                 dst.write(data)
                 shutil.copyfileobj(src, dst, _BUFFER)

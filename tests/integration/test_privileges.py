@@ -1,0 +1,145 @@
+"""Issue 13: started as root, every role runs as its own user (decision 0007).
+
+Run as root (CI is): the uids, gids and groups of each role are read from /proc of a
+started server, and each role's user is tried (setpriv) on what it must not read.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from qtoaster.config.settings import RoleUsers
+
+from .harness import Server, dialog, make_home, qt, wait_for_mail
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: roles drop root")
+
+USERS = RoleUsers()
+# role -> (user, supplementary groups): the table of decision 0007.
+EXPECTED = {
+    "smtpd": (USERS.smtpd, {USERS.group, USERS.queue_group, USERS.tls_group, USERS.auth_group}),
+    "pop3d": (USERS.send, {USERS.group, USERS.tls_group, USERS.auth_group}),
+    "send": (USERS.send, {USERS.group, USERS.queue_group}),
+}
+
+
+def _status(pid: int) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.split()
+    return fields
+
+
+def _children(pid: int) -> dict[int, str]:
+    """pid -> role of the supervisor's children (``serve ROLE`` in the command line)."""
+    found: dict[int, str] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            found[int(child)] = argv[argv.index(b"serve") + 1].decode()
+    return found
+
+
+def _as_role(role: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    user, groups = EXPECTED[role]
+    entry = pwd.getpwnam(user)
+    gids = ",".join(str(grp.getgrnam(name).gr_gid) for name in sorted(groups))
+    return subprocess.run(
+        ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", f"--groups={gids}",
+         *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Server]:
+    home = make_home(tmp_path_factory.mktemp("priv"))
+    srv = Server(home, "--pop3", "127.0.0.1:0")
+    yield home, srv
+    srv.stop()
+
+
+def test_each_role_runs_as_its_user_and_cannot_regain_root(server: tuple[Path, Server]) -> None:
+    _, srv = server
+    assert _status(srv.proc.pid)["Uid"] == ["0"] * 4  # the supervisor binds and restarts
+    children = _children(srv.proc.pid)
+    assert set(children.values()) == {"smtpd", "pop3d", "send"}
+    for pid, role in children.items():
+        user, groups = EXPECTED[role]
+        entry = pwd.getpwnam(user)
+        status = _status(pid)
+        assert status["Uid"] == [str(entry.pw_uid)] * 4, role  # real, effective, saved, fs
+        assert status["Gid"] == [str(entry.pw_gid)] * 4, role
+        want = {entry.pw_gid} | {grp.getgrnam(name).gr_gid for name in groups}
+        assert {int(g) for g in status["Groups"]} == want, role
+        assert int(status["CapEff"][0], 16) == 0 and int(status["CapPrm"][0], 16) == 0, role
+
+
+def test_role_users_cannot_read_what_is_not_theirs(server: tuple[Path, Server]) -> None:
+    home, _ = server
+    key = str(home / "control" / "servercert.pem")
+    maildir = str(home / "domains" / "example.test" / "alice" / "Maildir")
+    # smtpd terminates TLS and writes the queue; it may not enter a Maildir.
+    assert _as_role("smtpd", "cat", key).returncode == 0
+    assert _as_role("smtpd", "ls", str(home / "queue")).returncode == 0
+    denied = _as_role("smtpd", "ls", maildir)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    # send owns the Maildirs and the queue; it may not read the TLS private key.
+    assert _as_role("send", "ls", maildir).returncode == 0
+    denied = _as_role("send", "cat", key)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+
+
+def test_mail_flows_and_program_deliveries_run_as_the_mailbox_owner(
+    server: tuple[Path, Server],
+) -> None:
+    home, srv = server
+    out = home / "domains" / "example.test" / "bob" / "uid.txt"
+    dotqmail = home / "domains" / "example.test" / "bob" / ".qmail"
+    dotqmail.write_text(f"|id -u > {out}\n./Maildir/\n")
+    os.chown(dotqmail, pwd.getpwnam(USERS.send).pw_uid, pwd.getpwnam(USERS.send).pw_gid)
+    replies = dialog(
+        srv.port,
+        [b"HELO x", b"MAIL FROM:<a@example.org>", b"RCPT TO:<bob@example.test>", b"DATA",
+         b"Subject: uid\r\n\r\nhello\r\n.", b"QUIT"],
+    )
+    assert replies[-2].startswith(b"250"), replies
+    wait_for_mail(home, "bob", b"Subject: uid")
+    assert out.read_text().strip() == str(pwd.getpwnam(USERS.send).pw_uid)
+
+
+def test_config_check_reports_wrong_owners_and_fix_owners_repairs(
+    server: tuple[Path, Server],
+) -> None:
+    home, _ = server
+    key = home / "control" / "servercert.pem"
+    os.chown(key, 0, 0)
+    os.chmod(key, 0o644)
+    checked = qt(home, "config", "check", check=False)
+    assert checked.returncode == 1
+    assert f"{key}: owner and mode root:root 0644, expected root:{USERS.tls_group} 0640" in (
+        checked.stdout.decode()
+    )
+    fixed = qt(home, "config", "fix-owners")
+    assert b"owners OK" in fixed.stdout
+    assert qt(home, "config", "check").returncode == 0
+    assert grp.getgrgid(key.stat().st_gid).gr_name == USERS.tls_group
+
+
+def test_commands_run_as_root_leave_files_with_the_roles_owners(
+    server: tuple[Path, Server],
+) -> None:
+    home, _ = server
+    qt(home, "user", "add", "dave@example.test", "--password", "secret")
+    maildir = home / "domains" / "example.test" / "dave" / "Maildir"
+    for path in (maildir, maildir / "new", maildir.parent):
+        assert pwd.getpwuid(path.stat().st_uid).pw_name == USERS.send, path
