@@ -26,6 +26,8 @@ EXPECTED = {
     "smtpd": (USERS.smtpd, {USERS.group, USERS.queue_group, USERS.tls_group, USERS.auth_group}),
     "pop3d": (USERS.send, {USERS.group, USERS.tls_group, USERS.auth_group}),
     "send": (USERS.send, {USERS.group, USERS.queue_group}),
+    "remote": (USERS.remote, {USERS.group, USERS.tls_group}),
+    "auth": (USERS.auth, {USERS.group, USERS.auth_group}),
 }
 
 
@@ -38,12 +40,13 @@ def _status(pid: int) -> dict[str, list[str]]:
 
 
 def _children(pid: int) -> dict[int, str]:
-    """pid -> role of the supervisor's children (``serve ROLE`` in the command line)."""
+    """pid -> role of the processes below ``pid`` (``serve ROLE`` in the command line)."""
     found: dict[int, str] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             found[int(child)] = argv[argv.index(b"serve") + 1].decode()
+            found.update(_children(int(child)))
     return found
 
 
@@ -52,8 +55,13 @@ def _as_role(role: str, *argv: str) -> subprocess.CompletedProcess[str]:
     entry = pwd.getpwnam(user)
     gids = ",".join(str(grp.getgrnam(name).gr_gid) for name in sorted(groups))
     return subprocess.run(
-        ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", f"--groups={gids}",
-         *argv],
+        [
+            "setpriv",
+            f"--reuid={entry.pw_uid}",
+            f"--regid={entry.pw_gid}",
+            f"--groups={gids}",
+            *argv,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -72,7 +80,8 @@ def test_each_role_runs_as_its_user_and_cannot_regain_root(server: tuple[Path, S
     _, srv = server
     assert _status(srv.proc.pid)["Uid"] == ["0"] * 4  # the supervisor binds and restarts
     children = _children(srv.proc.pid)
-    assert set(children.values()) == {"smtpd", "pop3d", "send"}
+    # remote is started by send (as root, before send drops it) on first use or at start
+    assert set(children.values()) == {"auth", "smtpd", "pop3d", "send", "remote"}
     for pid, role in children.items():
         user, groups = EXPECTED[role]
         entry = pwd.getpwnam(user)
@@ -97,6 +106,11 @@ def test_role_users_cannot_read_what_is_not_theirs(server: tuple[Path, Server]) 
     assert _as_role("send", "ls", maildir).returncode == 0
     denied = _as_role("send", "cat", key)
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    # remote delivery and auth read neither the queue nor a Maildir.
+    for role in ("remote", "auth"):
+        for path in (str(home / "queue" / "mess"), maildir):
+            denied = _as_role(role, "ls", path)
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr, (role, path)
 
 
 def test_mail_flows_and_program_deliveries_run_as_the_mailbox_owner(
@@ -109,8 +123,14 @@ def test_mail_flows_and_program_deliveries_run_as_the_mailbox_owner(
     os.chown(dotqmail, pwd.getpwnam(USERS.send).pw_uid, pwd.getpwnam(USERS.send).pw_gid)
     replies = dialog(
         srv.port,
-        [b"HELO x", b"MAIL FROM:<a@example.org>", b"RCPT TO:<bob@example.test>", b"DATA",
-         b"Subject: uid\r\n\r\nhello\r\n.", b"QUIT"],
+        [
+            b"HELO x",
+            b"MAIL FROM:<a@example.org>",
+            b"RCPT TO:<bob@example.test>",
+            b"DATA",
+            b"Subject: uid\r\n\r\nhello\r\n.",
+            b"QUIT",
+        ],
     )
     assert replies[-2].startswith(b"250"), replies
     wait_for_mail(home, "bob", b"Subject: uid")

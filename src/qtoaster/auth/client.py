@@ -1,7 +1,7 @@
 """The workers' side of the auth role's socket: an asyncio client, one connection per worker.
 
 smtpd and pop3d no longer read credentials (decision 0007); they ask the auth role
-(qtoaster.authd) over ``run/auth.sock`` in the protocol of auth.protocol. Requests are
+(qtoaster.authd) over ``run/auth/auth.sock`` in the protocol of auth.protocol. Requests are
 pipelined on one connection (each waits on its own future, answered by ``id``, in any
 order): a login waiting out the throttle's delay holds up no other.
 

@@ -1,4 +1,4 @@
-"""The auth role's request protocol: what smtpd and pop3d ask over ``run/auth.sock``.
+"""The auth role's request protocol: what smtpd and pop3d ask over ``run/auth/auth.sock``.
 
 Sans-IO codec, shared by the server (qtoaster.authd) and the client (auth.client).
 One JSON object per line (UTF-8, ``\\n``-terminated, at most :data:`MAX_LINE` bytes);
@@ -50,8 +50,10 @@ MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "APOP")
 
 
 def socket_path(home: Home) -> Path:
-    """Where the auth role listens: ``<home>/run/auth.sock`` (group ``qtoaster-authc``)."""
-    return home.run_dir / "auth.sock"
+    """Where the auth role listens: ``<home>/run/auth/auth.sock``. Under root its directory
+    is the auth user's with group ``qtoaster-authc`` and the setgid bit (decision 0007), so
+    the socket takes that group and only smtpd and pop3d may connect."""
+    return home.run_dir / "auth" / "auth.sock"
 
 
 class ProtocolError(ValueError):

@@ -3,7 +3,7 @@
 The only process that opens the credentials (password hashes, CRAM-MD5 contexts, the
 sealed APOP secrets and their key): it runs auth.verify's checks and holds the one
 :class:`~qtoaster.auth.throttle.LoginThrottle` of the whole server. Workers ask over the
-Unix socket :func:`qtoaster.auth.protocol.socket_path` (``<home>/run/auth.sock``, mode
+Unix socket :func:`qtoaster.auth.protocol.socket_path` (``<home>/run/auth/auth.sock``, mode
 0660) in the protocol of auth.protocol.
 
 Invariants:
@@ -93,7 +93,7 @@ class AuthServer:
     async def start(self) -> str:
         """Listen on the socket (a stale one from a killed predecessor is replaced)."""
         path = socket_path(self.home)
-        path.parent.mkdir(mode=0o755, exist_ok=True)
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         self._server = await asyncio.start_unix_server(

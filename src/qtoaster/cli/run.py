@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,6 +20,9 @@ from qtoaster.config.loader import Config, load_config
 from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener, parse_listen
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
+
+if TYPE_CHECKING:
+    from qtoaster.send.remoteclient import RemoteClient
 
 PR_SET_PDEATHSIG = 1
 F = TypeVar("F", bound=Callable[..., Any])
@@ -142,6 +145,7 @@ def serve(
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     config = load_or_exit(home)
     setup_logging(config.settings.log_level, child_name or role)
+    remote = _remote_child(config) if role == "send" else None  # before root is dropped
     _become(config, role, announce=not supervised)
 
     def ready() -> None:
@@ -168,7 +172,7 @@ def serve(
     else:
         from qtoaster.send.role import serve_send
 
-        asyncio.run(serve_send(config, ready))
+        asyncio.run(serve_send(config, ready, remote))
 
 
 def _prepare_home(config: Config) -> None:
@@ -193,6 +197,23 @@ def _prepare_home(config: Config) -> None:
         "roles run as their own users: smtpd %s, pop3d %s, send %s, auth %s",
         *(accounts.role_names(users, role)[0] for role in ("smtpd", "pop3d", "send", "auth")),
     )
+
+
+def _remote_child(config: Config) -> RemoteClient | None:
+    """As root, the send role starts its remote delivery process as the remote user now:
+    once send has dropped root it could not (send/remoteclient.py)."""
+    from qtoaster.core.privilege import running_as_root
+    from qtoaster.send.remoteclient import RemoteClient
+    from qtoaster.supervisor.accounts import role_identity
+
+    if not running_as_root():
+        return None
+    client = RemoteClient(config.home.root)
+    try:
+        client.start_now(role_identity(config.settings.users, "remote"))
+    except ConfigError as exc:
+        raise click.ClickException("\n".join(exc.problems)) from None
+    return client
 
 
 def _become(config: Config, role: str, *, announce: bool) -> None:

@@ -12,7 +12,10 @@ never lost, never recorded twice (a message the remote server had already taken 
 child died goes out again, as after qmail-remote was killed); an answer that does not fit
 its request (wrong number of results) is a broken child: it is stopped, and the delivery
 deferred.  Privileges: :func:`child_popen_kwargs` is the one place that says how the child
-is started.
+is started.  Started as root, the send role starts the child at once as the remote user
+(:meth:`RemoteClient.start_now`, before it drops root itself); having no right to start
+another as that user, it answers the deliveries of a child that died TEMPORARY and calls
+``on_gone`` (the role stops, and its supervisor starts it, and so a new child, again).
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qtoaster.core.outcome import Outcome, Result
+from qtoaster.core.privilege import Identity
 from qtoaster.remote.body import Body
 from qtoaster.remote.channel import Answer, Deliver, Message
 from qtoaster.remote.link import Link
@@ -47,14 +51,20 @@ class Attempt:
     reached: bool
 
 
-def child_popen_kwargs(home: Path, channel_fd: int) -> dict[str, Any]:
+def child_popen_kwargs(
+    home: Path, channel_fd: int, identity: Identity | None = None
+) -> dict[str, Any]:
     """How the remote delivery process is started: ``subprocess.Popen(**kwargs)``.
 
-    Privilege separation (decision 0007) adds ``user=``, ``group=`` and ``extra_groups=``
-    (``qtoaster-remote``, group ``qtoaster``) here, and nothing else needs to change: the
-    child opens no queue file, it reads the descriptors it is handed.
+    With ``identity`` (started as root: the remote user of decision 0007) the child runs as
+    that user from its first instruction; it opens no queue file, it reads the descriptors
+    it is handed.
     """
+    who: dict[str, Any] = {}
+    if identity is not None:
+        who = {"user": identity.uid, "group": identity.gid, "extra_groups": identity.groups}
     return {
+        **who,
         "args": [
             sys.executable,
             "-m",
@@ -84,6 +94,30 @@ class RemoteClient:
         self._started = -RESTART_DELAY
         self._starting = asyncio.Lock()
         self._reaping: set[asyncio.Task[None]] = set()
+        self._made: socket.socket | None = None  # start_now's end of the channel
+        self._once = False  # started as another user by start_now: never started again
+        self.on_gone: Callable[[], None] = lambda: None
+
+    def start_now(self, identity: Identity) -> None:
+        """Start the child as ``identity`` now, while this process is root (see the module
+        docstring); the channel is taken up on the first delivery."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.set_inheritable(False)
+        try:
+            self._proc = subprocess.Popen(
+                **child_popen_kwargs(self.home, theirs.fileno(), identity)
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._made, self._once = ours, True
+        log.info(
+            "remote: started the remote delivery process as %s, pid %d",
+            identity.user,
+            self._proc.pid,
+        )
 
     @property
     def pid(self) -> int | None:
@@ -94,6 +128,8 @@ class RemoteClient:
         self, body: Body, sender: str, recipients: Sequence[str], domain: str
     ) -> Attempt:
         link = await self._running()
+        if link is None:  # the child of start_now is gone; the role is stopping
+            return Attempt([Result(Outcome.TEMPORARY, DIED)] * len(recipients), False)
         self._next_id += 1
         request = Deliver(self._next_id, body.offset, body.size, sender, tuple(recipients), domain)
         future: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
@@ -120,10 +156,19 @@ class RemoteClient:
 
     # -- the child ---------------------------------------------------------------------
 
-    async def _running(self) -> Link:
+    async def _running(self) -> Link | None:
         async with self._starting:
             if self._link is not None and not self._link.closed:
                 return self._link
+            if self._made is not None and self._proc is not None:
+                proc, ours, self._made = self._proc, self._made, None
+                self._link = Link(
+                    ours, self._on_message, lambda why: self._on_close(proc, why), accept_fds=False
+                )
+                return self._link
+            if self._once:
+                self.on_gone()
+                return None
             wait = self._started + RESTART_DELAY - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -182,6 +227,8 @@ class RemoteClient:
             task = asyncio.get_running_loop().create_task(self._reap(proc, 2.0))
             self._reaping.add(task)
             task.add_done_callback(self._reaping.discard)
+            if self._once:
+                self.on_gone()
 
     async def _reap(self, proc: subprocess.Popen[bytes], patience: float) -> None:
         try:

@@ -9,6 +9,7 @@ lazily, so a database outage defers local deliveries instead of stopping the rol
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable
 
@@ -20,9 +21,16 @@ from qtoaster.queue.store import QueueStore
 from qtoaster.send.manager import QueueManager
 from qtoaster.send.remoteclient import RemoteClient
 
+log = logging.getLogger("qtoaster.send")
 
-async def serve_send(config: Config, ready: Callable[[], None]) -> None:
-    """Deliver from the queue until SIGTERM or SIGINT; *ready* once the manager runs."""
+
+async def serve_send(
+    config: Config, ready: Callable[[], None], remote: RemoteClient | None = None
+) -> None:
+    """Deliver from the queue until SIGTERM or SIGINT; *ready* once the manager runs.
+
+    ``remote``: a client whose child was started as root (RemoteClient.start_now); when
+    that child dies the role stops, so that its supervisor starts both again."""
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -34,7 +42,18 @@ async def serve_send(config: Config, ready: Callable[[], None]) -> None:
     store = QueueStore(config.home.queue, fsync=fsync)
     agent = LocalAgent(config.home, config.controls, directory, fsync=fsync, queue=store)
     # Remote deliveries run in a child process this role starts, restarts and stops.
-    remote = RemoteClient(config.home.root)
+    if remote is None:
+        remote = RemoteClient(config.home.root)
+
+    def gone() -> None:
+        if not stop.is_set():
+            log.warning(
+                "send: the remote delivery process is gone; stopping so that the "
+                "supervisor starts send and it again"
+            )
+            stop.set()
+
+    remote.on_gone = gone
     dsn = config.settings.bounce_format == "dsn"
     manager = QueueManager(store, config, agent, SystemClock(), remote, dsn=dsn)
     task = loop.create_task(manager.run(stop))

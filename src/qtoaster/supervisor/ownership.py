@@ -67,6 +67,8 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
 def apply(home: Home, users: RoleUsers) -> list[str]:
     """Make ``home`` match :func:`layout`; what was changed (root only)."""
     changed: list[str] = []
+    for made in (home.run_dir, home.run_dir / "auth"):  # the auth role's socket goes there
+        made.mkdir(mode=0o750, exist_ok=True)
     for rule in layout(home, users):
         uid, gid = _ids(rule.user, rule.group)
         changed += _fix(rule.path, uid, gid, rule.mode)
