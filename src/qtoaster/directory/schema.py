@@ -9,6 +9,9 @@ Invariants:
 - domain names and local parts are stored lower-case; lookups compare lower-case values,
   so the unique indexes below are the case-insensitive uniqueness rules;
 - ``users.maildir`` is relative to the qtoaster home, so a home can move;
+- since version 3 ``users`` holds no credential (its retired credential columns stay
+  NULL): hashes and secrets are in the credential store (credentials.py), and
+  ``has_password``/``has_secrets`` say what it holds;
 - ``schema_version`` has exactly one row, equal to :data:`SCHEMA_VERSION` once
   :func:`install` or :func:`upgrade` has committed.
 """
