@@ -562,3 +562,24 @@ def test_user_set_secrets(home: Home) -> None:
     assert "secrets the domain's choice (not kept); stored: no" in result.output
     assert "take effect" not in result.output
     assert user_info(home, address).secrets is None
+
+
+def test_user_add_and_passwd_store_credentials_only_in_the_credential_store(home: Home) -> None:
+    # Decision 0007 "Secrets": smtpd reads users.sqlite3, so no hash or secret may be in it.
+    from qtoaster.directory.store import credentials_file
+
+    assert run(home, "domain", "add", "example.com", "--secrets").exit_code == 0
+    result = run(home, "user", "add", "alice@example.com", "--password", "s3cret")
+    assert result.exit_code == 0, result.output
+    assert run(home, "user", "passwd", "postmaster@example.com", "--password", "pm").exit_code == 0
+    assert verify(home, "alice@example.com", "s3cret")
+    assert verify(home, "postmaster@example.com", "pm")
+    assert user_info(home, "alice@example.com").has_secrets
+
+    def raw(path: Path) -> bytes:
+        wal = path.with_name(path.name + "-wal")
+        return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+    directory_bytes = raw(home.database)
+    assert b"$argon2" not in directory_bytes and b"v1:" not in directory_bytes
+    assert raw(credentials_file(home)).count(b"$argon2") >= 2

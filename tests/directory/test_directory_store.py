@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, insert, select, text, update
 from qtoaster.core.clock import FakeClock
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
-from qtoaster.directory import schema
+from qtoaster.directory import credentials, schema
 from qtoaster.directory.engine import make_engine
 from qtoaster.directory.schema import UNKNOWN_BOUNCE, UserFlag
 from qtoaster.directory.store import (
@@ -279,10 +279,13 @@ def test_weak_hash_is_upgraded_on_login(db: Engine, directory: Directory) -> Non
     directory.add_domain("example.com")
     directory.add_user("alice@example.com", None)
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
-    _set(db, update(schema.users).values(password_hash=weak))
+    # As a hash of an older release would be stored: in the credential store.
+    _set(db, update(schema.users).values(has_password=True))
+    creds = directory._credentials().engine
+    _set(creds, update(credentials.credentials).values(password_hash=weak))
     assert directory.verify_password("alice@example.com", "pw")
-    with db.connect() as conn:
-        stored = conn.execute(select(schema.users.c.password_hash)).scalar()
+    with creds.connect() as conn:
+        stored = conn.execute(select(credentials.credentials.c.password_hash)).scalar()
     assert stored is not None and stored != weak
     assert stored.startswith("$argon2id$")
     assert directory.verify_password("alice@example.com", "pw")

@@ -14,6 +14,7 @@ from qtoaster.directory.engine import make_engine
 from qtoaster.directory.store import Directory, DirectoryError, create_directory
 
 V2_COLUMNS = {"domains": ["secrets"], "users": ["secrets", "cram_md5", "apop_secret"]}
+V3_COLUMNS = {"users": ["has_password", "has_secrets"]}
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def _make_v1(engine: Engine) -> None:
     """The version 1 schema, as the foundation shipped it, with one domain and user."""
     with engine.begin() as conn:
         schema.install(conn)
-        for table, columns in V2_COLUMNS.items():
+        for table, columns in [*V3_COLUMNS.items(), *V2_COLUMNS.items()]:
             for column in columns:
                 conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(update(schema.schema_version).values(version=1))

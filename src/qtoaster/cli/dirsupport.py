@@ -44,11 +44,20 @@ def database_url(home: Home) -> str | None:
     return load_settings(home.settings_file).database_url
 
 
+def credentials_url(home: Home) -> str | None:
+    """``[database] credentials_url`` of qtoaster.toml (None: the default store)."""
+    if not home.settings_file.exists():
+        return None
+    from qtoaster.config.settings import load_settings
+
+    return load_settings(home.settings_file).credentials_url
+
+
 @contextmanager
 def open_directory(home: Home) -> Iterator[Directory]:
     """The open directory; its errors become one clear line and exit status 1."""
     try:
-        directory = Directory.open(home, database_url(home))
+        directory = Directory.open(home, database_url(home), credentials_url=credentials_url(home))
     except QtoasterError as exc:
         raise click.ClickException(str(exc)) from exc
     try:

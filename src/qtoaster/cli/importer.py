@@ -141,7 +141,11 @@ def vpopmail(
     directory: Directory | None = None
     try:
         if not dry_run or home.database.exists() or home.settings_file.exists():
-            directory = Directory.open(home, _database_url(home))
+            from qtoaster.cli.dirsupport import credentials_url
+
+            directory = Directory.open(
+                home, _database_url(home), credentials_url=credentials_url(home)
+            )
         report = apply_plan(
             plan,
             directory,

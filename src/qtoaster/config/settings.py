@@ -152,6 +152,9 @@ class Settings:
     log_level: LogLevel
     # chkuser (spec 12): "domain" checks hosted domains whose unknown users bounce,
     # "always" every hosted domain, "off" none; CHKUSER_START overrides per connection.
+    # [database] credentials_url: where password hashes and CRAM-MD5/APOP secrets live
+    # when the directory is PostgreSQL (docs/directory.md); None = the directory's database.
+    credentials_url: str | None = None
     chkuser_mode: ChkuserMode = ChkuserMode.DOMAIN
     chkuser_delay: float = 1.0  # seconds before each rejection (CHKUSER_ERROR_DELAY)
     chkuser_delay_increase: float = 0.3  # added per rejection (CHKUSER_ERROR_DELAY_INCREASE)
@@ -381,6 +384,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
             "smtpd", "max_connections", _int_between(1, MAX_CONNECTIONS), 10000
         ),
         database_url=tables.get("database", "url", _is_url, None),
+        credentials_url=tables.get("database", "credentials_url", _is_url, None),
         fsync=tables.get("queue", "fsync", _is_bool, True),
         log_level=LogLevel(tables.get("log", "level", _choice(LogLevel), LogLevel.INFO)),
         chkuser_mode=ChkuserMode(

@@ -7,14 +7,20 @@ operations, ``store.py`` puts them together as :class:`Directory`.
 Invariants:
 - every write runs in one transaction that also notifies other processes (engine.py);
 - database trouble raises DirectoryUnavailable (temporary), never a raw driver error;
-- a name that cannot be stored (NUL, non-ASCII) is simply not found.
+- a name that cannot be stored (NUL, non-ASCII) is simply not found;
+- credentials (password hashes, CRAM-MD5/APOP secrets) live in the credential store
+  (credentials.py), opened only by the first method that needs one, so a role that may
+  not read it (smtpd) uses every other method; the users table keeps only has_password
+  and has_secrets.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 from sqlalchemy import Connection, Engine, Row, func, select, text
@@ -23,7 +29,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from qtoaster.core.clock import Clock, SystemClock
 from qtoaster.core.envelope import split_address
 from qtoaster.core.home import Home
-from qtoaster.directory import passwords, schema
+from qtoaster.directory import credentials, passwords, schema
+from qtoaster.directory.credentials import Credential, CredentialStore
 from qtoaster.directory.engine import (
     WRITE_OPTION,
     ChangeWatcher,
@@ -79,10 +86,22 @@ def opening_errors(engine_name: str) -> Iterator[None]:
 
 
 class DirectoryBase:
-    def __init__(self, home: Home, engine: Engine, clock: Clock) -> None:
+    def __init__(
+        self,
+        home: Home,
+        engine: Engine,
+        clock: Clock,
+        *,
+        url: str | None = None,
+        credentials_url: str | None = None,
+    ) -> None:
         self._home = home
         self._engine = engine
         self._clock = clock
+        self._url = url
+        self._credentials_url = credentials_url
+        self._store: CredentialStore | None = None
+        self._store_lock = threading.Lock()
         asked, real = domains.alias("asked"), domains.alias("real")
         # One probe of domains.name, one of users(domain_id, local_part), one primary key
         # probe for the real domain's name: an alias domain resolves to its target domain's
@@ -103,13 +122,24 @@ class DirectoryBase:
         self._watcher = ChangeWatcher(engine)
 
     @classmethod
-    def open(cls, home: Home, url: str | None = None, *, clock: Clock | None = None) -> Self:
+    def open(
+        cls,
+        home: Home,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        credentials_url: str | None = None,
+    ) -> Self:
         """Open the directory: SQLite in ``home.database`` or ``url`` (SQLAlchemy URL form).
 
         Creates missing tables and runs pending migrations; DirectoryError if the database
-        is missing (SQLite) or newer than this program.
+        is missing (SQLite) or newer than this program.  The credential store (SQLite:
+        :func:`credentials.credentials_file`; else ``credentials_url``, by default the
+        directory's own database) is not opened here, except to move credentials into it
+        when upgrading a directory older than version 3.
         """
         engine = make_engine(home, url)
+        upgraded = False
         try:
             with opening_errors(engine.dialect.name), engine.begin() as conn:
                 if engine.dialect.name == "postgresql":
@@ -124,15 +154,46 @@ class DirectoryBase:
                         f" ({schema.SCHEMA_VERSION})"
                     )
                 elif version < schema.SCHEMA_VERSION:
+                    if version < schema.CREDENTIALS_MOVED:
+                        _move_credentials(home, url, credentials_url, engine, conn, version)
                     schema.upgrade(conn, version)
+                    upgraded = version < schema.CREDENTIALS_MOVED
+            if upgraded and engine.dialect.name == "sqlite":
+                _purge_freed_pages(engine)
         except BaseException:
             engine.dispose()
             raise
-        return cls(home, engine, clock or SystemClock())
+        return cls(home, engine, clock or SystemClock(), url=url, credentials_url=credentials_url)
 
     def close(self) -> None:
         self._watcher.close()
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+            self._store = None
         self._engine.dispose()
+
+    @property
+    def credentials_file(self) -> Path | None:
+        """The SQLite credential store's file (None when the credentials are elsewhere):
+        the privilege setup gives it to the auth user."""
+        if self._credentials_url is None and self._engine.dialect.name == "sqlite":
+            return credentials.credentials_file(self._home)
+        return None
+
+    def _credentials(self) -> CredentialStore:
+        """The credential store, opened at the first call (DirectoryUnavailable if it
+        cannot be: a role without access to it fails here, and only here)."""
+        store = self._store
+        if store is not None:
+            return store
+        with self._store_lock:
+            if self._store is None:
+                with opening_errors("credential store"):
+                    self._store = CredentialStore.open(
+                        self._home, self._url, self._credentials_url, self._engine
+                    )
+            return self._store
 
     def change_token(self) -> int | None:
         """A number that changes whenever the directory changes (any process, any host),
@@ -184,11 +245,20 @@ class DirectoryBase:
         ).scalar()
         return bool(domain_secrets)
 
-    def _secret_columns(self, password: str) -> dict[str, str]:
+    def _credential(
+        self, password_hash: str | None, password: str | None, secrets: bool
+    ) -> Credential:
+        """What to store: the hash, and with ``secrets`` the CRAM-MD5/APOP forms."""
+        if password is None or not secrets:
+            return Credential(password_hash)
         from qtoaster.directory.secrets import SecretBox, cram_md5_contexts
 
         box = SecretBox.load(self._home.secrets_key, create=True)
-        return {"cram_md5": cram_md5_contexts(password), "apop_secret": box.seal(password)}
+        return Credential(password_hash, cram_md5_contexts(password), box.seal(password))
+
+    def _stored(self, row: Row[Any]) -> Credential:
+        """The credentials of the user ``row`` (a lookup row with domain_name)."""
+        return self._credentials().get(int(row.id), _address(row))
 
     def _find(self, domain: str, candidates: list[str]) -> Row[Any] | None:
         """The user row for the first of ``candidates`` that exists in ``domain``."""
@@ -213,12 +283,8 @@ class DirectoryBase:
     def _rehash(self, user_id: int, password: str) -> None:
         # Best effort: the login succeeded either way; the next one will try again.
         try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    users.update()
-                    .where(users.c.id == user_id)
-                    .values(password_hash=passwords.hash_password(password))
-                )
+            with self._credentials().engine.begin() as conn:
+                credentials.update(conn, user_id, password_hash=passwords.hash_password(password))
         except SQLAlchemyError:
             pass
 
@@ -230,15 +296,80 @@ class DirectoryBase:
             quota=row.quota,
             flags=UserFlag(row.flags),
             maildir=self._home.root / str(row.maildir),
-            has_password=row.password_hash is not None,
+            has_password=bool(row.has_password),
             created=row.created,
             quota_messages=row.quota_messages,
             secrets=None if row.secrets is None else bool(row.secrets),
-            has_secrets=row.cram_md5 is not None,
+            has_secrets=bool(row.has_secrets),
         )
 
     def _now(self) -> int:
         return int(self._clock.time())
+
+
+def _address(row: Row[Any]) -> str:
+    return f"{row.local_part}@{row.domain_name}"
+
+
+def _move_credentials(
+    home: Home,
+    url: str | None,
+    credentials_url: str | None,
+    engine: Engine,
+    conn: Connection,
+    version: int,
+) -> None:
+    """Copy every credential of a version 1 or 2 users table into the credential store
+    and commit them there, before the caller's migration blanks them (schema._v2_to_v3):
+    crash-safe in that order, and a re-run copies the same rows again."""
+    secret_columns = ", u.cram_md5, u.apop_secret" if version >= 2 else ""
+    rows = conn.execute(
+        text(
+            "SELECT u.id, u.local_part, d.name AS domain_name, u.password_hash"
+            f"{secret_columns} FROM users u JOIN domains d ON d.id = u.domain_id"
+        )
+    ).all()
+    entries = [
+        (
+            int(row.id),
+            _address(row),
+            Credential(
+                row.password_hash,
+                getattr(row, "cram_md5", None),
+                getattr(row, "apop_secret", None),
+            ),
+        )
+        for row in rows
+    ]
+    if url is None and credentials_url is None:
+        credentials.create_credentials_file(home)
+    store = CredentialStore.open(home, url, credentials_url, engine)
+    try:
+        with store.writing(conn) as target:
+            credentials.put(target, entries)
+    finally:
+        store.close()
+
+
+def _purge_freed_pages(engine: Engine) -> None:
+    """After blanking credentials in SQLite, rewrite the file (VACUUM) and empty the WAL,
+    so the old hashes do not linger in free pages.  Best effort: a reader holding the
+    file open makes it wait for a later occasion (the rows are blank already)."""
+    import sqlite3
+
+    database = engine.url.database
+    if not database:
+        return
+    try:
+        # Not through the engine: VACUUM cannot run in the transaction it would begin.
+        conn = sqlite3.connect(database, isolation_level=None, timeout=1.0)
+        try:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass
 
 
 def storable(*names: str) -> bool:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from qtoaster.core.envelope import split_address
+from qtoaster.directory import credentials
 from qtoaster.directory.base import (
     UNSET,
     DirectoryBase,
@@ -116,7 +117,16 @@ class DomainOps(DirectoryBase):
                 (domains.c.id == domain_id) | (domains.c.alias_of == domain_id)
             )
             conn.execute(aliases.delete().where(aliases.c.domain_id.in_(ids)))
+            user_ids = [
+                int(i)
+                for i in conn.execute(select(users.c.id).where(users.c.domain_id.in_(ids)))
+                .scalars()
+                .all()
+            ]
             conn.execute(users.delete().where(users.c.domain_id.in_(ids)))
+            if user_ids:  # their credentials go with them (the store opens only if needed)
+                with self._credentials().writing(conn) as target:
+                    credentials.delete(target, user_ids)
             conn.execute(domains.delete().where(domains.c.alias_of == domain_id))
             conn.execute(domains.delete().where(domains.c.id == domain_id))
 

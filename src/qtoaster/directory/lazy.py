@@ -39,9 +39,10 @@ T = TypeVar("T")
 
 
 class LazyDirectory:
-    def __init__(self, home: Home, url: str | None) -> None:
+    def __init__(self, home: Home, url: str | None, credentials_url: str | None = None) -> None:
         self._home = home
         self._url = url
+        self._credentials_url = credentials_url
         self._lock = threading.Lock()
         self._directory: Directory | None = None
         self._failed_at = -RETRY_SECONDS
@@ -106,7 +107,9 @@ class LazyDirectory:
             if time.monotonic() - self._failed_at < RETRY_SECONDS:
                 raise DirectoryUnavailable("directory unavailable (retrying shortly)")
             try:
-                self._directory = Directory.open(self._home, self._url)
+                self._directory = Directory.open(
+                    self._home, self._url, credentials_url=self._credentials_url
+                )
                 self._opened_at = time.monotonic()
             except QtoasterError as exc:
                 self._failed_at = time.monotonic()

@@ -9,6 +9,9 @@ Invariants:
 - domain names and local parts are stored lower-case; lookups compare lower-case values,
   so the unique indexes below are the case-insensitive uniqueness rules;
 - ``users.maildir`` is relative to the qtoaster home, so a home can move;
+- since version 3 ``users`` holds no credential (its retired credential columns stay
+  NULL): hashes and secrets are in the credential store (credentials.py), and
+  ``has_password``/``has_secrets`` say what it holds;
 - ``schema_version`` has exactly one row, equal to :data:`SCHEMA_VERSION` once
   :func:`install` or :func:`upgrade` has committed.
 """
@@ -35,7 +38,7 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Unknown-user handling of a domain (vpopmail's .qmail-default argument, spec 22):
 # 'bounce' (bounce-no-mailbox), 'delete' (accept and discard), or a catch-all address.
@@ -82,18 +85,23 @@ users = Table(
     Column("id", Integer, primary_key=True),
     Column("domain_id", Integer, ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
     Column("local_part", String(64), nullable=False),
-    Column("password_hash", String(255), nullable=True),  # argon2 PHC string; NULL = no login
+    # Retired in v3 (always NULL): the credential store keeps hashes (credentials.py).
+    Column("password_hash", String(255), nullable=True),
     Column("quota", BigInteger, nullable=True),  # bytes (Maildir++ 'S'); NULL = unlimited
     Column("quota_messages", Integer, nullable=True),  # Maildir++ 'C'; NULL = unlimited
     Column("flags", Integer, nullable=False, default=0),  # UserFlag bits
     Column("maildir", String(1024), nullable=False),  # relative to the home
     Column("created", BigInteger, nullable=False),
-    # v2: the per-user secrets choice (NULL = the domain's), and the secrets themselves:
-    # Dovecot's {CRAM-MD5} HMAC contexts (64 hex) and the APOP secret sealed with the key
-    # file of the home (never clear text).
+    # v2: the per-user secrets choice (NULL = the domain's).
     Column("secrets", Boolean, nullable=True),
+    # Retired in v3 (always NULL): the CRAM-MD5 contexts and sealed APOP secret moved to
+    # the credential store.  Kept so that old rows need no table rebuild.
     Column("cram_md5", String(64), nullable=True),
     Column("apop_secret", String(255), nullable=True),
+    # v3: the facts others need about credentials, without the credentials: whether the
+    # user has a password (can log in) and whether CRAM-MD5/APOP secrets are stored.
+    Column("has_password", Boolean, nullable=False, default=False, server_default=false()),
+    Column("has_secrets", Boolean, nullable=False, default=False, server_default=false()),
     # The delivery lookup is one probe of this index (domain_id, local_part).
     UniqueConstraint("domain_id", "local_part", name="users_address"),
 )
@@ -134,7 +142,22 @@ def _v1_to_v2(conn: Connection) -> None:
     _add_columns(conn, users, ["secrets", "cram_md5", "apop_secret"])
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(conn: Connection) -> None:
+    """Keep the facts, blank the credentials.  The caller (DirectoryBase.open) has copied
+    and committed them into the credential store first: a crash before this transaction
+    commits leaves version 2 with its credentials, and the next open copies again."""
+    _add_columns(conn, users, ["has_password", "has_secrets"])
+    conn.execute(
+        users.update().values(
+            has_password=users.c.password_hash.is_not(None),
+            has_secrets=users.c.cram_md5.is_not(None),
+        )
+    )
+    conn.execute(users.update().values(password_hash=None, cram_md5=None, apop_secret=None))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+CREDENTIALS_MOVED = 3  # the first version without credentials in users
 
 
 def stored_version(conn: Connection) -> int | None:

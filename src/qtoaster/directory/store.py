@@ -20,6 +20,7 @@ import os
 
 from qtoaster.core.home import Home
 from qtoaster.directory.base import NO_FLAGS, UNSET, NewUser
+from qtoaster.directory.credentials import create_credentials_file, credentials_file
 from qtoaster.directory.domains import DomainOps
 from qtoaster.directory.engine import DirectoryUnavailable
 from qtoaster.directory.model import (
@@ -46,6 +47,7 @@ __all__ = [
     "Recipient",
     "UserInfo",
     "create_directory",
+    "credentials_file",
     "valid_address",
     "valid_domain",
 ]
@@ -56,9 +58,16 @@ class Directory(DomainOps, UserOps):
 
 
 def create_directory(home: Home) -> None:
-    """Create ``users.sqlite3`` in ``home`` with the current schema (idempotent, 0600)."""
+    """Create ``users.sqlite3`` and ``credentials.sqlite3`` in ``home`` with the current
+    schemas (idempotent, both 0600)."""
     home.root.mkdir(parents=True, exist_ok=True)
-    # The file holds password hashes: create it private before SQLite opens it (SQLite
-    # gives its -wal and -shm files the same permissions).
+    # Create the files private before SQLite opens them (SQLite gives its -wal and -shm
+    # files the same permissions).  The directory holds no credential since version 3,
+    # but who lives where (users, mailboxes) is nobody else's business either.
     os.close(os.open(home.database, os.O_CREAT | os.O_WRONLY, 0o600))
-    Directory.open(home).close()
+    create_credentials_file(home)
+    directory = Directory.open(home)
+    try:
+        directory._credentials()  # installs the credentials table
+    finally:
+        directory.close()

@@ -2,6 +2,11 @@
 
 vpopmail's vadduser/vdeluser/vpasswd/vsetuserquota/vmoduser (spec 22).  A user's Maildir
 is created with the user, in the same transaction: if it cannot be made, nobody is added.
+
+Credentials go to the credential store (credentials.py), written and committed inside the
+directory's transaction just before it commits; the users table gets has_password and
+has_secrets.  Adding a user always writes its credential row (NULLs if it has none), so a
+row left by a crash for a user that was never committed cannot outlive the next add.
 """
 
 from __future__ import annotations
@@ -14,16 +19,18 @@ from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 
 from qtoaster.core.envelope import split_address
-from qtoaster.directory import passwords
+from qtoaster.directory import credentials, passwords
 from qtoaster.directory.base import (
     NO_FLAGS,
     UNSET,
     DirectoryBase,
     NewUser,
+    _address,
     candidates,
     database_errors,
     non_negative,
 )
+from qtoaster.directory.credentials import Credential
 from qtoaster.directory.model import (
     DirectoryError,
     UserInfo,
@@ -67,6 +74,7 @@ class UserOps(DirectoryBase):
         """
         count = 0
         made: list[Path] = []
+        stored: list[tuple[int, str, Credential]] = []
         try:
             with self._write() as conn:
                 rows: dict[str, Row[Any]] = {}
@@ -87,10 +95,12 @@ class UserOps(DirectoryBase):
                             raise DirectoryError(f"domain {domain} has its maximum of users")
                         room[domain] = left - 1
                     maildir = self._home.maildir(domain, local)
+                    credential = self._credential(entry.password_hash, password, bool(row.secrets))
                     values = dict(
                         domain_id=row.id,
                         local_part=local,
-                        password_hash=entry.password_hash,
+                        has_password=credential.password_hash is not None,
+                        has_secrets=credential.cram_md5 is not None,
                         quota=non_negative("quota", entry.quota)
                         if entry.quota is not None
                         else row.default_quota,
@@ -99,13 +109,15 @@ class UserOps(DirectoryBase):
                         maildir=str(maildir.relative_to(self._home.root)),
                         created=self._now(),
                     )
-                    if password is not None and row.secrets:
-                        values.update(self._secret_columns(password))
                     try:
                         with conn.begin_nested():
-                            conn.execute(users.insert().values(**values))
+                            result = conn.execute(users.insert().values(**values))
                     except IntegrityError as exc:
                         raise DirectoryError(f"user {local}@{domain} already exists") from exc
+                    key = result.inserted_primary_key
+                    assert key is not None
+                    user_id = int(key[0])
+                    stored.append((user_id, f"{local}@{row.name}", credential))
                     # Inside the transaction: if a Maildir cannot be made, nobody is added.
                     try:
                         if make_maildir(maildir):
@@ -113,6 +125,9 @@ class UserOps(DirectoryBase):
                     except OSError as exc:
                         raise DirectoryError(f"cannot create {maildir}: {exc.strerror}") from exc
                     count += 1
+                if stored:
+                    with self._credentials().writing(conn) as target:
+                        credentials.put(target, stored)
         except BaseException:
             for maildir in made:  # only the Maildirs this call created, still empty
                 remove_empty_maildir(maildir)
@@ -132,6 +147,8 @@ class UserOps(DirectoryBase):
             if user_id is None:
                 raise DirectoryError(f"unknown user: {address}")
             conn.execute(users.delete().where(users.c.id == user_id))
+            with self._credentials().writing(conn) as target:
+                credentials.delete(target, [int(user_id)])
             # As vdeluser: the address's own forwards go with it.
             conn.execute(
                 aliases.delete().where(
@@ -144,14 +161,17 @@ class UserOps(DirectoryBase):
         password_hash = None if password is None else passwords.hash_password(password)
         with self._write() as conn:
             row = self._user_row(conn, address)
-            values: dict[str, Any] = {
-                "password_hash": password_hash,
-                "cram_md5": None,
-                "apop_secret": None,
-            }
-            if password is not None and self._wants_secrets(conn, row):
-                values.update(self._secret_columns(password))
-            conn.execute(users.update().where(users.c.id == row.id).values(**values))
+            credential = self._credential(password_hash, password, self._wants_secrets(conn, row))
+            conn.execute(
+                users.update()
+                .where(users.c.id == row.id)
+                .values(
+                    has_password=password_hash is not None,
+                    has_secrets=credential.cram_md5 is not None,
+                )
+            )
+            with self._credentials().writing(conn) as target:
+                credentials.put(target, [(int(row.id), _address(row), credential)])
 
     def set_user(
         self,
@@ -179,14 +199,14 @@ class UserOps(DirectoryBase):
             flags = (UserFlag(row.flags) | add_flags) & ~clear_flags
             values["flags"] = int(flags)
             conn.execute(users.update().where(users.c.id == row.id).values(**values))
-            if secrets is not UNSET and not self._wants_secrets(
-                conn, self._user_row(conn, address)
+            if (
+                secrets is not UNSET
+                and row.has_secrets
+                and not self._wants_secrets(conn, self._user_row(conn, address))
             ):
-                conn.execute(
-                    users.update()
-                    .where(users.c.id == row.id)
-                    .values(cram_md5=None, apop_secret=None)
-                )
+                conn.execute(users.update().where(users.c.id == row.id).values(has_secrets=False))
+                with self._credentials().writing(conn) as target:
+                    credentials.update(target, int(row.id), cram_md5=None, apop_secret=None)
         info = self.user(address)
         assert info is not None
         return info
@@ -226,8 +246,8 @@ class UserOps(DirectoryBase):
         """Whether ``password`` is the user's; False for unknown, password-less or DISABLED."""
         local, domain = split_address(address)
         row = self._find(domain, [local.lower()])
-        usable = row is not None and not row.flags & UserFlag.DISABLED
-        stored = row.password_hash if row is not None and usable else None
+        usable = row is not None and row.has_password and not row.flags & UserFlag.DISABLED
+        stored = self._stored(row).password_hash if row is not None and usable else None
         if not passwords.verify(stored, password):
             return False
         assert row is not None and stored is not None
@@ -240,9 +260,9 @@ class UserOps(DirectoryBase):
         one).  Servers offer CRAM-MD5 and APOP only then: the mechanism is chosen before the
         account is named, and a client that picks one must not meet an account without
         secrets (most clients do not fall back)."""
-        with_password = users.c.password_hash.is_not(None)
+        with_password = users.c.has_password.is_(True)
         any_user = select(users.c.id).where(with_password).limit(1)
-        lacking = select(users.c.id).where(with_password, users.c.cram_md5.is_(None)).limit(1)
+        lacking = select(users.c.id).where(with_password, users.c.has_secrets.is_(False)).limit(1)
         with database_errors(), self._engine.connect() as conn:
             if conn.execute(any_user).first() is None:
                 return False
@@ -254,11 +274,12 @@ class UserOps(DirectoryBase):
         DISABLED users have none."""
         local, domain = split_address(address)
         row = self._find(domain, [local.lower()])
-        if row is None or row.flags & UserFlag.DISABLED:
+        if row is None or row.flags & UserFlag.DISABLED or not row.has_secrets:
             return None, None
+        stored = self._stored(row)
         apop = None
-        if row.apop_secret is not None:
+        if stored.apop_secret is not None:
             from qtoaster.directory.secrets import SecretBox
 
-            apop = SecretBox.load(self._home.secrets_key).open(row.apop_secret)
-        return row.cram_md5, apop
+            apop = SecretBox.load(self._home.secrets_key).open(stored.apop_secret)
+        return stored.cram_md5, apop
