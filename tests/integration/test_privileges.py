@@ -106,6 +106,19 @@ def test_role_users_cannot_read_what_is_not_theirs(server: tuple[Path, Server]) 
     assert _as_role("send", "ls", maildir).returncode == 0
     denied = _as_role("send", "cat", key)
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    # Password hashes and secrets: the auth role alone.
+    store = str(home / "credentials" / "credentials.sqlite3")
+    assert b"$argon2" in Path(store).read_bytes()
+    assert b"$argon2" not in (home / "users.sqlite3").read_bytes()
+    assert _as_role("auth", "head", "-c1", store).returncode == 0
+    for role in ("smtpd", "pop3d", "send", "remote"):
+        denied = _as_role(role, "head", "-c1", store)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, role
+    # The directory itself is readable by every role (chkuser, routing), never writable.
+    for role in EXPECTED:
+        assert _as_role(role, "head", "-c1", str(home / "users.sqlite3")).returncode == 0, role
+        denied = _as_role(role, "sh", "-c", f"echo x >> {home / 'users.sqlite3'}")
+        assert denied.returncode != 0, role
     # remote delivery and auth read neither the queue nor a Maildir.
     for role in ("remote", "auth"):
         for path in (str(home / "queue" / "mess"), maildir):
@@ -135,6 +148,25 @@ def test_mail_flows_and_program_deliveries_run_as_the_mailbox_owner(
     assert replies[-2].startswith(b"250"), replies
     wait_for_mail(home, "bob", b"Subject: uid")
     assert out.read_text().strip() == str(pwd.getpwnam(USERS.send).pw_uid)
+
+
+def test_logins_go_through_the_auth_role(server: tuple[Path, Server]) -> None:
+    _, srv = server
+    pop3 = srv.ports["pop3"]
+    import poplib
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    client = poplib.POP3("127.0.0.1", pop3, timeout=20)
+    try:
+        client.stls(context)
+        client.user("alice@example.test")
+        assert client.pass_("secret").startswith(b"+OK")
+        client.quit()
+    finally:
+        client.close()
 
 
 def test_config_check_reports_wrong_owners_and_fix_owners_repairs(

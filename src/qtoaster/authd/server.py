@@ -65,7 +65,11 @@ class AuthServer:
     def __init__(self, home: Home, config: Config | None = None) -> None:
         self.home = home
         self.config = config or load_config(home)
-        self.directory = LazyDirectory(home, self.config.settings.database_url)
+        self.directory = LazyDirectory(
+            home,
+            self.config.settings.database_url,
+            credentials_url=self.config.settings.credentials_url,
+        )
         self.throttle = LoginThrottle.from_settings(self.config.settings)
         self.executor = ThreadPoolExecutor(THREADS, thread_name_prefix="auth")
         self.in_flight: dict[str, int] = {}
@@ -83,7 +87,11 @@ class AuthServer:
         if config.settings.database_url != self.config.settings.database_url:
             old, self.directory = (
                 self.directory,
-                LazyDirectory(self.home, config.settings.database_url),
+                LazyDirectory(
+                    self.home,
+                    config.settings.database_url,
+                    credentials_url=config.settings.credentials_url,
+                ),
             )
             old.close()
         self.throttle.update(config.settings)

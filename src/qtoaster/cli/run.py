@@ -191,6 +191,7 @@ def _prepare_home(config: Config) -> None:
         raise click.ClickException(
             "\n".join(problems) + "\n(qtoaster config fix-owners creates them)"
         )
+    _open_directory_once(config)
     for change in ownership.apply(config.home, users):
         log.info("owners: %s", change)
     log.info(
@@ -214,6 +215,21 @@ def _remote_child(config: Config) -> RemoteClient | None:
     except ConfigError as exc:
         raise click.ClickException("\n".join(exc.problems)) from None
     return client
+
+
+def _open_directory_once(config: Config) -> None:
+    """As root, before the roles lose write access to it: a schema upgrade (credentials
+    moving to their store) and SQLite's journal mode are done by this one open."""
+    from qtoaster.core.errors import QtoasterError
+    from qtoaster.directory.store import Directory
+
+    settings = config.settings
+    try:
+        Directory.open(
+            config.home, settings.database_url, credentials_url=settings.credentials_url
+        ).close()
+    except QtoasterError as exc:  # the roles retry; config check says more
+        logging.getLogger("qtoaster.supervisor").warning("directory: %s", exc)
 
 
 def _become(config: Config, role: str, *, announce: bool) -> None:

@@ -2,7 +2,8 @@
 
 Decision 0007 ("Secrets"): the directory must stay readable by smtpd (chkuser, routing), so
 it holds no credential; only the auth role may read this store.  SQLite: its own file,
-:func:`credentials_file` (``credentials.sqlite3`` beside ``users.sqlite3``, mode 0600);
+:func:`credentials_file` (``credentials/credentials.sqlite3``, in a directory of its own so
+that under root its owner, the auth user, can write its journal there; mode 0600);
 PostgreSQL: ``[database] credentials_url``, or without it the table ``credentials`` in the
 directory's own database (which separates nothing until the operator moves it or splits
 the GRANTs, docs/directory.md).
@@ -57,13 +58,15 @@ class Credential:
 
 
 def credentials_file(home: Home) -> Path:
-    """Where a SQLite directory keeps its credentials (the privilege setup chowns it)."""
-    return home.database.with_name(FILE_NAME)
+    """Where a SQLite directory keeps its credentials (the privilege setup chowns it and its
+    directory to the auth user)."""
+    return home.root / "credentials" / FILE_NAME
 
 
 def create_credentials_file(home: Home) -> Path:
     """Make the SQLite credential file if it is missing, private from the start."""
     path = credentials_file(home)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     return path
 

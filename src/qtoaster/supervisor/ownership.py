@@ -21,6 +21,7 @@ from pathlib import Path
 
 from qtoaster.config.settings import RoleUsers
 from qtoaster.core.home import Home
+from qtoaster.directory.credentials import credentials_file
 
 ROOT = "root"
 
@@ -47,6 +48,8 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
         Rule(home.root / "tcp.smtp.cdb", root, common, 0o640),
         Rule(home.database, root, common, 0o640),
         Rule(home.secrets_key, users.auth, users.auth, 0o600),
+        # Password hashes and secrets: the auth role alone (it also rehashes on login).
+        Rule(credentials_file(home).parent, users.auth, users.auth, 0o700, contents=True),
         Rule(home.run_dir, root, common, 0o750),
         Rule(home.run_dir / "auth", users.auth, users.auth_group, 0o2750),
         # The queue: smtpd (and injectors run as root) write, send reads and deletes. New
@@ -76,7 +79,7 @@ def apply(home: Home, users: RoleUsers) -> list[str]:
             for child in sorted(rule.path.iterdir()):
                 own_rule = child.name in ("servercert.pem", "clientcert.pem")
                 if child.is_file() and not child.is_symlink() and not own_rule:
-                    changed += _fix(child, uid, gid, 0o640)
+                    changed += _fix(child, uid, gid, rule.mode & 0o640)
     changed += _own_mailboxes(home, users)
     return changed
 
