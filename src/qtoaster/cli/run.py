@@ -1,4 +1,10 @@
-"""``qtoaster run`` (the supervisor) and ``qtoaster serve ROLE`` (one role)."""
+"""``qtoaster run`` (the supervisor) and ``qtoaster serve ROLE`` (one role).
+
+Before anything touches the home, ``run`` takes the home's lock and ``serve send`` the
+queue manager's (core.lock: one server per home, one queue manager per queue); ``run``
+then refuses a bad server certificate and an address it cannot have to itself
+(supervisor.check, supervisor.runner.bind), each with one ``qtoaster: ...`` line, exit 1.
+"""
 
 from __future__ import annotations
 
