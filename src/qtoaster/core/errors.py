@@ -35,6 +35,8 @@ QtoasterError
 │   └── Skip, TlsFallback                try the next host / the same host in clear [remote.session]
 ├── DirectoryError       a directory change is refused (no such domain, duplicate) [directory.model]
 ├── TlsError             TLS cannot be offered; qmail's reason [tls.server]
+├── Locked               another process holds a home's lock [core.lock]
+├── ListenError          a listener address cannot be ours [supervisor.runner]
 ├── SpamdTooBig          the message is over spamd's size limit: not scanned [scanners.spamd]
 ├── NoSuchMessage (LookupError)  no such queue message [queue.store]
 └── UsageError           sendmail's command line is wrong [cli.sendmail]
