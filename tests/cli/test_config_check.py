@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from qtoaster.cli.main import cli
 from qtoaster.core.home import Home
 from qtoaster.directory.store import create_directory
+from qtoaster.tls.certs import self_signed, write_private
 
 
 def make_home(root: Path) -> Home:
@@ -18,6 +19,8 @@ def make_home(root: Path) -> Home:
     home.settings_file.write_text('[listen]\nsmtp = ["127.0.0.1:2525"]\n')
     home.tcp_smtp.write_text('127.:allow,RELAYCLIENT=""\n')
     create_directory(home)  # a complete home has its directory database
+    # ... and its certificate (qtoaster init writes one; a missing one is a problem)
+    write_private(home.control / "servercert.pem", self_signed("mx.example.com"))
     return home
 
 

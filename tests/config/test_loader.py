@@ -10,6 +10,7 @@ from qtoaster.config.loader import Config, load_config
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 from qtoaster.supervisor.check import check_config
+from qtoaster.tls.certs import self_signed, write_private
 
 
 def make_home(root: Path) -> Home:
@@ -19,6 +20,8 @@ def make_home(root: Path) -> Home:
     (home.control / "rcpthosts").write_text("example.com\n")
     home.settings_file.write_text('[listen]\nsmtp = ["127.0.0.1:2525"]\n[queue]\nfsync = false\n')
     home.tcp_smtp.write_text('127.:allow,RELAYCLIENT=""\n:allow\n')
+    # qtoaster init writes a certificate; a home without one fails the check
+    write_private(home.control / "servercert.pem", self_signed("mx.example.com"))
     return home
 
 

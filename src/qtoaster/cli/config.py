@@ -22,9 +22,11 @@ def config() -> None:
 @home_option
 def check(home: Home) -> None:
     """Check qtoaster.toml, control/, tcp.smtp and the directory database; list every problem."""
-    from qtoaster.supervisor.check import check_config
+    from qtoaster.supervisor.check import check_config, check_warnings
 
     problems = check_config(home, directory=True) + _owner_problems(home)
+    for warning in check_warnings(home):
+        click.echo(f"warning: {warning}", err=True)
     if problems:
         for problem in problems:
             click.echo(problem)

@@ -1,4 +1,10 @@
-"""``qtoaster run`` (the supervisor) and ``qtoaster serve ROLE`` (one role)."""
+"""``qtoaster run`` (the supervisor) and ``qtoaster serve ROLE`` (one role).
+
+Before anything touches the home, ``run`` takes the home's lock and ``serve send`` the
+queue manager's (core.lock: one server per home, one queue manager per queue); ``run``
+then refuses a bad server certificate and an address it cannot have to itself
+(supervisor.check, supervisor.runner.bind), each with one ``qtoaster: ...`` line, exit 1.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -20,6 +26,7 @@ from qtoaster.config.loader import Config, load_config
 from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener, parse_listen
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
+from qtoaster.core.lock import QUEUE_MANAGER, SUPERVISOR, HomeLock, Locked
 
 if TYPE_CHECKING:
     from qtoaster.send.remoteclient import RemoteClient
@@ -71,7 +78,8 @@ def run(
 ) -> None:
     """Run every role: smtpd and pop3d workers and the queue manager, under one supervisor."""
     from qtoaster.queue.store import QueueStore
-    from qtoaster.supervisor.runner import Supervisor
+    from qtoaster.supervisor.check import check_startup, check_warnings
+    from qtoaster.supervisor.runner import ListenError, Supervisor
 
     config = load_or_exit(home)
     setup_logging(config.settings.log_level, "qtoaster")
@@ -96,15 +104,37 @@ def run(
     # processes than cores the CPU scheduler evens the load out (20 downloads at once:
     # 1.23 s with one pop3d per core, 0.90 s with two).
     pop3d = config.settings.pop3d_workers or 2 * cores
+    # One server per home: held until this process ends (kill -9 included), taken before
+    # anything touches the queue.
+    lock = HomeLock(home.run_dir, SUPERVISOR)
+    try:
+        lock.acquire("qtoaster run")
+    except Locked as exc:
+        _fail(str(exc))
+    manager = HomeLock(home.run_dir, QUEUE_MANAGER).held_elsewhere()
+    if manager is not None:  # a `qtoaster serve send` of its own
+        by = f" (pid {manager})" if manager else ""
+        _fail(f"the queue manager is already running on {home.root}{by}")
+    problems = check_startup(home)
+    if problems:
+        _fail(*problems, "not starting: fix the certificate (docs/tls.md)")
+    for warning in check_warnings(home):
+        logging.getLogger("qtoaster.supervisor").warning("%s", warning)
     for line in QueueStore(home.queue).recover(everything=True):
         logging.getLogger("qtoaster.queue").info("%s", line)
     _prepare_home(config)
     supervisor = Supervisor(home, listeners, count, pop3d)
     try:
         supervisor.setup()
-    except OSError as exc:
-        raise click.ClickException(f"cannot bind listener: {exc}")
+    except ListenError as exc:
+        _fail(str(exc))
     sys.exit(asyncio.run(supervisor.run()))
+
+
+def _fail(*lines: str) -> NoReturn:
+    for line in lines:
+        click.echo(f"qtoaster: {line}", err=True)
+    raise SystemExit(1)
 
 
 @click.command()
@@ -145,7 +175,16 @@ def serve(
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     config = load_or_exit(home)
     setup_logging(config.settings.log_level, child_name or role)
-    remote = _remote_child(config) if role == "send" else None  # before root is dropped
+    remote = None
+    if role == "send":
+        # Two queue managers on one queue would deliver every message twice. Taken before
+        # root is dropped (run/ is root's); the open lock stays held by this process.
+        lock = HomeLock(home.run_dir, QUEUE_MANAGER)
+        try:
+            lock.acquire("the queue manager")
+        except Locked as exc:
+            _fail(str(exc))
+        remote = _remote_child(config)  # started as its user while this is still root
     _become(config, role, announce=not supervised)
 
     def ready() -> None:
@@ -253,10 +292,13 @@ def _inherited(value: str, kinds: tuple[str, ...]) -> tuple[str, socket.socket]:
 
 
 def _bind_own(config: Config, kinds: tuple[str, ...]) -> list[tuple[str, socket.socket]]:
-    from qtoaster.supervisor.runner import bind
+    from qtoaster.supervisor.runner import ListenError, bind
 
     listeners = [lst for lst in config.settings.listeners if lst.kind in kinds]
-    return [(lst.kind, bind(lst, 1)[0]) for lst in listeners]
+    try:
+        return [(lst.kind, bind(lst, 1)[0]) for lst in listeners]
+    except ListenError as exc:
+        _fail(str(exc))
 
 
 async def _serve_smtpd(

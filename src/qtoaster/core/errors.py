@@ -36,6 +36,8 @@ QtoasterError
 ├── DirectoryError       a directory change is refused (no such domain, duplicate) [directory.model]
 ├── TlsError             TLS cannot be offered; qmail's reason [tls.server]
 ├── PrivilegeError       root could not be dropped for good [core.privilege]
+├── Locked               another process holds a home's lock [core.lock]
+├── ListenError          a listener address cannot be ours [supervisor.runner]
 ├── SpamdTooBig          the message is over spamd's size limit: not scanned [scanners.spamd]
 ├── NoSuchMessage (LookupError)  no such queue message [queue.store]
 └── UsageError           sendmail's command line is wrong [cli.sendmail]

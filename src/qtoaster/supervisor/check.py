@@ -7,10 +7,18 @@ patterns that never match, smtproutes lines, signatures, client TLS files.
 missing, unreadable or damaged database fails the check.  SIGHUP does not (it runs in
 the supervisor's loop and must not wait for a database server).
 
+The server certificate (control/servercert.pem) is checked here too
+(:func:`certificate_problems`): missing, unreadable, not PEM, no key, a key that does not
+match, expired or not yet valid is a problem, and ``run`` refuses to start on one
+(:func:`check_startup`) rather than serve without STARTTLS (and so without AUTH on
+submission); expiring within 14 days is a warning (:func:`check_warnings`).
+
 Invariant: it never raises for a bad configuration; every problem is one line of text.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from qtoaster.config.loader import load_config
 from qtoaster.core.errors import ConfigError
@@ -30,9 +38,42 @@ def check_config(home: Home, *, directory: bool = False) -> list[str]:
     except ConfigError as exc:
         return list(exc.problems)
     found = _tolerated_problems(home)
+    found.extend(certificate_problems(home))
     if directory:
         found.extend(check_directory(home, config.settings.database_url))
     return found
+
+
+def check_startup(home: Home) -> list[str]:
+    """What stops ``qtoaster run`` before it starts anything: certificate problems."""
+    return certificate_problems(home)
+
+
+def check_warnings(home: Home) -> list[str]:
+    """What an operator should hear about without it being a problem (expiry soon)."""
+    from qtoaster.tls.certs import check_servercert
+
+    return check_servercert(home.control / "servercert.pem", dt.datetime.now(dt.UTC))[1]
+
+
+def certificate_problems(home: Home) -> list[str]:
+    """control/servercert.pem's problems, then whether a TLS context loads at all.
+
+    The second step (the server's own loading, tls.server) catches what parsing alone
+    does not: an encrypted key, tlsserverciphers selecting no cipher.
+    """
+    from qtoaster.tls.certs import check_servercert
+    from qtoaster.tls.server import TlsError, server_context
+
+    path = home.control / "servercert.pem"
+    problems = check_servercert(path, dt.datetime.now(dt.UTC))[0]
+    if problems:
+        return problems
+    try:
+        server_context(home.control, warn=lambda message: None)
+    except TlsError as exc:
+        return [f"{home.control}: TLS cannot be offered: {exc}"]
+    return []
 
 
 def check_directory(home: Home, url: str | None) -> list[str]:

@@ -1,7 +1,8 @@
 """``qtoaster run``: binds the listeners, runs the roles as child processes.
 
-- Each listener gets one SO_REUSEPORT socket per smtpd worker, bound here so that
-  port 0 resolves once and every worker serves the same address.
+- Each listener gets one SO_REUSEPORT socket per worker, bound here so that port 0
+  resolves once and every worker serves the same address; no other server can share
+  the address, before or after us (`bind`), and a taken address is a `ListenError`.
 - Children are ``python -m qtoaster serve ROLE`` processes that inherit their
   sockets and report readiness on a pipe; one line ``qtoaster ready: ...`` is
   printed when all of them are up.
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener
+from qtoaster.core.errors import QtoasterError
 from qtoaster.core.home import Home
 from qtoaster.supervisor.check import check_config
 
@@ -44,22 +47,89 @@ class Child:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+# The owner our listening sockets are given when we run as root: a uid no process runs as.
+# Linux lets a socket join a SO_REUSEPORT group only when its owner's uid matches, so
+# with this owner another server (root or any user) cannot bind our address while we
+# listen, and our own workers' sockets (all with this owner) still share it.
+PRIVATE_UID = 0x7FFFFFF0
+
+
+class ListenError(QtoasterError):
+    """A listener cannot be bound; ``str()`` names the address and what to do."""
+
+
+def where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_problem(address: str, port: int, exc: OSError) -> str:
+    """The operator's message for a bind that failed with *exc*."""
+    text = f"cannot listen on {address}: "
+    if exc.errno == errno.EADDRINUSE:
+        return text + "address already in use (another server?)"
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return text + (
+            f"permission denied: port {port} is below 1024; run as root, grant "
+            "CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep on the Python binary), "
+            "or pick a port >= 1024"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return text + "no such local address"
+    return text + (exc.strerror or str(exc))
+
+
 def bind(listener: Listener, count: int) -> list[socket.socket]:
-    """``count`` SO_REUSEPORT sockets on one address (the first fixes port 0)."""
+    """``count`` sockets on one address, shared by our workers only; `ListenError` if taken.
+
+    One SO_REUSEPORT socket per worker (the kernel spreads connections among them; a
+    single shared socket measured 25% slower on 2 workers: every worker wakes for every
+    connection).  SO_REUSEPORT alone would also let any other process of the same uid
+    bind the address and take a share of our connections, both ways round:
+
+    - someone listening already: a probe socket *without* SO_REUSEPORT binds first and
+      fails with EADDRINUSE against any listener, whatever its options (it has
+      SO_REUSEADDR, which yields only to sockets that do not listen, so our own
+      TIME_WAIT leftovers do not block a restart).  It stays bound until our sockets
+      listen, so the port (port 0 included) cannot be taken in between.
+    - someone binding after us: as root our sockets are owned by `PRIVATE_UID`, and Linux
+      refuses SO_REUSEPORT across owners.  Not as root (a test or development server
+      on a high port) the kernel offers nothing for this case: a process of the same
+      user with SO_REUSEPORT can still join (docs/configuration.md says so).
+    """
     family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    address = where(listener.host, listener.port)
+    probe = socket.socket(family, socket.SOCK_STREAM)
     sockets: list[socket.socket] = []
-    port = listener.port
-    for _ in range(count):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((listener.host, port))
-        sock.listen(4096)
-        sock.set_inheritable(True)
-        port = sock.getsockname()[1]
-        sockets.append(sock)
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            probe.bind((listener.host, listener.port))
+        except OSError as exc:
+            raise ListenError(listen_problem(address, listener.port, exc)) from exc
+        port = probe.getsockname()[1]
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if os.geteuid() == 0:
+                os.fchown(sock.fileno(), PRIVATE_UID, -1)
+            try:
+                sock.bind((listener.host, port))
+                sock.listen(4096)
+            except OSError as exc:
+                raise ListenError(listen_problem(where(listener.host, port), port, exc)) from exc
+            sock.set_inheritable(True)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    finally:
+        probe.close()
     return sockets
 
 

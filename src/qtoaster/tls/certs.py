@@ -232,3 +232,44 @@ def write_private(path: Path, data: bytes, *, keep_old: bool = False) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+EXPIRY_WARNING = dt.timedelta(days=14)
+
+
+def check_servercert(path: Path, now: dt.datetime) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of the server certificate file *path*, each line naming it.
+
+    A problem means TLS cannot be offered honestly: the file is missing, unreadable, not
+    PEM, holds no certificate or no private key, a key that does not match, or a
+    certificate that expired or is not valid yet.  A warning: it expires within 14 days.
+    """
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        return [f"{path}: missing (make one: qtoaster cert self-signed, or cert install)"], []
+    except OSError as exc:
+        return [f"{path}: cannot read it: {exc.strerror or exc}"], []
+    if _PEM_CERT not in pem and _PEM_KEY.search(pem) is None:
+        return [f"{path}: not PEM: no certificate and no private key in it"], []
+    try:
+        bundle = load_bundle(pem)
+    except ValueError as exc:
+        return [f"{path}: not valid PEM: {exc}"], []
+    if not bundle.certs:
+        return [f"{path}: no certificate in it"], []
+    if bundle.key is None:
+        return [f"{path}: no private key in it"], []
+    cert = bundle.certs[0]
+    problems: list[str] = []
+    if _spki(bundle.key) != _spki(cert):
+        problems.append(f"{path}: the private key does not match the certificate")
+    after, before = cert.not_valid_after_utc, cert.not_valid_before_utc
+    if now >= after:
+        problems.append(f"{path}: certificate expired on {after:%Y-%m-%d %H:%M} UTC")
+    elif now < before:
+        problems.append(f"{path}: certificate not valid before {before:%Y-%m-%d %H:%M} UTC")
+    elif after - now < EXPIRY_WARNING:
+        days = (after - now).days
+        return problems, [f"{path}: certificate expires in {days} days, on {after:%Y-%m-%d}"]
+    return problems, []
