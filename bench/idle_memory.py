@@ -1,4 +1,4 @@
-"""Open N idle SMTP connections to a server on loopback and report its memory (process tree).
+"""Open N idle SMTP/POP3 connections (plain or implicit TLS) on loopback and report memory.
 
 Method: raise RLIMIT_NOFILE, sum VmRSS and Pss of the server's process tree (the root pid and
 all its descendants, found through /proc/PID/stat), then open N non-blocking TCP connections
@@ -9,6 +9,10 @@ and close every connection. Per-connection cost = (after - before) / greeted.
 VmRSS counts shared pages (libraries, Python's heap before fork) once per process, so for
 a one-process-per-connection server (Postfix smtpd) it overstates; Pss divides each shared
 page among its sharers and is the fairer figure. Both are reported.
+
+``--tls`` makes each connection an implicit-TLS session (SMTPS, POP3S): the handshake is
+done without blocking, in the same selector loop, before the greeting is awaited;
+``--greeting +OK`` waits for a POP3 greeting instead of SMTP's 220.
 
 Invariants: one connection attempt per wanted connection plus at most N retries; the wait is
 bounded by the deadline; every socket opened here is closed before ``measure`` returns.
@@ -22,6 +26,7 @@ import os
 import resource
 import selectors
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -120,8 +125,10 @@ def _connect(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _greeted(buffer: bytes) -> bool | None:
-    """True once a final ``220 `` line is complete, False on another reply, None: wait."""
+def _greeted(buffer: bytes, greeting: bytes = b"220") -> bool | None:
+    """True once a final greeting line is complete, False on another reply, None: wait."""
+    if greeting != b"220":  # POP3: one line
+        return buffer.startswith(greeting) if b"\r\n" in buffer else None
     for line in buffer.split(b"\r\n")[:-1]:
         if line.startswith(b"220 "):
             return True
@@ -130,29 +137,69 @@ def _greeted(buffer: bytes) -> bool | None:
     return None
 
 
-def open_idle(host: str, port: int, n: int, deadline: float) -> tuple[list[socket.socket], int]:
+def _tls_client() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the bench's own self-signed certificate, loopback
+    return ctx
+
+
+def open_idle(
+    host: str,
+    port: int,
+    n: int,
+    deadline: float,
+    *,
+    tls: ssl.SSLContext | None = None,
+    greeting: bytes = b"220",
+) -> tuple[list[socket.socket], int]:
     """Open up to ``n`` greeted connections before ``deadline``; returns (greeted, failures)."""
     selector = selectors.DefaultSelector()
     buffers: dict[socket.socket, bytes] = {}
+    shaking: set[socket.socket] = set()  # TLS handshake not done yet
     greeted: list[socket.socket] = []
     failures = 0
     try:
         while len(greeted) < n and time.monotonic() < deadline and failures <= n:
             while len(buffers) < WINDOW and len(greeted) + len(buffers) < n:
                 sock = _connect(host, port)
+                if tls is not None:
+                    sock = tls.wrap_socket(sock, do_handshake_on_connect=False)
+                    shaking.add(sock)
                 buffers[sock] = b""
-                selector.register(sock, selectors.EVENT_READ, data=sock)
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if tls else 0)
+                selector.register(sock, events, data=sock)
             for key, _ in selector.select(timeout=0.1):
                 sock = key.data
+                if sock in shaking:
+                    assert isinstance(sock, ssl.SSLSocket)
+                    try:
+                        sock.do_handshake()
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        continue
+                    except OSError as exc:
+                        if exc.errno in (errno.ENOTCONN, errno.EINPROGRESS):
+                            continue  # still connecting
+                        shaking.discard(sock)
+                        selector.unregister(sock)
+                        del buffers[sock]
+                        failures += 1
+                        sock.close()
+                        continue
+                    shaking.discard(sock)
+                    selector.modify(sock, selectors.EVENT_READ, data=sock)
                 try:
                     data = sock.recv(4096)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    continue
                 except OSError:
                     data = b""
                 buffers[sock] += data
-                verdict = _greeted(buffers[sock]) if data else False
+                verdict = _greeted(buffers[sock], greeting) if data else False
                 if verdict is None:
                     continue
                 selector.unregister(sock)
+                shaking.discard(sock)
                 del buffers[sock]
                 if verdict:
                     greeted.append(sock)
@@ -167,11 +214,23 @@ def open_idle(host: str, port: int, n: int, deadline: float) -> tuple[list[socke
     return greeted, failures
 
 
-def measure(host: str, port: int, root_pid: int, n: int, deadline_s: float) -> IdleMemory:
+def measure(
+    host: str,
+    port: int,
+    root_pid: int,
+    n: int,
+    deadline_s: float,
+    *,
+    tls: bool = False,
+    greeting: bytes = b"220",
+) -> IdleMemory:
     raise_nofile(n + 256)
     procs_before, rss_before, pss_before = tree_memory(root_pid)
     start = time.monotonic()
-    greeted, _failures = open_idle(host, port, n, start + deadline_s)
+    context = _tls_client() if tls else None
+    greeted, _failures = open_idle(
+        host, port, n, start + deadline_s, tls=context, greeting=greeting
+    )
     seconds = time.monotonic() - start
     try:
         procs_after, rss_after, pss_after = tree_memory(root_pid)
@@ -198,10 +257,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, required=True, help="root of the server's tree")
     parser.add_argument("-n", type=int, default=1000, help="connections to open")
     parser.add_argument("--deadline", type=float, default=180.0, help="seconds")
+    parser.add_argument("--tls", action="store_true", help="implicit TLS (SMTPS, POP3S)")
+    parser.add_argument("--greeting", default="220", help="220 (SMTP) or +OK (POP3)")
+    parser.add_argument(
+        "--after", action="store_true", help="also report memory once every session closed"
+    )
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("loopback only")
-    print(measure(args.host, args.port, args.pid, args.n, args.deadline).summary())
+    greeting = args.greeting.encode()
+    result = measure(
+        args.host, args.port, args.pid, args.n, args.deadline, tls=args.tls, greeting=greeting
+    )
+    print(result.summary())
+    if args.after:
+        # The server sees the closes over a few loop turns: poll, bounded, for the figure.
+        end = time.monotonic() + 30
+        while True:
+            _, rss, pss = tree_memory(args.pid)
+            if pss <= result.pss_before_kb * 1.2 or time.monotonic() > end:
+                break
+            time.sleep(0.5)
+        print(f"after close: RSS {rss / 1024:.1f} MiB, PSS {pss / 1024:.1f} MiB")
     return 0
 
 

@@ -4,17 +4,137 @@ Invariants: :func:`hold` stops reading at once, before the loop runs again, so t
 ClientHello reaches TLS and never the clear-text engine (which would drop it as injected
 input and the handshake would hang); :func:`handshake` never raises for a failed handshake:
 it logs, aborts the connection, calls the session's connection_lost once and answers None.
+
+Memory (issue 12 item 3): asyncio's SSLProtocol keeps a 256 KiB receive buffer per
+connection, so 2,000 idle SMTPS sessions cost 560 MiB. :class:`_LeanSSLProtocol` is that
+protocol with one receive buffer per process instead: the event loop reads into it and
+``buffer_updated`` copies the bytes into the connection's MemoryBIO at once, in the same
+callback, so no connection holds the buffer between reads (as net/driver.py's
+_READ_BUFFER for clear text). An idle TLS session then costs its SSLObject, the two
+MemoryBIOs and the session objects: about 20 to 30 KiB (docs/tls.md, "Memory").
+
+Memory comes back: OpenSSL's per-connection state is malloc'd from glibc's heap, which
+keeps freed memory inside the process (848 MiB stayed after 2,000 sessions closed). Once
+:data:`TRIM_AFTER` TLS sessions have ended, ``malloc_trim(0)`` hands the free pages back
+to the system, at most once per :data:`TRIM_EVERY` seconds (a few ms with a large heap);
+where libc has no malloc_trim (musl) nothing is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
 import ssl
+import time
+from asyncio import sslproto
+from typing import Any
 
 from qtoaster.tls.server import session_summary
 
 log = logging.getLogger("qtoaster.tls")
+
+# The process's one TLS receive buffer: 64 KiB, as net/driver.py's clear-text one (a read
+# of up to 64 KiB of records, fed into the connection's MemoryBIO before the next read).
+_TLS_READ_BUFFER = memoryview(bytearray(65536))
+
+TRIM_AFTER = 256  # TLS sessions ended since the last trim
+TRIM_EVERY = 5.0  # seconds, at least, between two trims
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+class _Trim:
+    """When to give freed heap back: counts ended TLS sessions, one call pending at most."""
+
+    function = _malloc_trim()
+    ended = 0
+    pending = False
+    last = 0.0
+
+    @classmethod
+    def session_ended(cls, loop: asyncio.AbstractEventLoop) -> None:
+        cls.ended += 1
+        if cls.ended < TRIM_AFTER or cls.pending or cls.function is None:
+            return
+        cls.pending = True
+        # After the burst of closes: the sessions' objects are freed by then.
+        delay = max(0.5, cls.last + TRIM_EVERY - time.monotonic())
+        loop.call_later(delay, cls.trim)
+
+    @classmethod
+    def trim(cls) -> None:
+        cls.ended = 0
+        cls.pending = False
+        cls.last = time.monotonic()
+        # The ended sessions are cycles (transport <-> protocols) that lived long enough to
+        # reach the oldest generation, which an idle worker may not collect for hours.
+        gc.collect()
+        cls.function(0)
+
+
+class _LeanSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's SSLProtocol reading through the process's one buffer; see the docstring."""
+
+    # The size SSLProtocol.__init__ allocates its own buffer with (dropped at once below)
+    # and the chunk its non-buffered read path asks SSLObject.read for: one TLS record.
+    max_size = 16 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # asyncio's buffer_updated copies ``_ssl_buffer_view[:nbytes]`` into the MemoryBIO
+        # at once, in the loop's read callback, before any other connection is read: the
+        # shared view is safe there.  The per-connection buffer asyncio made is dropped.
+        self._ssl_buffer = _TLS_READ_BUFFER.obj
+        self._ssl_buffer_view = _TLS_READ_BUFFER
+
+    def get_buffer(self, n: int) -> memoryview:
+        return _TLS_READ_BUFFER  # asyncio's would grow a per-connection buffer to 256 KiB
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        _Trim.session_ended(self._loop)
+
+
+async def _start_tls(
+    transport: asyncio.Transport,
+    protocol: asyncio.BaseProtocol,
+    context: ssl.SSLContext,
+    timeout: float,
+) -> asyncio.Transport | None:
+    """loop.start_tls (server side) with :class:`_LeanSSLProtocol`, step for step as
+    asyncio's own (3.11 base_events.start_tls): pause, swap the protocol, make the
+    connection and resume on the next loop turns, then wait for the handshake."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    ssl_protocol = _LeanSSLProtocol(
+        loop,
+        protocol,
+        context,
+        waiter,
+        server_side=True,
+        call_connection_made=False,
+        ssl_handshake_timeout=timeout,
+    )
+    transport.pause_reading()
+    transport.set_protocol(ssl_protocol)
+    made = loop.call_soon(ssl_protocol.connection_made, transport)
+    resumed = loop.call_soon(transport.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        made.cancel()
+        resumed.cancel()
+        raise
+    upgraded: asyncio.Transport | None = ssl_protocol._app_transport
+    return upgraded
 
 
 def hold(transport: asyncio.Transport) -> None:
@@ -33,11 +153,8 @@ async def handshake(
     """The TLS transport after a successful server handshake, else None (logged, aborted).
 
     ``who`` names the session and client in the log lines."""
-    loop = asyncio.get_running_loop()
     try:
-        upgraded = await loop.start_tls(
-            transport, protocol, context, server_side=True, ssl_handshake_timeout=timeout
-        )
+        upgraded = await _start_tls(transport, protocol, context, timeout)
     except (OSError, TimeoutError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
         log.info("%s TLS handshake failed: %s", who, exc)
         transport.abort()
