@@ -44,6 +44,8 @@ def reachable(home: Path) -> None:
     if os.geteuid() != 0:
         return
     for parent in home.absolute().parents:
+        if not parent.exists():
+            continue
         mode = parent.stat().st_mode
         if not mode & 0o001:
             parent.chmod(mode | 0o001)
