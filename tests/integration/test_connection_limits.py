@@ -7,6 +7,7 @@ SQLite; connections are bounded in number and every wait has a deadline.
 
 from __future__ import annotations
 
+import os
 import re
 import selectors
 import smtplib
@@ -199,7 +200,7 @@ def test_accept_errors_are_logged_once_a_second_and_serving_resumes(tmp_path: Pa
     socks: list[socket.socket] = []
     worker = smtpd_worker(srv)
     try:
-        subprocess.run(["prlimit", "--pid", str(worker), "--nofile=64:"], check=True)
+        _prlimit(worker, "--nofile=64:")
         started = time.monotonic()
         socks = open_many(srv.port, 100)
         lines = first_lines(socks, timeout=3.0)
@@ -213,9 +214,24 @@ def test_accept_errors_are_logged_once_a_second_and_serving_resumes(tmp_path: Pa
         assert len(errors) <= time.monotonic() - started + 2, errors
         assert not [line for line in log_lines(home) if "Traceback" in line]
         close_all(socks)
-        subprocess.run(["prlimit", "--pid", str(worker), "--nofile=1024:"], check=True)
+        _prlimit(worker, "--nofile=1024:")
         send_from(srv.port, "127.0.0.2")
         wait_for_mail(home, "alice", b"through the flood")
     finally:
         close_all(socks)
         srv.stop()
+
+
+def _prlimit(pid: int, limit: str) -> None:
+    """prlimit on a worker. Under root the worker runs as its own user, and changing another
+    user's limits needs CAP_SYS_RESOURCE (which a container's root may lack): prlimit then
+    runs as the worker's own user and group, which may lower its soft limit and raise it
+    back up to the hard one."""
+    argv = ["prlimit", "--pid", str(pid), limit]
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    uid, gid = status["Uid"].split()[0], status["Gid"].split()[0]
+    if os.geteuid() == 0 and uid != "0":
+        argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv]
+    subprocess.run(argv, check=True)

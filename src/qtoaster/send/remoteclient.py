@@ -21,7 +21,6 @@ another as that user, it answers the deliveries of a child that died TEMPORARY a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import subprocess
@@ -149,6 +148,9 @@ class RemoteClient:
         link, proc = self._link, self._proc
         if link is not None:
             link.close("send role stopping")
+        if self._made is not None:  # started by start_now, never used: end it the same way
+            self._made.close()
+            self._made = None
         if proc is not None:
             await self._reap(proc, STOP_WAIT)
         if self._reaping:
@@ -234,8 +236,15 @@ class RemoteClient:
         try:
             await asyncio.to_thread(proc.wait, patience)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 proc.kill()
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                # Started as the remote user (start_now): this user may not signal it. It
+                # dies with this process (PR_SET_PDEATHSIG), which is stopping.
+                log.warning("remote: the remote delivery process (pid %d) did not stop", proc.pid)
+                return
             await asyncio.to_thread(proc.wait)
         if proc.returncode not in (0, None):
             log.warning(
