@@ -6,6 +6,7 @@ not skip) with a message saying what to install.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -36,3 +37,16 @@ def fresh_postgres_url(postgres_server: PgServer) -> Iterator[str]:
     name = postgres_server.create_database()
     yield postgres_server.url(name)
     postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _role_accounts() -> None:
+    """Run as root (CI is), qtoaster's roles drop to their system users (docs/security.md),
+    which `qtoaster init` creates on first use; made here once, so that whether a test finds
+    them does not depend on which test ran first."""
+    if os.geteuid() != 0:
+        return
+    from qtoaster.config.settings import RoleUsers
+    from qtoaster.supervisor.accounts import ensure_accounts
+
+    ensure_accounts(RoleUsers())

@@ -24,8 +24,9 @@ def check(home: Home) -> None:
     """Check qtoaster.toml, control/, tcp.smtp and the directory database; list every problem."""
     from qtoaster.supervisor.check import check_config, check_warnings
 
-    problems = check_config(home, directory=True) + _owner_problems(home)
-    for warning in check_warnings(home):
+    missing, owners = _owner_problems(home)
+    problems = check_config(home, directory=True) + missing
+    for warning in check_warnings(home) + owners:
         click.echo(f"warning: {warning}", err=True)
     if problems:
         for problem in problems:
@@ -55,17 +56,20 @@ def fix_owners(home: Home) -> None:
     click.echo(f"owners OK in {home.root}")
 
 
-def _owner_problems(home: Home) -> list[str]:
-    """As root: missing accounts, and owners or modes that differ from decision 0007's
-    layout. Run by anyone else, every role runs as that user: nothing to check."""
+def _owner_problems(home: Home) -> tuple[list[str], list[str]]:
+    """As root: the missing accounts (a problem: run refuses to start without them), and
+    owners or modes that differ from decision 0007's layout (warnings: run as root gives
+    the home its owners at start, fix-owners does it now). Run by anyone else, every role
+    runs as that user: nothing to check."""
     from qtoaster.config.settings import load_settings
     from qtoaster.core.privilege import running_as_root
     from qtoaster.supervisor import accounts, ownership
 
     if not running_as_root():
-        return []
+        return [], []
     try:
         users = load_settings(home.settings_file).users
     except ConfigError:
-        return []  # check_config reported it
-    return accounts.check_accounts(users) or ownership.check(home, users)
+        return [], []  # check_config reported it
+    missing = accounts.check_accounts(users)
+    return missing, [] if missing else ownership.check(home, users)

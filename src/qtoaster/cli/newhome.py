@@ -44,18 +44,27 @@ workers = 0
 # Most simultaneous SMTP connections in all (tcpserver -c), split evenly over the
 # workers; a connection over it gets "421 ... too many connections" and is closed.
 max_connections = 10000
-# Most simultaneous connections from one client address, counted by each worker.
+# Most simultaneous connections from one client address (IPv6: per /64), counted by
+# each worker.
 max_per_ip = 50
+# DATA must arrive at this many bytes a second at least: the whole message may take
+# control/timeoutsmtpd plus its size over this rate (0: no minimum).
+data_min_rate = 500
 # Seconds a QMAILQUEUE program (simscan and the like, set in tcp.smtp) may take.
 qmailqueue_timeout = 600
 
 [pop3d]
 # pop3d worker processes; 0 = two per CPU core (long POP3 sessions spread evenly).
 workers = 0
+# Seconds a command line (or a TLS handshake, at most 60) may take to arrive.
+timeout = 1200
 
 [database]
 # The directory of domains and users.  Unset: SQLite file users.sqlite3 in this home.
 # url = "postgresql+psycopg://qtoaster@dbhost/qtoaster"
+# PostgreSQL: the database of password hashes and CRAM-MD5/APOP secrets, which only the
+# auth role reads (docs/security.md); unset: a table in the directory's database.
+# credentials_url = "postgresql+psycopg://qtoaster_auth@dbhost/qtoaster_credentials"
 
 [chkuser]
 # Refuse unknown recipients of our domains at RCPT time (chkuser): "domain" checks the

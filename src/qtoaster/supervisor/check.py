@@ -50,10 +50,19 @@ def check_startup(home: Home) -> list[str]:
 
 
 def check_warnings(home: Home) -> list[str]:
-    """What an operator should hear about without it being a problem (expiry soon)."""
+    """What an operator should hear about without it being a problem (expiry soon, a
+    PostgreSQL directory that keeps credentials in its own database)."""
+    from qtoaster.config.settings import load_settings
+    from qtoaster.directory.credentials import separation_warning
     from qtoaster.tls.certs import check_servercert
 
-    return check_servercert(home.control / "servercert.pem", dt.datetime.now(dt.UTC))[1]
+    warnings = check_servercert(home.control / "servercert.pem", dt.datetime.now(dt.UTC))[1]
+    try:
+        settings = load_settings(home.settings_file)
+    except ConfigError:
+        return warnings  # check_config reports it
+    separate = separation_warning(settings.database_url, settings.credentials_url)
+    return warnings + ([separate] if separate else [])
 
 
 def certificate_problems(home: Home) -> list[str]:

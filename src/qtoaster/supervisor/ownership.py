@@ -103,7 +103,7 @@ def check(home: Home, users: RoleUsers) -> list[str]:
         if (st.st_uid, st.st_gid, mode) != (uid, gid, rule.mode):
             problems.append(
                 f"{rule.path}: owner and mode {have}, expected {want}"
-                " (qtoaster config fix-owners fixes it)"
+                " (run fixes it at start; qtoaster config fix-owners now)"
             )
     return problems
 
