@@ -7,9 +7,11 @@ started server, and each role's user is tried (setpriv) on what it must not read
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,11 +25,15 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: roles dro
 USERS = RoleUsers()
 # role -> (user, supplementary groups): the table of decision 0007.
 EXPECTED = {
-    "smtpd": (USERS.smtpd, {USERS.group, USERS.queue_group, USERS.tls_group, USERS.auth_group}),
-    "pop3d": (USERS.send, {USERS.group, USERS.tls_group, USERS.auth_group}),
+    "smtpd": (
+        USERS.smtpd,
+        {USERS.group, USERS.queue_group, USERS.tls_group, USERS.auth_group, USERS.mailbox_group},
+    ),
+    "pop3d": (USERS.pop3d, {USERS.group, USERS.tls_group, USERS.auth_group, USERS.mailbox_group}),
     "send": (USERS.send, {USERS.group, USERS.queue_group}),
     "remote": (USERS.remote, {USERS.group, USERS.tls_group}),
     "auth": (USERS.auth, {USERS.group, USERS.auth_group}),
+    "mailbox": (USERS.send, {USERS.group, USERS.auth_group}),
 }
 
 
@@ -81,7 +87,7 @@ def test_each_role_runs_as_its_user_and_cannot_regain_root(server: tuple[Path, S
     assert _status(srv.proc.pid)["Uid"] == ["0"] * 4  # the supervisor binds and restarts
     children = _children(srv.proc.pid)
     # remote is started by send (as root, before send drops it) on first use or at start
-    assert set(children.values()) == {"auth", "smtpd", "pop3d", "send", "remote"}
+    assert set(children.values()) == {"auth", "mailbox", "smtpd", "pop3d", "send", "remote"}
     for pid, role in children.items():
         user, groups = EXPECTED[role]
         entry = pwd.getpwnam(user)
@@ -210,3 +216,52 @@ def test_config_check_and_run_refuse_missing_accounts(tmp_path: Path) -> None:
     assert missing in checked.stdout.decode()
     ran = qt(home, "run", check=False)
     assert ran.returncode == 1 and missing in ran.stderr.decode()
+
+
+# Sends one line to a Unix socket and prints the answer line: run as a role's user.
+_ASK = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\\n")
+data = b""
+while not data.endswith(b"\\n"):
+    piece = s.recv(65536)
+    if not piece:
+        break
+    data += piece
+print(data.decode().strip())
+"""
+
+
+def _ask_as(role: str, path: Path, line: str) -> dict[str, object]:
+    done = _as_role(role, sys.executable, "-c", _ASK, str(path), line)
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, object] = json.loads(done.stdout)
+    return answer
+
+
+def test_pop3d_cannot_read_a_maildir_and_the_broker_wants_a_ticket(
+    server: tuple[Path, Server],
+) -> None:
+    home, _ = server
+    maildir = home / "domains" / "example.test" / "alice" / "Maildir"
+    for argv in (["ls", str(maildir)], ["ls", str(maildir / "new")], ["cat", str(maildir)]):
+        denied = _as_role("pop3d", *argv)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, argv
+    broker = home / "run" / "mailbox" / "mailbox.sock"
+    forged = json.dumps({"op": "open", "ticket": os.urandom(16).hex()})
+    assert _ask_as("pop3d", broker, forged)["error"] == "ticket"
+    # smtpd may ask the quota only; pop3d may not ask the quota; others may not connect.
+    assert _ask_as("smtpd", broker, forged)["error"] == "denied"
+    quota = json.dumps({"op": "quota", "maildir": str(maildir), "bytes": 1000, "messages": None})
+    assert _ask_as("pop3d", broker, quota)["error"] == "denied"
+    assert _ask_as("smtpd", broker, quota)["ok"] is True
+    for role in ("remote", "auth"):
+        refused = _as_role(role, sys.executable, "-c", _ASK, str(broker), quota)
+        assert refused.returncode != 0 and "PermissionError" in refused.stderr, role
+    # Only the broker may redeem a ticket at the auth role.
+    auth = home / "run" / "auth" / "auth.sock"
+    redeem = json.dumps({"id": 1, "op": "redeem", "ticket": os.urandom(16).hex()})
+    answer = _ask_as("pop3d", auth, redeem)
+    assert answer["ok"] is False and answer["maildir"] == ""

@@ -15,6 +15,7 @@ from qtoaster.authd.server import AuthServer
 from qtoaster.cli.newhome import init_home
 from qtoaster.core.home import Home
 from qtoaster.directory.store import Directory
+from qtoaster.mailboxd.server import Broker
 from qtoaster.pop3d.session import Pop3Session
 from qtoaster.pop3d.worker import Pop3Worker
 
@@ -68,12 +69,15 @@ async def worker(tmp_path: Path) -> AsyncIterator[Pop3Worker]:
     (maildir.maildir / "new" / "1700000001.M1P1Q1.host").write_bytes(MESSAGE)
     auth = AuthServer(home)  # logins are checked by the auth role (decision 0007)
     await auth.start()
+    broker = Broker(home)  # pop3d reaches the Maildir through the mailbox broker
+    broker.start()
     worker = Pop3Worker(home)
     yield worker
     await worker.auth.close()
     worker.executor.shutdown(wait=True)
     worker.directory.close()
     await auth.close()
+    broker.close()
 
 
 async def answer(session: Pop3Session, transport: Transport, data: bytes) -> bytes:

@@ -11,6 +11,9 @@ Invariants:
   :meth:`AuthClient.mechanisms` None; never an acceptance;
 - a connection that fails fails every request on it and is dropped; the next request
   connects again (the supervisor restarts a dead auth role).
+
+:func:`redeem` is the mailbox broker's (a blocking call from its threads): a pop3 login's
+ticket for that user's address and Maildir.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import socket
 from pathlib import Path
 
 from qtoaster.auth.protocol import (
@@ -26,6 +31,8 @@ from qtoaster.auth.protocol import (
     MechanismsRequest,
     MechanismsResponse,
     ProtocolError,
+    RedeemRequest,
+    RedeemResponse,
     Request,
     Response,
     VerifyRequest,
@@ -39,6 +46,7 @@ log = logging.getLogger("qtoaster.auth")
 VERIFY_TIMEOUT = 90.0
 MECHANISMS_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
+REDEEM_TIMEOUT = 10.0
 
 
 class AuthClient:
@@ -128,3 +136,22 @@ class AuthClient:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def redeem(path: Path, ticket: str, timeout: float = REDEEM_TIMEOUT) -> RedeemResponse:
+    """Blocking: the auth role's answer for ``ticket`` (``ok`` false: unknown, used,
+    expired, or not ours to redeem); OSError or ProtocolError when it cannot be asked."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.fspath(path))
+        sock.sendall(encode_request(RedeemRequest(1, ticket)))
+        data = b""
+        while not data.endswith(b"\n"):
+            piece = sock.recv(4096)
+            if not piece or len(data) > MAX_LINE:
+                raise ConnectionResetError("auth role closed the connection")
+            data += piece
+    response = decode_response(data)
+    if not isinstance(response, RedeemResponse):
+        raise ProtocolError("auth role answered nonsense")
+    return response

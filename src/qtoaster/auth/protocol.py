@@ -11,6 +11,7 @@ Requests::
      "mechanism": "PLAIN"|"LOGIN"|"CRAM-MD5"|"APOP",
      "user": B64, "secret": B64, "challenge": B64, "ip": "192.0.2.7"}
     {"id": 8, "op": "mechanisms"}
+    {"id": 9, "op": "redeem", "ticket": "<32 hex digits>"}
 
 ``secret`` is the password (PLAIN, LOGIN) or the hex digest (CRAM-MD5, APOP);
 ``challenge`` is the CRAM-MD5 challenge or the APOP banner (``<pid.time@host>``), empty for
@@ -22,6 +23,13 @@ Answers::
     {"id": 7, "ok": true, "temporary": false, "user": "tim@example.com",
      "reason": "password ok", "flags": 0, "busy": false}
     {"id": 8, "ok": true, "cram": true, "apop": true}
+    {"id": 9, "ok": true, "user": B64, "maildir": B64}
+
+A successful pop3 verify also carries ``"ticket": "<32 hex digits>"``: the mailbox broker
+(qtoaster.mailboxd) opens that user's Maildir for pop3d only against it, and redeems it
+here (``redeem``, allowed to the mailbox owner's uid only when started as root). A ticket
+is single use and valid :data:`TICKET_SECONDS`; a failed redeem answers ``ok`` false with
+empty ``user`` and ``maildir``.
 
 ``temporary`` true means: not checked (directory down; or ``busy``: too many attempts in
 flight from that address): smtpd answers ``454``, pop3d ``-ERR [SYS/TEMP]``.
@@ -47,6 +55,7 @@ from qtoaster.core.home import Home
 MAX_LINE = 65536
 SERVICES = ("smtp", "pop3")
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "APOP")
+TICKET_SECONDS = 60.0
 
 
 def socket_path(home: Home) -> Path:
@@ -76,7 +85,13 @@ class MechanismsRequest:
     id: int
 
 
-Request = VerifyRequest | MechanismsRequest
+@dataclass(frozen=True, slots=True)
+class RedeemRequest:
+    id: int
+    ticket: str
+
+
+Request = VerifyRequest | MechanismsRequest | RedeemRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +103,7 @@ class VerifyResponse:
     reason: str
     flags: int = 0
     busy: bool = False  # temporary because the address has too many attempts in flight
+    ticket: str = ""  # pop3 success: what the mailbox broker opens the Maildir against
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +113,15 @@ class MechanismsResponse:
     apop: bool
 
 
-Response = VerifyResponse | MechanismsResponse
+@dataclass(frozen=True, slots=True)
+class RedeemResponse:
+    id: int
+    ok: bool
+    user: str
+    maildir: str
+
+
+Response = VerifyResponse | MechanismsResponse | RedeemResponse
 
 
 def _b64(text: str | bytes) -> str:
@@ -154,6 +178,8 @@ def _flag(obj: dict[str, Any], key: str) -> bool:
 def encode_request(request: Request) -> bytes:
     if isinstance(request, MechanismsRequest):
         return _line({"id": request.id, "op": "mechanisms"})
+    if isinstance(request, RedeemRequest):
+        return _line({"id": request.id, "op": "redeem", "ticket": request.ticket})
     return _line(
         {
             "id": request.id,
@@ -171,9 +197,11 @@ def encode_request(request: Request) -> bytes:
 def decode_request(line: bytes) -> Request:
     obj = _object(line)
     ident = _id(obj)
-    op = _text(obj, "op", ("verify", "mechanisms"))
+    op = _text(obj, "op", ("verify", "mechanisms", "redeem"))
     if op == "mechanisms":
         return MechanismsRequest(ident)
+    if op == "redeem":
+        return RedeemRequest(ident, _text(obj, "ticket"))
     return VerifyRequest(
         ident,
         _text(obj, "service", SERVICES),
@@ -188,23 +216,40 @@ def decode_request(line: bytes) -> Request:
 def encode_response(response: Response) -> bytes:
     if isinstance(response, MechanismsResponse):
         return _line({"id": response.id, "ok": True, "cram": response.cram, "apop": response.apop})
-    return _line(
-        {
-            "id": response.id,
-            "ok": response.ok,
-            "temporary": response.temporary,
-            "user": _b64(response.user),
-            "reason": response.reason,
-            "flags": response.flags,
-            "busy": response.busy,
-        }
-    )
+    if isinstance(response, RedeemResponse):
+        return _line(
+            {
+                "id": response.id,
+                "ok": response.ok,
+                "user": _b64(response.user),
+                "maildir": _b64(response.maildir),
+            }
+        )
+    obj = {
+        "id": response.id,
+        "ok": response.ok,
+        "temporary": response.temporary,
+        "user": _b64(response.user),
+        "reason": response.reason,
+        "flags": response.flags,
+        "busy": response.busy,
+    }
+    if response.ticket:
+        obj["ticket"] = response.ticket
+    return _line(obj)
 
 
 def decode_response(line: bytes) -> Response:
     obj = _object(line)
     if "cram" in obj:
         return MechanismsResponse(_id(obj), _flag(obj, "cram"), _flag(obj, "apop"))
+    if "maildir" in obj:
+        return RedeemResponse(
+            _id(obj),
+            _flag(obj, "ok"),
+            _unb64(obj.get("user"), "user").decode("utf-8", "surrogateescape"),
+            _unb64(obj.get("maildir"), "maildir").decode("utf-8", "surrogateescape"),
+        )
     ident = None if obj.get("id") is None else _id(obj)
     flags = obj.get("flags", 0)
     if not isinstance(flags, int) or isinstance(flags, bool):
@@ -217,4 +262,5 @@ def decode_response(line: bytes) -> Response:
         _text(obj, "reason"),
         flags,
         obj.get("busy") is True,
+        _text(obj, "ticket") if "ticket" in obj else "",
     )

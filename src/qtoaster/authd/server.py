@@ -16,7 +16,10 @@ Invariants:
   :data:`MECHANISMS_TTL` seconds, so ``domain set --secrets`` and new passwords change
   the offer without a restart; while the directory is down the last answer stands;
 - nothing a worker sends raises out of a connection's handler: a bad line gets an answer
-  with ``id`` null, a too long line closes that connection.
+  with ``id`` null, a too long line closes that connection;
+- a pop3 login that succeeds gets a ticket (128 random bits) for its Maildir, kept here
+  only: single use, valid TICKET_SECONDS, redeemed by the mailbox broker alone (its uid,
+  checked with SO_PEERCRED, when started as root); at most MAX_TICKETS are held.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
+import socket
+import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,9 +39,12 @@ from functools import partial
 
 from qtoaster.auth.protocol import (
     MAX_LINE,
+    TICKET_SECONDS,
     MechanismsRequest,
     MechanismsResponse,
     ProtocolError,
+    RedeemRequest,
+    RedeemResponse,
     Response,
     VerifyRequest,
     VerifyResponse,
@@ -57,13 +66,33 @@ MECHANISMS_TTL = 2.0
 SOCKET_MODE = 0o660
 # argon2-cffi releases the GIL: enough threads to keep every core busy with hashes.
 THREADS = max(4, 2 * (os.cpu_count() or 1))
+# Tickets are redeemed within milliseconds; this many unredeemed ones means a flood.
+MAX_TICKETS = 10000
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return int(struct.unpack("3i", raw)[1])
 
 
 class AuthServer:
     """The auth role's state: directory, throttle, attempts in flight, the offer's cache."""
 
-    def __init__(self, home: Home, config: Config | None = None) -> None:
+    def __init__(
+        self, home: Home, config: Config | None = None, redeemer: int | None = None
+    ) -> None:
         self.home = home
+        # The mailbox broker's uid when started as root; None: any peer may redeem.
+        self.redeemer = redeemer
+        # ticket -> (address, Maildir, monotonic deadline)
+        self.tickets: dict[str, tuple[str, str, float]] = {}
         self.config = config or load_config(home)
         self.directory = LazyDirectory(
             home,
@@ -120,6 +149,7 @@ class AuthServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One worker's connection: requests are answered as they finish (pipelined)."""
         tasks: set[asyncio.Task[None]] = set()
+        may_redeem = self.redeemer is None or peer_uid(writer) == self.redeemer
         try:
             while True:
                 try:
@@ -128,7 +158,8 @@ class AuthServer:
                     break
                 if not line:
                     break
-                task = asyncio.get_running_loop().create_task(self._answer(line, writer))
+                answer = self._answer(line, writer, may_redeem)
+                task = asyncio.get_running_loop().create_task(answer)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         finally:
@@ -138,15 +169,17 @@ class AuthServer:
                 await asyncio.gather(*tasks, return_exceptions=True)
             writer.close()
 
-    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter, may_redeem: bool) -> None:
         try:
             request = decode_request(line)
         except ProtocolError as exc:
             response: Response = VerifyResponse(None, False, True, "", f"bad request: {exc}")
         else:
             if isinstance(request, MechanismsRequest):
-                secrets = await self.secrets_everywhere()
-                response = MechanismsResponse(request.id, secrets, secrets)
+                everywhere = await self.secrets_everywhere()
+                response = MechanismsResponse(request.id, everywhere, everywhere)
+            elif isinstance(request, RedeemRequest):
+                response = self.redeem(request, may_redeem)
             else:
                 response = await self.verify(request)
         if not writer.is_closing():
@@ -165,6 +198,28 @@ class AuthServer:
                 log.warning("directory unavailable, offer unchanged: %s", exc)
             self._offer = (value, time.monotonic())
             return value
+
+    def issue(self, address: str, maildir: str) -> str:
+        """A new ticket for ``address``'s Maildir (a pop3 login that succeeded)."""
+        now = time.monotonic()
+        if len(self.tickets) >= MAX_TICKETS:
+            self.tickets = {t: v for t, v in self.tickets.items() if v[2] > now}
+            while len(self.tickets) >= MAX_TICKETS:  # the oldest go first
+                del self.tickets[next(iter(self.tickets))]
+        ticket = secrets.token_hex(16)
+        self.tickets[ticket] = (address, maildir, now + TICKET_SECONDS)
+        return ticket
+
+    def redeem(self, request: RedeemRequest, may_redeem: bool) -> RedeemResponse:
+        """The ticket's address and Maildir, once; refused when unknown, used, expired,
+        or asked by another uid than the broker's (the ticket is then left alone)."""
+        if not may_redeem:
+            log.warning("redeem refused: peer is not the mailbox broker")
+            return RedeemResponse(request.id, False, "", "")
+        found = self.tickets.pop(request.ticket, None)
+        if found is None or found[2] < time.monotonic():
+            return RedeemResponse(request.id, False, "", "")
+        return RedeemResponse(request.id, True, found[0], found[1])
 
     async def verify(self, request: VerifyRequest) -> VerifyResponse:
         key = client_key(request.ip)
@@ -186,7 +241,9 @@ class AuthServer:
     async def _verify(self, request: VerifyRequest) -> VerifyResponse:
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self.executor, self._check(request))
+            result, maildir = await loop.run_in_executor(
+                self.executor, self._checked, self._check(request), request.service
+            )
         except TemporaryFailure as exc:
             log.warning("directory unavailable: %s", exc)
             return VerifyResponse(request.id, False, True, "", f"directory unavailable: {exc}")
@@ -199,9 +256,27 @@ class AuthServer:
             delay = throttle.delay_for(request.ip, result.user)
         if delay:
             await asyncio.sleep(delay)
+        ticket = self.issue(result.user, maildir) if maildir is not None else ""
         return VerifyResponse(
-            request.id, result.ok, False, result.user, result.reason, int(result.flags)
+            request.id,
+            result.ok,
+            False,
+            result.user,
+            result.reason,
+            int(result.flags),
+            ticket=ticket,
         )
+
+    def _checked(
+        self, check: Callable[[], AuthResult], service: str
+    ) -> tuple[AuthResult, str | None]:
+        """The check, and for a pop3 success the user's Maildir (the ticket's): "" when
+        the user has none (the broker answers qmail-pop3d's "no $HOME/Maildir")."""
+        result = check()
+        if not result.ok or service != "pop3":
+            return result, None
+        user = self.directory.user(result.user)
+        return result, "" if user is None else str(user.maildir)
 
     def _check(self, request: VerifyRequest) -> Callable[[], AuthResult]:
         default = self.config.controls.defaultdomain
@@ -220,11 +295,13 @@ class AuthServer:
         )
 
 
-async def serve_auth(home: Home, ready: Callable[[], None]) -> None:
-    """Answer the workers until SIGTERM or SIGINT; *ready* once the socket listens."""
+async def serve_auth(home: Home, ready: Callable[[], None], redeemer: int | None = None) -> None:
+    """Answer the workers until SIGTERM or SIGINT; *ready* once the socket listens.
+    ``redeemer``: the mailbox broker's uid (started as root), the one peer that may
+    redeem tickets."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    server = AuthServer(home)
+    server = AuthServer(home, redeemer=redeemer)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)

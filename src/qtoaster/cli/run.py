@@ -138,7 +138,7 @@ def _fail(*lines: str) -> NoReturn:
 
 
 @click.command()
-@click.argument("role", type=click.Choice(["auth", "smtpd", "pop3d", "send", "remote"]))
+@click.argument("role", type=click.Choice(["auth", "mailbox", "smtpd", "pop3d", "send", "remote"]))
 @home_option
 @click.option(
     "--fd",
@@ -185,6 +185,7 @@ def serve(
         except Locked as exc:
             _fail(str(exc))
         remote = _remote_child(config)  # started as its user while this is still root
+    peer_uids = _peer_uids(config)  # looked up while the account database is readable
     _become(config, role, announce=not supervised)
 
     def ready() -> None:
@@ -201,7 +202,11 @@ def serve(
     elif role == "auth":
         from qtoaster.authd.server import serve_auth
 
-        asyncio.run(serve_auth(home, ready))
+        asyncio.run(serve_auth(home, ready, peer_uids.get("send")))
+    elif role == "mailbox":
+        from qtoaster.mailboxd.server import Peers, serve_mailbox
+
+        serve_mailbox(home, ready, Peers(peer_uids.get("pop3d"), peer_uids.get("smtpd")))
     elif role == "remote":  # started by the send role only (send/remoteclient.py)
         from qtoaster.remote.child import serve_remote
 
@@ -212,6 +217,24 @@ def serve(
         from qtoaster.send.role import serve_send
 
         asyncio.run(serve_send(config, ready, remote))
+
+
+def _peer_uids(config: Config) -> dict[str, int]:
+    """As root, the uids of the roles' users (who may ask the auth role and the mailbox
+    broker what); empty otherwise: every role is this user."""
+    import pwd
+
+    from qtoaster.core.privilege import running_as_root
+
+    if not running_as_root():
+        return {}
+    users = config.settings.users
+    try:
+        return {
+            role: pwd.getpwnam(getattr(users, role)).pw_uid for role in ("send", "pop3d", "smtpd")
+        }
+    except KeyError as exc:
+        raise click.ClickException(f"no such user: {exc}") from None
 
 
 def _prepare_home(config: Config) -> None:
@@ -234,8 +257,11 @@ def _prepare_home(config: Config) -> None:
     for change in ownership.apply(config.home, users):
         log.info("owners: %s", change)
     log.info(
-        "roles run as their own users: smtpd %s, pop3d %s, send %s, auth %s",
-        *(accounts.role_names(users, role)[0] for role in ("smtpd", "pop3d", "send", "auth")),
+        "roles run as their own users: smtpd %s, pop3d %s, send %s, auth %s, mailbox %s",
+        *(
+            accounts.role_names(users, role)[0]
+            for role in ("smtpd", "pop3d", "send", "auth", "mailbox")
+        ),
     )
 
 

@@ -139,7 +139,8 @@ class RoleUsers:
     group: str = "qtoaster"  # every role: reads the settings, control files, the directory
     queue_group: str = "qtoaster-queue"  # smtpd and send: the queue
     tls_group: str = "qtoaster-tls"  # smtpd and pop3d: the TLS private key
-    auth_group: str = "qtoaster-authc"  # smtpd and pop3d: may connect to the auth role
+    auth_group: str = "qtoaster-authc"  # smtpd, pop3d, mailbox: may connect to the auth role
+    mailbox_group: str = "qtoaster-mbox"  # pop3d and smtpd: may connect to the mailbox broker
 
 
 @dataclass(frozen=True, slots=True)

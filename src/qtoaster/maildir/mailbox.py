@@ -232,6 +232,12 @@ class Mailbox:
         ]
         return cls(Path(maildir), messages, [disk for *_rest, disk in found])
 
+    @property
+    def disk_sizes(self) -> list[int]:
+        """The sizes on disk the scan saw, by message number - 1 (the mailbox broker's
+        listing)."""
+        return self._disk
+
     def stat(self) -> tuple[int, int]:
         """STAT: count and octets of the messages NOT deleted (the pop3d-stat fix, 19.5)."""
         return self._count, self._octets
@@ -287,18 +293,7 @@ class Mailbox:
         expected = self._disk[n - 1]
         if expected > limit:
             return None
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, expected + 1)
-            if len(data) == expected:
-                return data
-            pieces, size = [data], len(data)
-            while size <= limit and (piece := os.read(fd, limit + 1 - size)):
-                pieces.append(piece)
-                size += len(piece)
-        finally:
-            os.close(fd)
-        return b"".join(pieces) if size <= limit else None
+        return read_upto(os.open(path, os.O_RDONLY | os.O_CLOEXEC), expected, limit)
 
     def top_lines(self, n: int, body_lines: int | None = None) -> Iterator[bytes]:
         """TOP: the header lines, the blank line, then ``body_lines`` body lines (all of
@@ -344,6 +339,22 @@ class Mailbox:
             except OSError as exc:
                 log.warning("cannot update maildirsize of %s: %s", self._base, exc)
         return problems
+
+
+def read_upto(fd: int, expected: int, limit: int) -> bytes | None:
+    """The bytes of the open file ``fd`` (closed here) if at most ``limit``, else None;
+    ``expected`` is the size the scan saw (:meth:`Mailbox.read_small`)."""
+    try:
+        data = os.read(fd, expected + 1)
+        if len(data) == expected:
+            return data
+        pieces, size = [data], len(data)
+        while size <= limit and (piece := os.read(fd, limit + 1 - size)):
+            pieces.append(piece)
+            size += len(piece)
+    finally:
+        os.close(fd)
+    return b"".join(pieces) if size <= limit else None
 
 
 def _top(stream: BinaryIO, body_lines: int | None) -> Iterator[bytes]:

@@ -4,8 +4,10 @@ A part held by :class:`qtoaster.pop3d.session.Pop3Session`, which owns the conne
 mailbox and its lock; this part keeps only the login's own state (a SASL exchange, the
 failures counted). The login
 is verified by the auth role (qtoaster.authd, which also waits out the throttle's delay
-before a failure's answer), then the user's Maildir is locked
-(one session per mailbox: ``-ERR [IN-USE]``) and scanned, and only then ``+OK ``.
+before a failure's answer; a success comes with a ticket for that user's Maildir), then the
+mailbox broker (qtoaster.mailboxd: pop3d cannot read a Maildir, decision 0007) redeems the
+ticket, locks the Maildir (one session per mailbox: ``-ERR [IN-USE]``) and scans it, and
+only then ``+OK ``.
 
 Invariants:
 - plain-text logins (USER/PASS, AUTH PLAIN) need TLS unless ``[auth] allow_plaintext``;
@@ -25,9 +27,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from qtoaster.auth.protocol import VerifyResponse
+from qtoaster.broker.client import BrokerError, BrokerMailbox, open_mailbox
 from qtoaster.core.errors import TemporaryFailure
-from qtoaster.maildir.lock import MailboxLock
-from qtoaster.maildir.mailbox import Mailbox, MailboxError
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.protocols import sasl
 from qtoaster.protocols.pop3 import events as ev
@@ -166,26 +167,24 @@ class Authorization:
             self.conn.err("authorization failed", "AUTH")
             self.session.flush()
             return
-        await self._open_mailbox(result.user)
+        await self._open_mailbox(result.user, result.ticket)
 
-    async def _open_mailbox(self, address: str) -> None:
+    async def _open_mailbox(self, address: str, ticket: str) -> None:
         loop = asyncio.get_running_loop()
 
-        def open_it() -> tuple[MailboxLock | None, Mailbox | None, str]:
-            user = self.ctx.directory.user(address)
-            if user is None:
-                return None, None, "this user has no $HOME/Maildir"
-            lock = MailboxLock.acquire(user.maildir)
-            if lock is None:
-                return None, None, ""
+        def open_it() -> tuple[BrokerMailbox | None, str]:
+            """The broker's mailbox (locked for its connection), or None and qmail-pop3d's
+            text (empty: in use); OSError when the broker cannot open it."""
             try:
-                return lock, Mailbox.open(user.maildir), ""
-            except MailboxError as exc:
-                lock.release()
-                return None, None, exc.text
+                return open_mailbox(self.ctx.broker, ticket), ""
+            except BrokerError as exc:
+                answer = exc.answer
+                if answer is None or answer.error not in ("in-use", "maildir"):
+                    raise
+                return None, answer.text if answer.error == "maildir" else ""
 
         try:
-            lock, mailbox, problem = await loop.run_in_executor(self.ctx.executor, open_it)
+            mailbox, problem = await loop.run_in_executor(self.ctx.executor, open_it)
         except (TemporaryFailure, OSError) as exc:
             self._unavailable(exc)
             return
@@ -198,9 +197,9 @@ class Authorization:
             self.session.flush()
             return
         if not self.session.is_open:  # the client left while the Maildir was scanned
-            if lock is not None:
-                lock.release()
+            mailbox.connection.release()
             return
+        lock = mailbox.connection  # the broker holds the lock while it is open
         self.session.lock, self.session.mailbox, self.session.user = lock, mailbox, address
         log.info("%s login user=%s client=%s", self.session.id, address, self.session.remote_ip)
         self.conn.logged_in()

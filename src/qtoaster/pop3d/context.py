@@ -6,6 +6,7 @@ import logging
 import ssl
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 
 from qtoaster.auth.client import AuthClient
 from qtoaster.config.loader import Config
@@ -18,12 +19,13 @@ log = logging.getLogger("qtoaster.pop3d")
 @dataclass(frozen=True, slots=True)
 class Pop3Context:
     config: Config
-    directory: LazyDirectory  # the user's Maildir; credentials only through ``auth``
+    directory: LazyDirectory  # credentials only through ``auth``, Maildirs through ``broker``
     executor: Executor
     auth: AuthClient  # logins are checked (and throttled) by the auth role
     secrets: list[bool]  # [APOP/CRAM-MD5 can be offered], polled from the auth role
     tls: ssl.SSLContext | None
     tls_problem: str
+    broker: Path  # the mailbox broker's socket: pop3d reads no Maildir itself
 
     @classmethod
     def build(
@@ -33,6 +35,7 @@ class Pop3Context:
         executor: Executor,
         auth: AuthClient,
         secrets: list[bool],
+        broker: Path,
     ) -> Pop3Context:
         tls, problem = None, "missing certificate"
         try:
@@ -40,4 +43,4 @@ class Pop3Context:
         except TlsError as exc:
             problem = str(exc)
             log.warning("no TLS: %s", exc)
-        return cls(config, directory, executor, auth, secrets, tls, problem)
+        return cls(config, directory, executor, auth, secrets, tls, problem, broker)

@@ -2,8 +2,9 @@
 
 The connection, reading, flushing and waiting are :class:`qtoaster.net.driver.EngineDriver`'s
 (the one writer to the socket). The session owns the connection, the TLS upgrade, the
-logged-in user, the mailbox and its lock; it greets, dispatches each event to one of the two
-parts it holds and ends the session: :class:`~qtoaster.pop3d.authorization.Authorization`
+logged-in user, the mailbox and its lock (the mailbox broker's connection); it greets,
+dispatches each event to one of the two parts it holds and ends the session:
+:class:`~qtoaster.pop3d.authorization.Authorization`
 (USER/PASS, APOP, AUTH, CAPA, STLS, opening and locking the mailbox) and
 :class:`~qtoaster.pop3d.transaction.Transaction` (STAT, LIST, RETR, ..., QUIT and UPDATE).
 
@@ -23,7 +24,7 @@ import os
 import time
 from typing import ClassVar, cast
 
-from qtoaster.maildir.lock import MailboxLock
+from qtoaster.broker.client import BrokerConnection
 from qtoaster.maildir.mailbox import Mailbox
 from qtoaster.net.driver import EngineDriver, plain_ip
 from qtoaster.pop3d.authorization import Authorization
@@ -84,7 +85,9 @@ class Pop3Session(EngineDriver[Pop3Connection]):
         self.remote_ip = "unknown"
         self.banner = ""
         self.mailbox: Mailbox | None = None
-        self.lock: MailboxLock | None = None
+        # The mailbox broker's connection: the broker holds the Maildir's lock while it
+        # is open (qtoaster.mailboxd); closing it without COMMIT changes nothing.
+        self.lock: BrokerConnection | None = None
         self.user: str | None = None
         self.login = Authorization(self)
         self.commands = Transaction(self)
@@ -122,7 +125,8 @@ class Pop3Session(EngineDriver[Pop3Connection]):
         self.unlock()
 
     def unlock(self) -> None:
-        """Release the mailbox lock (at UPDATE, or however the session ends)."""
+        """Close the broker connection, which releases the mailbox lock (at UPDATE, or
+        however the session ends)."""
         lock, self.lock = self.lock, None
         if lock is not None:
             lock.release()

@@ -1,7 +1,8 @@
 """The TRANSACTION and UPDATE halves of a POP3 session: qmail-pop3d's commands (spec 19.5).
 
 A part held by :class:`qtoaster.pop3d.session.Pop3Session`, which owns the connection, the
-mailbox (:class:`qtoaster.maildir.mailbox.Mailbox`, opened and locked at login) and its lock.
+mailbox (:class:`qtoaster.maildir.mailbox.Mailbox`; in a server the mailbox broker's
+:class:`qtoaster.broker.client.BrokerMailbox`, opened and locked at login) and its lock.
 
 Invariants:
 - RETR of a message that fits in one CHUNK is answered at once, without a task, so its
@@ -134,7 +135,10 @@ class Transaction:
 
     async def _update(self, box: Mailbox) -> None:
         loop = asyncio.get_running_loop()
-        problems = await loop.run_in_executor(self.ctx.executor, box.commit)
+        try:
+            problems = await loop.run_in_executor(self.ctx.executor, box.commit)
+        except OSError as exc:  # the mailbox broker went away: nothing was deleted
+            problems = [f"mailbox broker: {exc}"]
         self.session.unlock()
         if problems:
             log.warning("%s update problems: %s", self.session.id, "; ".join(problems))

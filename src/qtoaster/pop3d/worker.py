@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from qtoaster.auth.client import AuthClient
 from qtoaster.auth.protocol import socket_path
+from qtoaster.broker.protocol import socket_path as broker_socket_path
 from qtoaster.config.loader import Config, load_config
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
@@ -51,7 +52,14 @@ class Pop3Worker:
         self.stop = asyncio.Event()
 
     def _build(self, config: Config) -> Pop3Context:
-        return Pop3Context.build(config, self.directory, self.executor, self.auth, self.secrets)
+        return Pop3Context.build(
+            config,
+            self.directory,
+            self.executor,
+            self.auth,
+            self.secrets,
+            broker_socket_path(self.home),
+        )
 
     def reload(self) -> None:
         try:

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from qtoaster.auth.client import AuthClient
+from qtoaster.broker.client import quota_percent
+from qtoaster.broker.protocol import socket_path as broker_socket_path
 from qtoaster.config.loader import Config
 from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
-from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings, maildir_percent
+from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings
 from qtoaster.policy.checks.clamd import Clamd
 from qtoaster.policy.checks.databytes import Databytes
 from qtoaster.policy.checks.hops import Hops
@@ -114,7 +116,8 @@ class SmtpdContext:
                 ChkuserSettings(
                     settings.chkuser_mode, settings.chkuser_delay, settings.chkuser_delay_increase
                 ),
-                maildir_percent(controls.me),
+                # The mailbox broker reads the Maildir: smtpd cannot (decision 0007).
+                quota_percent(broker_socket_path(config.home)),
             )
         signatures = Signatures.load(config.home.control)
         pipeline = Pipeline(_checks(config, recipient, signatures))

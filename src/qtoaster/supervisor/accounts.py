@@ -4,7 +4,7 @@ creating the accounts ``qtoaster init`` needs when run as root.
 A role's identity is its user from ``[users]`` plus the groups that give it exactly what it
 reads: ``group`` (settings, control files, the directory) for all, ``queue_group`` for the
 queue's writer and reader, ``tls_group`` for the private key, ``auth_group`` for the auth
-role's socket.
+role's socket, ``mailbox_group`` for the mailbox broker's socket.
 
 Invariant: accounts are created as system accounts without a login shell or a home
 directory, and an account that exists already is taken as it is (named in settings by an
@@ -26,18 +26,20 @@ from qtoaster.core.privilege import Identity, drop, lookup, running_as_root
 
 log = logging.getLogger("qtoaster.supervisor")
 
-ROLES = ("smtpd", "pop3d", "send", "remote", "auth")
+ROLES = ("smtpd", "pop3d", "send", "remote", "auth", "mailbox")
 
 # role -> (the [users] key of its user, the [users] keys of its supplementary groups)
 _ROLE_ACCOUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "smtpd": ("smtpd", ("group", "queue_group", "tls_group", "auth_group")),
-    # Until pop3d reaches mailboxes through the broker of decision 0007, its workers run
-    # as the mailbox owner: the one gap docs/security.md names.
-    "pop3d": ("send", ("group", "tls_group", "auth_group")),
+    # smtpd asks the mailbox broker for CHKUSER_MBXQUOTA readings.
+    "smtpd": ("smtpd", ("group", "queue_group", "tls_group", "auth_group", "mailbox_group")),
+    # pop3d reaches a Maildir only through the mailbox broker, after a login.
+    "pop3d": ("pop3d", ("group", "tls_group", "auth_group", "mailbox_group")),
     "send": ("send", ("group", "queue_group")),
     # qmail's clientcert.pem is usually servercert.pem: remote reads it for client TLS.
     "remote": ("remote", ("group", "tls_group")),
     "auth": ("auth", ("group", "auth_group")),
+    # The mailbox broker: the mailbox owner, asking auth to redeem pop3d's tickets.
+    "mailbox": ("send", ("group", "auth_group")),
 }
 NOLOGIN = "/usr/sbin/nologin"
 

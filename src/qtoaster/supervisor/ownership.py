@@ -52,6 +52,8 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
         Rule(credentials_file(home).parent, users.auth, users.auth, 0o700, contents=True),
         Rule(home.run_dir, root, common, 0o750),
         Rule(home.run_dir / "auth", users.auth, users.auth_group, 0o2750),
+        # The mailbox broker's socket: pop3d and smtpd (the mailbox group) may connect.
+        Rule(home.run_dir / "mailbox", users.send, users.mailbox_group, 0o2750),
         # The queue: smtpd (and injectors run as root) write, send reads and deletes. New
         # files take the group from the setgid directories.
         Rule(home.queue, users.send, users.queue_group, 0o2770),
@@ -70,7 +72,8 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
 def apply(home: Home, users: RoleUsers) -> list[str]:
     """Make ``home`` match :func:`layout`; what was changed (root only)."""
     changed: list[str] = []
-    for made in (home.run_dir, home.run_dir / "auth"):  # the auth role's socket goes there
+    # The auth role's and the mailbox broker's sockets go there.
+    for made in (home.run_dir, home.run_dir / "auth", home.run_dir / "mailbox"):
         made.mkdir(mode=0o750, exist_ok=True)
     for rule in layout(home, users):
         uid, gid = _ids(rule.user, rule.group)

@@ -173,7 +173,9 @@ class Supervisor:
                 argv = self._serve_argv(role, fds, count[role])
                 self.children.append(Child(f"{role}#{i}", argv, [fd for _, fd in fds]))
         self.children.append(Child("send", self._serve_argv("send", []), []))
-        # The auth role checks every login (decision 0007): started first, see run().
+        # The auth role checks every login and the mailbox broker is pop3d's and smtpd's
+        # door to a Maildir (decision 0007): both started first, see run().
+        self.children.insert(0, Child("mailbox", self._serve_argv("mailbox", []), []))
         self.children.insert(0, Child("auth", self._serve_argv("auth", []), []))
 
     def addresses(self) -> str:
@@ -199,7 +201,7 @@ class Supervisor:
                     child.ready.set()
 
     def signal(
-        self, signum: int, roles: tuple[str, ...] = ("auth", "smtpd", "pop3d", "send")
+        self, signum: int, roles: tuple[str, ...] = ("auth", "mailbox", "smtpd", "pop3d", "send")
     ) -> None:
         for child in self.children:
             if child.proc and child.proc.poll() is None and child.role.startswith(roles):
@@ -221,8 +223,9 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.hangup)
-        # The auth role first: workers ask it for the offer (CRAM-MD5, APOP) before serving.
-        first = [c for c in self.children if c.role == "auth"]
+        # The auth role and the broker first: workers ask auth for the offer (CRAM-MD5,
+        # APOP) before serving, and the first login needs the broker.
+        first = [c for c in self.children if c.role in ("auth", "mailbox")]
         for child in first:
             self.spawn(child)
         waiting = loop.create_task(asyncio.wait_for(self.all_ready(first), STOP_SECONDS))

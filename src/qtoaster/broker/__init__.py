@@ -1,0 +1,1 @@
+"""qtoaster.broker: the mailbox broker's protocol and its clients (decision 0007)."""
