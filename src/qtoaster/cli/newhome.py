@@ -153,6 +153,7 @@ group = "qtoaster"  # every role
 queue_group = "qtoaster-queue"  # smtpd and send
 tls_group = "qtoaster-tls"  # roles that terminate TLS
 auth_group = "qtoaster-authc"  # roles that ask the auth role
+mailbox_group = "qtoaster-mbox"  # roles that ask the mailbox broker (pop3d, smtpd)
 
 [log]
 # One of: debug, info, warning, error.
