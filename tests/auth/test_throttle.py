@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from qtoaster.auth.throttle import QMAIL_FAILURE_DELAY, LoginThrottle, client_key
+from qtoaster.auth.throttle import QMAIL_FAILURE_DELAY, LoginThrottle
+from qtoaster.core.literal import client_key
 
 
 class Clock:

@@ -47,7 +47,6 @@ Invariants: every method is O(1) and thread-safe; time comes only from ``clock``
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections import OrderedDict
@@ -55,10 +54,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from qtoaster.core.literal import client_key
+
 QMAIL_FAILURE_DELAY = 5.0
 """qmail-smtpd's sleep before ``535 authentication failed`` (spec 6.2): pass as ``base``."""
-
-_IPV6_PREFIX = 64
 
 
 @dataclass(slots=True)
@@ -96,20 +95,6 @@ class _Counts:
 
     def forget(self, key: str) -> None:
         self._records.pop(key, None)
-
-
-def client_key(ip: str) -> str:
-    """The key an address is counted under: IPv4 as is, IPv6 as its /64, else ``ip``."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip  # not an IP address (a Unix socket's peer, a test name): count as given
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        network = ipaddress.IPv6Network((int(address), _IPV6_PREFIX), strict=False)
-        return str(network)
-    return str(address)
 
 
 class ThrottleSettings(Protocol):

@@ -52,11 +52,12 @@ from qtoaster.auth.protocol import (
     encode_response,
     socket_path,
 )
-from qtoaster.auth.throttle import LoginThrottle, client_key
+from qtoaster.auth.throttle import LoginThrottle
 from qtoaster.auth.verify import AuthResult, verify, verify_apop_login
 from qtoaster.config.loader import Config, load_config
 from qtoaster.core.errors import ConfigError, TemporaryFailure
 from qtoaster.core.home import Home
+from qtoaster.core.literal import client_key
 from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.protocols.sasl import CramCredentials, PlainCredentials
 

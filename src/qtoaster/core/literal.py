@@ -39,3 +39,23 @@ def ip_literal(host: str) -> str | None:
         except ValueError:
             return None
     return None
+
+
+IPV6_PREFIX = 64  # an IPv6 client is counted by its /64 (RFC 4291 2.5.4)
+
+
+def client_key(ip: str) -> str:
+    """The key a client address is counted under, by the connection limits and the login
+    throttle alike: IPv4 as is, IPv6 as its /64 (an IPv4-mapped one as IPv4: the interface
+    identifier is the client's to choose, so a /128 would cost an attacker nothing),
+    anything else (a Unix socket's "local") as given. IPv4 costs no parsing: the accept
+    path runs per connection."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(address), IPV6_PREFIX), strict=False))

@@ -20,12 +20,13 @@ open-file limit holds (with RESERVED_FDS kept for the process), nor less than 1.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from qtoaster.core.literal import client_key
 
 FDS_PER_CONNECTION = 2  # the socket, and a spool file or a scanner's socket during DATA
 RESERVED_FDS = 64  # listeners, log, database, thread pools, QMAILQUEUE pipes, a refusal
@@ -33,24 +34,6 @@ RESERVED_FDS = 64  # listeners, log, database, thread pools, QMAILQUEUE pipes, a
 
 class Refusal(Protocol):
     def __call__(self, kind: str, per_ip: bool) -> bytes: ...
-
-
-IPV6_PREFIX = 64  # an IPv6 client is counted by its /64
-
-
-def client_key(ip: str) -> str:
-    """The key a client address is counted under: IPv4 as is, IPv6 as its /64 (an
-    IPv4-mapped one as IPv4), anything else (a Unix socket's "local") as given. IPv4 costs
-    no parsing: the accept path runs per connection."""
-    if ":" not in ip:
-        return ip
-    try:
-        address = ipaddress.IPv6Address(ip)
-    except ValueError:
-        return ip
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((int(address), IPV6_PREFIX), strict=False))
 
 
 def _never(ip: str) -> bool:
@@ -116,3 +99,6 @@ def fit_connections(
         setting,
     )
     return fitted
+
+
+__all__ = ["Limits", "client_key", "fit_connections", "raise_open_files", "worker_share"]
