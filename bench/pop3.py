@@ -85,7 +85,13 @@ class Pop3Qtoaster(QtoasterServer):
         subprocess.run([q, "user", "add", "--from-file", str(listing), "--home", h], check=True)
 
     def hashes(self) -> dict[str, str]:
-        """address -> the argon2id PHC string qtoaster stored."""
+        """address -> the argon2id PHC string qtoaster stored (in the credential store since
+        issue 13; in the directory's users table before)."""
+        store = self.home / "credentials" / "credentials.sqlite3"
+        if store.exists():
+            with sqlite3.connect(store) as db:
+                pairs = db.execute("SELECT address, password_hash FROM credentials").fetchall()
+            return {address: phc for address, phc in pairs if phc}
         with sqlite3.connect(self.home / "users.sqlite3") as db:
             rows = db.execute("SELECT local_part, password_hash FROM users").fetchall()
         return {f"{local}@{DOMAIN}": phc for local, phc in rows if phc}
