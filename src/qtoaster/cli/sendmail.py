@@ -186,6 +186,18 @@ def identity(opts: Options, env: Mapping[str, str], me: str) -> tuple[str, str, 
     return sender, from_address, fullname
 
 
+def _addresses(values: list[str]) -> list[tuple[str, str]]:
+    """The addresses of To/Cc/Bcc the way qmail-inject reads them, on every Python: the
+    CVE-2023-27043 backports (Debian's 3.11.2) made getaddresses strict by default and give
+    ('', '') for what older releases read leniently. Strictness protects a reader of
+    untrusted mail; here the sender names the recipients anyway, so it guards nothing, and
+    the envelope is checked for CR, LF and NUL afterwards whatever the parser did."""
+    try:
+        return getaddresses(values, strict=False)  # type: ignore[call-arg,unused-ignore]
+    except TypeError:  # a Python without the backport: lenient already
+        return getaddresses(values)
+
+
 def compose(
     opts: Options, lines: list[bytes], env: Mapping[str, str], me: str, now: float
 ) -> tuple[Envelope, list[bytes]]:
@@ -197,7 +209,7 @@ def compose(
     recipients = list(opts.recipients)
     if opts.from_headers:
         values = [v for n, v in fields if n in ("to", "cc", "bcc")]
-        recipients += [addr for _, addr in getaddresses(values) if addr]
+        recipients += [addr for _, addr in _addresses(values) if addr]
         header = drop_fields(header, "bcc")
     if not recipients:
         raise UsageError("no recipients")
