@@ -112,17 +112,24 @@ def test_role_users_cannot_read_what_is_not_theirs(server: tuple[Path, Server]) 
     assert _as_role("send", "ls", maildir).returncode == 0
     denied = _as_role("send", "cat", key)
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
-    # Password hashes and secrets: the auth role alone.
+    # Password hashes, CRAM-MD5/APOP secrets and the key that seals them: the auth role alone.
+    qt(home, "domain", "add", "kept.test", "--secrets")
+    qt(home, "user", "add", "erin@kept.test", "--password", "secret")
+    sealing = str(home / "secrets.key")
+    assert _as_role("auth", "head", "-c0", sealing).returncode == 0
+    for role in ("smtpd", "pop3d", "send", "remote"):
+        denied = _as_role(role, "head", "-c0", sealing)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, role
     store = str(home / "credentials" / "credentials.sqlite3")
     assert b"$argon2" in Path(store).read_bytes()
     assert b"$argon2" not in (home / "users.sqlite3").read_bytes()
-    assert _as_role("auth", "head", "-c1", store).returncode == 0
+    assert _as_role("auth", "head", "-c0", store).returncode == 0
     for role in ("smtpd", "pop3d", "send", "remote"):
-        denied = _as_role(role, "head", "-c1", store)
+        denied = _as_role(role, "head", "-c0", store)
         assert denied.returncode != 0 and "Permission denied" in denied.stderr, role
     # The directory itself is readable by every role (chkuser, routing), never writable.
     for role in EXPECTED:
-        assert _as_role(role, "head", "-c1", str(home / "users.sqlite3")).returncode == 0, role
+        assert _as_role(role, "head", "-c0", str(home / "users.sqlite3")).returncode == 0, role
         denied = _as_role(role, "sh", "-c", f"echo x >> {home / 'users.sqlite3'}")
         assert denied.returncode != 0, role
     # remote delivery and auth read neither the queue nor a Maildir.
