@@ -23,9 +23,11 @@ from qtoaster.tls import upgrade
 class Session(asyncio.BufferedProtocol):
     """What a qtoaster session is to the transport: a BufferedProtocol with its own reads."""
 
-    def __init__(self, made: asyncio.Future[Session]) -> None:
+    def __init__(self, made: asyncio.Future[Session], context: ssl.SSLContext) -> None:
         self.transport: asyncio.Transport | None = None
         self.made = made
+        self.context = context
+        self.held: upgrade.Held | None = None
         self.buffer = bytearray(4096)
         self.data = bytearray()
         self.eof = 0
@@ -38,7 +40,8 @@ class Session(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        upgrade.hold(transport)  # implicit TLS: the ClientHello must reach TLS, not us
+        # Implicit TLS, as smtpd and pop3d do it: the ClientHello must reach TLS, not us.
+        self.held = upgrade.hold(transport, self, self.context, timeout=5)
         if not self.made.done():
             self.made.set_result(self)
 
@@ -84,14 +87,24 @@ async def serve(
     loop = asyncio.get_running_loop()
     made: asyncio.Future[Session] = loop.create_future()
     server_ctx, client_ctx = contexts(tmp_path)
-    server = await loop.create_server(lambda: Session(made), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: Session(made, server_ctx), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     done = asyncio.ensure_future(asyncio.to_thread(client, port, client_ctx))
     session = await asyncio.wait_for(made, 10)
     assert session.transport is not None
-    tls = await upgrade.handshake(session.transport, session, server_ctx, timeout=5, who="t")
+    assert session.held is not None
+    tls = await upgrade.handshake(session.held, who="t")
     server.close()
     return session, tls, done
+
+
+def _feed(sock: socket.socket, incoming: ssl.MemoryBIO) -> None:
+    """One read into the client's MemoryBIO; a closed connection ends the client (a loop
+    over an empty read would spin until the test's timeout)."""
+    data = sock.recv(65536)
+    if not data:
+        raise ConnectionError("the server closed the connection")
+    incoming.write(data)
 
 
 def _recv_exactly(sock: ssl.SSLSocket, n: int) -> bytes:
@@ -117,12 +130,12 @@ async def test_bytes_pipelined_behind_the_finished_reach_the_session(tmp_path: P
             except ssl.SSLWantReadError:
                 if outgoing.pending:
                     sock.sendall(outgoing.read())
-                incoming.write(sock.recv(65536))
+                _feed(sock, incoming)
         obj.write(b"EHLO a\r\nNOOP\r\n")
         sock.sendall(outgoing.read())
         answer = b""
         while not answer:
-            incoming.write(sock.recv(65536))
+            _feed(sock, incoming)
             try:
                 answer = obj.read(1024)
             except ssl.SSLWantReadError:

@@ -50,12 +50,10 @@ async def upgrade_with(tmp_path: Path, client_bytes: bytes) -> tuple[Recorder, o
     try:
         protocol = await made
         assert protocol.transport is not None
-        upgrade.hold(protocol.transport)
+        held = upgrade.hold(protocol.transport, protocol, server_context(tmp_path), timeout=5)
         writer.write(client_bytes)  # not a ClientHello: the handshake fails
         await writer.drain()
-        result = await upgrade.handshake(
-            protocol.transport, protocol, server_context(tmp_path), timeout=5, who="test"
-        )
+        result = await upgrade.handshake(held, who="test")
         return protocol, result
     finally:
         writer.close()

@@ -171,21 +171,15 @@ class Pop3Session(EngineDriver[Pop3Connection]):
 
     # -- TLS: STLS (RFC 2595) and POP3S ------------------------------------------------
     def begin_tls(self, *, implicit: bool) -> None:
-        assert self.transport is not None
-        upgrade.hold(self.transport)  # the ClientHello is for TLS, not the engine
-        self.wait_for(self._start_tls(implicit))
-
-    async def _start_tls(self, implicit: bool) -> None:
         transport, tls = self.transport, self.ctx.tls
         assert transport is not None and tls is not None
+        # The ClientHello is for TLS, not the engine: from hold() on TLS reads the socket.
+        held = upgrade.hold(transport, self, tls, timeout=min(HANDSHAKE_SECONDS, self.idle_limit()))
         self.conn.discard_input()
-        upgraded = await upgrade.handshake(
-            transport,
-            self,
-            tls,
-            timeout=min(HANDSHAKE_SECONDS, self.idle_limit()),
-            who=f"{self.id} client={self.remote_ip}",
-        )
+        self.wait_for(self._start_tls(held, implicit))
+
+    async def _start_tls(self, held: upgrade.Held, implicit: bool) -> None:
+        upgraded = await upgrade.handshake(held, who=f"{self.id} client={self.remote_ip}")
         if upgraded is None:
             return
         self.transport = upgraded

@@ -174,26 +174,25 @@ class SecureSession:
         the client's ClientHello must reach the TLS layer, not the clear-text engine (which
         would discard it as injected input, and the handshake would never start)."""
         session = self._session
-        assert session.transport is not None
-        upgrade.hold(session.transport)
-        session.busy = True
-        session.task = asyncio.get_running_loop().create_task(self._start_tls(implicit=implicit))
-
-    async def _start_tls(self, *, implicit: bool) -> None:
-        session = self._session
         transport, tls = session.transport, session.ctx.tls
         assert transport is not None and tls is not None
         # Nothing sent in clear text before the handshake may become a command (RFC 3207
-        # 5): the engine dropped its buffer at the 220 and reading has been paused since;
-        # dropped again here, with no await between this and start_tls taking the socket.
-        session.conn.discard_input()
-        upgraded = await upgrade.handshake(
+        # 5): the engine dropped its buffer at the 220; from hold() on TLS reads the socket.
+        held = upgrade.hold(
             transport,
             cast(asyncio.BaseProtocol, session),
             tls,
             timeout=max(session.ctx.config.controls.timeoutsmtpd, 1),
-            who=f"{session.id} client={session.remote_ip}",
         )
+        session.conn.discard_input()
+        session.busy = True
+        session.task = asyncio.get_running_loop().create_task(
+            self._start_tls(held, implicit=implicit)
+        )
+
+    async def _start_tls(self, held: upgrade.Held, *, implicit: bool) -> None:
+        session = self._session
+        upgraded = await upgrade.handshake(held, who=f"{session.id} client={session.remote_ip}")
         if upgraded is None:
             return
         session.transport = upgraded

@@ -1,9 +1,17 @@
 """Turning a server connection into TLS (STARTTLS, STLS, SMTPS, POP3S), one way for all.
 
-Invariants: :func:`hold` stops reading at once, before the loop runs again, so the client's
-ClientHello reaches TLS and never the clear-text engine (which would drop it as injected
-input and the handshake would hang); :func:`handshake` never raises for a failed handshake:
-it logs, aborts the connection, calls the session's connection_lost once and answers None.
+Two steps: :func:`hold` (synchronous, called when the engine has answered 220/+OK, or at
+connect for implicit TLS) hands the connection to TLS at once, before the loop runs again;
+:func:`handshake` waits for the handshake.
+
+Invariants: from :func:`hold` on, every byte read goes to TLS, never to the clear-text
+engine (which would drop the ClientHello as injected input, and the handshake would hang).
+The TLS protocol takes the transport right there, not on a later loop turn as
+``loop.start_tls`` does: CPython before 3.11.5 (Debian 12's 3.11.2) registers a new
+transport's reader on the turn after connection_made even when the protocol paused it
+there, so a paused implicit-TLS connection was read anyway, into the session.
+:func:`handshake` never raises for a failed handshake: it logs, aborts the connection,
+calls the session's connection_lost once and answers None.
 
 Memory (issue 12 item 3): asyncio's SSLProtocol keeps a 256 KiB receive buffer per
 connection, so 2,000 idle SMTPS sessions cost 560 MiB. :class:`_LeanSSLProtocol` is that
@@ -29,6 +37,7 @@ import logging
 import ssl
 import time
 from asyncio import sslproto
+from dataclasses import dataclass
 from typing import Any
 
 from qtoaster.tls.server import session_summary
@@ -102,18 +111,32 @@ class _LeanSSLProtocol(sslproto.SSLProtocol):
         _Trim.session_ended(self._loop)
 
 
-async def _start_tls(
+@dataclass(slots=True)
+class Held:
+    """A connection handed to TLS by :func:`hold`, its handshake under way."""
+
+    transport: asyncio.Transport
+    protocol: asyncio.BaseProtocol  # the session's: it gets the TLS transport
+    tls: _LeanSSLProtocol
+    waiter: asyncio.Future[None]
+    calls: tuple[asyncio.Handle, ...]
+
+
+def hold(
     transport: asyncio.Transport,
     protocol: asyncio.BaseProtocol,
     context: ssl.SSLContext,
+    *,
     timeout: float,
-) -> asyncio.Transport | None:
-    """loop.start_tls (server side) with :class:`_LeanSSLProtocol`, step for step as
-    asyncio's own (3.11 base_events.start_tls): pause, swap the protocol, make the
-    connection and resume on the next loop turns, then wait for the handshake."""
+) -> Held:
+    """Hand the connection to TLS now (see the module docstring): loop.start_tls's steps for
+    the server side (3.11 base_events.start_tls), with :class:`_LeanSSLProtocol` and the
+    protocol swapped before this returns. Bytes read before the TLS protocol's
+    connection_made wait in its incoming MemoryBIO (asyncio's SSLProtocol buffers them
+    in its unwrapped state) and start the handshake then."""
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
-    ssl_protocol = _LeanSSLProtocol(
+    tls = _LeanSSLProtocol(
         loop,
         protocol,
         context,
@@ -123,43 +146,31 @@ async def _start_tls(
         ssl_handshake_timeout=timeout,
     )
     transport.pause_reading()
-    transport.set_protocol(ssl_protocol)
-    made = loop.call_soon(ssl_protocol.connection_made, transport)
+    transport.set_protocol(tls)
+    made = loop.call_soon(tls.connection_made, transport)
     resumed = loop.call_soon(transport.resume_reading)
-    try:
-        await waiter
-    except BaseException:
-        transport.close()
-        made.cancel()
-        resumed.cancel()
-        raise
-    upgraded: asyncio.Transport | None = ssl_protocol._app_transport
-    return upgraded
+    return Held(transport, protocol, tls, waiter, (made, resumed))
 
 
-def hold(transport: asyncio.Transport) -> None:
-    """Call when the engine has answered 220/+OK (or at connect for implicit TLS)."""
-    transport.pause_reading()
-
-
-async def handshake(
-    transport: asyncio.Transport,
-    protocol: asyncio.BaseProtocol,
-    context: ssl.SSLContext,
-    *,
-    timeout: float,
-    who: str,
-) -> asyncio.Transport | None:
+async def handshake(held: Held, *, who: str) -> asyncio.Transport | None:
     """The TLS transport after a successful server handshake, else None (logged, aborted).
 
     ``who`` names the session and client in the log lines."""
+    transport, protocol = held.transport, held.protocol
     try:
-        upgraded = await _start_tls(transport, protocol, context, timeout)
+        try:
+            await held.waiter
+        except BaseException:
+            transport.close()
+            for call in held.calls:
+                call.cancel()
+            raise
     except (OSError, TimeoutError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
         log.info("%s TLS handshake failed: %s", who, exc)
         transport.abort()
         _ended(protocol, exc)
         return None
+    upgraded: asyncio.Transport | None = held.tls._app_transport
     if upgraded is None:  # the connection went away during the handshake
         _ended(protocol, None)
         return None
