@@ -178,6 +178,7 @@ def test_tls_auth_chkuser_settings(tmp_path: Path) -> None:
         tmp_path,
         '[listen]\nsmtp = []\nsubmission = ["127.0.0.1:587"]\nsmtps = ["[::1]:465"]\n'
         "[auth]\nallow_plaintext = true\nfailure_delay = 0.5\nmax_failures = 5\n"
+        "max_in_flight = 20\n"
         '[submission]\nrestrict_sender = true\n[tls]\nmin_version = "TLSv1.3"\n'
         '[chkuser]\nmode = "always"\nerror_delay = 0\nerror_delay_increase = 0.1\n',
     )
@@ -187,6 +188,7 @@ def test_tls_auth_chkuser_settings(tmp_path: Path) -> None:
     )
     assert settings.auth_allow_plaintext and settings.auth_failure_delay == 0.5
     assert settings.auth_max_failures == 5 and settings.submission_restrict_sender
+    assert settings.auth_max_in_flight == 20
     assert settings.tls_min_version == "TLSv1.3"
     assert (settings.chkuser_mode, settings.chkuser_delay) == ("always", 0.0)
 

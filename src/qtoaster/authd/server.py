@@ -9,8 +9,8 @@ Unix socket :func:`qtoaster.auth.protocol.socket_path` (``<home>/run/auth/auth.s
 Invariants:
 - the throttle's delay is taken here, before the answer is written (an asyncio sleep, no
   thread held): a worker cannot skip it, and a client that hangs up still holds its slot;
-- at most :data:`IN_FLIGHT_PER_ADDRESS` verify requests per client address (IPv6 /64) are
-  in flight, delays included; one more is answered at once ``temporary``/``busy``;
+- at most ``[auth] max_in_flight`` verify requests per client address (IPv6 /64) are in
+  flight, delays included; one more is answered at once ``temporary``/``busy``;
 - argon2 and the database run in :attr:`AuthServer.executor`, never on the loop;
 - ``mechanisms`` follows the directory: asked again at most every
   :data:`MECHANISMS_TTL` seconds, so ``domain set --secrets`` and new passwords change
@@ -62,7 +62,6 @@ from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.protocols.sasl import CramCredentials, PlainCredentials
 
 log = logging.getLogger("qtoaster.auth")
-IN_FLIGHT_PER_ADDRESS = 4
 MECHANISMS_TTL = 2.0
 SOCKET_MODE = 0o660
 # argon2-cffi releases the GIL: enough threads to keep every core busy with hashes.
@@ -224,8 +223,9 @@ class AuthServer:
 
     async def verify(self, request: VerifyRequest) -> VerifyResponse:
         key = client_key(request.ip)
-        if self.in_flight.get(key, 0) >= IN_FLIGHT_PER_ADDRESS:
-            log.info("busy client=%s: %d logins in flight", request.ip, IN_FLIGHT_PER_ADDRESS)
+        cap = self.config.settings.auth_max_in_flight
+        if self.in_flight.get(key, 0) >= cap:
+            log.info("busy client=%s: %d logins in flight", request.ip, cap)
             return VerifyResponse(
                 request.id, False, True, "", "too many logins in flight", busy=True
             )

@@ -83,6 +83,9 @@ allow_plaintext = false
 # the same address (up to 30 s), across connections.  A session ends after max_failures.
 failure_delay = 1.0
 max_failures = 3
+# Logins checked at once for one client address (IPv6: its /64); one more gets a
+# temporary refusal at once.  Raise it for many users behind one NAT address.
+max_in_flight = 4
 
 [submission]
 # On the submission port, MAIL FROM must be the authenticated user's own address.

@@ -164,6 +164,7 @@ class Settings:
     auth_allow_plaintext: bool = False
     auth_failure_delay: float = 1.0
     auth_max_failures: int = 3
+    auth_max_in_flight: int = 4  # logins being checked at once from one address (/64)
     submission_restrict_sender: bool = False  # MAIL FROM must be the user's own address
     tls_min_version: TlsVersion = TlsVersion.TLSV1_2
     bounce_format: BounceFormat = BounceFormat.QSBMF  # or DSN (RFC 3464)
@@ -396,6 +397,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         auth_allow_plaintext=tables.get("auth", "allow_plaintext", _is_bool, False),
         auth_failure_delay=float(tables.get("auth", "failure_delay", _seconds, 1.0)),
         auth_max_failures=tables.get("auth", "max_failures", _int_between(1, 100), 3),
+        auth_max_in_flight=tables.get("auth", "max_in_flight", _int_between(1, 10000), 4),
         submission_restrict_sender=tables.get("submission", "restrict_sender", _is_bool, False),
         tls_min_version=TlsVersion(
             tables.get("tls", "min_version", _choice(TlsVersion), TlsVersion.TLSV1_2)
