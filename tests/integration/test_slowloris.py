@@ -34,8 +34,9 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (home / "control" / "timeoutsmtpd").write_text(f"{TIMEOUT}\n")
     settings = home / "qtoaster.toml"
     text = settings.read_text()
-    text = text.replace("[smtpd]\n", "[smtpd]\ndata_min_rate = 100\n", 1)
-    text = text.replace("[pop3d]\n", f"[pop3d]\ntimeout = {TIMEOUT}\n", 1)
+    # init writes both settings with their defaults: replaced here.
+    text = text.replace("data_min_rate = 500\n", "data_min_rate = 100\n", 1)
+    text = text.replace("timeout = 1200\n", f"timeout = {TIMEOUT}\n", 1)
     settings.write_text(text)
     srv = Server(home, "--smtps", "127.0.0.1:0", "--pop3", "127.0.0.1:0", "--pop3s",
                  "127.0.0.1:0", workers=1)  # fmt: skip
