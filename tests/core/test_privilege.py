@@ -58,6 +58,6 @@ def test_role_names_follow_the_table_of_decision_0007() -> None:
     users = RoleUsers()
     assert accounts.role_names(users, "smtpd") == (
         "qtoaster-smtpd",
-        ("qtoaster", "qtoaster-queue", "qtoaster-tls", "qtoaster-authc"),
+        ("qtoaster", "qtoaster-queue", "qtoaster-tls", "qtoaster-authc", "qtoaster-mbox"),
     )
     assert accounts.role_names(users, "send") == ("qtoaster-vmail", ("qtoaster", "qtoaster-queue"))

@@ -78,7 +78,7 @@ def test_create_directory_is_idempotent_and_private(sqlite_home: Home) -> None:
     with engine.connect() as conn:
         versions = conn.execute(select(schema.schema_version.c.version)).scalars().all()
         assert versions == [schema.SCHEMA_VERSION]
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "delete"  # decision 0007
     engine.dispose()
 
 

@@ -74,7 +74,7 @@ def _write(engine: Engine, notify: bool = True, commit: bool = True) -> None:
 def test_sqlite_engine_has_the_pragmas(home: Home) -> None:
     engine = make_engine(home, None)
     with engine.connect() as conn:
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "delete"  # decision 0007
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 5000
     engine.dispose()

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from tests.integration.harness import qt
+from tests.integration.harness import qt, reachable
 from tests.smtppeer import SmtpPeer
 
 from qtoaster.core.outcome import Outcome
@@ -58,6 +58,7 @@ def _files(pid: int | str = "self") -> int:
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("remoteclient") / "home"
     qt(home, "init", "--me", "mx.example.test", "--smtp", "127.0.0.1:0")
+    reachable(home)  # under root the child drops to the remote user, who must read it
     return home
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qtoaster.core.errors import FormatError
 from qtoaster.core.home import Home
 
 MAX_LINE = 65536
@@ -65,7 +66,7 @@ def socket_path(home: Home) -> Path:
     return home.run_dir / "auth" / "auth.sock"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(FormatError, ValueError):
     """Bytes that are not a request (or an answer) of this protocol."""
 
 

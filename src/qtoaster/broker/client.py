@@ -40,6 +40,7 @@ from qtoaster.broker.protocol import (
     decode_answer,
     encode_request,
 )
+from qtoaster.core.errors import TemporaryFailure
 from qtoaster.directory.model import Recipient
 from qtoaster.maildir.mailbox import Mailbox, Message, read_upto
 
@@ -47,7 +48,7 @@ TIMEOUT = 30.0
 _RECV = 256 * 1024
 
 
-class BrokerError(OSError):
+class BrokerError(TemporaryFailure, OSError):
     """The broker refused or failed; ``answer`` is its answer (None: no answer)."""
 
     def __init__(self, text: str, answer: Answer | None = None) -> None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qtoaster.core.errors import FormatError
 from qtoaster.core.home import Home
 
 # A COMMIT of 100 000 deletions fits; the largest line the broker reads.
@@ -57,7 +58,7 @@ def socket_path(home: Home) -> Path:
     return home.run_dir / "mailbox" / "mailbox.sock"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(FormatError, ValueError):
     """Bytes that are not a request (or an answer) of this protocol."""
 
 

@@ -254,6 +254,7 @@ def _prepare_home(config: Config) -> None:
             "\n".join(problems) + "\n(qtoaster config fix-owners creates them)"
         )
     _open_directory_once(config)
+    ownership.make_run_dirs(config.home)
     for change in ownership.apply(config.home, users):
         log.info("owners: %s", change)
     log.info(

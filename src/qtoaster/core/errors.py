@@ -12,6 +12,7 @@ QtoasterError
 │   ├── QueueError            the queue could not commit a message (qmail-queue exit code)
 │   ├── DirectoryUnavailable  the directory database cannot be reached [directory.engine]
 │   ├── MailboxError          a Maildir cannot be read or written [maildir.mailbox]
+│   ├── BrokerError (OSError) the mailbox broker refused or failed [broker.client]
 │   └── ScannerUnavailable    clamd/spamd unreachable, slow or confused [scanners]
 ├── PermanentFailure     the request can never succeed -> 5xx / bounce
 │   └── MessageNumberError    POP3: no such message [maildir.mailbox]
@@ -22,6 +23,8 @@ QtoasterError
 │   ├── QuotaSyntaxError (ValueError)    [maildir.quota]
 │   ├── EreError (ValueError)            a qregex pattern [policy.ere]
 │   ├── DumpError (ValueError)           a vpopmail MySQL dump [importer.mysqldump]
+│   ├── ProtocolError (ValueError)       a line of the auth role's or the broker's socket
+│   │                                    protocol [auth.protocol, broker.protocol]
 │   └── _Bad                             one tcp.smtp line [config.tcprules]
 ├── ProtocolError        a protocol engine was driven against its rules
 │   ├── SmtpProtocolError, Pop3ProtocolError   [protocols.smtp.states, protocols.pop3.states]

@@ -72,9 +72,6 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
 def apply(home: Home, users: RoleUsers) -> list[str]:
     """Make ``home`` match :func:`layout`; what was changed (root only)."""
     changed: list[str] = []
-    # The auth role's and the mailbox broker's sockets go there.
-    for made in (home.run_dir, home.run_dir / "auth", home.run_dir / "mailbox"):
-        made.mkdir(mode=0o750, exist_ok=True)
     for rule in layout(home, users):
         uid, gid = _ids(rule.user, rule.group)
         changed += _fix(rule.path, uid, gid, rule.mode)
@@ -85,6 +82,13 @@ def apply(home: Home, users: RoleUsers) -> list[str]:
                     changed += _fix(child, uid, gid, rule.mode & 0o640)
     changed += _own_mailboxes(home, users)
     return changed
+
+
+def make_run_dirs(home: Home) -> None:
+    """The directories of the auth role's and the mailbox broker's sockets (run as root,
+    at start: :func:`apply` then gives them their owners)."""
+    for made in (home.run_dir, home.run_dir / "auth", home.run_dir / "mailbox"):
+        made.mkdir(mode=0o750, exist_ok=True)
 
 
 def check(home: Home, users: RoleUsers) -> list[str]:
