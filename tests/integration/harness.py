@@ -84,6 +84,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
         time.sleep(0.02)
 
 
+def role_child(root: int, role: str) -> int:
+    """The pid of the one ``serve ROLE`` child of the supervisor ``root`` (a server run with
+    one worker of that role)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == root and b"serve" in cmdline and role.encode() in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"no {role} worker under {root}")
+
+
 def maildir_files(home: Path, user: str, domain: str = "example.test") -> list[Path]:
     new = home / "domains" / domain / user / "Maildir" / "new"
     return sorted(new.iterdir()) if new.is_dir() else []

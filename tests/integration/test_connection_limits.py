@@ -89,22 +89,6 @@ def log_lines(home: Path) -> list[str]:
     return (home / "server.log").read_text(errors="replace").splitlines()
 
 
-def smtpd_worker(server: Server) -> int:
-    """The pid of the (one) smtpd worker of *server*."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server.proc.pid and b"serve" in cmdline and b"smtpd" in cmdline:
-            return int(entry.name)
-    raise AssertionError("no smtpd worker")
-
-
 def test_per_ip_limit_refuses_the_excess_and_serves_other_addresses(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     untrusted(home)
@@ -198,7 +182,7 @@ def test_accept_errors_are_logged_once_a_second_and_serving_resumes(tmp_path: Pa
     set_smtpd(home, max_per_ip=1000)
     srv = Server(home, workers=1)
     socks: list[socket.socket] = []
-    worker = smtpd_worker(srv)
+    worker = harness.role_child(srv.proc.pid, "smtpd")
     try:
         _prlimit(worker, "--nofile=64:")
         started = time.monotonic()

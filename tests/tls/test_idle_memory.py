@@ -16,27 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.harness import Server, make_home, wait_until
+from tests.integration.harness import Server, make_home, role_child, wait_until
 
 SESSIONS = 1000  # as the issue measures
 WARM_UP = 20  # first sessions: lazily built state (contexts, imports, caches) not per session
 LIMIT_KIB = 64
-
-
-def _worker_pid(root: int, role: str) -> int:
-    """The one ``serve ROLE`` child of the supervisor ``root`` (the server runs 1 worker)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == root and b"serve" in cmdline and role.encode() in cmdline:
-            return int(entry.name)
-    raise AssertionError(f"no {role} worker under {root}")
 
 
 def _pss_kib(pid: int) -> int:
@@ -85,7 +69,7 @@ def test_idle_tls_sessions_cost_at_most_64_kib_each_and_memory_returns(
     server: Server, kind: str, role: str, greeting: bytes
 ) -> None:
     port = server.ports[kind]
-    pid = _worker_pid(server.proc.pid, role)
+    pid = role_child(server.proc.pid, role)
     ctx = _context()
     warm = [_open(port, ctx, greeting) for _ in range(WARM_UP)]
     for sock in warm:
