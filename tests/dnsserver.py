@@ -1,7 +1,8 @@
 """A real DNS server for tests: dnsmasq on 127.0.0.1, a free high port, UDP and TCP.
 
 dnsmasq (Debian package ``dnsmasq``; ``dnsmasq-base`` is enough) serves a `Zone` from
-a generated configuration file: MX, A/AAAA, TXT records; every name under one of the
+a generated configuration file: MX, A/AAAA (each with its PTR), TXT, PTR and SRV records
+(dnsmasq splits a TXT text longer than 255 bytes into 255-byte strings); every name under one of the
 zone's domains that is not listed is NXDOMAIN (``local=/domain/``); names outside the
 domains are REFUSED, which resolvers treat as a temporary failure.  A lone ``0 .`` MX
 (null MX, RFC 7505) is served as written.  UDP answers over 512 bytes come back
@@ -45,6 +46,9 @@ class Zone:
     mx: list[tuple[str, int, str]] = field(default_factory=list)  # (domain, pref, target)
     hosts: list[tuple[str, str]] = field(default_factory=list)  # (name, IPv4 or IPv6)
     txt: list[tuple[str, str]] = field(default_factory=list)  # (name, text)
+    ptr: list[tuple[str, str]] = field(default_factory=list)  # (reverse name, target)
+    # (name, target, port, priority, weight); target "": the "." of "service not offered"
+    srv: list[tuple[str, str, int, int, int]] = field(default_factory=list)
     nxdomain: list[str] = field(default_factory=list)  # extra NXDOMAIN names (and below)
     ttl: int = 0  # TTL of every answer (0: resolvers do not cache)
 
@@ -52,6 +56,13 @@ class Zone:
         lines = [f"local=/{domain}/" for domain in (*self.domains, *self.nxdomain)]
         lines += [f"mx-host={domain},{target},{pref}" for domain, pref, target in self.mx]
         lines += [f"host-record={name},{address}" for name, address in self.hosts]
+        lines += [f"ptr-record={name},{target}" for name, target in self.ptr]
+        for name, target, port, priority, weight in self.srv:
+            lines.append(
+                f"srv-host={name},{target},{port},{priority},{weight}"
+                if target
+                else f"srv-host={name}"
+            )
         for name, text in self.txt:
             if any(char in text for char in '"\\\n'):
                 raise ValueError(f"TXT text {text!r}: quotes, backslashes, newlines unsupported")

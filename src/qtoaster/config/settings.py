@@ -74,6 +74,44 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class MtaStsMode(StrEnum):
+    """[publish] mta_sts_mode (RFC 8461 5): what senders do when the policy is not met."""
+
+    ENFORCE = "enforce"  # refuse to deliver without authenticated TLS to a listed MX
+    TESTING = "testing"  # deliver anyway, report through TLS-RPT
+    NONE = "none"  # the policy is withdrawn
+
+
+class DmarcPolicy(StrEnum):
+    """[publish] dmarc_policy (RFC 7489 6.3): what receivers do with failing mail."""
+
+    NONE = "none"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSettings:
+    """[publish]: what ``qtoaster dns records`` tells the operator to publish (docs/dns.md).
+
+    *dmarc_rua* and *tlsrpt_rua* are mail addresses in which ``{domain}`` stands for the
+    domain; "" leaves DMARC's rua tag out, and the TLS-RPT record (whose rua is required).
+    """
+
+    host: str | None = None  # the mail host's name; None: control/me
+    addresses: tuple[str, ...] = ()  # its public IPv4/IPv6 addresses (SPF, A/AAAA, PTR)
+    spf: str | None = None  # replaces the computed SPF record
+    # quarantine: spoofed mail lands in junk, while mail that forwarding broke still
+    # arrives; "none" protects nothing, "reject" loses such mail outright.
+    dmarc_policy: DmarcPolicy = DmarcPolicy.QUARANTINE
+    dmarc_rua: str = "postmaster@{domain}"
+    tlsrpt_rua: str = "postmaster@{domain}"
+    # testing: a policy published while the certificate is still self-signed must not
+    # make senders hold the domain's mail; "enforce" once the certificate is valid.
+    mta_sts_mode: MtaStsMode = MtaStsMode.TESTING
+    mta_sts_max_age: int = 604800  # a week (RFC 8461 3.2 suggests weeks)
+
+
 LISTENER_KINDS = tuple(ListenerKind)
 SMTPD_KINDS = (ListenerKind.SMTP, ListenerKind.SUBMISSION, ListenerKind.SMTPS)
 POP3_KINDS = (ListenerKind.POP3, ListenerKind.POP3S)
@@ -185,6 +223,7 @@ class Settings:
     clamd: ScannerSettings | None = None  # [clamd] table present and address set
     spamd: ScannerSettings | None = None
     users: RoleUsers = RoleUsers()
+    publish: PublishSettings = PublishSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +389,68 @@ def _is_nameservers(value: Any) -> str | None:
     return None
 
 
+def _publish(tables: _Tables) -> PublishSettings:
+    def get(key: str, check: Callable[[Any], str | None], default: Any) -> Any:
+        return tables.get("publish", key, check, default)
+
+    defaults = PublishSettings()
+    host = get("host", _is_host_name, None)
+    return PublishSettings(
+        host=host.rstrip(".").lower() if host else None,
+        addresses=tuple(
+            ipaddress.ip_address(a).compressed for a in get("addresses", _is_addresses, [])
+        ),
+        spf=get("spf", _is_spf, None),
+        dmarc_policy=DmarcPolicy(get("dmarc_policy", _choice(DmarcPolicy), defaults.dmarc_policy)),
+        dmarc_rua=get("dmarc_rua", _is_report_address, defaults.dmarc_rua),
+        tlsrpt_rua=get("tlsrpt_rua", _is_report_address, defaults.tlsrpt_rua),
+        mta_sts_mode=MtaStsMode(get("mta_sts_mode", _choice(MtaStsMode), defaults.mta_sts_mode)),
+        # RFC 8461 3.2: at most 31557600 seconds (a year)
+        mta_sts_max_age=get("mta_sts_max_age", _int_between(86400, 31557600), 604800),
+    )
+
+
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+
+
+def _is_host_name(value: Any) -> str | None:
+    ok = isinstance(value, str) and len(value) <= 253
+    ok = ok and re.fullmatch(rf"{_LABEL}(\.{_LABEL})+\.?", value.lower()) is not None
+    return None if ok else "must be a fully qualified host name"
+
+
+def _is_addresses(value: Any) -> str | None:
+    problem = "must be a list of the host's public IPv4/IPv6 addresses"
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return problem
+    for text in value:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return f"{problem} ({text!r} is not an IP address)"
+        # Not is_global: private ranges are public behind some NATs, and tests use the
+        # documentation ranges; these never are.
+        if address.is_loopback or address.is_link_local or address.is_multicast:
+            return f"{problem} ({text} is not reachable from elsewhere)"
+        if address.is_unspecified:
+            return f"{problem} ({text} is not one address)"
+    return None
+
+
+def _is_spf(value: Any) -> str | None:
+    ok = isinstance(value, str) and value.isascii() and value.lower().startswith("v=spf1")
+    ok = ok and '"' not in value and "\n" not in value and len(value) <= 450
+    return None if ok else 'must be an SPF record, "v=spf1 ..." (at most 450 characters)'
+
+
+def _is_report_address(value: Any) -> str | None:
+    # DMARC separates URIs with "," and tags with ";", and "!" starts a size limit.
+    ok = isinstance(value, str) and value.isascii() and not re.search(r"[\s,;!\"]", value)
+    address = value.replace("{domain}", "example.com") if isinstance(value, str) else ""
+    ok = ok and (value == "" or re.fullmatch(r"[^@{}]+@[^@{}]+\.[^@{}]+", address) is not None)
+    return None if ok else 'must be a mail address ("{domain}" for the domain) or ""'
+
+
 def _is_url(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
 
@@ -421,6 +522,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         clamd=_scanner(tables, "clamd", 25 << 20),
         spamd=_scanner(tables, "spamd", 512 << 10),
         users=_users(tables),
+        publish=_publish(tables),
     )
     tables.unknown()
     if tables.problems:
