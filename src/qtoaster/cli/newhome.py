@@ -134,7 +134,8 @@ fsync = {fsync}
 bounce_format = "qsbmf"
 
 [dns]
-# Name servers for remote delivery, "IP" or "IP:PORT"; empty: the system's resolv.conf.
+# Name servers for remote delivery and "qtoaster dns check", "IP" or "IP:PORT";
+# empty: the system's resolv.conf.
 nameservers = []
 # Seconds one lookup may take, retries included; then it counts as a temporary failure.
 timeout = 30
@@ -142,6 +143,19 @@ timeout = 30
 [remote]
 # Port of the SMTP servers mail is relayed to (control/smtproutes may name another).
 port = 25
+
+[publish]
+# What "qtoaster dns records DOMAIN" says to publish in DNS and "dns check" checks
+# (docs/dns.md).  host: the mail host's name (default: control/me); addresses: its
+# public IPv4/IPv6 addresses, for its A/AAAA, PTR and SPF records (empty: not listed).
+# host = "mail.example.com"
+addresses = []
+# spf = "v=spf1 mx -all"            # replaces the computed SPF record
+dmarc_policy = "quarantine"         # none, quarantine or reject
+dmarc_rua = "postmaster@{{domain}}"   # DMARC aggregate reports ("": none)
+tlsrpt_rua = "postmaster@{{domain}}"  # TLS failure reports ("": no TLS-RPT record)
+mta_sts_mode = "testing"            # "enforce" once the certificate is valid; "none"
+mta_sts_max_age = 604800            # seconds senders keep the MTA-STS policy
 
 [users]
 # Started as root, each role runs as its own system user (init as root creates them;

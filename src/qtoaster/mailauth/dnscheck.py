@@ -305,6 +305,9 @@ def _srv(record: Record, lookup: Lookup) -> Finding:
     found = lookup(record.name, "SRV")
     # priority and weight are the operator's to choose: compare port and target
     expected = _srv_target(record.data)
+    if not found and expected == ("0", "."):
+        # RFC 6186 3.4: "." only spares clients a probe; its absence harms nothing
+        return Finding("ok", what, 'not published (optional: "." says not offered)')
     if not found:
         return Finding("missing", what, f"expected {record.data}")
     if expected in {_srv_target(value) for value in found}:
