@@ -3,19 +3,24 @@
 
 from __future__ import annotations
 
+import http.server
+import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from tests.dnsserver import DnsServer, Zone
 
-from qtoaster.cli.dns import EXIT_NOT_HOSTED, EXIT_TEMPORARY
+from qtoaster.cli.dns import EXIT_NOT_HOSTED, EXIT_TEMPORARY, fetch_policy
 from qtoaster.cli.main import cli
 from qtoaster.cli.newhome import init_home
 from qtoaster.config.settings import PublishSettings
 from qtoaster.core.home import Home
 from qtoaster.directory.store import Directory
 from qtoaster.mailauth.records import DkimRecord, build_records, mta_sts_id, mta_sts_policy
+from qtoaster.tls import certs
 
 DOMAIN = "example.test"
 HOST = "mail.example.test"
@@ -157,9 +162,18 @@ def test_check_missing_dmarc_and_wrong_spf(home: Home) -> None:
     assert f"ok      MX {DOMAIN}." in out
 
 
-def test_check_a_different_spf_that_passes_is_ok(home: Home) -> None:
-    other = f"v=spf1 ip4:{V4} a:{HOST} ~all"
-    result = checked(home, full_zone(txt={DOMAIN: other}))
+@pytest.mark.parametrize(
+    ("other", "included"),
+    [
+        (f"v=spf1 ip4:{V4} a:{HOST} ~all", ""),
+        ("v=spf1 mx ?all", ""),
+        (f"v=spf1 redirect=spf.{DOMAIN}", f"v=spf1 a:{HOST} -all"),
+    ],
+)
+def test_check_a_different_spf_that_passes_is_ok(home: Home, other: str, included: str) -> None:
+    """Evaluated by pyspf through the configured server: ip4, a, mx and redirect."""
+    zone = full_zone(txt={DOMAIN: other, f"spf.{DOMAIN}": included})
+    result = checked(home, zone)
     assert result.exit_code == 0, result.output
     assert f'ok      SPF {DOMAIN}.: "{other}" (not the suggested "{SPF}", but it passes)' in (
         result.output
@@ -252,3 +266,57 @@ def test_check_fetched_policy_is_compared() -> None:
         raise OSError("connection refused")
 
     assert policy_line(refused) == f"missing MTA-STS policy {url}: not fetched: connection refused"
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
+    """An HTTPS server on localhost (a real one: http.server with TLS) and a client
+    context that trusts its self-signed certificate."""
+    pem = tmp_path / "localhost.pem"
+    pem.write_bytes(certs.self_signed("localhost"))
+    policy = f"version: STSv1\nmode: testing\nmx: {HOST}\nmax_age: 604800\n".encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", "/ok")
+                self.end_headers()
+                return
+            self.send_response(200)
+            kind = "text/html" if self.path == "/html" else "text/plain; charset=utf-8"
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(policy)))
+            self.end_headers()
+            self.wfile.write(policy)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pem)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield (
+            f"https://localhost:{server.server_address[1]}",
+            ssl.create_default_context(cafile=str(pem)),
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_fetch_policy_over_https(https_server: tuple[str, ssl.SSLContext]) -> None:
+    base, trusting = https_server
+    text = fetch_policy(f"{base}/ok", 5.0, trusting)
+    assert text == f"version: STSv1\nmode: testing\nmx: {HOST}\nmax_age: 604800\n"
+    with pytest.raises(OSError, match="302"):  # RFC 8461 3.3: no redirects
+        fetch_policy(f"{base}/redirect", 5.0, trusting)
+    with pytest.raises(OSError, match="served as text/html, not text/plain"):
+        fetch_policy(f"{base}/html", 5.0, trusting)
+    with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):  # not trusted
+        fetch_policy(f"{base}/ok", 5.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import os
+import ssl
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,7 @@ def check_cmd(home: Home, domain: str, fetch: bool) -> None:
     if fetch:
 
         def fetcher() -> str:
-            return fetch_policy(published.domain, settings.dns_timeout)
+            return fetch_policy(policy_url(published.domain), settings.dns_timeout)
 
     for note in published.notes:
         click.echo(f"note: {note}")
@@ -181,15 +182,31 @@ def _text(rdata: Any) -> str:
     return str(rdata)
 
 
-def fetch_policy(domain: str, timeout: float) -> str:
-    """The MTA-STS policy of *domain* over HTTPS (the system's resolver and CA
-    certificates, as a sending MTA would check it); OSError when it cannot be had."""
-    url = f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """RFC 8461 3.3: a policy is fetched without following redirects."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def policy_url(domain: str) -> str:
+    return f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
+
+
+def fetch_policy(url: str, timeout: float, context: ssl.SSLContext | None = None) -> str:
+    """The MTA-STS policy at *url* over HTTPS (the system's resolver and, without
+    *context*, its CA certificates, as a sending MTA would check it; no redirects,
+    text/plain only, at most 64 KiB: RFC 8461 3.3); OSError when it cannot be had."""
+    https = urllib.request.HTTPSHandler(context=context or ssl.create_default_context())
+    opener = urllib.request.build_opener(_NoRedirect, https)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with opener.open(url, timeout=timeout) as response:
+            content_type = response.headers.get_content_type()
             body: bytes = response.read(POLICY_MAX_BYTES + 1)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise OSError(f"{url}: {exc}") from None
+    if content_type != "text/plain":
+        raise OSError(f"{url}: served as {content_type}, not text/plain")
     if len(body) > POLICY_MAX_BYTES:
         raise OSError(f"{url}: larger than {POLICY_MAX_BYTES} bytes")
     return body.decode("utf-8", "replace")
