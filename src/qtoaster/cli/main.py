@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "sendmail": "qtoaster.cli.sendmail:sendmail",
     "alias": "qtoaster.cli.alias:alias",
     "cert": "qtoaster.cli.cert:cert",
+    "dkim": "qtoaster.cli.dkim:dkim",
     "import": "qtoaster.cli.importer:import_group",
 }
 
