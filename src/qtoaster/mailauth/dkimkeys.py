@@ -132,17 +132,14 @@ def load_private(dkim_dir: Path, key: DkimKey) -> PrivateKey:
     return _load_pem(dkim_dir / key.domain / f"{key.selector}.pem")
 
 
-def active_signers(dkim_dir: Path) -> dict[str, list[Signer]]:
-    """Every domain's active keys, ready to sign (the send role: at start)."""
-    signers: dict[str, list[Signer]] = {}
-    for domain in domains(dkim_dir):
-        for key in load_keys(dkim_dir, domain):
-            if key.state == "active" and key.public:
-                private = load_private(dkim_dir, key)
-                signers.setdefault(domain, []).append(
-                    Signer(domain, key.selector, key.algorithm, private)
-                )
-    return signers
+def active_signers_of(dkim_dir: Path, domain: str) -> list[Signer]:
+    """``domain``'s active keys, ready to sign (the send role: at start); KeyStoreError if
+    one cannot be read."""
+    return [
+        Signer(key.domain, key.selector, key.algorithm, load_private(dkim_dir, key))
+        for key in load_keys(dkim_dir, domain)
+        if key.state == "active"
+    ]
 
 
 def generate(
