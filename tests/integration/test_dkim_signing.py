@@ -5,6 +5,7 @@ verifies with dkimpy; under root the keys are the send role's alone."""
 from __future__ import annotations
 
 import os
+import signal
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from tests.smtppeer import SmtpPeer
 
 from qtoaster.mailauth import dkimkeys
 
-from .harness import Server, make_home, qt
+from .harness import Server, make_home, qt, wait_until
 from .test_privileges import _as_role
 
 UNTRUSTED = "127.0.0.2"
@@ -121,3 +122,31 @@ def test_keys_are_the_send_roles_alone(signed_home: tuple[Path, SmtpPeer]) -> No
     assert made.stat().st_uid == (home / "queue").stat().st_uid
     assert made.stat().st_mode & 0o777 == 0o600
     assert qt(home, "config", "check", check=False).returncode == 0
+
+
+def test_keys_are_read_again_after_sighup(signed_home: tuple[Path, SmtpPeer]) -> None:
+    home, _ = signed_home
+    store = home / "dkim"
+    (rsa,) = [k for k in dkimkeys.load_keys(store, "example.test") if k.algorithm == "rsa-sha256"]
+    log = home / "server.log"
+    with SmtpPeer("127.0.0.1") as peer:
+        (home / "control" / "smtproutes").write_text(f"far.test:127.0.0.1:{peer.port}\n")
+        server = Server(home)
+        try:
+            starts = log.read_text().count("dkim: signing for example.test (")
+            out = qt(home, "dkim", "delete", "example.test", rsa.selector).stdout.decode()
+            assert "note: the send role uses the new keys after its next start" in out
+            server.signal(signal.SIGHUP)
+            wait_until(
+                lambda: log.read_text().count("dkim: signing for example.test (") > starts,
+                30,
+                "send restarted with the keys read again",
+            )
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+                client.sendmail("alice@example.test", ["x@far.test"], _message("reloaded"))
+            (received,) = peer.wait_for(1, timeout=30)
+        finally:
+            server.stop()
+    assert received.data.count(b"DKIM-Signature:") == 1
+    assert received.data.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
+    assert _verdicts(home, received.data) == [True]
