@@ -320,3 +320,22 @@ def test_fetch_policy_over_https(https_server: tuple[str, ssl.SSLContext]) -> No
         fetch_policy(f"{base}/html", 5.0, trusting)
     with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):  # not trusted
         fetch_policy(f"{base}/ok", 5.0)
+
+
+def test_records_and_check_use_the_keys_of_dkim_keygen(home: Home) -> None:
+    """The key store of `qtoaster dkim` is what `dns records` prints and `dns check` checks."""
+    from qtoaster.mailauth.dkimkeys import dkim_dir, generate
+
+    rsa = generate(dkim_dir(home.root), DOMAIN, "rsa")
+    ed = generate(dkim_dir(home.root), DOMAIN, "ed25519")
+    result = run(home, "records", DOMAIN)
+    assert result.exit_code == 0, result.output
+    assert "no DKIM keys" not in result.output
+    assert f"{rsa.record_name()}.\t3600\tIN\tTXT\t(" in result.output  # split: > 255 bytes
+    assert f'{ed.record_name()}.\t3600\tIN\tTXT\t"{ed.txt()}"' in result.output
+    # The Ed25519 key published, the RSA key not: one ok line, one missing.
+    result = checked(home, full_zone(txt={ed.record_name(): ed.txt()}))
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert any(ed.record_name() in line and line.startswith("ok") for line in lines), lines
+    assert any(rsa.record_name() in line and line.startswith("missing") for line in lines), lines

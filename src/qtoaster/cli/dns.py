@@ -30,6 +30,7 @@ from qtoaster.cli.run import load_or_exit
 from qtoaster.config.loader import Config
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
+from qtoaster.mailauth.dkimkeys import dkim_dir, load_keys
 from qtoaster.mailauth.dnscheck import DnsTemporary, check
 from qtoaster.mailauth.records import DkimRecord, Published, build_records, render_zone
 from qtoaster.net.resolver import make_resolver
@@ -46,10 +47,10 @@ def dns_group() -> None:
 
 
 def dkim_records(home: Home, domain: str) -> list[DkimRecord]:
-    """The DKIM keys of *domain* to publish: none until mailauth.dkimkeys is wired here,
-    as ``[DkimRecord(k.record_name(), k.txt(), k.state) for k in
-    load_keys(home.root / "dkim", domain)]``."""
-    return []
+    """The DKIM keys of *domain* to publish: pending, active and retiring ones (a retiring
+    key stays published through its grace period, docs/dkim.md)."""
+    keys = load_keys(dkim_dir(home.root), domain)
+    return [DkimRecord(key.record_name(), key.txt(), str(key.state)) for key in keys]
 
 
 def _hosted(home: Home, config: Config, domain: str) -> bool:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "alias": "qtoaster.cli.alias:alias",
     "cert": "qtoaster.cli.cert:cert",
     "dns": "qtoaster.cli.dns:dns_group",
+    "dkim": "qtoaster.cli.dkim:dkim",
     "import": "qtoaster.cli.importer:import_group",
 }
 

@@ -133,9 +133,17 @@ fsync = {fsync}
 # multipart/report, with qmail's text as its human-readable part).
 bounce_format = "qsbmf"
 
+[dkim]
+# DKIM signing of our users' outgoing mail with the keys of qtoaster dkim (docs/dkim.md).
+sign = true  # sign when the From domain has active keys
+expiry = 0  # seconds a signature stays valid (x=); 0: no expiry
+grace = 604800  # seconds a retired key stays published before dkim rotate deletes it
+rotate_after = 15552000  # dkim rotate makes a new key once the active one is this old
+algorithms = ["rsa", "ed25519"]  # what dkim keygen and rotate make
+
 [dns]
-# Name servers for remote delivery and "qtoaster dns check", "IP" or "IP:PORT";
-# empty: the system's resolv.conf.
+# Name servers for remote delivery, "qtoaster dns check" and "qtoaster dkim rotate",
+# "IP" or "IP:PORT"; empty: the system's resolv.conf.
 nameservers = []
 # Seconds one lookup may take, retries included; then it counts as a temporary failure.
 timeout = 30

@@ -17,7 +17,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -224,6 +224,18 @@ class Settings:
     spamd: ScannerSettings | None = None
     users: RoleUsers = RoleUsers()
     publish: PublishSettings = PublishSettings()
+    dkim: DkimSettings = field(default_factory=lambda: DkimSettings())
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """[dkim] (docs/dkim.md): outbound signing and the key rotation of ``qtoaster dkim``."""
+
+    sign: bool = True  # sign our users' mail whose From domain has active keys
+    expiry: int = 0  # seconds a signature is valid (x=); 0: no x=
+    grace: int = 7 * 86400  # seconds a retired key stays published before rotate deletes it
+    rotate_after: int = 180 * 86400  # rotate makes a new key once the active one is this old
+    algorithms: tuple[str, ...] = ("rsa", "ed25519")  # what keygen and rotate make
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +467,22 @@ def _is_url(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
 
 
+def _dkim(tables: _Tables) -> DkimSettings:
+    day = 86400
+    return DkimSettings(
+        sign=tables.get("dkim", "sign", _is_bool, True),
+        expiry=tables.get("dkim", "expiry", _int_between(0, 3650 * day), 0),
+        grace=tables.get("dkim", "grace", _int_between(0, 3650 * day), 7 * day),
+        rotate_after=tables.get("dkim", "rotate_after", _int_between(day, 3650 * day), 180 * day),
+        algorithms=tuple(tables.get("dkim", "algorithms", _is_dkim_algorithms, ["rsa", "ed25519"])),
+    )
+
+
+def _is_dkim_algorithms(value: Any) -> str | None:
+    ok = isinstance(value, list) and value and all(v in ("rsa", "ed25519") for v in value)
+    return None if ok and len(set(value)) == len(value) else 'must be a list of "rsa", "ed25519"'
+
+
 def _is_list(value: Any) -> str | None:
     ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     return None if ok else 'must be a list of "HOST:PORT" strings'
@@ -523,6 +551,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         spamd=_scanner(tables, "spamd", 512 << 10),
         users=_users(tables),
         publish=_publish(tables),
+        dkim=_dkim(tables),
     )
     tables.unknown()
     if tables.problems:

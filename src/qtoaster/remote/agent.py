@@ -129,11 +129,11 @@ class RemoteAgent:
     ) -> RemoteAttempt:
         domain = ascii_lower(domain)
         # The 8-bit scan reads the whole message: a big one is read off the event loop.
-        if body.size <= INLINE_SCAN:
+        if body.length <= INLINE_SCAN:
             eightbit = has_eight_bit(body)
         else:
             eightbit = await asyncio.to_thread(has_eight_bit, body)
-        tx = Transaction(sender, tuple(recipients), body.size, eightbit)
+        tx = Transaction(sender, tuple(recipients), body.length, eightbit)
         reused = await self._try_idle(domain, tx, body)
         if reused is not None:
             return reused

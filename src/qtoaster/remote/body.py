@@ -8,6 +8,10 @@ the whole message into memory.  Both checks: whether the last line ends in LF (q
 refuses partial final lines, spec 17.3) and whether any byte is > 127 (it decides
 ``BODY=8BITMIME``, RFC 6152).  The descriptor belongs to whoever made the Body; nothing here
 closes it.
+
+``head``: bytes the send role puts in front of the queued message (the DKIM-Signature
+fields of ``send/signing.py``, LF line ends like the message); they are sent first and count
+in every fact about the message (its length for SIZE=, its 8-bit scan).
 """
 
 from __future__ import annotations
@@ -21,16 +25,26 @@ CHUNK = 1 << 16
 
 @dataclass(frozen=True, slots=True)
 class Body:
-    """The message as stored in the queue: descriptor ``fd`` from ``offset``, ``size`` bytes."""
+    """The message as stored in the queue: descriptor ``fd`` from ``offset``, ``size`` bytes,
+    sent after ``head``."""
 
     fd: int
     offset: int
     size: int
+    head: bytes = b""
+
+    @property
+    def length(self) -> int:
+        """What goes out: the head and the stored message."""
+        return len(self.head) + self.size
 
 
 def chunks(body: Body, chunk: int = CHUNK) -> Iterator[bytes]:
-    """The message in pieces of at most ``chunk`` bytes; raises OSError if unreadable.  A
-    file shorter than ``size`` ends early (the caller's encoder notices the missing end)."""
+    """The head, then the message in pieces of at most ``chunk`` bytes; raises OSError if
+    unreadable.  A file shorter than ``size`` ends early (the caller's encoder notices the
+    missing end)."""
+    if body.head:
+        yield body.head
     position, end = body.offset, body.offset + body.size
     while position < end:
         data = os.pread(body.fd, min(chunk, end - position), position)
@@ -41,7 +55,8 @@ def chunks(body: Body, chunk: int = CHUNK) -> Iterator[bytes]:
 
 
 def body_lacks_final_lf(body: Body) -> bool:
-    """True when the message does not end with LF (an empty message is fine)."""
+    """True when the message does not end with LF (an empty message is fine; the head
+    always ends with LF, so only the stored part can lack it)."""
     if body.size == 0:
         return False
     try:

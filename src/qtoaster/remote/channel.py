@@ -5,8 +5,9 @@ The send role asks, the remote process answers, over one Unix stream socket
 length and that many bytes of UTF-8 JSON, an object whose ``t`` names its kind:
 
 - ``{"t": "deliver", "id": N, "offset": N, "size": N, "sender": S, "recipients": [S...],
-  "domain": S}``: deliver the message of the descriptor that travels with this frame
-  (SCM_RIGHTS, sent with the frame's first byte), ``size`` bytes from ``offset``;
+  "domain": S, "head": B64}``: deliver the message of the descriptor that travels with this
+  frame (SCM_RIGHTS, sent with the frame's first byte), ``size`` bytes from ``offset``, after
+  the bytes of ``head`` (base64; the DKIM-Signature fields; absent: none);
 - ``{"t": "answer", "id": N, "reached": B, "results": [[OUTCOME, TEXT]...]}``: one result
   per recipient, in order (OUTCOME is ``core/outcome.py``'s value: success, deferral,
   failure), and whether some host of the domain answered SMTP.
@@ -18,6 +19,8 @@ the bytes of one ``feed``; :func:`encode` and the decoder agree on every message
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import struct
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ class Deliver:
     sender: str
     recipients: tuple[str, ...]
     domain: str
+    head: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,8 @@ def encode(message: Message) -> bytes:
             "recipients": list(message.recipients),
             "domain": message.domain,
         }
+        if message.head:
+            obj["head"] = base64.b64encode(message.head).decode("ascii")
     else:
         obj = {
             "t": "answer",
@@ -134,6 +140,7 @@ def parse(payload: bytes) -> Message | Malformed:
                 _text(obj.get("sender")),
                 tuple(_text(r) for r in _list(obj.get("recipients"))),
                 _text(obj.get("domain")),
+                _head(obj.get("head", "")),
             )
         if kind == "answer":
             reached = obj.get("reached")
@@ -158,6 +165,13 @@ def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("not a string")
     return value
+
+
+def _head(value: object) -> bytes:
+    try:
+        return base64.b64decode(_text(value), validate=True)
+    except binascii.Error:
+        raise TypeError("head") from None
 
 
 def _list(value: object) -> list[Any]:

@@ -67,7 +67,7 @@ async def serve_remote(config: Config, sock: socket.socket) -> None:
     async def deliver(request: Deliver, fd: int) -> None:
         try:
             attempt = await agent.deliver(
-                Body(fd, request.offset, request.size),
+                Body(fd, request.offset, request.size, request.head),
                 request.sender,
                 request.recipients,
                 request.domain,

@@ -42,6 +42,7 @@ from qtoaster.send.loader import QueueReader
 from qtoaster.send.locallane import FastFuture, LocalAgentLike, LocalLane
 from qtoaster.send.remotelane import RemoteAgentLike, RemoteLane
 from qtoaster.send.scheduler import Scheduler
+from qtoaster.send.signing import OutboundSigner
 from qtoaster.send.trigger import TriggerReader, Word, parse_word
 
 log = logging.getLogger("qtoaster.send")
@@ -67,6 +68,7 @@ class QueueManager:
         remote_agent: RemoteAgentLike | None = None,
         *,
         dsn: bool = False,
+        signer: OutboundSigner | None = None,
     ) -> None:
         self.store = store
         self.controls = config.controls
@@ -79,7 +81,9 @@ class QueueManager:
         self.local = LocalLane(local_agent, store, c.concurrencylocal, self._settle_fast)
         self.remote: RemoteLane | None = None
         if remote_agent is not None:
-            self.remote = RemoteLane(remote_agent, store, self._io, c.concurrencyremote, clock)
+            self.remote = RemoteLane(
+                remote_agent, store, self._io, c.concurrencyremote, clock, signer
+            )
         self.lanes: tuple[Lane, ...] = (self.local,)
         if self.remote is not None:
             self.lanes += (self.remote,)

@@ -130,7 +130,9 @@ class RemoteClient:
         if link is None:  # the child of start_now is gone; the role is stopping
             return Attempt([Result(Outcome.TEMPORARY, DIED)] * len(recipients), False)
         self._next_id += 1
-        request = Deliver(self._next_id, body.offset, body.size, sender, tuple(recipients), domain)
+        request = Deliver(
+            self._next_id, body.offset, body.size, sender, tuple(recipients), domain, body.head
+        )
         future: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = (future, len(recipients))
         try:

@@ -5,6 +5,10 @@ agent (one SMTP connection, spec 17.1), run concurrently, bounded by concurrency
 (spec 15.2) and by each domain's politeness window (``remote/politeness.py``).  Results
 go through ``results`` exactly as local ones do (rules, then the record in ``state/ID``).
 
+What goes in front of the message (DKIM signatures, ``send/signing.py``) is made once per
+message per pass, in the signer's threads, when the first group is about to be sent, and
+travels as ``Body.head``.
+
 Invariants: a paused domain is not contacted, except on a dying message's last attempt;
 an agent that raises defers its recipients (an internal error never bounces mail); a
 message deleted from the queue meanwhile is reported as vanished, never delivered.
@@ -13,8 +17,9 @@ message deleted from the queue meanwhile is reported as vanished, never delivere
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Protocol
 
@@ -27,6 +32,9 @@ from qtoaster.remote.politeness import Politeness
 from qtoaster.send import results
 from qtoaster.send.entry import REMOTE, MessageJob
 from qtoaster.send.results import Results
+from qtoaster.send.signing import OutboundSigner
+
+log = logging.getLogger("qtoaster.send")
 
 UNREADABLE = "Unable to read the message from the queue: {why}. (#4.3.0)"
 PAUSED = "Delivery to {domain} is paused after a failed attempt; I'll try again later. (#4.4.1)"
@@ -55,6 +63,7 @@ class RemoteAgentLike(Protocol):
 
 
 Group = list[tuple[int, str]]  # (recipient index, address) at one domain
+HeadMaker = Callable[[], Awaitable[bytes]]  # the message's head, made once per pass
 
 
 class RemoteLane:
@@ -68,8 +77,10 @@ class RemoteLane:
         io: Executor,
         concurrency: int,
         clock: Clock,
+        signer: OutboundSigner | None = None,
     ) -> None:
         self.agent = agent
+        self.signer = signer
         self.store = store
         self._io = io
         self._clock = clock
@@ -85,8 +96,15 @@ class RemoteLane:
         for idx in indexes:
             rcpt = job.recipients[idx]
             groups.setdefault(rcpt.rpartition("@")[2].lower(), []).append((idx, rcpt))
+        heads: list[asyncio.Future[bytes]] = []  # made by the first group that sends
+
+        def head() -> asyncio.Future[bytes]:
+            if not heads:
+                heads.append(asyncio.ensure_future(self._head(job)))
+            return heads[0]
+
         done = await asyncio.gather(
-            *(self._group(job, domain, rcpts, dying) for domain, rcpts in groups.items())
+            *(self._group(job, domain, rcpts, dying, head) for domain, rcpts in groups.items())
         )
         if any(part is None for part in done):
             return None
@@ -104,15 +122,26 @@ class RemoteLane:
         await self.agent.close()
 
     def shutdown(self) -> None:
-        """No threads of its own: the queue I/O thread is the manager's."""
+        """The signer's threads; the queue I/O thread is the manager's."""
+        if self.signer is not None:
+            self.signer.shutdown()
+
+    async def _head(self, job: MessageJob) -> bytes:
+        if self.signer is None:
+            return b""
+        try:
+            return await self.signer.head_async(job.message)
+        except Exception:  # a signing bug must not stop delivery: send it as it is
+            log.exception("dkim: signing %s failed; sent unsigned", job.qid)
+            return b""
 
     async def _attempt(
-        self, job: MessageJob, fd: int, domain: str, rcpts: Group
+        self, job: MessageJob, fd: int, domain: str, rcpts: Group, head: HeadMaker
     ) -> tuple[list[Result], bool]:
         """One call to the agent with the queue file open as ``fd``, which is closed here."""
         message = job.message
         try:
-            body = Body(fd, message.body_offset, message.size)
+            body = Body(fd, message.body_offset, message.size, await head())
             attempt = await self.agent.deliver(
                 body, message.envelope.sender, [r for _, r in rcpts], domain
             )
@@ -123,7 +152,7 @@ class RemoteLane:
             os.close(fd)
 
     async def _group(
-        self, job: MessageJob, domain: str, rcpts: Group, dying: bool
+        self, job: MessageJob, domain: str, rcpts: Group, dying: bool, head: HeadMaker
     ) -> Results | None:
         if not dying and self.politeness.paused_until(domain, self._clock.time()) is not None:
             paused = Result(Outcome.TEMPORARY, PAUSED.format(domain=domain))
@@ -139,7 +168,7 @@ class RemoteLane:
                 unreadable = Result(Outcome.TEMPORARY, UNREADABLE.format(why=exc.strerror or exc))
                 found, reached = [unreadable] * len(rcpts), True
             else:
-                found, reached = await self._attempt(job, fd, domain, rcpts)
+                found, reached = await self._attempt(job, fd, domain, rcpts, head)
             self.politeness.report(domain, reached, self._clock.time())
         pairs = [
             (idx, results.final(result, dying))

@@ -20,6 +20,7 @@ from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.queue.store import QueueStore
 from qtoaster.send.manager import QueueManager
 from qtoaster.send.remoteclient import RemoteClient
+from qtoaster.send.signing import OutboundSigner
 
 log = logging.getLogger("qtoaster.send")
 
@@ -55,7 +56,11 @@ async def serve_send(
 
     remote.on_gone = gone
     dsn = config.settings.bounce_format == "dsn"
-    manager = QueueManager(store, config, agent, SystemClock(), remote, dsn=dsn)
+    clock = SystemClock()
+    # DKIM keys are read once here: a SIGHUP to qtoaster run restarts this role.
+    dkim = config.settings.dkim
+    signer = OutboundSigner.load(config.home.root, clock, sign=dkim.sign, expiry=dkim.expiry)
+    manager = QueueManager(store, config, agent, clock, remote, dsn=dsn, signer=signer)
     task = loop.create_task(manager.run(stop))
     ready()
     await task

@@ -34,6 +34,7 @@ from qtoaster.core.reply import Reply
 from qtoaster.policy.signatures import Scanner, disabled_by
 from qtoaster.policy.verdict import Facts, MessageFacts, Stage, Verdict
 from qtoaster.queue import exitcodes
+from qtoaster.queue.origin import smtp_origin
 from qtoaster.smtpd.qmailqueue import accepted_reply, run_qmailqueue
 from qtoaster.smtpd.received import received_header
 
@@ -78,7 +79,10 @@ class MessageIntake:
         envelope = Envelope(session.sender, tuple(session.recipients))
         session.reset()  # qmail: the transaction is over at DATA, whatever the outcome
         try:
-            spool = session.ctx.store.open_spool(envelope, f"smtp {session.remote_ip}")
+            # Our users' mail (AUTH or RELAYCLIENT) is marked: the send role signs it.
+            relay = session.secure.auth_user is not None or "RELAYCLIENT" in session.env
+            origin = smtp_origin(session.remote_ip, relay)
+            spool = session.ctx.store.open_spool(envelope, origin)
             spool.write(self._received())
         except (OSError, QueueError) as exc:
             # qmail-smtpd's answer when qmail-queue cannot be started (spec 3.6).

@@ -59,7 +59,16 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
         Rule(home.queue, users.send, users.queue_group, 0o2770),
         Rule(home.queue / "trigger", users.send, users.queue_group, 0o660),
         Rule(home.domains, users.send, users.send, 0o700),
+        # DKIM private keys (docs/dkim.md): the send role signs; nobody else reads them.
+        Rule(home.root / "dkim", users.send, users.send, 0o700),
     ]
+    dkim = home.root / "dkim"
+    if dkim.is_dir() and not dkim.is_symlink():
+        rules += [
+            Rule(sub, users.send, users.send, 0o700, contents=True)
+            for sub in sorted(dkim.iterdir())
+            if sub.is_dir() and not sub.is_symlink()
+        ]
     if home.queue.is_dir():
         rules += [
             Rule(sub, users.send, users.queue_group, 0o2770)
