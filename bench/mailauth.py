@@ -7,8 +7,8 @@ run by run (ABAB...), so a slow spell of the shared machine hits both:
 - ``sign``: submission-style relaying. smtp-source sends from 127.0.0.1 (RELAYCLIENT in
   the default tcp.smtp, so the mail is "ours") for ``user@relay.test``, routed by
   ``control/smtproutes`` to one ``smtp-sink``. Home ``plain`` has no DKIM key; home
-  ``dkim`` hosts ``client.test`` (the From domain) with ``qtoaster dkim keygen``'s two
-  keys (RSA-2048 and Ed25519), so every message leaves with two signatures. Clock: from
+  ``dkim`` hosts ``client.test`` (the From domain) with ``qtoaster dkim keygen --active``'s
+  two keys (RSA-2048 and Ed25519), so every message leaves with two signatures. Clock: from
   the launch of smtp-source until the sink counted all M messages.
 - ``verify``: port-25 mail for the local mailbox ``user@bench.test`` from a client that
   may not relay (tcp.smtp ``:allow``), each message signed beforehand with RSA-2048 and
@@ -35,7 +35,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -257,7 +256,7 @@ def part_sign(args: argparse.Namespace) -> list[Run]:
             server.workdir.mkdir(parents=True, exist_ok=True)
             server.configure()
         qtoaster(servers[1], "domain", "add", "client.test")
-        qtoaster(servers[1], "dkim", "keygen", "client.test")
+        qtoaster(servers[1], "dkim", "keygen", "client.test", "--active")
         for server in servers:
             server.start()
             sign_run(server, sink, 1024, 50, args.deadline)  # warm-up
@@ -348,13 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="300 / 100 messages, 1 repeat")
     parser.add_argument("--repeat", type=int, help="runs per load and home (3; --quick 1)")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds per run")
-    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/qtoaster-bench-mailauth"))
     parser.add_argument("--keep", action="store_true", help="leave the workdir in place")
     parser.add_argument("--qtoaster", type=Path, default=QTOASTER, help="the binary to run")
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (1 if args.quick else 3)
     install()
-    args.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qtoaster-bench-mailauth-"))
+    if args.workdir.exists():
+        shutil.rmtree(args.workdir)
+    args.workdir.mkdir(parents=True)
+    args.workdir.chmod(0o755)  # started as root, each role's own user must reach its home
     report: list[str] = []
     try:
         if args.part in ("sign", "both"):

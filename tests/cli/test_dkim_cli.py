@@ -194,3 +194,14 @@ def test_rotate_dns_failure_is_temporary(home: Home) -> None:
     assert result.exit_code == EXIT_TEMPORARY, result.output
     assert "DNS lookup failed; try again later" in result.output
     assert set(keys(home).values()) == {"pending"}
+
+
+def test_keygen_active_signs_at_once_and_never_beside_an_active_key(home: Home) -> None:
+    settings(home, "127.0.0.1:9")
+    result = run(home, "dkim", "keygen", "example.com", "--active")
+    assert result.exit_code == 0, result.output
+    assert set(keys(home).values()) == {"active"}
+    assert "signing with them" in result.output
+    result = run(home, "dkim", "keygen", "example.com", "--algorithm", "rsa", "--active")
+    assert result.exit_code == 1 and "already has an active rsa key" in result.output
+    assert len(keys(home)) == 2  # nothing made

@@ -68,6 +68,9 @@ def _store(home: Home) -> Path:
     return dkimkeys.dkim_dir(home.root)
 
 
+_ALGORITHM_NAMES = {"rsa": "rsa-sha256", "ed25519": "ed25519-sha256"}
+
+
 @dkim.command("keygen")
 @home_option
 @click.argument("domain")
@@ -78,22 +81,43 @@ def _store(home: Home) -> Path:
     help="Only this algorithm (default: [dkim] algorithms, rsa and ed25519).",
 )
 @click.option("--selector", default=None, help="The selector (default: the date, e.g. 20261207r).")
-def keygen(home: Home, domain: str, algorithm: str | None, selector: str | None) -> None:
+@click.option(
+    "--active",
+    is_flag=True,
+    help="Sign with the new keys at once, without waiting for rotate to see them in DNS "
+    "(for a domain whose records you publish right away; refused beside an active key).",
+)
+def keygen(
+    home: Home, domain: str, algorithm: str | None, selector: str | None, active: bool
+) -> None:
     """Make new pending keys for DOMAIN and print the TXT records to publish."""
     settings = _settings(home)
     name = _hosted(home, domain)
     algorithms = [algorithm] if algorithm else list(settings.dkim.algorithms)
     if selector is not None and len(algorithms) > 1:
         raise click.UsageError("--selector names one key: give --algorithm too")
+    if active:
+        signing = {
+            k.algorithm for k in dkimkeys.load_keys(_store(home), name) if k.state == "active"
+        }
+        clash = [alg for alg in algorithms if _ALGORITHM_NAMES[alg] in signing]
+        if clash:
+            raise click.ClickException(
+                f"{name} already has an active {clash[0]} key: use qtoaster dkim rotate"
+            )
     made = []
     try:
         for alg in algorithms:
-            made.append(dkimkeys.generate(_store(home), name, alg, selector))
+            key = dkimkeys.generate(_store(home), name, alg, selector)
+            made.append(dkimkeys.set_state(_store(home), key, "active") if active else key)
     except QtoasterError as exc:
         raise click.ClickException(str(exc)) from exc
     for key in made:
-        click.echo(f"made {key.selector} ({key.algorithm}) for {name}: pending")
-    click.echo("publish these records, then run qtoaster dkim rotate to activate them:")
+        click.echo(f"made {key.selector} ({key.algorithm}) for {name}: {key.state}")
+    if active:
+        click.echo("signing with them from the send role's next start (or SIGHUP); publish:")
+    else:
+        click.echo("publish these records, then run qtoaster dkim rotate to activate them:")
     for key in made:
         click.echo(zone_record(key))
 
