@@ -28,9 +28,11 @@ from pathlib import Path
 from qtoaster.config.control import Controls, ascii_lower, read_list
 from qtoaster.config.rolecontrols import load_remote
 from qtoaster.core.errors import ConfigError
+from qtoaster.core.literal import ip_literal
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.protocols.smtp.client import Transaction, TransactionResult
 from qtoaster.remote.body import Body, has_eight_bit
+from qtoaster.remote.dane import DaneFailure
 from qtoaster.remote.dns import DnsFailure, MailHost, Resolver
 from qtoaster.remote.routes import SmtpRoutes
 from qtoaster.remote.session import (
@@ -41,6 +43,7 @@ from qtoaster.remote.session import (
     Timeouts,
     TlsFallback,
 )
+from qtoaster.remote.tlspolicy import Destination, Refusal, TransportSecurity
 from qtoaster.tls.client import ClientTls, ClientTlsMode, ClientTlsPolicy
 
 log = logging.getLogger("qtoaster.remote")
@@ -117,11 +120,13 @@ class RemoteAgent:
         resolver: Resolver,
         routes: RoutesFile,
         tls: ClientTls,
+        security: TransportSecurity | None = None,
     ) -> None:
         self.config = config
         self.resolver = resolver
         self.routes = routes
         self.tls = tls
+        self.security = security  # MTA-STS and DANE (remote/tlspolicy.py); None: off
         self._idle: dict[str, list[tuple[Connection, asyncio.TimerHandle]]] = {}
 
     async def deliver(
@@ -138,22 +143,42 @@ class RemoteAgent:
         if reused is not None:
             return reused
         try:
-            hosts, port = await self._targets(domain)
+            hosts, port, routed = await self._targets(domain)
         except DnsFailure as exc:
             outcome = Outcome.TEMPORARY if exc.temporary else Outcome.PERMANENT
             return RemoteAttempt([Result(outcome, exc.report)] * len(recipients), not exc.temporary)
+        dest: Destination | None = None
+        if self.security is not None and not routed and ip_literal(domain) is None:
+            try:
+                dest = await self.security.destination(domain)
+            except DaneFailure as exc:  # RFC 7672 2.1.1: never downgrade on a DNS failure
+                report = f"DANE: {exc} (#4.4.3)"
+                return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
+        refused = ""
         for host in hosts:
             try:
-                policy = self.tls.policy_for(ascii_lower(host.name))
+                base = self.tls.policy_for(ascii_lower(host.name))
+                if self.security is not None:
+                    chosen = await self.security.host_policy(dest, ascii_lower(host.name), base)
+                else:
+                    chosen = base
             except ConfigError as exc:  # a tlshosts file we cannot use: never send in clear
                 report = f"{'; '.join(exc.problems)} (#4.7.5)"
                 return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
+            if isinstance(chosen, Refusal):
+                log.info("remote: %s refused: %s", host.name, chosen.reason)
+                refused = chosen.reason
+                continue
+            policy = chosen
             for address in host.addresses:
                 result = await self._try_host(
                     domain, Endpoint(host.name, address, port), policy, tx, body
                 )
                 if result is not None:
                     return RemoteAttempt(_results(result), True)
+        if refused:  # a policy refused some host and no other took the message
+            report = f"Sorry, no usable MX host: {refused}. (#4.7.5)"
+            return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
         temporary = Result(Outcome.TEMPORARY, NO_CONNECTION)
         return RemoteAttempt([temporary] * len(recipients), False)
 
@@ -167,13 +192,14 @@ class RemoteAgent:
 
     # -- routing ----------------------------------------------------------------------
 
-    async def _targets(self, domain: str) -> tuple[list[MailHost], int]:
+    async def _targets(self, domain: str) -> tuple[list[MailHost], int, bool]:
+        """The hosts, the port, and whether an smtproutes route chose them."""
         route = self.routes.current().lookup(domain)
         if route is None:
-            return await self.resolver.mail_hosts(domain), self.config.port
+            return await self.resolver.mail_hosts(domain), self.config.port, False
         addresses = await self.resolver.host_addresses(route.relay)
         name = route.relay.strip("[]")
-        return [MailHost(name, 0, addresses)], route.port or self.config.port
+        return [MailHost(name, 0, addresses)], route.port or self.config.port, True
 
     # -- one host ----------------------------------------------------------------------
 
