@@ -9,14 +9,17 @@ import pytest
 from qtoaster.core.envelope import Envelope
 from qtoaster.queue import exitcodes
 from qtoaster.queue.format import (
+    REQUIRETLS,
     BadQueueFile,
     EnvelopeError,
     date822,
     encode_header,
+    origin_flags,
     parse_envelope,
     read_header,
     received_line,
     scan_envelope,
+    with_flags,
 )
 
 
@@ -119,3 +122,13 @@ def test_exit_code_replies() -> None:
     assert exitcodes.text_for(99) == "Zqq temporary problem (#4.3.0)"
     assert exitcodes.text_for(-9) == "Zqq crashed (#4.3.0)"
     assert exitcodes.is_permanent(31) and not exitcodes.is_permanent(71)
+
+
+def test_origin_flags_compose() -> None:
+    assert with_flags("smtp 192.0.2.1", ()) == "smtp 192.0.2.1"
+    origin = with_flags("smtp 192.0.2.1", ("relay", REQUIRETLS))
+    assert origin == "smtp 192.0.2.1 relay requiretls"
+    assert origin_flags(origin) == {"relay", "requiretls"}
+    assert origin_flags("smtp 192.0.2.1") == frozenset()
+    assert origin_flags("bounce") == frozenset()
+    assert origin_flags("local 1 requiretls") == frozenset()  # only smtpd's origins

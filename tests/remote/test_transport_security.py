@@ -42,9 +42,13 @@ PEERS = {  # MX name -> loopback address
     "mx.sts.test": "127.0.0.45",
     "mx.other.test": "127.0.0.46",
     "mx.stsbadcert.test": "127.0.0.47",
+    "mx.rtls.test": "127.0.0.48",  # offers REQUIRETLS
+    "mx.nortls.test": "127.0.0.49",  # TLS, no REQUIRETLS
+    "mx.clear.test": "127.0.0.50",  # no TLS at all
 }
 HTTPS_ADDRESS = "127.0.0.40"
 MESSAGE = b"From: a@example.org\nSubject: hi\n\nhello\n"
+NO_TLS_REQUIRED = b"From: a@example.org\nTLS-Required: No\nSubject: hi\n\nhello\n"
 
 POLICIES = {
     "sts.test": "version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n",
@@ -98,11 +102,15 @@ def peers(pki: Pki) -> Iterator[dict[str, SmtpPeer]]:
         "mx.other.test": pki.context("mx.other.test"),
         "mx.stsbadcert.test": pki.context("mx.stsbadcert.test", pki.other),
     }
+    contexts["mx.rtls.test"] = pki.context("mx.rtls.test")
+    contexts["mx.nortls.test"] = pki.context("mx.nortls.test")
     started: dict[str, SmtpPeer] = {}
     port = 0
     try:
         for name, address in PEERS.items():
-            behaviour = PeerBehaviour(tls=contexts[name])
+            behaviour = PeerBehaviour(tls=contexts.get(name))
+            if name == "mx.rtls.test":
+                behaviour.extensions = (*behaviour.extensions, "REQUIRETLS")
             started[name] = SmtpPeer(address, port, behaviour).start()
             port = started[name].port
         yield started
@@ -146,6 +154,10 @@ def resolver_address(pki: Pki, peers: dict[str, SmtpPeer]) -> Iterator[str]:
             signed=False,
         ),
         SignedZone("other.test", [f"mx IN A {PEERS['mx.other.test']}"], signed=False),
+        *(
+            SignedZone(domain, mx(domain, f"mx.{domain}"), signed=False)
+            for domain in ("rtls.test", "nortls.test", "clear.test")
+        ),
         SignedZone(
             "sts.test",
             [
@@ -255,9 +267,11 @@ def body(tmp_path: Path) -> Iterator[Body]:
         os.close(fd)
 
 
-async def _deliver(agent: RemoteAgent, body: Body, domain: str) -> tuple[Outcome, str]:
+async def _deliver(
+    agent: RemoteAgent, body: Body, domain: str, requiretls: bool = False
+) -> tuple[Outcome, str]:
     try:
-        attempt = await agent.deliver(body, "a@example.org", [f"u@{domain}"], domain)
+        attempt = await agent.deliver(body, "a@example.org", [f"u@{domain}"], domain, requiretls)
     finally:
         await agent.close()
     (result,) = attempt.results
@@ -403,3 +417,67 @@ async def test_sts_policy_is_cached_on_disk(
     outcome, report = await _deliver(agent, body, "stsbadmx.test")
     assert outcome is Outcome.TEMPORARY
     assert "is not an MX host of the MTA-STS policy of stsbadmx.test (enforce)" in report
+
+
+# -- REQUIRETLS (RFC 8689) and TLS-Required: No ----------------------------------------
+
+
+async def test_requiretls_delivers_to_a_verified_host_that_offers_it(
+    setup: tuple[RemoteAgent, dict[str, SmtpPeer]], body: Body
+) -> None:
+    agent, peers = setup
+    peer = peers["mx.rtls.test"]
+    before = len(peer.messages)
+    outcome, report = await _deliver(agent, body, "rtls.test", requiretls=True)
+    assert outcome is Outcome.SUCCESS, report
+    (message,) = peer.messages[before:]
+    assert message.tls
+    assert "MAIL FROM:<a@example.org> SIZE=39 REQUIRETLS" in peer.transcript
+
+
+async def test_requiretls_bounces_when_the_host_does_not_offer_it(
+    setup: tuple[RemoteAgent, dict[str, SmtpPeer]], body: Body
+) -> None:
+    agent, peers = setup
+    before = len(peers["mx.nortls.test"].messages)
+    outcome, report = await _deliver(agent, body, "nortls.test", requiretls=True)
+    assert outcome is Outcome.PERMANENT
+    assert report == (
+        "127.0.0.49 does not support REQUIRETLS, which the sender required. (#5.7.30)"
+    )
+    assert len(peers["mx.nortls.test"].messages) == before
+    # The same domain without REQUIRETLS: delivered as before.
+    outcome, report = await _deliver(agent, body, "nortls.test")
+    assert outcome is Outcome.SUCCESS, report
+
+
+async def test_requiretls_bounces_without_tls(
+    setup: tuple[RemoteAgent, dict[str, SmtpPeer]], body: Body
+) -> None:
+    agent, _ = setup
+    outcome, report = await _deliver(agent, body, "clear.test", requiretls=True)
+    assert outcome is Outcome.PERMANENT
+    assert report == ("No TLS achieved while the REQUIRETLS option of the message exists (#5.7.10)")
+
+
+@pytest.fixture
+def relaxed_body(tmp_path: Path) -> Iterator[Body]:
+    path = tmp_path / "relaxed"
+    path.write_bytes(NO_TLS_REQUIRED)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield Body(fd, 0, len(NO_TLS_REQUIRED))
+    finally:
+        os.close(fd)
+
+
+async def test_tls_required_no_ignores_dane_and_mta_sts(
+    setup: tuple[RemoteAgent, dict[str, SmtpPeer]], relaxed_body: Body
+) -> None:
+    agent, peers = setup
+    before = len(peers["mx.danebad.test"].messages)
+    outcome, report = await _deliver(agent, relaxed_body, "danebad.test")
+    assert outcome is Outcome.SUCCESS, report
+    assert len(peers["mx.danebad.test"].messages) == before + 1
+    outcome, report = await _deliver(agent, relaxed_body, "stsbadmx.test")
+    assert outcome is Outcome.SUCCESS, report

@@ -6,6 +6,9 @@ A message file (``queue/mess/ID``, see docs/queue.md) is::
     F<sender>\\0T<rcpt1>\\0T<rcpt2>\\0...\\0      qmail-queue(8)'s envelope, ends with \\0\\0
     <message bytes, LF line endings>
 
+The origin is free text (``smtp IP``, ...); smtpd may add flag words after the IP
+(``smtp 192.0.2.1 requiretls``: `with_flags`, read back by `origin_flags`).
+
 Invariants: the header line never contains a second LF (the origin is sanitised);
 the envelope obeys qmail-queue's grammar ``F...\\0(T...\\0)*\\0`` with every address
 shorter than 1000 bytes; the message bytes start at ``body_offset`` and run to EOF.
@@ -88,6 +91,20 @@ def parse_envelope(raw: bytes) -> Envelope:
     if scanned is None or scanned[1] != len(raw):
         raise EnvelopeError(91, "envelope incomplete or followed by garbage")
     return scanned[0]
+
+
+REQUIRETLS = "requiretls"  # smtpd: MAIL FROM had REQUIRETLS (RFC 8689); remote delivery obeys
+
+
+def with_flags(origin: str, flags: tuple[str, ...]) -> str:
+    """*origin* (``smtp IP``) with flag words after it: ``smtp 192.0.2.1 requiretls``."""
+    return " ".join((origin, *flags)) if flags else origin
+
+
+def origin_flags(origin: str) -> frozenset[str]:
+    """The flag words of an smtpd origin (``smtp IP FLAG...``); none for other origins."""
+    words = origin.split()
+    return frozenset(words[2:]) if len(words) > 2 and words[0] == "smtp" else frozenset()
 
 
 def encode_header(birth: float, origin: str, envelope: Envelope) -> bytes:

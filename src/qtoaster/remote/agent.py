@@ -43,7 +43,13 @@ from qtoaster.remote.session import (
     Timeouts,
     TlsFallback,
 )
-from qtoaster.remote.tlspolicy import Destination, Refusal, TransportSecurity
+from qtoaster.remote.tlspolicy import (
+    REQUIRETLS_LABEL,
+    Destination,
+    Refusal,
+    TransportSecurity,
+    tls_required_no,
+)
 from qtoaster.tls.client import ClientTls, ClientTlsMode, ClientTlsPolicy
 
 log = logging.getLogger("qtoaster.remote")
@@ -130,16 +136,25 @@ class RemoteAgent:
         self._idle: dict[str, list[tuple[Connection, asyncio.TimerHandle]]] = {}
 
     async def deliver(
-        self, body: Body, sender: str, recipients: Sequence[str], domain: str
+        self,
+        body: Body,
+        sender: str,
+        recipients: Sequence[str],
+        domain: str,
+        requiretls: bool = False,
     ) -> RemoteAttempt:
+        """*requiretls*: the message came with REQUIRETLS (RFC 8689): only verified TLS to a
+        host that offers REQUIRETLS, else a permanent failure."""
         domain = ascii_lower(domain)
         # The 8-bit scan reads the whole message: a big one is read off the event loop.
         if body.size <= INLINE_SCAN:
             eightbit = has_eight_bit(body)
         else:
             eightbit = await asyncio.to_thread(has_eight_bit, body)
-        tx = Transaction(sender, tuple(recipients), body.size, eightbit)
-        reused = await self._try_idle(domain, tx, body)
+        tx = Transaction(sender, tuple(recipients), body.size, eightbit, requiretls)
+        # A REQUIRETLS message never reuses a session opened with less TLS.
+        key = f"{domain}\0requiretls" if requiretls else domain
+        reused = await self._try_idle(key, tx, body)
         if reused is not None:
             return reused
         try:
@@ -148,9 +163,13 @@ class RemoteAgent:
             outcome = Outcome.TEMPORARY if exc.temporary else Outcome.PERMANENT
             return RemoteAttempt([Result(outcome, exc.report)] * len(recipients), not exc.temporary)
         dest: Destination | None = None
-        if self.security is not None and not routed and ip_literal(domain) is None:
+        security = self.security
+        if security is not None and not requiretls and tls_required_no(body):
+            log.info("remote: %s: TLS-Required: No, MTA-STS and DANE not applied", domain)
+            security = None
+        if security is not None and not routed and ip_literal(domain) is None:
             try:
-                dest = await self.security.destination(domain)
+                dest = await security.destination(domain)
             except DaneFailure as exc:  # RFC 7672 2.1.1: never downgrade on a DNS failure
                 report = f"DANE: {exc} (#4.4.3)"
                 return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
@@ -158,10 +177,12 @@ class RemoteAgent:
         for host in hosts:
             try:
                 base = self.tls.policy_for(ascii_lower(host.name))
-                if self.security is not None:
-                    chosen = await self.security.host_policy(dest, ascii_lower(host.name), base)
+                if security is not None:
+                    chosen = await security.host_policy(dest, ascii_lower(host.name), base)
                 else:
                     chosen = base
+                if requiretls and not isinstance(chosen, Refusal):
+                    chosen = self._requiretls_policy(ascii_lower(host.name), chosen)
             except ConfigError as exc:  # a tlshosts file we cannot use: never send in clear
                 report = f"{'; '.join(exc.problems)} (#4.7.5)"
                 return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
@@ -172,7 +193,7 @@ class RemoteAgent:
             policy = chosen
             for address in host.addresses:
                 result = await self._try_host(
-                    domain, Endpoint(host.name, address, port), policy, tx, body
+                    key, Endpoint(host.name, address, port), policy, tx, body
                 )
                 if result is not None:
                     return RemoteAttempt(_results(result), True)
@@ -201,6 +222,14 @@ class RemoteAgent:
         name = route.relay.strip("[]")
         return [MailHost(name, 0, addresses)], route.port or self.config.port, True
 
+    def _requiretls_policy(self, host: str, policy: ClientTlsPolicy) -> ClientTlsPolicy:
+        """RFC 8689 4.2.1: TLS whose certificate was checked: DANE, MTA-STS, tlshosts, or
+        else PKIX (system CAs and ``[remote] ca_file``) naming the MX."""
+        if policy.mode is ClientTlsMode.REQUIRED:
+            return policy
+        cafile = self.security.cafile if self.security is not None else None
+        return self.tls.verified(host, REQUIRETLS_LABEL, cafile)
+
     # -- one host ----------------------------------------------------------------------
 
     async def _try_host(
@@ -215,6 +244,7 @@ class RemoteAgent:
                     policy=attempt_policy,
                     timeouts=self.config.timeouts,
                     source=self.config.outgoingip,
+                    requiretls=tx.requiretls,
                 )
             except ConnectFailed as exc:
                 log.info(

@@ -5,8 +5,9 @@ The send role asks, the remote process answers, over one Unix stream socket
 length and that many bytes of UTF-8 JSON, an object whose ``t`` names its kind:
 
 - ``{"t": "deliver", "id": N, "offset": N, "size": N, "sender": S, "recipients": [S...],
-  "domain": S}``: deliver the message of the descriptor that travels with this frame
-  (SCM_RIGHTS, sent with the frame's first byte), ``size`` bytes from ``offset``;
+  "domain": S, "requiretls": B}``: deliver the message of the descriptor that travels with
+  this frame (SCM_RIGHTS, sent with the frame's first byte), ``size`` bytes from ``offset``;
+  ``requiretls`` (RFC 8689, optional, false when absent) only when true;
 - ``{"t": "answer", "id": N, "reached": B, "results": [[OUTCOME, TEXT]...]}``: one result
   per recipient, in order (OUTCOME is ``core/outcome.py``'s value: success, deferral,
   failure), and whether some host of the domain answered SMTP.
@@ -38,6 +39,7 @@ class Deliver:
     sender: str
     recipients: tuple[str, ...]
     domain: str
+    requiretls: bool = False  # the message was received with REQUIRETLS (RFC 8689)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,8 @@ def encode(message: Message) -> bytes:
             "recipients": list(message.recipients),
             "domain": message.domain,
         }
+        if message.requiretls:
+            obj["requiretls"] = True
     else:
         obj = {
             "t": "answer",
@@ -134,6 +138,7 @@ def parse(payload: bytes) -> Message | Malformed:
                 _text(obj.get("sender")),
                 tuple(_text(r) for r in _list(obj.get("recipients"))),
                 _text(obj.get("domain")),
+                _flag(obj.get("requiretls", False), "requiretls"),
             )
         if kind == "answer":
             reached = obj.get("reached")
@@ -145,6 +150,12 @@ def parse(payload: bytes) -> Message | Malformed:
     except TypeError as exc:
         return Malformed(f"{kind}: bad field {exc}")
     return Malformed(f"unknown kind {str(kind)[:40]!r}")
+
+
+def _flag(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(key)
+    return value
 
 
 def _count(obj: dict[str, Any], key: str) -> int:

@@ -118,6 +118,7 @@ class Connection:
         policy: ClientTlsPolicy,
         timeouts: Timeouts,
         source: str | None = None,
+        requiretls: bool = False,
     ) -> Connection:
         """Connect; with port 465, handshake before the greeting (implicit TLS, 17.5)."""
         implicit = endpoint.port == 465 and policy.context is not None
@@ -141,6 +142,7 @@ class Connection:
             tls=_ENGINE_TLS[mode],
             tls_file=policy.file,
             tls_active=implicit,
+            tls_permanent=requiretls,  # RFC 8689: failed TLS bounces (#5.7.10)
         )
         return cls(endpoint, reader, writer, engine, policy, timeouts)
 

@@ -22,6 +22,7 @@ lookup failure is a refusal (temporary), never a fall back to less TLS.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import warnings
 from dataclasses import dataclass
@@ -31,11 +32,16 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import VerificationError
 
+from qtoaster.remote.body import Body, chunks
 from qtoaster.remote.dane import Dane, DaneFailure, check_chain, server_verifier
 from qtoaster.remote.mtasts import MtaSts, StsPolicy
 from qtoaster.tls.client import ClientTls, ClientTlsMode, ClientTlsPolicy
 
 log = logging.getLogger("qtoaster.remote")
+
+REQUIRETLS_LABEL = "the REQUIRETLS option of the message"
+_TLS_REQUIRED_NO = re.compile(rb"^TLS-Required:[ \t]*No[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_HEADER_SCAN = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,7 @@ class TransportSecurity:
         self._mtasts = mtasts
         self._dane = dane
         self._cafile = cafile
+        self.cafile = cafile  # also what REQUIRETLS verifies against (remote/agent.py)
         self._anchors: list[x509.Certificate] | None = None
 
     async def destination(self, domain: str) -> Destination:
@@ -143,3 +150,15 @@ class TransportSecurity:
                         certs += x509.load_pem_x509_certificates(Path(path).read_bytes())
             self._anchors = certs
         return self._anchors
+
+
+def tls_required_no(body: Body) -> bool:
+    """The header section (its first 64 KiB) has ``TLS-Required: No`` (RFC 8689 5): the
+    sender asks that MTA-STS and DANE failures not stop delivery."""
+    try:
+        head = next(chunks(body, _HEADER_SCAN), b"")
+    except OSError:
+        return False
+    end = head.find(b"\n\n")
+    header = head if end < 0 else head[: end + 1]
+    return _TLS_REQUIRED_NO.search(header.replace(b"\r\n", b"\n")) is not None

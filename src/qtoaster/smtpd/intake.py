@@ -34,6 +34,7 @@ from qtoaster.core.reply import Reply
 from qtoaster.policy.signatures import Scanner, disabled_by
 from qtoaster.policy.verdict import Facts, MessageFacts, Stage, Verdict
 from qtoaster.queue import exitcodes
+from qtoaster.queue.format import REQUIRETLS, with_flags
 from qtoaster.smtpd.qmailqueue import accepted_reply, run_qmailqueue
 from qtoaster.smtpd.received import received_header
 
@@ -76,9 +77,11 @@ class MessageIntake:
         session = self._session
         assert session.sender is not None
         envelope = Envelope(session.sender, tuple(session.recipients))
+        flags = (REQUIRETLS,) if session.requiretls else ()
+        origin = with_flags(f"smtp {session.remote_ip}", flags)
         session.reset()  # qmail: the transaction is over at DATA, whatever the outcome
         try:
-            spool = session.ctx.store.open_spool(envelope, f"smtp {session.remote_ip}")
+            spool = session.ctx.store.open_spool(envelope, origin)
             spool.write(self._received())
         except (OSError, QueueError) as exc:
             # qmail-smtpd's answer when qmail-queue cannot be started (spec 3.6).
