@@ -1,6 +1,6 @@
 """DANE for SMTP (RFC 7672): TLSA records of an MX host, looked up securely, and the match.
 
-`Dane.lookup(domain, host)` asks the configured resolver (``[dns] nameservers``) with the
+`Dane.mx_secure(domain)` and `Dane.tlsa(host)` ask the configured resolver (``[dns] nameservers``) with the
 AD bit set in the query (RFC 6840 5.7) and trusts the AD bit of its answers: DANE is on
 only when ``[remote] dane`` says that resolver validates DNSSEC.  RFC 7672 2.2: the MX
 RRset of the domain must be secure, then ``_25._tcp.HOST`` TLSA must be secure; anything
