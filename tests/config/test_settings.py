@@ -223,6 +223,26 @@ def test_remote_and_dns_settings() -> None:
     )
 
 
+def test_transport_security_settings() -> None:
+    defaults = settings_from_toml({})
+    assert (defaults.remote_mta_sts, defaults.remote_dane) == ("on", "auto")
+    assert not defaults.remote_resolver_validates and defaults.remote_ca_file is None
+    assert defaults.remote_mta_sts_port == 443
+    s = settings_from_toml(
+        {
+            "remote": {
+                "mta_sts": "off",
+                "dane": "on",
+                "resolver_validates": True,
+                "ca_file": "/etc/ca.pem",
+                "mta_sts_port": 8443,
+            }
+        }
+    )
+    assert (s.remote_mta_sts, s.remote_dane, s.remote_resolver_validates) == ("off", "on", True)
+    assert (s.remote_ca_file, s.remote_mta_sts_port) == ("/etc/ca.pem", 8443)
+
+
 @pytest.mark.parametrize(
     ("table", "key", "value", "problem"),
     [
@@ -230,6 +250,11 @@ def test_remote_and_dns_settings() -> None:
         ("dns", "nameservers", "127.0.0.1", "must be a list"),
         ("remote", "port", 0, "from 1 to 65535"),
         ("queue", "bounce_format", "mime", '"qsbmf" or "dsn"'),
+        ("remote", "mta_sts", "yes", '"on" or "off"'),
+        ("remote", "dane", True, "one of auto, on, off"),
+        ("remote", "resolver_validates", "yes", "true or false"),
+        ("remote", "ca_file", "", "non-empty string"),
+        ("remote", "mta_sts_port", 70000, "from 1 to 65535"),
     ],
 )
 def test_remote_and_dns_problems(table: str, key: str, value: object, problem: str) -> None:

@@ -983,3 +983,77 @@ def test_send_message_after_a_duplicate_warning() -> None:
     assert isinstance(first, TransactionDone) and isinstance(second, TransactionDone)
     assert "Possible duplicate!" in first.result.text
     assert second.result.text == f"Connected to {IP} but connection died. (#4.4.2)"
+
+
+# -- REQUIRETLS (RFC 8689) ----------------------------------------------------------------------
+
+SECRET = (Transaction("a@me.example", ("b@x.example",), len(BODY), False, requiretls=True), BODY)
+
+
+def test_requiretls_goes_on_mail_when_offered(feed: Callable[[bytes], Iterator[bytes]]) -> None:
+    script = (
+        STARTTLS_OFFER
+        + """
+        C: STARTTLS
+        S: 220 ready for tls
+        E: StartTls
+        T:
+        C: EHLO me.example
+        S: 250-mx.example
+        S: 250-PIPELINING
+        S: 250 REQUIRETLS
+        E: Ready
+        C: MAIL FROM:<a@me.example> REQUIRETLS
+        C: RCPT TO:<b@x.example>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go ahead
+        E: SendBody
+        C: Subject: hi
+        C:
+        C: ..dot line
+        C: x
+        C: .
+        S: 250 ok
+        E: Done K r
+    """
+    )
+    run(script, [SECRET], feed, tls=TlsMode.REQUIRED, tls_file="REQUIRETLS", tls_permanent=True)
+
+
+def test_requiretls_not_offered_is_permanent(feed: Callable[[bytes], Iterator[bytes]]) -> None:
+    script = (
+        STARTTLS_OFFER
+        + """
+        C: STARTTLS
+        S: 220 ready for tls
+        E: StartTls
+        T:
+        C: EHLO me.example
+        S: 250-mx.example
+        S: 250 PIPELINING
+        E: Ready
+        E: Done D r
+    """
+    )
+    driver = run(script, [SECRET], feed, tls=TlsMode.REQUIRED, tls_permanent=True)
+    assert driver.results[0].text == (
+        "192.0.2.7 does not support REQUIRETLS, which the sender required. (#5.7.30)"
+    )
+
+
+def test_requiretls_without_tls_is_permanent(feed: Callable[[bytes], Iterator[bytes]]) -> None:
+    script = """
+        X: 0
+        S: 220 mx.example ESMTP
+        C: EHLO me.example
+        S: 250-mx.example
+        S: 250 REQUIRETLS
+        C: QUIT
+        E: Done D r
+        E: Closed
+    """
+    driver = run(script, [SECRET], feed, tls=TlsMode.REQUIRED, tls_file="X", tls_permanent=True)
+    assert driver.results[0].text == "No TLS achieved while X exists (#5.7.10)"
+    assert driver.results[0].outcomes() == [(Outcome.PERMANENT, driver.results[0].text)]

@@ -18,6 +18,7 @@ from qtoaster.queue.format import (
     received_line,
     scan_envelope,
 )
+from qtoaster.queue.origin import REQUIRETLS, origin_flags, trusted, with_flags
 
 
 def test_round_trip() -> None:
@@ -119,3 +120,15 @@ def test_exit_code_replies() -> None:
     assert exitcodes.text_for(99) == "Zqq temporary problem (#4.3.0)"
     assert exitcodes.text_for(-9) == "Zqq crashed (#4.3.0)"
     assert exitcodes.is_permanent(31) and not exitcodes.is_permanent(71)
+
+
+def test_origin_flags_compose() -> None:
+    assert with_flags("smtp 192.0.2.1", ()) == "smtp 192.0.2.1"
+    origin = with_flags("smtp 192.0.2.1", ("relay", REQUIRETLS))
+    assert origin == "smtp 192.0.2.1 relay requiretls"
+    assert origin_flags(origin) == {"relay", "requiretls"}
+    assert origin_flags("smtp 192.0.2.1") == frozenset()
+    assert origin_flags("bounce") == frozenset()
+    assert origin_flags("local 1 requiretls") == frozenset()  # only smtpd's origins
+    # The flags compose: a relaying session's REQUIRETLS message is still our users' mail.
+    assert trusted(origin) and not trusted(with_flags("smtp 192.0.2.1", (REQUIRETLS,)))

@@ -128,3 +128,12 @@ def test_any_payload_in_a_valid_frame_parses_or_is_malformed(payload: bytes) -> 
     out = Decoder().feed(HEADER.pack(len(payload)) + payload)
     assert len(out) == 1
     assert isinstance(out[0], Deliver | Answer | Malformed)
+
+
+def test_requiretls_travels_only_when_set() -> None:
+    plain = Deliver(1, 0, 10, "a@b", ("c@d",), "d")
+    assert b"requiretls" not in encode(plain)
+    secret = Deliver(2, 0, 10, "a@b", ("c@d",), "d", requiretls=True)
+    assert Decoder().feed(encode(plain) + encode(secret)) == [plain, secret]
+    bad = b'{"t":"deliver","id":1,"offset":0,"size":1,"sender":"","recipients":[],'
+    assert isinstance(parse(bad + b'"domain":"d","requiretls":1}'), Malformed)

@@ -15,9 +15,10 @@ from tests.send.test_queue_manager import BIRTH, FakeAgent, FakeConfig, queue
 
 from qtoaster.config.control import Controls
 from qtoaster.core.clock import FakeClock
+from qtoaster.core.envelope import Envelope
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule, state
-from qtoaster.queue.store import QueueStore
+from qtoaster.queue.store import QueueStore, commit_message
 from qtoaster.remote.body import Body
 from qtoaster.send.manager import QueueManager
 from qtoaster.send.remotelane import PAUSED
@@ -35,10 +36,17 @@ class FakeRemote:
     unreachable: set[str] = field(default_factory=set)
     calls: list[tuple[str, tuple[str, ...], bytes]] = field(default_factory=list)
     closed: bool = False
+    requiretls: list[bool] = field(default_factory=list)  # per call
 
     async def deliver(
-        self, body: Body, sender: str, recipients: Sequence[str], domain: str
+        self,
+        body: Body,
+        sender: str,
+        recipients: Sequence[str],
+        domain: str,
+        requiretls: bool = False,
     ) -> FakeAttempt:
+        self.requiretls.append(requiretls)
         data = os.pread(body.fd, body.size, body.offset)
         self.calls.append((domain, tuple(recipients), data))
         if domain in self.unreachable:
@@ -252,3 +260,27 @@ async def test_a_held_remote_channel_does_not_hold_local_recipients(tmp_path: Pa
         assert manager.jobs[qid].next_try > BIRTH  # no tight loop on the held channel
     finally:
         manager.close()
+
+
+async def test_requiretls_origin_flag_reaches_the_agent(tmp_path: Path) -> None:
+    """smtpd's ``requiretls`` origin flag (RFC 8689) is passed on; a bounce has none."""
+    store, remote, _, manager = make(tmp_path)
+    remote.outcome["bad@far.example"] = Outcome.PERMANENT
+    commit_message(
+        store,
+        Envelope("a@somewhere.example", ("bad@far.example",)),
+        "smtp 192.0.2.1 requiretls",
+        [b"Subject: t\n\nsecret\n"],
+    )
+    queue(store, "a@example.com", "plain@far.example")
+    try:
+        await run(manager)
+        await run(manager)  # the bounce of the REQUIRETLS message goes out without it
+    finally:
+        manager.close()
+    flags = {(d, r): f for (d, r, _), f in zip(remote.calls, remote.requiretls, strict=True)}
+    assert flags == {
+        ("far.example", ("bad@far.example",)): True,
+        ("far.example", ("plain@far.example",)): False,
+        ("somewhere.example", ("a@somewhere.example",)): False,
+    }

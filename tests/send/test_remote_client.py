@@ -207,7 +207,9 @@ class _Raising:
     def __init__(self) -> None:
         self.closed = False
 
-    async def deliver(self, body: Body, sender: str, rcpts: Sequence[str], domain: str) -> None:
+    async def deliver(
+        self, body: Body, sender: str, rcpts: Sequence[str], domain: str, requiretls: bool
+    ) -> None:
         assert os.pread(body.fd, 7, body.offset) == b"Subject"
         raise RuntimeError("boom")
 

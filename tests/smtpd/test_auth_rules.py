@@ -30,6 +30,7 @@ def test_tls_offers_the_seed_order_and_no_starttls() -> None:
     lines = auth.ehlo_lines("mx.test", offered, 1000)
     assert lines[1:3] == ["AUTH LOGIN CRAM-MD5 PLAIN", "AUTH=LOGIN CRAM-MD5 PLAIN"]
     assert "STARTTLS" not in lines
+    assert lines[-1] == "REQUIRETLS"  # RFC 8689 3: only once TLS is on
 
 
 def test_nothing_to_offer_means_no_auth_line() -> None:

@@ -184,3 +184,40 @@ async def test_the_worker_hooks_answer_as_qmail_smtpd(ctx: SmtpdContext) -> None
         and transport.closing
     )
     session.connection_lost(None)
+
+
+async def test_requiretls_needs_tls(ctx: SmtpdContext) -> None:
+    """RFC 8689: not advertised in clear text, and MAIL ... REQUIRETLS is refused there."""
+    session, transport = start(ctx)
+    transport.take()
+    session.data_received(b"EHLO client.test\r\n")
+    assert b"REQUIRETLS" not in transport.take()
+    session.data_received(b"MAIL FROM:<a@far.test> REQUIRETLS\r\nMAIL FROM:<a@far.test>\r\n")
+    assert transport.take() == (
+        b"530 5.7.10 REQUIRETLS needs a TLS session (#5.7.10)\r\n250 2.0.0 ok\r\n"
+    )
+    session.data_received(b"QUIT\r\n")
+    session.connection_lost(None)
+
+
+async def test_requiretls_in_tls_is_queued_as_an_origin_flag(ctx: SmtpdContext) -> None:
+    store = QueueStore(ctx.config.home.queue)
+    before = set(store.ids())
+    session, transport = start(ctx)
+    transport.take()
+    # The handshake itself is smtpd/secure.py's (tests/integration/test_tls_auth.py); what
+    # it leaves behind is the session's TLS description, set here.
+    session.secure.tls_protocol = "TLSv1.3 TLS_AES_256_GCM_SHA384"
+    session.data_received(b"EHLO client.test\r\n")
+    assert transport.take().endswith(b"250 REQUIRETLS\r\n")
+    session.data_received(
+        b"MAIL FROM:<a@far.test> REQUIRETLS\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+    )
+    assert transport.take() == b"250 2.0.0 ok\r\n250 2.0.0 ok\r\n354 go ahead\r\n"
+    session.data_received(b"Subject: hi\r\n\r\nsecret\r\n.\r\n")
+    await settled(session)
+    assert transport.take().startswith(b"250 ")
+    [qid] = set(store.ids()) - before
+    assert store.load(qid).origin == "smtp 192.0.2.7 requiretls"
+    session.data_received(b"QUIT\r\n")
+    session.connection_lost(None)

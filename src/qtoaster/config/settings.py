@@ -65,6 +65,17 @@ class TlsVersion(StrEnum):
     TLSV1_3 = "TLSv1.3"
 
 
+class OnOff(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+class DaneMode(StrEnum):
+    AUTO = "auto"  # on when [remote] resolver_validates says the resolver validates DNSSEC
+    ON = "on"
+    OFF = "off"
+
+
 class LogLevel(StrEnum):
     """[log] level, a name of the logging module's levels in lower case."""
 
@@ -209,6 +220,12 @@ class Settings:
     dns_nameservers: tuple[str, ...] = ()  # empty: the system resolver
     dns_timeout: float = 30.0  # seconds one lookup may take, retries included
     remote_port: int = 25
+    # Outbound transport security (docs/remote.md): MTA-STS (RFC 8461) and DANE (RFC 7672).
+    remote_mta_sts: OnOff = OnOff.ON
+    remote_dane: DaneMode = DaneMode.AUTO
+    remote_resolver_validates: bool = False  # [dns] nameservers validate DNSSEC (AD bit)
+    remote_ca_file: str | None = None  # extra CAs: MTA-STS policy fetches and MX certificates
+    remote_mta_sts_port: int = 443  # for tests only: the HTTPS port of policy fetches
     pop3d_workers: int = 0  # 0: two per core
     rbl_zones: tuple[str, ...] = ()  # rblsmtpd -r (zone, or zone:text)
     antirbl_zones: tuple[str, ...] = ()  # rblsmtpd -a
@@ -537,6 +554,11 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         dns_nameservers=tuple(tables.get("dns", "nameservers", _is_nameservers, [])),
         dns_timeout=float(tables.get("dns", "timeout", _seconds_between(0.1, 300), 30.0)),
         remote_port=tables.get("remote", "port", _int_between(1, 65535), 25),
+        remote_mta_sts=OnOff(tables.get("remote", "mta_sts", _choice(OnOff), OnOff.ON)),
+        remote_dane=DaneMode(tables.get("remote", "dane", _choice(DaneMode), DaneMode.AUTO)),
+        remote_resolver_validates=tables.get("remote", "resolver_validates", _is_bool, False),
+        remote_ca_file=tables.get("remote", "ca_file", _is_url, None),
+        remote_mta_sts_port=tables.get("remote", "mta_sts_port", _int_between(1, 65535), 443),
         pop3d_workers=tables.get("pop3d", "workers", _int_between(0, MAX_WORKERS), 0),
         rbl_zones=tuple(tables.get("rblsmtpd", "rbl", _is_zones, [])),
         antirbl_zones=tuple(tables.get("rblsmtpd", "antirbl", _is_zones, [])),

@@ -6,6 +6,9 @@ A message file (``queue/mess/ID``, see docs/queue.md) is::
     F<sender>\\0T<rcpt1>\\0T<rcpt2>\\0...\\0      qmail-queue(8)'s envelope, ends with \\0\\0
     <message bytes, LF line endings>
 
+The origin is free text (``smtp IP``, ...); smtpd may add flag words after the IP
+(``smtp 192.0.2.1 requiretls``: `with_flags`, read back by `origin_flags`).
+
 Invariants: the header line never contains a second LF (the origin is sanitised);
 the envelope obeys qmail-queue's grammar ``F...\\0(T...\\0)*\\0`` with every address
 shorter than 1000 bytes; the message bytes start at ``body_offset`` and run to EOF.

@@ -1,26 +1,42 @@
 """The origin word of a queued message (the header line of ``queue/mess/ID``, docs/queue.md)
 and the one predicate over it: :func:`trusted`.
 
-Origins written: ``smtp IP`` (an SMTP client we relay nothing for), ``smtp IP relay`` (a
-session that authenticated with SMTP AUTH or had RELAYCLIENT set: one of our users),
+Origins written: ``smtp IP`` (an SMTP client we relay nothing for), followed by flag words:
+``relay`` (a session that authenticated with SMTP AUTH or had RELAYCLIENT set: one of our
+users) and ``requiretls`` (MAIL FROM had REQUIRETLS, RFC 8689: remote delivery obeys it),
+e.g. ``smtp 192.0.2.1 relay requiretls``;
 ``inject uid N`` (``queue-inject``), ``sendmail uid N``, ``bounce`` (our own bounces) and
 ``forward`` (a ``.qmail``/alias forward of mail that came from elsewhere).
 
 Invariant: :func:`trusted` is the only place that decides whether a message is our users'
-own mail (the send role signs it with DKIM, docs/dkim.md); readers that only show the
-origin (``qtoaster queue``, the send log) treat it as text.
+own mail (the send role signs it with DKIM, docs/dkim.md) and :func:`origin_flags` the only
+reader of the flag words; readers that only show the origin (``qtoaster queue``, the send
+log) treat it as text.
 """
 
 from __future__ import annotations
 
 RELAY = "relay"
+REQUIRETLS = "requiretls"
 _LOCAL = frozenset(("inject", "sendmail", "bounce"))
 
 
-def smtp_origin(ip: str, relay: bool) -> str:
+def smtp_origin(ip: str, relay: bool, requiretls: bool = False) -> str:
     """What smtpd writes: ``smtp IP``, with ``relay`` for an authenticated or relaying
-    session."""
-    return f"smtp {ip} {RELAY}" if relay else f"smtp {ip}"
+    session and ``requiretls`` for a message sent with REQUIRETLS."""
+    flags = (RELAY,) * relay + (REQUIRETLS,) * requiretls
+    return with_flags(f"smtp {ip}", flags)
+
+
+def with_flags(origin: str, flags: tuple[str, ...]) -> str:
+    """*origin* (``smtp IP``) with flag words after it: ``smtp 192.0.2.1 requiretls``."""
+    return " ".join((origin, *flags)) if flags else origin
+
+
+def origin_flags(origin: str) -> frozenset[str]:
+    """The flag words of an smtpd origin (``smtp IP FLAG...``); none for other origins."""
+    words = origin.split()
+    return frozenset(words[2:]) if len(words) > 2 and words[0] == "smtp" else frozenset()
 
 
 def trusted(origin: str) -> bool:
@@ -29,5 +45,5 @@ def trusted(origin: str) -> bool:
     if not words:
         return False
     if words[0] == "smtp":
-        return len(words) == 3 and words[2] == RELAY
+        return RELAY in origin_flags(origin)
     return words[0] in _LOCAL

@@ -28,9 +28,11 @@ from pathlib import Path
 from qtoaster.config.control import Controls, ascii_lower, read_list
 from qtoaster.config.rolecontrols import load_remote
 from qtoaster.core.errors import ConfigError
+from qtoaster.core.literal import ip_literal
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.protocols.smtp.client import Transaction, TransactionResult
 from qtoaster.remote.body import Body, has_eight_bit
+from qtoaster.remote.dane import DaneFailure
 from qtoaster.remote.dns import DnsFailure, MailHost, Resolver
 from qtoaster.remote.routes import SmtpRoutes
 from qtoaster.remote.session import (
@@ -40,6 +42,13 @@ from qtoaster.remote.session import (
     Skip,
     Timeouts,
     TlsFallback,
+)
+from qtoaster.remote.tlspolicy import (
+    REQUIRETLS_LABEL,
+    Destination,
+    Refusal,
+    TransportSecurity,
+    tls_required_no,
 )
 from qtoaster.tls.client import ClientTls, ClientTlsMode, ClientTlsPolicy
 
@@ -117,43 +126,80 @@ class RemoteAgent:
         resolver: Resolver,
         routes: RoutesFile,
         tls: ClientTls,
+        security: TransportSecurity | None = None,
     ) -> None:
         self.config = config
         self.resolver = resolver
         self.routes = routes
         self.tls = tls
+        self.security = security  # MTA-STS and DANE (remote/tlspolicy.py); None: off
         self._idle: dict[str, list[tuple[Connection, asyncio.TimerHandle]]] = {}
 
     async def deliver(
-        self, body: Body, sender: str, recipients: Sequence[str], domain: str
+        self,
+        body: Body,
+        sender: str,
+        recipients: Sequence[str],
+        domain: str,
+        requiretls: bool = False,
     ) -> RemoteAttempt:
+        """*requiretls*: the message came with REQUIRETLS (RFC 8689): only verified TLS to a
+        host that offers REQUIRETLS, else a permanent failure."""
         domain = ascii_lower(domain)
         # The 8-bit scan reads the whole message: a big one is read off the event loop.
         if body.length <= INLINE_SCAN:
             eightbit = has_eight_bit(body)
         else:
             eightbit = await asyncio.to_thread(has_eight_bit, body)
-        tx = Transaction(sender, tuple(recipients), body.length, eightbit)
-        reused = await self._try_idle(domain, tx, body)
+        tx = Transaction(sender, tuple(recipients), body.length, eightbit, requiretls)
+        # A REQUIRETLS message never reuses a session opened with less TLS.
+        key = f"{domain}\0requiretls" if requiretls else domain
+        reused = await self._try_idle(key, tx, body)
         if reused is not None:
             return reused
         try:
-            hosts, port = await self._targets(domain)
+            hosts, port, routed = await self._targets(domain)
         except DnsFailure as exc:
             outcome = Outcome.TEMPORARY if exc.temporary else Outcome.PERMANENT
             return RemoteAttempt([Result(outcome, exc.report)] * len(recipients), not exc.temporary)
+        dest: Destination | None = None
+        security = self.security
+        if security is not None and not requiretls and tls_required_no(body):
+            log.info("remote: %s: TLS-Required: No, MTA-STS and DANE not applied", domain)
+            security = None
+        if security is not None and not routed and ip_literal(domain) is None:
+            try:
+                dest = await security.destination(domain)
+            except DaneFailure as exc:  # RFC 7672 2.1.1: never downgrade on a DNS failure
+                report = f"DANE: {exc} (#4.4.3)"
+                return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
+        refused = ""
         for host in hosts:
             try:
-                policy = self.tls.policy_for(ascii_lower(host.name))
+                base = self.tls.policy_for(ascii_lower(host.name))
+                if security is not None:
+                    chosen = await security.host_policy(dest, ascii_lower(host.name), base)
+                else:
+                    chosen = base
+                if requiretls and not isinstance(chosen, Refusal):
+                    chosen = self._requiretls_policy(ascii_lower(host.name), chosen)
             except ConfigError as exc:  # a tlshosts file we cannot use: never send in clear
                 report = f"{'; '.join(exc.problems)} (#4.7.5)"
                 return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
+            if isinstance(chosen, Refusal):
+                log.info("remote: %s refused: %s", host.name, chosen.reason)
+                refused = chosen.reason
+                continue
+            policy = chosen
             for address in host.addresses:
                 result = await self._try_host(
-                    domain, Endpoint(host.name, address, port), policy, tx, body
+                    key, Endpoint(host.name, address, port), policy, tx, body
                 )
                 if result is not None:
                     return RemoteAttempt(_results(result), True)
+        if refused:  # a policy refused some host and no other took the message
+            report = f"Sorry, no usable MX host: {refused}. (#4.7.5)"
+            return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
         temporary = Result(Outcome.TEMPORARY, NO_CONNECTION)
         return RemoteAttempt([temporary] * len(recipients), False)
 
@@ -167,13 +213,22 @@ class RemoteAgent:
 
     # -- routing ----------------------------------------------------------------------
 
-    async def _targets(self, domain: str) -> tuple[list[MailHost], int]:
+    async def _targets(self, domain: str) -> tuple[list[MailHost], int, bool]:
+        """The hosts, the port, and whether an smtproutes route chose them."""
         route = self.routes.current().lookup(domain)
         if route is None:
-            return await self.resolver.mail_hosts(domain), self.config.port
+            return await self.resolver.mail_hosts(domain), self.config.port, False
         addresses = await self.resolver.host_addresses(route.relay)
         name = route.relay.strip("[]")
-        return [MailHost(name, 0, addresses)], route.port or self.config.port
+        return [MailHost(name, 0, addresses)], route.port or self.config.port, True
+
+    def _requiretls_policy(self, host: str, policy: ClientTlsPolicy) -> ClientTlsPolicy:
+        """RFC 8689 4.2.1: TLS whose certificate was checked: DANE, MTA-STS, tlshosts, or
+        else PKIX (system CAs and ``[remote] ca_file``) naming the MX."""
+        if policy.mode is ClientTlsMode.REQUIRED:
+            return policy
+        cafile = self.security.cafile if self.security is not None else None
+        return self.tls.verified(host, REQUIRETLS_LABEL, cafile)
 
     # -- one host ----------------------------------------------------------------------
 
@@ -189,6 +244,7 @@ class RemoteAgent:
                     policy=attempt_policy,
                     timeouts=self.config.timeouts,
                     source=self.config.outgoingip,
+                    requiretls=tx.requiretls,
                 )
             except ConnectFailed as exc:
                 log.info(

@@ -5,9 +5,10 @@ The send role asks, the remote process answers, over one Unix stream socket
 length and that many bytes of UTF-8 JSON, an object whose ``t`` names its kind:
 
 - ``{"t": "deliver", "id": N, "offset": N, "size": N, "sender": S, "recipients": [S...],
-  "domain": S, "head": B64}``: deliver the message of the descriptor that travels with this
-  frame (SCM_RIGHTS, sent with the frame's first byte), ``size`` bytes from ``offset``, after
-  the bytes of ``head`` (base64; the DKIM-Signature fields; absent: none);
+  "domain": S, "head": B64, "requiretls": B}``: deliver the message of the descriptor that
+  travels with this frame (SCM_RIGHTS, sent with the frame's first byte), ``size`` bytes
+  from ``offset``, after the bytes of ``head`` (base64; the DKIM-Signature fields; absent:
+  none); ``requiretls`` (RFC 8689, optional, false when absent) only when true;
 - ``{"t": "answer", "id": N, "reached": B, "results": [[OUTCOME, TEXT]...]}``: one result
   per recipient, in order (OUTCOME is ``core/outcome.py``'s value: success, deferral,
   failure), and whether some host of the domain answered SMTP.
@@ -42,6 +43,7 @@ class Deliver:
     recipients: tuple[str, ...]
     domain: str
     head: bytes = b""
+    requiretls: bool = False  # the message was received with REQUIRETLS (RFC 8689)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ def encode(message: Message) -> bytes:
         }
         if message.head:
             obj["head"] = base64.b64encode(message.head).decode("ascii")
+        if message.requiretls:
+            obj["requiretls"] = True
     else:
         obj = {
             "t": "answer",
@@ -141,6 +145,7 @@ def parse(payload: bytes) -> Message | Malformed:
                 tuple(_text(r) for r in _list(obj.get("recipients"))),
                 _text(obj.get("domain")),
                 _head(obj.get("head", "")),
+                _flag(obj.get("requiretls", False), "requiretls"),
             )
         if kind == "answer":
             reached = obj.get("reached")
@@ -152,6 +157,12 @@ def parse(payload: bytes) -> Message | Malformed:
     except TypeError as exc:
         return Malformed(f"{kind}: bad field {exc}")
     return Malformed(f"unknown kind {str(kind)[:40]!r}")
+
+
+def _flag(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(key)
+    return value
 
 
 def _count(obj: dict[str, Any], key: str) -> int:

@@ -24,12 +24,16 @@ import signal
 import socket
 
 from qtoaster.config.loader import Config
+from qtoaster.config.settings import DaneMode, OnOff
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.remote.agent import RemoteAgent, RemoteConfig, RoutesFile
 from qtoaster.remote.body import Body
 from qtoaster.remote.channel import Answer, Deliver, Message
+from qtoaster.remote.dane import Dane
 from qtoaster.remote.dns import Resolver
 from qtoaster.remote.link import Link
+from qtoaster.remote.mtasts import MtaSts
+from qtoaster.remote.tlspolicy import TransportSecurity
 from qtoaster.tls.client import ClientTls
 
 log = logging.getLogger("qtoaster.remote")
@@ -41,16 +45,44 @@ def remote_agent(config: Config) -> RemoteAgent:
     """The remote agent from control/ and [remote]/[dns] settings."""
     control = config.home.control
     settings = config.settings
+    resolver = Resolver(
+        settings.dns_nameservers,
+        timeout=min(5.0, settings.dns_timeout),
+        lifetime=settings.dns_timeout,
+    )
+    tls = ClientTls(control)
     return RemoteAgent(
         RemoteConfig.load(control, config.controls, settings.remote_port),
-        Resolver(
+        resolver,
+        RoutesFile(control / "smtproutes"),
+        tls,
+        transport_security(config, resolver, tls),
+    )
+
+
+def transport_security(config: Config, resolver: Resolver, tls: ClientTls) -> TransportSecurity:
+    """MTA-STS and DANE as ``[remote]`` says (docs/remote.md "Transport security")."""
+    settings = config.settings
+    mtasts = None
+    if settings.remote_mta_sts is OnOff.ON:
+        mtasts = MtaSts(
+            resolver.txt,
+            resolver.addresses,
+            config.home.run_dir / "remote" / "mta-sts",
+            cafile=settings.remote_ca_file,
+            port=settings.remote_mta_sts_port,
+        )
+    dane_on = settings.remote_dane is DaneMode.ON or (
+        settings.remote_dane is DaneMode.AUTO and settings.remote_resolver_validates
+    )
+    dane = None
+    if dane_on:
+        dane = Dane(
             settings.dns_nameservers,
             timeout=min(5.0, settings.dns_timeout),
             lifetime=settings.dns_timeout,
-        ),
-        RoutesFile(control / "smtproutes"),
-        ClientTls(control),
-    )
+        )
+    return TransportSecurity(tls, mtasts, dane, settings.remote_ca_file)
 
 
 async def serve_remote(config: Config, sock: socket.socket) -> None:
@@ -71,6 +103,7 @@ async def serve_remote(config: Config, sock: socket.socket) -> None:
                 request.sender,
                 request.recipients,
                 request.domain,
+                request.requiretls,
             )
             answer = Answer(request.id, tuple(attempt.results), attempt.reached)
         except Exception as exc:  # a bug must not bounce mail: defer and say so

@@ -35,6 +35,7 @@ import dns.nameserver
 import dns.rdata
 import dns.resolver
 from dns.rdtypes.ANY.MX import MX
+from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
@@ -124,6 +125,25 @@ class Resolver:
         if literal is not None:
             return (literal,)
         return await self._addresses_or_fail(_dns_name(name), name)
+
+    async def txt(self, name: str) -> list[str] | None:
+        """The TXT records of *name* (strings joined per record); None when DNS failed."""
+        try:
+            status, records = await self._query(_dns_name(name), "TXT")
+        except DnsFailure:
+            return []
+        if status is _Status.SOFT:
+            return None
+        return [
+            b"".join(r.strings).decode("utf-8", "replace") for r in records if isinstance(r, TXT)
+        ]
+
+    async def addresses(self, name: str) -> tuple[str, ...]:
+        """A and AAAA of *name*, () when it has none or DNS failed."""
+        try:
+            return (await self._addresses(_dns_name(name)))[1]
+        except DnsFailure:
+            return ()
 
     # -- steps ------------------------------------------------------------------------
 

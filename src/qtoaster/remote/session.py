@@ -118,6 +118,7 @@ class Connection:
         policy: ClientTlsPolicy,
         timeouts: Timeouts,
         source: str | None = None,
+        requiretls: bool = False,
     ) -> Connection:
         """Connect; with port 465, handshake before the greeting (implicit TLS, 17.5)."""
         implicit = endpoint.port == 465 and policy.context is not None
@@ -141,6 +142,7 @@ class Connection:
             tls=_ENGINE_TLS[mode],
             tls_file=policy.file,
             tls_active=implicit,
+            tls_permanent=requiretls,  # RFC 8689: failed TLS bounces (#5.7.10)
         )
         return cls(endpoint, reader, writer, engine, policy, timeouts)
 
@@ -232,19 +234,32 @@ class Connection:
             async with asyncio.timeout(self._timeouts.remote):
                 await self._writer.start_tls(policy.context, server_hostname=_sni(policy, endpoint))
         except ssl.SSLCertVerificationError as exc:
-            return self._tls_broken(verify_failure_text(policy.file, exc))
+            return self._refused(verify_failure_text(policy.file, exc))
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             if policy.mode is ClientTlsMode.OPPORTUNISTIC:
                 self.abort()
                 raise TlsFallback(str(exc) or type(exc).__name__) from None
             return self._tls_broken(f"TLS connect failed: {exc or type(exc).__name__}")
+        ssl_object = self._writer.get_extra_info("ssl_object")
         if policy.mode is ClientTlsMode.REQUIRED and policy.server_hostname:
-            ssl_object = self._writer.get_extra_info("ssl_object")
             problem = check_name(ssl_object.getpeercert() or {}, policy.server_hostname)
             if problem:
-                return self._tls_broken(problem)
+                return self._refused(problem)
+        if policy.check is not None:
+            problem = policy.check(peer_chain(ssl_object))
+            if problem:
+                return self._refused(f"TLS unable to verify server {endpoint.host}: {problem}")
         self.tls = describe_transport(self._writer)
         return list(self._engine.tls_started())
+
+    def _refused(self, reason: str) -> list[Event]:
+        """The certificate is not acceptable: the log line names the policy (MTA-STS, DANE)."""
+        if self._policy.label:
+            ep = self.endpoint
+            log.info(
+                "remote: %s [%s] refused by %s: %s", ep.host, ep.address, self._policy.label, reason
+            )
+        return self._tls_broken(reason)
 
     def _tls_broken(self, reason: str) -> list[Event]:
         self.usable = False
@@ -286,6 +301,19 @@ class Connection:
 def describe_transport(writer: asyncio.StreamWriter) -> str:
     ssl_object = writer.get_extra_info("ssl_object")
     return describe(ssl_object) if ssl_object is not None else ""
+
+
+def peer_chain(ssl_object: ssl.SSLObject) -> list[bytes]:
+    """The certificates the peer sent (DER, leaf first).  Python 3.13 names the method
+    ``get_unverified_chain``; before, it is only on the C object (``_sslobj``)."""
+    getter = getattr(ssl_object, "get_unverified_chain", None)
+    if getter is None:
+        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if getter is None:
+        leaf = ssl_object.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
+    chain = getter() or []
+    return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
 
 
 def _sni(policy: ClientTlsPolicy, endpoint: Endpoint) -> str | None:

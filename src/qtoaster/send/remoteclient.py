@@ -124,14 +124,26 @@ class RemoteClient:
         return self._proc.pid if self._proc is not None and self._link is not None else None
 
     async def deliver(
-        self, body: Body, sender: str, recipients: Sequence[str], domain: str
+        self,
+        body: Body,
+        sender: str,
+        recipients: Sequence[str],
+        domain: str,
+        requiretls: bool = False,
     ) -> Attempt:
         link = await self._running()
         if link is None:  # the child of start_now is gone; the role is stopping
             return Attempt([Result(Outcome.TEMPORARY, DIED)] * len(recipients), False)
         self._next_id += 1
         request = Deliver(
-            self._next_id, body.offset, body.size, sender, tuple(recipients), domain, body.head
+            self._next_id,
+            body.offset,
+            body.size,
+            sender,
+            tuple(recipients),
+            domain,
+            body.head,
+            requiretls,
         )
         future: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = (future, len(recipients))

@@ -26,6 +26,7 @@ from typing import Protocol
 from qtoaster.core.clock import Clock
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule
+from qtoaster.queue.origin import REQUIRETLS, origin_flags
 from qtoaster.queue.store import QueueStore
 from qtoaster.remote.body import Body
 from qtoaster.remote.politeness import Politeness
@@ -56,7 +57,12 @@ class RemoteAgentLike(Protocol):
     reads it and never closes it."""
 
     async def deliver(
-        self, body: Body, sender: str, recipients: Sequence[str], domain: str
+        self,
+        body: Body,
+        sender: str,
+        recipients: Sequence[str],
+        domain: str,
+        requiretls: bool = False,
     ) -> AttemptLike: ...
 
     async def close(self) -> None: ...
@@ -143,7 +149,11 @@ class RemoteLane:
         try:
             body = Body(fd, message.body_offset, message.size, await head())
             attempt = await self.agent.deliver(
-                body, message.envelope.sender, [r for _, r in rcpts], domain
+                body,
+                message.envelope.sender,
+                [r for _, r in rcpts],
+                domain,
+                REQUIRETLS in origin_flags(message.origin),
             )
             return attempt.results, attempt.reached
         except Exception as exc:  # a bug must not bounce mail: defer and say so

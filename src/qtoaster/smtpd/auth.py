@@ -7,7 +7,9 @@ session offers and answers; the check and the failure delay are the auth role's
 Rules:
 - EHLO lines in the seed's order: greeting, STARTTLS (offered while not in TLS and a
   certificate is installed), ``AUTH <mechs>`` and the old ``AUTH=<mechs>`` form,
-  PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES, SIZE;
+  PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES, SIZE; then REQUIRETLS (RFC 8689) in TLS only;
+- ``MAIL FROM:<a> REQUIRETLS`` outside TLS gets `REQUIRETLS_NEEDS_TLS`; in TLS the message
+  is queued with the ``requiretls`` origin flag (queue/format.py);
 - PLAIN and LOGIN are offered only in TLS unless ``[auth] allow_plaintext``; asking for
   them in clear text gets ``538 encryption required for requested authentication
   mechanism (#5.7.11)`` (RFC 4954 6); CRAM-MD5 only when some account keeps secrets;
@@ -26,6 +28,9 @@ from qtoaster.core.reply import Reply
 from qtoaster.protocols import sasl
 from qtoaster.protocols.sasl import Mechanism, SaslServer
 
+# RFC 8689 4.1: REQUIRETLS on MAIL is accepted only in a TLS session (where we offer it);
+# 5.7.10 is RFC 5248's "Encryption needed".
+REQUIRETLS_NEEDS_TLS = Reply(530, "REQUIRETLS needs a TLS session (#5.7.10)")
 ENCRYPTION_REQUIRED = Reply(
     538, "encryption required for requested authentication mechanism (#5.7.11)"
 )
@@ -46,6 +51,7 @@ class Offer:
     starttls: bool
     mechanisms: tuple[Mechanism, ...]  # offered in EHLO
     plaintext_refused: bool  # PLAIN/LOGIN exist but need TLS first
+    requiretls: bool = False  # REQUIRETLS (RFC 8689 3): advertised only once TLS is on
 
 
 def offer(*, tls_active: bool, tls_available: bool, allow_plaintext: bool, cram: bool) -> Offer:
@@ -56,6 +62,7 @@ def offer(*, tls_active: bool, tls_available: bool, allow_plaintext: bool, cram:
         starttls=tls_available and not tls_active,
         mechanisms=tuple(mechanisms),
         plaintext_refused=not (tls_active or allow_plaintext),
+        requiretls=tls_active,
     )
 
 
@@ -67,6 +74,8 @@ def ehlo_lines(greeting: str, offered: Offer, databytes: int) -> list[str]:
         names = " ".join(m.value for m in offered.mechanisms)
         lines += [f"AUTH {names}", f"AUTH={names}"]
     lines += ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", f"SIZE {databytes}"]
+    if offered.requiretls:
+        lines.append("REQUIRETLS")
     return lines
 
 

@@ -77,11 +77,11 @@ class MessageIntake:
         session = self._session
         assert session.sender is not None
         envelope = Envelope(session.sender, tuple(session.recipients))
+        # Our users' mail (AUTH or RELAYCLIENT) is marked: the send role signs it.
+        relay = session.secure.auth_user is not None or "RELAYCLIENT" in session.env
+        origin = smtp_origin(session.remote_ip, relay, session.requiretls)
         session.reset()  # qmail: the transaction is over at DATA, whatever the outcome
         try:
-            # Our users' mail (AUTH or RELAYCLIENT) is marked: the send role signs it.
-            relay = session.secure.auth_user is not None or "RELAYCLIENT" in session.env
-            origin = smtp_origin(session.remote_ip, relay)
             spool = session.ctx.store.open_spool(envelope, origin)
             spool.write(self._received())
         except (OSError, QueueError) as exc:

@@ -71,6 +71,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
         "policy",
         "recipients",
         "remote_ip",
+        "requiretls",
         "secure",
         "sender",
     )
@@ -89,6 +90,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
         self.env: Mapping[str, str] = {}
         self.remote_ip = self.local_ip = "unknown"
         self.sender: str | None = None
+        self.requiretls = False  # MAIL had REQUIRETLS (RFC 8689): queued as an origin flag
         self.recipients: list[str] = []  # each address once (recipient_key)
         self._recipient_keys: set[str] | None = None  # made at the first RCPT (idle memory)
         self.policy = SessionState()  # what checks count across commands (chkuser)
@@ -255,6 +257,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
     def reset(self) -> None:
         """Forget the envelope being built (RSET, HELO, DATA, STARTTLS)."""
         self.sender = None
+        self.requiretls = False
         self.recipients = []
         self._recipient_keys = None
 
@@ -272,12 +275,17 @@ class SmtpSession(EngineDriver[ServerConnection]):
         ):
             self.conn.send(auth.NOT_YOUR_SENDER)
             return
+        requiretls = "REQUIRETLS" in event.params
+        if requiretls and not self.secure.offer().requiretls:
+            self.conn.send(auth.REQUIRETLS_NEEDS_TLS)
+            return
 
         def answer(verdict: Verdict) -> None:
             if verdict.reply is not None:
                 self.conn.send(verdict.reply)
                 return
             self.sender = event.address
+            self.requiretls = requiretls
             self.recipients = []
             self._recipient_keys = None
             self.conn.send(R.OK)

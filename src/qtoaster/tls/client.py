@@ -38,6 +38,7 @@ import os
 import re
 import ssl
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,11 @@ class ClientTlsPolicy:
     context: ssl.SSLContext | None  # None for NONE
     file: str  # the tlshosts file path (for texts), "" otherwise
     server_hostname: str | None  # SNI and the name checked for REQUIRED; None otherwise
+    # A check of the peer's certificates (DER, leaf first) after the handshake: None when
+    # they are acceptable, else the problem (DANE's TLSA match, remote/dane.py).
+    check: Callable[[list[bytes]], str | None] | None = None
+    # What imposed REQUIRED, for log lines (``DANE TLSA of mx.example``); "" for tlshosts.
+    label: str = ""
 
 
 _NO_TLS = ClientTlsPolicy(ClientTlsMode.NONE, None, "", None)
@@ -145,6 +151,32 @@ class ClientTls:
                 problem = _clientcert_problem(self._clientcert, exc)
                 raise ConfigError([f"{self._clientcert}: {problem}"]) from exc
         return ctx
+
+    def unverified(
+        self, host: str, label: str, check: Callable[[list[bytes]], str | None]
+    ) -> ClientTlsPolicy:
+        """Mandatory TLS whose certificate is judged by *check* alone (DANE)."""
+        return ClientTlsPolicy(
+            ClientTlsMode.REQUIRED, self._opportunistic, label, None, check, label
+        )
+
+    def verified(self, host: str, label: str, cafile: str | None) -> ClientTlsPolicy:
+        """Mandatory TLS, the chain verified against the system CAs (and *cafile*) and
+        naming *host* (MTA-STS, RFC 8461 4.2).  *label* names the policy in texts."""
+        key = f"pkix:{cafile or ''}"
+        cached = self._required.get(key)
+        if cached is None:
+            ctx = self._new_context()
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+            if cafile:
+                try:
+                    ctx.load_verify_locations(cafile=cafile)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError([f"TLS unable to load {cafile}: {_error_text(exc)}"]) from exc
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            cached = ((0, 0, 0), ctx)
+            self._required[key] = cached
+        return ClientTlsPolicy(ClientTlsMode.REQUIRED, cached[1], label, host, None, label)
 
     def policy_for(self, host: str) -> ClientTlsPolicy:
         """The TLS policy for *host* (lower-cased MX or relay name), in qmail's order.

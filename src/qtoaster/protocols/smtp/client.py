@@ -154,8 +154,12 @@ class ClientEngine:
         tls: TlsMode = TlsMode.OPPORTUNISTIC,
         tls_file: str = "",
         tls_active: bool = False,
+        tls_permanent: bool = False,
     ) -> None:
+        """*tls_permanent*: a REQUIRED TLS that fails is a permanent failure (``D``, #5.7.10,
+        RFC 8689 REQUIRETLS) instead of qmail-tls's deferral."""
         self._peer = peer
+        self._tls_permanent = tls_permanent
         self._helo = helo.encode("utf-8", "surrogateescape")
         self._tls_mode = tls
         self._tls_file = tls_file
@@ -260,7 +264,12 @@ class ClientEngine:
             return []  # the peer ended it first; the events said so
         if self._state is not _S.TLS_WAIT:
             raise ClientStateError(f"tls_failed() in state {self._state.value}")
-        return self._fatal("Z", f"TLS connect failed: {reason}", quit=False)
+        return self._tls_fatal(f"TLS connect failed: {reason}", quit=False)
+
+    def _tls_fatal(self, text: str, *, quit: bool = True) -> list[Event]:
+        if self._tls_permanent:
+            return self._fatal("D", f"{text} (#5.7.10)", quit=quit)
+        return self._fatal("Z", text, quit=quit)
 
     def body_sent(self) -> list[Event]:
         """The driver wrote the whole encoded body and ``.CRLF``: wait for the final reply."""
@@ -356,7 +365,7 @@ class ClientEngine:
                 self._state = _S.STARTTLS
                 return [Send(b"STARTTLS\r\n")]
             if self._tls_mode is TlsMode.REQUIRED:
-                return self._fatal("Z", f"No TLS achieved while {self._tls_file} exists")
+                return self._tls_fatal(f"No TLS achieved while {self._tls_file} exists")
         return self._become_ready()
 
     def _starttls(self, reply: _Reply) -> list[Event]:
@@ -366,7 +375,7 @@ class ClientEngine:
             return [StartTls()]
         if self._tls_mode is TlsMode.REQUIRED:
             text = f"STARTTLS rejected while {self._tls_file} exists" + reply.said
-            return self._fatal("Z", text)
+            return self._tls_fatal(text)
         return self._become_ready()  # opportunistic: go on in clear text
 
     def _ehlo_tls(self, reply: _Reply) -> list[Event]:
@@ -402,6 +411,8 @@ class ClientEngine:
             params += b" SIZE=%d" % tx.size  # RFC 1870 4: an estimate; we know no better
         if tx.eightbit:
             params += b" BODY=8BITMIME"  # RFC 6152 2
+        if tx.requiretls:
+            params += b" REQUIRETLS"  # RFC 8689 4.2.1
         commands = [("RSET", b"RSET\r\n")] if self._dirty else []
         commands.append(("MAIL", b"MAIL FROM:<" + _wire(tx.sender) + b">" + params + b"\r\n"))
         commands += [("RCPT", b"RCPT TO:<" + _wire(r) + b">\r\n") for r in tx.recipients]
@@ -422,6 +433,11 @@ class ClientEngine:
             return "Sorry, an envelope address contains CR or LF. (#5.1.3)"
         if not tx.recipients:
             return f"Giving up on {self._peer}."
+        if tx.requiretls and not self._tls_active:  # a reused clear-text session
+            return f"REQUIRETLS: no TLS with {self._peer}. (#5.7.10)"
+        if tx.requiretls and "REQUIRETLS" not in self._extensions:
+            # RFC 8689 4.2.1; 5.7.30 is its "REQUIRETLS support required".
+            return f"{self._peer} does not support REQUIRETLS, which the sender required. (#5.7.30)"
         if tx.eightbit and "8BITMIME" not in self._extensions:
             # RFC 6152 3: no 8BITMIME, no 8-bit data; we do not downgrade.
             return (

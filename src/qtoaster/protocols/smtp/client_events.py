@@ -32,6 +32,7 @@ class Transaction:
     recipients: tuple[str, ...]
     size: int  # octets of the message as stored (LF line ends)
     eightbit: bool  # the message contains bytes > 127
+    requiretls: bool = False  # RFC 8689: MAIL gets REQUIRETLS; the peer must offer it, in TLS
 
 
 @dataclass(frozen=True, slots=True)
