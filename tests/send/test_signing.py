@@ -36,9 +36,11 @@ MESSAGE = (
 def test_trusted_origins() -> None:
     assert smtp_origin("10.0.0.1", relay=False) == "smtp 10.0.0.1"
     assert smtp_origin("10.0.0.1", relay=True) == "smtp 10.0.0.1 relay"
-    for origin in ("smtp 10.0.0.1 relay", "inject uid 0", "sendmail uid 1000", "bounce"):
+    assert smtp_origin("::1", True, requiretls=True) == "smtp ::1 relay requiretls"
+    trusted_origins = ("smtp 10.0.0.1 relay", "smtp ::1 relay requiretls", "inject uid 0")
+    for origin in (*trusted_origins, "sendmail uid 1000", "bounce"):
         assert trusted(origin), origin
-    for origin in ("smtp 10.0.0.1", "forward", "", "smtp relay", "smtp ::1 relay x"):
+    for origin in ("smtp 10.0.0.1", "forward", "", "smtp relay", "smtp ::1 requiretls"):
         assert not trusted(origin), origin
 
 
