@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "alias": "qtoaster.cli.alias:alias",
     "cert": "qtoaster.cli.cert:cert",
     "import": "qtoaster.cli.importer:import_group",
+    "srs": "qtoaster.cli.srs:srs",
 }
 
 

@@ -248,6 +248,10 @@ def _write_home(home: Home, me: str, listen: dict[str, list[str]], demo: bool) -
 
     QueueStore.create(home.queue)
     create_directory(home)
+    # The SRS key (docs/srs.md): forwarded mail's senders are rewritten from the start.
+    from qtoaster.mailauth.srs import key_path, new_key, write_keys
+
+    write_keys(key_path(home), [new_key()])
 
 
 def default_listen(as_root: bool) -> dict[str, list[str]]:

@@ -122,6 +122,7 @@ def run(
         logging.getLogger("qtoaster.supervisor").warning("%s", warning)
     for line in QueueStore(home.queue).recover(everything=True):
         logging.getLogger("qtoaster.queue").info("%s", line)
+    _srs_key(config)
     _prepare_home(config)
     supervisor = Supervisor(home, listeners, count, pop3d)
     try:
@@ -202,7 +203,7 @@ def serve(
     elif role == "auth":
         from qtoaster.authd.server import serve_auth
 
-        asyncio.run(serve_auth(home, ready, peer_uids.get("send")))
+        asyncio.run(serve_auth(home, ready, peer_uids.get("send"), peer_uids.get("smtpd")))
     elif role == "mailbox":
         from qtoaster.mailboxd.server import Peers, serve_mailbox
 
@@ -235,6 +236,17 @@ def _peer_uids(config: Config) -> dict[str, int]:
         }
     except KeyError as exc:
         raise click.ClickException(f"no such user: {exc}") from None
+
+
+def _srs_key(config: Config) -> None:
+    """A home made before SRS gets its key at start (docs/srs.md); as root it then gets
+    the auth role's owner with the rest of the home."""
+    from qtoaster.mailauth.srs import key_path, new_key, write_keys
+
+    path = key_path(config.home)
+    if config.settings.srs.enabled and not path.exists():
+        write_keys(path, [new_key()])
+        logging.getLogger("qtoaster.supervisor").info("created the SRS key %s", path)
 
 
 def _prepare_home(config: Config) -> None:

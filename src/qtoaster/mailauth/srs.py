@@ -31,7 +31,9 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
 
 HASH_LENGTH = 4
@@ -187,3 +189,59 @@ class Srs:
         for piece in data:
             mac.update(piece.lower().encode("utf-8", "surrogatepass"))
         return base64.b64encode(mac.digest()).decode("ascii")[:HASH_LENGTH]
+
+
+class KeyRing:
+    """The key file, read again when it changed (a ``qtoaster srs keygen --rotate`` is
+    taken without a restart); thread-safe enough: a race reads the file twice."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._keys: tuple[bytes, ...] = ()
+
+    def keys(self) -> tuple[bytes, ...]:
+        """The keys; OSError when the file cannot be read, ValueError when it holds none."""
+        st = os.stat(self.path)
+        seen = (st.st_mtime_ns, st.st_size)
+        if seen != self._seen:
+            self._keys, self._seen = read_keys(self.path), seen
+        return self._keys
+
+    def srs(self, max_age_days: int) -> Srs:
+        return Srs(self.keys(), max_age_days)
+
+
+class SrsService(Protocol):
+    """What a role asks of SRS: this module in-process (:class:`LocalSrs`, when the role
+    may read the key) or the auth role (auth.client.AuthRoleSrs) when it may not."""
+
+    def forward(self, sender: str, domain: str) -> str:
+        """``sender`` rewritten at ``domain``; ValueError when it has no domain,
+        TemporaryFailure when it cannot be done now."""
+        ...
+
+    def reverse(self, address: str) -> str:
+        """What ``address`` was made from; SrsError when it is none of ours,
+        TemporaryFailure when it cannot be checked now."""
+        ...
+
+
+class LocalSrs:
+    """:class:`SrsService` with the key file read by this process."""
+
+    def __init__(self, keys: KeyRing, max_age_days: int = DEFAULT_MAX_AGE_DAYS) -> None:
+        self._keys = keys
+        self._max_age_days = max_age_days
+
+    def _srs(self) -> Srs:
+        try:
+            return self._keys.srs(self._max_age_days)
+        except (OSError, ValueError) as exc:
+            raise TemporaryFailure(f"no SRS key (qtoaster srs keygen): {exc}") from exc
+
+    def forward(self, sender: str, domain: str) -> str:
+        return self._srs().forward(sender, domain)
+
+    def reverse(self, address: str) -> str:
+        return self._srs().reverse(address)
