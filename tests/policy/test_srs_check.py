@@ -7,15 +7,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from tests.policy.test_chkuser import FakeControls, FakeLookups
 
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.mailauth.srs import Srs
 from qtoaster.policy.checks.chkuser import NO_MAILBOX, Chkuser, ChkuserSettings
 from qtoaster.policy.checks.srs import INVALID, UNAVAILABLE, SrsCheck
 from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
-from tests.policy.test_chkuser import FakeControls, FakeLookups
 
-NOW = 20000 * 86400.0
 SRS = Srs((b"key",))
 
 
