@@ -38,3 +38,24 @@ def test_keygen(tmp_path: Path) -> None:
 def test_keygen_needs_a_home(tmp_path: Path) -> None:
     code, output = _run(Home(tmp_path / "nowhere"))
     assert code == 1 and "not a qtoaster home" in output
+
+
+def test_config_check_warns_of_a_missing_or_empty_key(tmp_path: Path) -> None:
+    from qtoaster.supervisor.check import check_config, check_warnings
+
+    home = Home(tmp_path / "home")
+    init_home(home, "mx.example.test", smtp=["127.0.0.1:0"])
+    assert check_warnings(home) == []
+    path = key_path(home)
+    path.write_text("# no key\n")
+    [warning] = check_warnings(home)
+    assert warning.startswith(f"{path}: unusable: ") and "qtoaster srs keygen" in warning
+    path.unlink()
+    fix = "qtoaster srs keygen makes one, as run does at start; until then forwards wait"
+    assert check_warnings(home) == [f"{path}: missing ({fix})"]
+    assert check_config(home) == []  # not a problem: run makes it
+    text = home.settings_file.read_text()
+    home.settings_file.write_text(
+        text.replace("enabled = true\n# domain", "enabled = false\n# domain")
+    )
+    assert check_warnings(home) == []

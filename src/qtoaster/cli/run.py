@@ -118,11 +118,11 @@ def run(
     problems = check_startup(home)
     if problems:
         _fail(*problems, "not starting: fix the certificate (docs/tls.md)")
+    _srs_key(config)  # before the warnings, which would name it missing
     for warning in check_warnings(home):
         logging.getLogger("qtoaster.supervisor").warning("%s", warning)
     for line in QueueStore(home.queue).recover(everything=True):
         logging.getLogger("qtoaster.queue").info("%s", line)
-    _srs_key(config)
     _prepare_home(config)
     supervisor = Supervisor(home, listeners, count, pop3d)
     try:
