@@ -30,7 +30,7 @@ EXPECTED = {
         {USERS.group, USERS.queue_group, USERS.tls_group, USERS.auth_group, USERS.mailbox_group},
     ),
     "pop3d": (USERS.pop3d, {USERS.group, USERS.tls_group, USERS.auth_group, USERS.mailbox_group}),
-    "send": (USERS.send, {USERS.group, USERS.queue_group}),
+    "send": (USERS.send, {USERS.group, USERS.queue_group, USERS.auth_group}),
     "remote": (USERS.remote, {USERS.group, USERS.tls_group}),
     "auth": (USERS.auth, {USERS.group, USERS.auth_group}),
     "mailbox": (USERS.send, {USERS.group, USERS.auth_group}),

@@ -23,6 +23,6 @@ def test_checks_of_each_stage_in_the_documented_order(tmp_path: Path) -> None:
         Stage.CONNECT: ["rblsmtpd"],
         Stage.HELO: [],
         Stage.MAIL: ["databytes", "mfcheck"],
-        Stage.RCPT: ["qregex", "rcpthosts", "tarpit"],
+        Stage.RCPT: ["qregex", "srs", "rcpthosts", "tarpit"],
         Stage.DATA: ["databytes", "hops", "signatures", "clamd", "spamd"],
     }

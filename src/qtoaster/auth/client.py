@@ -13,7 +13,9 @@ Invariants:
   connects again (the supervisor restarts a dead auth role).
 
 :func:`redeem` is the mailbox broker's (a blocking call from its threads): a pop3 login's
-ticket for that user's address and Maildir.
+ticket for that user's address and Maildir. :func:`srs` is the send role's (blocking, from
+local delivery's threads): a forward's sender rewritten, an SRS recipient reversed;
+:meth:`AuthClient.srs_reverse` is smtpd's check of an SRS recipient at RCPT.
 """
 
 from __future__ import annotations
@@ -35,11 +37,17 @@ from qtoaster.auth.protocol import (
     RedeemResponse,
     Request,
     Response,
+    SrsRequest,
+    SrsResponse,
     VerifyRequest,
     VerifyResponse,
     decode_response,
     encode_request,
+    socket_path,
 )
+from qtoaster.core.errors import TemporaryFailure
+from qtoaster.core.home import Home
+from qtoaster.mailauth.srs import KeyRing, LocalSrs, SrsError, SrsService, key_path
 
 log = logging.getLogger("qtoaster.auth")
 # Beyond the throttle's longest delay (30 s) and an argon2 check under load.
@@ -47,6 +55,7 @@ VERIFY_TIMEOUT = 90.0
 MECHANISMS_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
 REDEEM_TIMEOUT = 10.0
+SRS_TIMEOUT = 10.0
 
 
 class AuthClient:
@@ -84,6 +93,17 @@ class AuthClient:
         except (OSError, TimeoutError, ProtocolError):
             return None
         return response if isinstance(response, MechanismsResponse) else None
+
+    async def srs_reverse(self, address: str) -> SrsResponse:
+        """The auth role's check of an SRS address; ``temporary`` if it could not be asked."""
+        request = SrsRequest(next(self._ids), "srs-reverse", address)
+        try:
+            response = await self._ask(request, SRS_TIMEOUT)
+        except (OSError, TimeoutError, ProtocolError) as exc:
+            return SrsResponse(request.id, False, True, "", f"auth role unavailable: {exc}")
+        if not isinstance(response, SrsResponse):
+            return SrsResponse(request.id, False, True, "", "auth role answered nonsense")
+        return response
 
     async def _ask(self, request: Request, timeout: float) -> Response:
         writer = await self._connect()
@@ -141,17 +161,70 @@ class AuthClient:
 def redeem(path: Path, ticket: str, timeout: float = REDEEM_TIMEOUT) -> RedeemResponse:
     """Blocking: the auth role's answer for ``ticket`` (``ok`` false: unknown, used,
     expired, or not ours to redeem); OSError or ProtocolError when it cannot be asked."""
+    response = _ask_blocking(path, RedeemRequest(1, ticket), timeout)
+    if not isinstance(response, RedeemResponse):
+        raise ProtocolError("auth role answered nonsense")
+    return response
+
+
+def srs(
+    path: Path, op: str, address: str, domain: str = "", timeout: float = SRS_TIMEOUT
+) -> SrsResponse:
+    """Blocking: ``srs-forward`` (``address`` rewritten at ``domain``) or ``srs-reverse``;
+    OSError or ProtocolError when the auth role cannot be asked."""
+    response = _ask_blocking(path, SrsRequest(1, op, address, domain), timeout)
+    if not isinstance(response, SrsResponse):
+        raise ProtocolError("auth role answered nonsense")
+    return response
+
+
+def _ask_blocking(path: Path, request: Request, timeout: float) -> Response:
+    """One request on a connection of its own (the callers are threads)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(os.fspath(path))
-        sock.sendall(encode_request(RedeemRequest(1, ticket)))
+        sock.sendall(encode_request(request))
         data = b""
         while not data.endswith(b"\n"):
             piece = sock.recv(4096)
             if not piece or len(data) > MAX_LINE:
                 raise ConnectionResetError("auth role closed the connection")
             data += piece
-    response = decode_response(data)
-    if not isinstance(response, RedeemResponse):
-        raise ProtocolError("auth role answered nonsense")
-    return response
+    return decode_response(data)
+
+
+class AuthRoleSrs:
+    """mailauth.srs.SrsService asked of the auth role (blocking: local delivery's threads)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _ask(self, op: str, address: str, domain: str = "") -> SrsResponse:
+        try:
+            response = srs(self.path, op, address, domain)
+        except (OSError, ProtocolError) as exc:
+            raise TemporaryFailure(f"auth role unavailable: {exc}") from exc
+        if response.temporary:
+            raise TemporaryFailure(f"auth role: {response.reason}")
+        return response
+
+    def forward(self, sender: str, domain: str) -> str:
+        response = self._ask("srs-forward", sender, domain)
+        if not response.ok:
+            raise ValueError(response.reason)
+        return response.address
+
+    def reverse(self, address: str) -> str:
+        response = self._ask("srs-reverse", address)
+        if not response.ok:
+            raise SrsError(response.reason, address)
+        return response.address
+
+
+def srs_service(home: Home, max_age_days: int) -> SrsService:
+    """In-process when this process may read the key (one user for every role: not
+    started as root, or a test); else the auth role, which alone reads it under root."""
+    path = key_path(home)
+    if os.access(path, os.R_OK):
+        return LocalSrs(KeyRing(path), max_age_days)
+    return AuthRoleSrs(socket_path(home))

@@ -12,6 +12,8 @@ Requests::
      "user": B64, "secret": B64, "challenge": B64, "ip": "192.0.2.7"}
     {"id": 8, "op": "mechanisms"}
     {"id": 9, "op": "redeem", "ticket": "<32 hex digits>"}
+    {"id": 10, "op": "srs-forward", "address": B64, "domain": "fwd.example"}
+    {"id": 11, "op": "srs-reverse", "address": B64}
 
 ``secret`` is the password (PLAIN, LOGIN) or the hex digest (CRAM-MD5, APOP);
 ``challenge`` is the CRAM-MD5 challenge or the APOP banner (``<pid.time@host>``), empty for
@@ -24,6 +26,14 @@ Answers::
      "reason": "password ok", "flags": 0, "busy": false}
     {"id": 8, "ok": true, "cram": true, "apop": true}
     {"id": 9, "ok": true, "user": B64, "maildir": B64}
+    {"id": 10, "ok": true, "temporary": false, "srs": B64, "reason": "rewritten"}
+
+``srs-forward`` rewrites a forwarded message's sender at ``domain`` (the send role's
+only, when started as root: whoever may ask can make addresses this server accepts);
+``srs-reverse`` checks an SRS address and answers the address it was made from (smtpd's
+and the send role's). A refused reverse is ``ok`` false, ``temporary`` false, with one of
+mailauth.srs's reasons (``malformed SRS address``, ``bad SRS hash``, ``expired SRS
+timestamp``); ``temporary`` true: no usable key, or not this peer's to ask.
 
 A successful pop3 verify also carries ``"ticket": "<32 hex digits>"``: the mailbox broker
 (qtoaster.mailboxd) opens that user's Maildir for pop3d only against it, and redeems it
@@ -92,7 +102,16 @@ class RedeemRequest:
     ticket: str
 
 
-Request = VerifyRequest | MechanismsRequest | RedeemRequest
+@dataclass(frozen=True, slots=True)
+class SrsRequest:
+    id: int
+    op: str  # "srs-forward" or "srs-reverse"
+    address: str  # the sender to rewrite, or the SRS address to reverse
+    domain: str = ""  # srs-forward: the forwarding domain
+
+
+Request = VerifyRequest | MechanismsRequest | RedeemRequest | SrsRequest
+SRS_OPS = ("srs-forward", "srs-reverse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +141,16 @@ class RedeemResponse:
     maildir: str
 
 
-Response = VerifyResponse | MechanismsResponse | RedeemResponse
+@dataclass(frozen=True, slots=True)
+class SrsResponse:
+    id: int
+    ok: bool
+    temporary: bool
+    address: str  # the rewritten or reversed address ("" unless ok)
+    reason: str  # for logs: why not
+
+
+Response = VerifyResponse | MechanismsResponse | RedeemResponse | SrsResponse
 
 
 def _b64(text: str | bytes) -> str:
@@ -181,6 +209,11 @@ def encode_request(request: Request) -> bytes:
         return _line({"id": request.id, "op": "mechanisms"})
     if isinstance(request, RedeemRequest):
         return _line({"id": request.id, "op": "redeem", "ticket": request.ticket})
+    if isinstance(request, SrsRequest):
+        obj: dict[str, Any] = {"id": request.id, "op": request.op, "address": _b64(request.address)}
+        if request.op == "srs-forward":
+            obj["domain"] = request.domain
+        return _line(obj)
     return _line(
         {
             "id": request.id,
@@ -198,7 +231,11 @@ def encode_request(request: Request) -> bytes:
 def decode_request(line: bytes) -> Request:
     obj = _object(line)
     ident = _id(obj)
-    op = _text(obj, "op", ("verify", "mechanisms", "redeem"))
+    op = _text(obj, "op", ("verify", "mechanisms", "redeem", *SRS_OPS))
+    if op in SRS_OPS:
+        address = _unb64(obj.get("address"), "address").decode("utf-8", "surrogateescape")
+        domain = _text(obj, "domain") if op == "srs-forward" else ""
+        return SrsRequest(ident, op, address, domain)
     if op == "mechanisms":
         return MechanismsRequest(ident)
     if op == "redeem":
@@ -217,6 +254,16 @@ def decode_request(line: bytes) -> Request:
 def encode_response(response: Response) -> bytes:
     if isinstance(response, MechanismsResponse):
         return _line({"id": response.id, "ok": True, "cram": response.cram, "apop": response.apop})
+    if isinstance(response, SrsResponse):
+        return _line(
+            {
+                "id": response.id,
+                "ok": response.ok,
+                "temporary": response.temporary,
+                "srs": _b64(response.address),
+                "reason": response.reason,
+            }
+        )
     if isinstance(response, RedeemResponse):
         return _line(
             {
@@ -244,6 +291,14 @@ def decode_response(line: bytes) -> Response:
     obj = _object(line)
     if "cram" in obj:
         return MechanismsResponse(_id(obj), _flag(obj, "cram"), _flag(obj, "apop"))
+    if "srs" in obj:
+        return SrsResponse(
+            _id(obj),
+            _flag(obj, "ok"),
+            _flag(obj, "temporary"),
+            _unb64(obj.get("srs"), "srs").decode("utf-8", "surrogateescape"),
+            _text(obj, "reason"),
+        )
     if "maildir" in obj:
         return RedeemResponse(
             _id(obj),

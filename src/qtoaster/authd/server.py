@@ -17,6 +17,9 @@ Invariants:
   the offer without a restart; while the directory is down the last answer stands;
 - nothing a worker sends raises out of a connection's handler: a bad line gets an answer
   with ``id`` null, a too long line closes that connection;
+- ``srs-forward`` (making an address this server will accept back) is answered to the
+  send role's uid alone, ``srs-reverse`` to smtpd's and send's (SO_PEERCRED, when started
+  as root); the key file (mailauth.srs.key_path) is read here only;
 - a pop3 login that succeeds gets a ticket (128 random bits) for its Maildir, kept here
   only: single use, valid TICKET_SECONDS, redeemed by the mailbox broker alone (its uid,
   checked with SO_PEERCRED, when started as root); at most MAX_TICKETS are held.
@@ -46,6 +49,8 @@ from qtoaster.auth.protocol import (
     RedeemRequest,
     RedeemResponse,
     Response,
+    SrsRequest,
+    SrsResponse,
     VerifyRequest,
     VerifyResponse,
     decode_request,
@@ -59,6 +64,7 @@ from qtoaster.core.errors import ConfigError, TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.core.literal import client_key
 from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.mailauth.srs import KeyRing, SrsError, key_path
 from qtoaster.protocols.sasl import CramCredentials, PlainCredentials
 
 log = logging.getLogger("qtoaster.auth")
@@ -86,11 +92,19 @@ class AuthServer:
     """The auth role's state: directory, throttle, attempts in flight, the offer's cache."""
 
     def __init__(
-        self, home: Home, config: Config | None = None, redeemer: int | None = None
+        self,
+        home: Home,
+        config: Config | None = None,
+        redeemer: int | None = None,
+        srs_checker: int | None = None,
     ) -> None:
         self.home = home
-        # The mailbox broker's uid when started as root; None: any peer may redeem.
+        # The mailbox broker's uid when started as root; None: any peer may redeem. The
+        # send role runs as the same user: it alone may have a sender rewritten (SRS).
         self.redeemer = redeemer
+        # smtpd's uid when started as root: it may check SRS addresses (as may send).
+        self.srs_checker = srs_checker
+        self.srs_keys = KeyRing(key_path(home))
         # ticket -> (address, Maildir, monotonic deadline)
         self.tickets: dict[str, tuple[str, str, float]] = {}
         self.config = config or load_config(home)
@@ -149,7 +163,10 @@ class AuthServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One worker's connection: requests are answered as they finish (pipelined)."""
         tasks: set[asyncio.Task[None]] = set()
-        may_redeem = self.redeemer is None or peer_uid(writer) == self.redeemer
+        uid = peer_uid(writer) if self.redeemer is not None else None
+        may_redeem = self.redeemer is None or uid == self.redeemer
+        may_reverse = may_redeem or (self.srs_checker is not None and uid == self.srs_checker)
+        allowed = {"srs-forward": may_redeem, "srs-reverse": may_reverse}
         try:
             while True:
                 try:
@@ -158,7 +175,7 @@ class AuthServer:
                     break
                 if not line:
                     break
-                answer = self._answer(line, writer, may_redeem)
+                answer = self._answer(line, writer, may_redeem, allowed)
                 task = asyncio.get_running_loop().create_task(answer)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -169,7 +186,13 @@ class AuthServer:
                 await asyncio.gather(*tasks, return_exceptions=True)
             writer.close()
 
-    async def _answer(self, line: bytes, writer: asyncio.StreamWriter, may_redeem: bool) -> None:
+    async def _answer(
+        self,
+        line: bytes,
+        writer: asyncio.StreamWriter,
+        may_redeem: bool,
+        allowed: dict[str, bool],
+    ) -> None:
         try:
             request = decode_request(line)
         except ProtocolError as exc:
@@ -180,6 +203,8 @@ class AuthServer:
                 response = MechanismsResponse(request.id, everywhere, everywhere)
             elif isinstance(request, RedeemRequest):
                 response = self.redeem(request, may_redeem)
+            elif isinstance(request, SrsRequest):
+                response = self.srs(request, allowed[request.op])
             else:
                 response = await self.verify(request)
         if not writer.is_closing():
@@ -220,6 +245,27 @@ class AuthServer:
         if found is None or found[2] < time.monotonic():
             return RedeemResponse(request.id, False, "", "")
         return RedeemResponse(request.id, True, found[0], found[1])
+
+    def srs(self, request: SrsRequest, allowed: bool) -> SrsResponse:
+        """Rewrite or reverse an address (HMAC-SHA1 of a few bytes: on the loop)."""
+        if not allowed:
+            log.warning("%s refused: not this peer's to ask", request.op)
+            return SrsResponse(request.id, False, True, "", "not allowed to this peer")
+        try:
+            srs = self.srs_keys.srs(self.config.settings.srs.max_age_days)
+        except (OSError, ValueError) as exc:
+            log.error("SRS key unusable (qtoaster srs keygen makes one): %s", exc)
+            return SrsResponse(request.id, False, True, "", f"no SRS key: {exc}")
+        try:
+            if request.op == "srs-forward":
+                address = srs.forward(request.address, request.domain)
+            else:
+                address = srs.reverse(request.address)
+        except SrsError as exc:
+            return SrsResponse(request.id, False, False, "", exc.reason)
+        except ValueError as exc:  # forward: a sender without a domain
+            return SrsResponse(request.id, False, False, "", str(exc))
+        return SrsResponse(request.id, True, False, address, "ok")
 
     async def verify(self, request: VerifyRequest) -> VerifyResponse:
         key = client_key(request.ip)
@@ -296,13 +342,19 @@ class AuthServer:
         )
 
 
-async def serve_auth(home: Home, ready: Callable[[], None], redeemer: int | None = None) -> None:
+async def serve_auth(
+    home: Home,
+    ready: Callable[[], None],
+    redeemer: int | None = None,
+    srs_checker: int | None = None,
+) -> None:
     """Answer the workers until SIGTERM or SIGINT; *ready* once the socket listens.
     ``redeemer``: the mailbox broker's uid (started as root), the one peer that may
-    redeem tickets."""
+    redeem tickets and have senders rewritten (the send role is the same user);
+    ``srs_checker``: smtpd's, which may also check SRS addresses."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    server = AuthServer(home, redeemer=redeemer)
+    server = AuthServer(home, redeemer=redeemer, srs_checker=srs_checker)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)

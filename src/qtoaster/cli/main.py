@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "dns": "qtoaster.cli.dns:dns_group",
     "dkim": "qtoaster.cli.dkim:dkim",
     "import": "qtoaster.cli.importer:import_group",
+    "srs": "qtoaster.cli.srs:srs",
 }
 
 

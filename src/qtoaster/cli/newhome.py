@@ -87,6 +87,14 @@ max_failures = 3
 # temporary refusal at once.  Raise it for many users behind one NAT address.
 max_in_flight = 4
 
+[srs]
+# Forwarded mail leaves with its sender rewritten (SRS0=...@the forwarding domain), so
+# that SPF at the next hop checks our domain; bounces to such addresses come back here
+# and go on to the original sender (docs/srs.md).  The key: secrets/srs.key.
+enabled = true
+# domain = "forward.example.com"   # unset: the domain of the recipient that forwards
+max_age_days = 21
+
 [submission]
 # On the submission port, MAIL FROM must be the authenticated user's own address.
 restrict_sender = false
@@ -270,6 +278,10 @@ def _write_home(home: Home, me: str, listen: dict[str, list[str]], demo: bool) -
 
     QueueStore.create(home.queue)
     create_directory(home)
+    # The SRS key (docs/srs.md): forwarded mail's senders are rewritten from the start.
+    from qtoaster.mailauth.srs import key_path, new_key, write_keys
+
+    write_keys(key_path(home), [new_key()])
 
 
 def default_listen(as_root: bool) -> dict[str, list[str]]:

@@ -118,6 +118,7 @@ def run(
     problems = check_startup(home)
     if problems:
         _fail(*problems, "not starting: fix the certificate (docs/tls.md)")
+    _srs_key(config)  # before the warnings, which would name it missing
     for warning in check_warnings(home):
         logging.getLogger("qtoaster.supervisor").warning("%s", warning)
     for line in QueueStore(home.queue).recover(everything=True):
@@ -202,7 +203,7 @@ def serve(
     elif role == "auth":
         from qtoaster.authd.server import serve_auth
 
-        asyncio.run(serve_auth(home, ready, peer_uids.get("send")))
+        asyncio.run(serve_auth(home, ready, peer_uids.get("send"), peer_uids.get("smtpd")))
     elif role == "mailbox":
         from qtoaster.mailboxd.server import Peers, serve_mailbox
 
@@ -235,6 +236,17 @@ def _peer_uids(config: Config) -> dict[str, int]:
         }
     except KeyError as exc:
         raise click.ClickException(f"no such user: {exc}") from None
+
+
+def _srs_key(config: Config) -> None:
+    """A home made before SRS gets its key at start (docs/srs.md); as root it then gets
+    the auth role's owner with the rest of the home."""
+    from qtoaster.mailauth.srs import key_path, new_key, write_keys
+
+    path = key_path(config.home)
+    if config.settings.srs.enabled and not path.exists():
+        write_keys(path, [new_key()])
+        logging.getLogger("qtoaster.supervisor").info("created the SRS key %s", path)
 
 
 def _prepare_home(config: Config) -> None:

@@ -188,8 +188,17 @@ class RoleUsers:
     group: str = "qtoaster"  # every role: reads the settings, control files, the directory
     queue_group: str = "qtoaster-queue"  # smtpd and send: the queue
     tls_group: str = "qtoaster-tls"  # smtpd and pop3d: the TLS private key
-    auth_group: str = "qtoaster-authc"  # smtpd, pop3d, mailbox: may connect to the auth role
+    auth_group: str = "qtoaster-authc"  # smtpd, pop3d, mailbox, send: may connect to the auth role
     mailbox_group: str = "qtoaster-mbox"  # pop3d and smtpd: may connect to the mailbox broker
+
+
+@dataclass(frozen=True, slots=True)
+class SrsSettings:
+    """[srs]: the sender of a forwarded message is rewritten (docs/srs.md)."""
+
+    enabled: bool = True
+    domain: str | None = None  # None: the forwarding recipient's own domain
+    max_age_days: int = 21  # how long a rewritten address takes bounces back
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +250,7 @@ class Settings:
     spamd: ScannerSettings | None = None
     users: RoleUsers = RoleUsers()
     publish: PublishSettings = PublishSettings()
+    srs: SrsSettings = SrsSettings()
     dkim: DkimSettings = field(default_factory=lambda: DkimSettings())
 
 
@@ -366,6 +376,25 @@ def _users(tables: _Tables) -> RoleUsers:
         for name in RoleUsers.__dataclass_fields__
     }
     return RoleUsers(**names)
+
+
+def _srs(tables: _Tables) -> SrsSettings:
+    return SrsSettings(
+        enabled=tables.get("srs", "enabled", _is_bool, True),
+        domain=tables.get("srs", "domain", _is_domain, None),
+        max_age_days=tables.get("srs", "max_age_days", _int_between(1, 1000), 21),
+    )
+
+
+_DOMAIN = re.compile(
+    r"(?i)^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
+
+
+def _is_domain(value: Any) -> str | None:
+    if not isinstance(value, str) or not _DOMAIN.match(value):
+        return "expected a domain name"
+    return None
 
 
 def _is_system_name(value: Any) -> str | None:
@@ -574,6 +603,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         users=_users(tables),
         publish=_publish(tables),
         dkim=_dkim(tables),
+        srs=_srs(tables),
     )
     tables.unknown()
     if tables.problems:

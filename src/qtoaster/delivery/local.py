@@ -8,21 +8,30 @@ Then, as vdelivermail: the address's aliases (forwards, with or without a copy k
 else the user's mailbox, through the user's ``.qmail`` file if it has one; else the
 domain's handling of unknown users (bounce, delete, or a catch-all address).
 
+SRS (docs/srs.md): a forwarded copy leaves with its sender rewritten at the forwarding
+domain, unless the sender is null, the double-bounce sender or in a domain delivered
+here; mail to an SRS address of a local domain (a bounce of a forward) is sent on to the
+address it was made from. Both ask ``srs`` (the auth role when started as root).
+
 Invariants:
 - the reports are qmail's texts byte for byte (spec 16.2-16.4, 21.3, 22);
 - infrastructure trouble (disk, permissions, the database) is TEMPORARY, never PERMANENT
   (spec 21.3 warns about the toaster getting this wrong);
-- safe to call from several threads at once: the agent holds no mutable state.
+- safe to call from several threads at once: the agent holds no mutable state;
+- a forward is never queued with its sender unrewritten when SRS is on and the rewrite
+  failed: the delivery is deferred (TEMPORARY) instead.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Set
+from functools import partial
 from typing import BinaryIO, Protocol
 
+from qtoaster.config.settings import SrsSettings
 from qtoaster.core.durable import DirSyncs
-from qtoaster.core.envelope import Envelope, split_address
+from qtoaster.core.envelope import DOUBLE_BOUNCE_SENDER, Envelope, split_address
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.core.outcome import Outcome, Result
@@ -32,6 +41,7 @@ from qtoaster.delivery.instructions import DeliveryJob, ForwardSource, MaildirTa
 from qtoaster.directory.cache import CachedLookups, Lookups
 from qtoaster.directory.model import Recipient, UserInfo
 from qtoaster.directory.schema import UNKNOWN_BOUNCE, UNKNOWN_DELETE, UserFlag
+from qtoaster.mailauth.srs import SrsError, SrsService, is_srs
 from qtoaster.maildir.quota import Quota
 from qtoaster.queue.store import QueueStore, commit_message
 
@@ -44,6 +54,8 @@ DIRECTORY_UNAVAILABLE = "Unable to read the user directory. (#4.3.0)"
 DELIVERED = "did 1+0+0/"
 # What vdelivermail's "delete" does with mail for unknown users: accept and drop it.
 DISCARDED = "did 0+0+0/"
+INVALID_SRS = "Sorry, invalid SRS address ({reason}). (#5.1.1)"
+SRS_UNAVAILABLE = "Unable to rewrite or check an SRS address now: "
 MAILDIR_TEMPORARY = instructions.MAILDIR_TEMPORARY
 OVER_QUOTA = instructions.OVER_QUOTA
 # The user's own mailbox as an instruction (the default delivery, ``./Maildir/``).
@@ -73,7 +85,11 @@ class LocalAgent:
         *,
         fsync: bool = True,
         queue: QueueStore | None = None,
+        srs: SrsService | None = None,
+        srs_settings: SrsSettings | None = None,
     ) -> None:
+        """``srs``: who rewrites forwarded senders and reverses SRS addresses; None (or
+        ``[srs] enabled`` false) leaves senders as they are, as qmail does."""
         self._home = home
         self._lookups = CachedLookups(directory)
         self._fsync = fsync
@@ -82,6 +98,9 @@ class LocalAgent:
         self._defaultdomain = controls.defaultdomain.lower()
         self._hostname = controls.me
         self._queue = queue
+        settings = srs_settings or SrsSettings()
+        self._srs = srs if settings.enabled else None
+        self._srs_domain = settings.domain
 
     def is_local(self, recipient: str) -> bool:
         """Whether ``recipient`` is delivered here (raises TemporaryFailure if the
@@ -94,6 +113,8 @@ class LocalAgent:
         """Deliver the message stored at ``message`` from ``body_offset`` to ``recipient``."""
         try:
             target = self._route(recipient)
+            if target is not None and self._srs is not None and is_srs(target):
+                return self._srs_back(message, body_offset, sender, recipient, target)
             found = None if target is None else self._lookups.resolve(target)
         except TemporaryFailure:
             return Result(Outcome.TEMPORARY, DIRECTORY_UNAVAILABLE)
@@ -102,12 +123,46 @@ class LocalAgent:
         plan = self._plan(found)
         if isinstance(plan, Result):
             return plan
+        assert target is not None
+        return self._carry_out(message, body_offset, sender, recipient, target, found.user, plan)
+
+    def _srs_back(
+        self,
+        message: str | os.PathLike[str],
+        body_offset: int,
+        sender: str,
+        recipient: str,
+        target: str,
+    ) -> Result:
+        """Mail to one of our SRS addresses: on to the address it was made from."""
+        assert self._srs is not None
+        try:
+            original = self._srs.reverse(target)
+        except SrsError as exc:
+            return Result(Outcome.PERMANENT, INVALID_SRS.format(reason=exc.reason))
+        except TemporaryFailure as exc:
+            return Result(Outcome.TEMPORARY, f"{SRS_UNAVAILABLE}{exc} (#4.3.0)")
+        steps = [Instruction(Kind.FORWARD, original)]
+        return self._carry_out(message, body_offset, sender, recipient, target, None, steps)
+
+    def _carry_out(
+        self,
+        message: str | os.PathLike[str],
+        body_offset: int,
+        sender: str,
+        recipient: str,
+        target: str,
+        user: UserInfo | None,
+        plan: list[Instruction] | None,
+    ) -> Result:
+        """Open the message, check for a loop, and follow ``plan`` (None: the user's
+        .qmail file or mailbox)."""
         try:
             source = open(message, "rb")  # noqa: SIM115 - closed by the with below
         except OSError as exc:
             return _temporary(UNREADABLE_MESSAGE, exc)
         with source:
-            job = self._job(source, body_offset, sender, recipient, found.user)
+            job = self._job(source, body_offset, sender, recipient, user)
             try:
                 source.seek(body_offset)
                 looping = _has_line(source, job.dtline.rstrip(b"\n"))
@@ -118,7 +173,8 @@ class LocalAgent:
             steps = plan if plan is not None else self._dotqmail(job)
             if isinstance(steps, Result):
                 return steps
-            return instructions.run(job, steps, self._inject if self._queue else None)
+            inject = partial(self._inject, split_address(target)[1]) if self._queue else None
+            return instructions.run(job, steps, inject)
 
     def _plan(self, found: Recipient) -> list[Instruction] | Result | None:
         """What to do for ``found``: instructions, a final result, or None for "the
@@ -175,9 +231,25 @@ class LocalAgent:
             dirsyncs=self._dirsyncs,
         )
 
-    def _inject(self, envelope: Envelope, source: ForwardSource) -> str:
+    def _inject(self, domain: str, envelope: Envelope, source: ForwardSource) -> str:
+        """Queue a forwarded copy, its sender rewritten (SRS) at ``domain`` (the
+        forwarding recipient's, or ``[srs] domain``); TemporaryFailure when the rewrite
+        cannot be done now (instructions.run defers the delivery)."""
         assert self._queue is not None
-        return commit_message(self._queue, envelope, "forward", source)
+        sender = self._rewritten(envelope.sender, self._srs_domain or domain)
+        forwarded = Envelope(sender, envelope.recipients)
+        return commit_message(self._queue, forwarded, "forward", source)
+
+    def _rewritten(self, sender: str, domain: str) -> str:
+        if self._srs is None or not sender or sender == DOUBLE_BOUNCE_SENDER:
+            return sender
+        _, sender_domain = split_address(sender)
+        if not sender_domain or self._route(sender) is not None:
+            return sender  # a sender delivered here: SPF at the next hop is ours anyway
+        try:
+            return self._srs.forward(sender, domain)
+        except ValueError:
+            return sender  # no local part to keep: nothing a bounce could come back to
 
     def _route(self, recipient: str) -> str | None:
         """The directory address that receives mail for ``recipient``, or None if remote."""

@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from qtoaster.auth.client import srs_service
 from qtoaster.config.loader import Config
 from qtoaster.core.clock import SystemClock
 from qtoaster.delivery.local import LocalAgent
@@ -41,7 +42,17 @@ async def serve_send(
     directory = LazyDirectory(config.home, config.settings.database_url)
     fsync = config.settings.fsync
     store = QueueStore(config.home.queue, fsync=fsync)
-    agent = LocalAgent(config.home, config.controls, directory, fsync=fsync, queue=store)
+    # Forwards' senders are rewritten, SRS bounces sent on: by the auth role under root.
+    srs = srs_service(config.home, config.settings.srs.max_age_days)
+    agent = LocalAgent(
+        config.home,
+        config.controls,
+        directory,
+        fsync=fsync,
+        queue=store,
+        srs=srs,
+        srs_settings=config.settings.srs,
+    )
     # Remote deliveries run in a child process this role starts, restarts and stops.
     if remote is None:
         remote = RemoteClient(config.home.root)

@@ -20,8 +20,11 @@ from qtoaster.auth.client import AuthClient
 from qtoaster.broker.client import quota_percent
 from qtoaster.broker.protocol import socket_path as broker_socket_path
 from qtoaster.config.loader import Config
+from qtoaster.core.errors import TemporaryFailure
 from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.mailauth.srs import KeyRing, LocalSrs, SrsError
+from qtoaster.mailauth.srs import key_path as srs_key_path
 from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings
 from qtoaster.policy.checks.clamd import Clamd
 from qtoaster.policy.checks.databytes import Databytes
@@ -32,6 +35,7 @@ from qtoaster.policy.checks.rblsmtpd import Rblsmtpd
 from qtoaster.policy.checks.rcpthosts import Rcpthosts
 from qtoaster.policy.checks.signatures import Signatures as SignaturesCheck
 from qtoaster.policy.checks.spamd import Spamd
+from qtoaster.policy.checks.srs import Reverser, SrsCheck
 from qtoaster.policy.checks.tarpit import Tarpit
 from qtoaster.policy.pipeline import Check, Pipeline
 from qtoaster.policy.signatures import Signatures
@@ -118,9 +122,11 @@ class SmtpdContext:
                 ),
                 # The mailbox broker reads the Maildir: smtpd cannot (decision 0007).
                 quota_percent(broker_socket_path(config.home)),
+                srs=settings.srs.enabled,
             )
         signatures = Signatures.load(config.home.control)
-        pipeline = Pipeline(_checks(config, recipient, signatures))
+        srs = _srs_check(config, executor, shared)
+        pipeline = Pipeline(_checks(config, recipient, signatures, srs))
         store = QueueStore(config.home.queue, fsync=config.settings.fsync)
         env = {k: os.environ[k] for k in _PROCESS_VARIABLES if k in os.environ}
         tls, problem, tls_files = None, "missing certificate", None
@@ -164,10 +170,47 @@ def _rbl(settings: Settings) -> Rbl | None:
     )
 
 
-def _checks(config: Config, recipient: Check, signatures: Signatures | None) -> list[Check]:
+def _srs_check(config: Config, executor: Executor, shared: WorkerShared | None) -> SrsCheck | None:
+    """The srs check, asking whoever may read the key: this process when it may (one
+    user for every role), else the auth role. None when SRS is off, or when neither
+    (a worker without a directory: no auth role's client either)."""
+    if not config.settings.srs.enabled:
+        return None
+    path = srs_key_path(config.home)
+    reverse: Reverser
+    if os.access(path, os.R_OK):
+        local = LocalSrs(KeyRing(path), config.settings.srs.max_age_days)
+
+        async def reverse(address: str) -> str:
+            return local.reverse(address)  # an HMAC and a stat(): no thread needed
+    elif shared is not None:
+        auth = shared.auth
+
+        async def reverse(address: str) -> str:
+            answer = await auth.srs_reverse(address)
+            if answer.temporary:
+                raise TemporaryFailure(answer.reason)
+            if not answer.ok:
+                raise SrsError(answer.reason, address)
+            return answer.address
+    else:
+        return None
+    locals_ = frozenset(domain.lower() for domain in config.controls.locals)
+    lookups = shared.lookups if shared is not None else None
+
+    def local_domain(domain: str) -> bool:
+        hosted = lookups is not None and lookups.hosts_domain(domain)
+        return hosted or domain.lower() in locals_
+
+    return SrsCheck(reverse, local_domain, shared.lookup_executor if shared else executor)
+
+
+def _checks(
+    config: Config, recipient: Check, signatures: Signatures | None, srs: SrsCheck | None = None
+) -> list[Check]:
     """The policy checks, each stage's in the toaster's order (spec 4; docs/policy.md):
     CONNECT rblsmtpd; MAIL databytes, mfcheck; RCPT qregex (badhelo, badmailfrom,
-    badmailto), relay/chkuser, tarpit last; DATA databytes, hops, signatures, clamd,
+    badmailto), srs, relay/chkuser, tarpit last; DATA databytes, hops, signatures, clamd,
     spamd.  A new check is one module under policy/checks/ and one line here."""
     control = config.home.control
     settings = config.settings
@@ -180,6 +223,8 @@ def _checks(config: Config, recipient: Check, signatures: Signatures | None) -> 
     qregex = Qregex.from_control_dir(control)
     if qregex.active:
         checks.append(qregex)
+    if srs is not None:  # before chkuser, which takes its word for SRS local parts
+        checks.append(srs)
     checks += [recipient, Tarpit.from_control_dir(control)]
     checks.append(Hops())
     if signatures is not None:

@@ -34,7 +34,8 @@ _ROLE_ACCOUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "smtpd": ("smtpd", ("group", "queue_group", "tls_group", "auth_group", "mailbox_group")),
     # pop3d reaches a Maildir only through the mailbox broker, after a login.
     "pop3d": ("pop3d", ("group", "tls_group", "auth_group", "mailbox_group")),
-    "send": ("send", ("group", "queue_group")),
+    # send asks the auth role to rewrite a forward's sender and reverse SRS (docs/srs.md).
+    "send": ("send", ("group", "queue_group", "auth_group")),
     # qmail's clientcert.pem is usually servercert.pem: remote reads it for client TLS.
     "remote": ("remote", ("group", "tls_group")),
     "auth": ("auth", ("group", "auth_group")),

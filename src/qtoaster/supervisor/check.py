@@ -19,6 +19,7 @@ Invariant: it never raises for a bad configuration; every problem is one line of
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 from qtoaster.config.loader import load_config
 from qtoaster.core.errors import ConfigError
@@ -44,6 +45,24 @@ def check_config(home: Home, *, directory: bool = False) -> list[str]:
     return found
 
 
+def srs_key_problems(home: Home) -> list[str]:
+    """The SRS key missing or holding no key (docs/srs.md): forwards would be deferred.
+    A key this user may not read (the auth role's, under root) is not checked further."""
+    from qtoaster.mailauth.srs import key_path, read_keys
+
+    path = key_path(home)
+    fix = "qtoaster srs keygen makes one, as run does at start; until then forwards wait"
+    if not path.exists():
+        return [f"{path}: missing ({fix})"]
+    if not os.access(path, os.R_OK):
+        return []
+    try:
+        read_keys(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return [f"{path}: unusable: {exc} ({fix})"]
+    return []
+
+
 def check_startup(home: Home) -> list[str]:
     """What stops ``qtoaster run`` before it starts anything: certificate problems."""
     return certificate_problems(home)
@@ -62,7 +81,8 @@ def check_warnings(home: Home) -> list[str]:
     except ConfigError:
         return warnings  # check_config reports it
     separate = separation_warning(settings.database_url, settings.credentials_url)
-    return warnings + ([separate] if separate else [])
+    srs = srs_key_problems(home) if settings.srs.enabled else []
+    return warnings + ([separate] if separate else []) + srs
 
 
 def certificate_problems(home: Home) -> list[str]:

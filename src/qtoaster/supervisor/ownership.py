@@ -22,6 +22,7 @@ from pathlib import Path
 from qtoaster.config.settings import RoleUsers
 from qtoaster.core.home import Home
 from qtoaster.directory.credentials import credentials_file
+from qtoaster.mailauth.srs import key_path
 
 ROOT = "root"
 
@@ -48,6 +49,9 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
         Rule(home.root / "tcp.smtp.cdb", root, common, 0o640),
         Rule(home.database, root, common, 0o640),
         Rule(home.secrets_key, users.auth, users.auth, 0o600),
+        # The SRS key: the auth role rewrites and checks SRS addresses for the others.
+        Rule(key_path(home).parent, users.auth, users.auth, 0o700),
+        Rule(key_path(home), users.auth, users.auth, 0o600),
         # Password hashes and secrets: the auth role alone (it also rehashes on login).
         Rule(credentials_file(home).parent, users.auth, users.auth, 0o700, contents=True),
         Rule(home.run_dir, root, common, 0o750),

@@ -45,6 +45,7 @@ from qtoaster.core.reply import Reply
 from qtoaster.directory.cache import MISS
 from qtoaster.directory.model import Recipient
 from qtoaster.directory.schema import UNKNOWN_BOUNCE
+from qtoaster.mailauth.srs import is_srs
 from qtoaster.policy.checks.rcpthosts import Rcpthosts, RcpthostsControls
 from qtoaster.policy.verdict import PASS, ChkuserCounters, Facts, SessionState, Stage, Verdict
 
@@ -101,13 +102,17 @@ class Chkuser:
         executor: Executor,
         settings: ChkuserSettings,
         percent_used: Callable[[Recipient], int],
+        srs: bool = False,
     ) -> None:
+        """``srs``: the srs check runs before this one, so an SRS local part is accepted
+        here without a user of that name (docs/srs.md)."""
         self._rcpthosts = Rcpthosts(controls)
         self._controls = controls
         self._lookups = lookups
         self._executor = executor
         self._settings = settings
         self._percent_used = percent_used
+        self._srs = srs
         self._locals = frozenset(domain.lower() for domain in controls.locals)
         self._defaultdomain = controls.defaultdomain.lower()
 
@@ -134,6 +139,8 @@ class Chkuser:
             if relay.reply is None:
                 return relay
             return self._refuse(counters, relay.reply, facts, "rejected relaying")
+        if self._srs and is_srs(facts.recipient):
+            return PASS  # vouched for by the srs check before this one
         try:
             found = self._find(facts.recipient, self._lookups.peek)
         except TemporaryFailure:
