@@ -68,8 +68,13 @@ def verify_dkim(message: bytes, dnsfunc: DkimTxt) -> list[DkimResult]:
             outcome = DkimResult("pass" if ok else "fail", domain, selector, b)
         except DnsTemporary as exc:
             outcome = DkimResult("temperror", domain, selector, b, str(exc))
+        except dkim.ValidationError as exc:
+            # A body hash that does not match is a signature that fails (RFC 6376
+            # 6.1.3), not an unusable one.
+            verdict = "fail" if str(exc).startswith("body hash mismatch") else "permerror"
+            outcome = DkimResult(verdict, domain, selector, b, str(exc)[:200])
         except dkim.DKIMException as exc:
-            outcome = DkimResult("permerror", domain, selector, b, str(exc))
+            outcome = DkimResult("permerror", domain, selector, b, str(exc)[:200])
         except Exception as exc:  # dkimpy on hostile input: a result, never a crash
             outcome = DkimResult("permerror", domain, selector, b, f"unusable: {exc}")
         results.append(outcome)
