@@ -112,6 +112,16 @@ class Verifier:
         job = partial(self.evaluate_file, ip, helo, sender, path, body_offset)
         return await loop.run_in_executor(self._pool, job)
 
+    async def forged(self, path: str, body_offset: int) -> tuple[tuple[int, int], ...]:
+        """Only the lines to remove (mail that is not judged: relay clients, submission)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._forged_file, path, body_offset)
+
+    def _forged_file(self, path: str, body_offset: int) -> tuple[tuple[int, int], ...]:
+        with open(path, "rb") as spool:
+            spool.seek(body_offset)
+            return forged_lines(spool.read(HEAD_MAX), self._authserv_id)
+
     def evaluate_file(
         self, ip: str, helo: str, sender: str, path: str, body_offset: int
     ) -> Evaluation:

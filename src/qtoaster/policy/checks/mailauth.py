@@ -7,7 +7,9 @@ threads); the three checks share that evaluation through ``SessionState.mailauth
 each refuses for its own reason, so the pipeline's log line names the one that did
 (``check=spf``, ``check=fcrdns``, ``check=dmarc``).  ``dmarc`` comes last and adds the
 Authentication-Results line, the quarantine mark, and asks for forged
-Authentication-Results lines (our authserv-id) and forged marks to be removed.
+Authentication-Results lines (our authserv-id) and forged marks to be removed; it does
+that removal for mail it does not judge too (relay clients, submission, MAILAUTH=0), so
+no sender can bring in a verdict of ours or the mark that files mail into .Junk.
 
 Who is judged: mail on the ``smtp`` listener (port 25) only, never a RELAYCLIENT or an
 authenticated session; ``[mailauth] enabled`` per recipient domain, MAILAUTH in tcp.smtp
@@ -151,8 +153,15 @@ class Dmarc:
     ) -> Verdict | Awaitable[Verdict]:
         policies = self._shared.policies(facts)
         if not policies:
-            return PASS
+            # Not judged, but nobody may bring our verdicts or our quarantine mark in.
+            return self._strip(facts)
         return self._judge(facts, state, policies)
+
+    async def _strip(self, facts: Facts) -> Verdict:
+        message = facts.message
+        assert message is not None
+        drop = await self._shared.verifier.forged(message.path, message.body_offset)
+        return Verdict(drop=drop) if drop else PASS
 
     async def _judge(
         self, facts: Facts, state: SessionState, policies: list[MailAuthPolicy]
