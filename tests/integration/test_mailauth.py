@@ -8,7 +8,6 @@ import base64
 import smtplib
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import dkim
 import pytest
