@@ -51,8 +51,16 @@ def reachable(home: Path) -> None:
             parent.chmod(mode | 0o001)
 
 
-def make_home(root: Path, *, me: str = "mx.example.test", database_url: str | None = None) -> Path:
-    """A home with example.test and three users; on PostgreSQL if ``database_url``."""
+def make_home(
+    root: Path,
+    *,
+    me: str = "mx.example.test",
+    database_url: str | None = None,
+    mailauth: bool = False,
+) -> Path:
+    """A home with example.test and three users; on PostgreSQL if ``database_url``.
+    Inbound SPF/DKIM/DMARC ([mailauth], on by default) only if ``mailauth``: with the
+    dead DNS below every message would wait for its lookups and get a 451."""
     home = root / "home"
     reachable(home)
     qt(home, "init", "--me", me, "--smtp", "127.0.0.1:0")
@@ -69,6 +77,8 @@ def make_home(root: Path, *, me: str = "mx.example.test", database_url: str | No
     # (every lookup fails at once, temporarily) unless a test points it at its own server.
     text = text.replace("nameservers = []", f'nameservers = ["{DEAD_DNS}"]')
     text = text.replace("timeout = 30\n", "timeout = 2\n", 1)
+    if not mailauth:
+        text += "\n[mailauth]\nenabled = false\n"
     settings.write_text(text)
     qt(home, "domain", "add", "example.test")
     for user in ("alice", "bob", "carol"):

@@ -24,5 +24,14 @@ def test_checks_of_each_stage_in_the_documented_order(tmp_path: Path) -> None:
         Stage.HELO: [],
         Stage.MAIL: ["databytes", "mfcheck"],
         Stage.RCPT: ["qregex", "srs", "rcpthosts", "tarpit"],
-        Stage.DATA: ["databytes", "hops", "signatures", "clamd", "spamd"],
+        Stage.DATA: [
+            "databytes",
+            "hops",
+            "signatures",
+            "spf",
+            "fcrdns",
+            "dmarc",
+            "clamd",
+            "spamd",
+        ],
     }

@@ -58,6 +58,36 @@ class OnUnavailable(StrEnum):
     TEMPFAIL = "tempfail"  # 451: the client tries again later
 
 
+class SpfFail(StrEnum):
+    """[mailauth] spf_fail: what an SPF fail of the MAIL FROM means."""
+
+    REJECT = "reject"
+    RECORD = "record"
+
+
+class DmarcReject(StrEnum):
+    """[mailauth] dmarc_reject: what a DMARC fail under p=reject means."""
+
+    REJECT = "reject"
+    QUARANTINE = "quarantine"
+    RECORD = "record"
+
+
+class DmarcQuarantine(StrEnum):
+    """[mailauth] dmarc_quarantine: how a quarantined message is set apart."""
+
+    JUNK = "junk"  # local delivery files it into the recipient's .Junk folder
+    TAG = "tag"  # a header line marks it, delivery is as usual
+    RECORD = "record"  # only the Authentication-Results line says it
+
+
+class Fcrdns(StrEnum):
+    """[mailauth] fcrdns: a client without forward-confirmed reverse DNS is ..."""
+
+    RECORD = "record"  # ... only recorded (iprev= in Authentication-Results)
+    REQUIRE = "require"  # ... refused with 450 4.7.25
+
+
 class TlsVersion(StrEnum):
     """[tls] min_version: the oldest TLS version offered (RFC 8996 retired 1.0 and 1.1)."""
 
@@ -252,6 +282,7 @@ class Settings:
     publish: PublishSettings = PublishSettings()
     srs: SrsSettings = SrsSettings()
     dkim: DkimSettings = field(default_factory=lambda: DkimSettings())
+    mailauth: MailAuthSettings = field(default_factory=lambda: MailAuthSettings())
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +294,34 @@ class DkimSettings:
     grace: int = 7 * 86400  # seconds a retired key stays published before rotate deletes it
     rotate_after: int = 180 * 86400  # rotate makes a new key once the active one is this old
     algorithms: tuple[str, ...] = ("rsa", "ed25519")  # what keygen and rotate make
+
+
+@dataclass(frozen=True, slots=True)
+class MailAuthPolicy:
+    """What [mailauth] (or one [mailauth.domains."D"]) does with a message's results."""
+
+    enabled: bool = True  # judge mail on port 25 (MAILAUTH in tcp.smtp overrides)
+    spf_fail: SpfFail = SpfFail.RECORD
+    dmarc_reject: DmarcReject = DmarcReject.REJECT
+    dmarc_quarantine: DmarcQuarantine = DmarcQuarantine.JUNK
+    fcrdns: Fcrdns = Fcrdns.RECORD
+
+
+@dataclass(frozen=True, slots=True)
+class MailAuthSettings:
+    """[mailauth]: inbound SPF, DKIM, DMARC, ARC and FCrDNS (docs/antispam.md)."""
+
+    policy: MailAuthPolicy = MailAuthPolicy()
+    domains: tuple[tuple[str, MailAuthPolicy], ...] = ()  # per recipient domain, lower case
+    timeout: float = 10.0  # seconds one DNS lookup may take
+    max_bytes: int = 10 << 20  # messages verified whole in memory up to this size
+    workers: int = 2  # threads of the verifier (per smtpd worker)
+
+    def for_domain(self, domain: str) -> MailAuthPolicy:
+        for name, policy in self.domains:
+            if name == domain.lower():
+                return policy
+        return self.policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +426,54 @@ def _scanner(tables: _Tables, name: str, max_bytes: int) -> ScannerSettings | No
         reject_score=float(tables.get(name, "reject_score", _is_score, 0.0)),
     )
     return settings if address else None
+
+
+_POLICY_KEYS = {
+    "enabled": (_is_bool, None),
+    "spf_fail": (_choice(SpfFail), SpfFail),
+    "dmarc_reject": (_choice(DmarcReject), DmarcReject),
+    "dmarc_quarantine": (_choice(DmarcQuarantine), DmarcQuarantine),
+    "fcrdns": (_choice(Fcrdns), Fcrdns),
+}
+
+
+def _mailauth(tables: _Tables) -> MailAuthSettings:
+    base = MailAuthPolicy()
+    values: dict[str, Any] = {}
+    for key, (check, kind) in _POLICY_KEYS.items():
+        value = tables.get("mailauth", key, check, getattr(base, key))
+        values[key] = kind(value) if kind is not None else value
+    policy = MailAuthPolicy(**values)
+    raw = tables.get("mailauth", "domains", _is_table, {})
+    domains: list[tuple[str, MailAuthPolicy]] = []
+    for domain, section in raw.items():
+        where = f'[mailauth.domains."{domain}"]'
+        if not isinstance(section, dict):
+            tables.problems.append(f"{tables.source}: {where} must be a table")
+            continue
+        override = dict(values)
+        for key, value in section.items():
+            if key not in _POLICY_KEYS:
+                tables.problems.append(f"{tables.source}: {where} unknown key {key!r}")
+                continue
+            check, kind = _POLICY_KEYS[key]
+            problem = check(value)
+            if problem:
+                tables.problems.append(f"{tables.source}: {where} {key}: {problem}, not {value!r}")
+                continue
+            override[key] = kind(value) if kind is not None else value
+        domains.append((domain.lower().rstrip("."), MailAuthPolicy(**override)))
+    return MailAuthSettings(
+        policy=policy,
+        domains=tuple(domains),
+        timeout=float(tables.get("mailauth", "timeout", _seconds_between(0.1, 300), 10.0)),
+        max_bytes=tables.get("mailauth", "max_bytes", _int_between(64 << 10, 1 << 30), 10 << 20),
+        workers=tables.get("mailauth", "workers", _int_between(1, 64), 2),
+    )
+
+
+def _is_table(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "must be a table"
 
 
 def _users(tables: _Tables) -> RoleUsers:
@@ -604,6 +711,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         publish=_publish(tables),
         dkim=_dkim(tables),
         srs=_srs(tables),
+        mailauth=_mailauth(tables),
     )
     tables.unknown()
     if tables.problems:

@@ -29,6 +29,7 @@ from qtoaster.delivery.dotqmail import Instruction, Kind
 from qtoaster.delivery.mbox import deliver_mbox
 from qtoaster.delivery.program import qmail_env, run_program
 from qtoaster.maildir import quota as maildirquota
+from qtoaster.maildir.create import make_folder
 from qtoaster.maildir.deliver import deliver_maildir
 
 MAILDIR_TEMPORARY = "Temporary error on maildir delivery. (#4.3.0)"
@@ -156,11 +157,22 @@ def _one(job: DeliveryJob, instruction: Instruction) -> tuple[Result | None, boo
 
 
 def store_maildir(job: DeliveryJob, maildir: Path) -> Result | None:
-    """Store one copy in ``maildir``, checking the quota if it is the user's own."""
+    """Store one copy in ``maildir``, checking the quota if it is the user's own.
+
+    A message smtpd quarantined (mailauth's ``X-Qtoaster-Quarantine: junk``, which only
+    smtpd sets: it removes any copy a sender sends) goes into the user's own Maildir's
+    ``.Junk`` folder, made when missing; the quota (maildirsize) stays the Maildir's."""
     prefix = job.rpline + job.dtline
     quota = None
+    target = maildir
     if job.mailbox is not None and _same(maildir, job.mailbox.maildir):
         quota = job.mailbox.quota
+        try:
+            if _quarantined(job):
+                target = maildir / JUNK
+                make_folder(target)
+        except OSError as exc:
+            return _temporary(MAILDIR_TEMPORARY, exc)
     try:
         size = len(prefix) + job.body_size()
         if quota is not None and not maildirquota.check(
@@ -171,7 +183,7 @@ def store_maildir(job: DeliveryJob, maildir: Path) -> Result | None:
         return _temporary(QUOTA_TEMPORARY, exc)
     try:
         deliver_maildir(
-            maildir,
+            target,
             job.rewind(),
             prefix,
             fsync=job.fsync,
@@ -187,6 +199,24 @@ def store_maildir(job: DeliveryJob, maildir: Path) -> Result | None:
             pass  # stored: the next recalculation (at most 15 minutes) corrects the count
     job.files += 1
     return None
+
+
+JUNK = ".Junk"
+_MARK = b"x-qtoaster-quarantine:"
+_HEAD_MAX = 256 << 10  # header bytes searched for the mark
+
+
+def _quarantined(job: DeliveryJob) -> bool:
+    """Whether the message's header carries mailauth's mark asking for .Junk."""
+    source = job.rewind()
+    read = 0
+    for line in source:
+        read += len(line)
+        if line in (b"\n", b"\r\n") or read > _HEAD_MAX:
+            return False
+        if line[: len(_MARK)].lower() == _MARK:
+            return line[len(_MARK) :].strip().lower() == b"junk"
+    return False
 
 
 def _store_mbox(job: DeliveryJob, path: Path) -> Result | None:

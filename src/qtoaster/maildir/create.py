@@ -1,4 +1,5 @@
-"""Creating and removing an empty Maildir (vpopmail's make_user_dir, ``user add``).
+"""Creating and removing an empty Maildir (vpopmail's make_user_dir, ``user add``), and
+making a Maildir++ folder (``.Junk`` for mail that mailauth quarantined).
 
 Invariant: every directory from the domain's down is mode 0700; removal only ever takes
 away empty directories, so it cannot lose a message delivered meanwhile.
@@ -31,3 +32,15 @@ def remove_empty_maildir(maildir: Path) -> None:
             path.rmdir()
         except OSError:
             return
+
+
+def make_folder(folder: Path) -> None:
+    """A Maildir++ folder (``Maildir/.Junk``): cur/ new/ tmp/ and the empty
+    ``maildirfolder`` file that marks it as one (Courier, Dovecot), all 0700/0600;
+    nothing changes when it exists already."""
+    if (folder / "new").is_dir() and (folder / "maildirfolder").exists():
+        return
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for sub in ("cur", "new", "tmp"):
+        (folder / sub).mkdir(mode=0o700, exist_ok=True)
+    (folder / "maildirfolder").touch(mode=0o600, exist_ok=True)

@@ -54,3 +54,31 @@ def _servers(nameservers: Sequence[str]) -> dns.asyncresolver.Resolver:
     resolver = dns.asyncresolver.Resolver(configure=False)
     resolver.nameservers = servers
     return resolver
+
+
+def make_sync_resolver(
+    nameservers: Sequence[str],
+    *,
+    timeout: float,
+    lifetime: float,
+    cache_size: int = CACHE_SIZE,
+) -> dns.resolver.Resolver:
+    """A blocking resolver over the same servers, for libraries that call DNS themselves
+    (pyspf, dkimpy: mailauth runs them in its own threads, never on an event loop)."""
+    resolver = _sync_servers(nameservers)
+    resolver.timeout = timeout
+    resolver.lifetime = lifetime
+    resolver.cache = dns.resolver.LRUCache(cache_size)
+    return resolver
+
+
+def _sync_servers(nameservers: Sequence[str]) -> dns.resolver.Resolver:
+    template = _servers(nameservers)  # validates, raises ConfigError naming a bad server
+    if not nameservers:
+        try:
+            return dns.resolver.Resolver()
+        except dns.resolver.NoResolverConfiguration:
+            return dns.resolver.Resolver(configure=False)
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = template.nameservers
+    return resolver

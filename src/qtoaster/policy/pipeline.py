@@ -6,7 +6,7 @@ else, naming stage, check, client, HELO, sender, recipient and the reply sent (D
 sections 5 and 9); at DATA ``to=`` lists every recipient, and a verdict's ``why`` is
 added in parentheses.  What a passing check returns is combined for the session: a
 rewritten address is applied to the facts seen by the checks after it, the longest
-delay wins, header lines are collected in check order.
+delay wins, header lines are collected in check order, ranges to drop are merged.
 
 A check answers at once (a :class:`Verdict`) or, when it must wait for I/O (a directory
 lookup off the event loop, a DNS query, a scanner), with an awaitable of one.
@@ -105,6 +105,7 @@ def _combine(passed: Verdict, more: Verdict) -> Verdict:
         rewritten=passed.rewritten if more.rewritten is None else more.rewritten,
         delay=max(passed.delay, more.delay),  # a passing check may still make us wait
         headers=passed.headers + more.headers,
+        drop=tuple(sorted(set(passed.drop + more.drop))),
     )
 
 

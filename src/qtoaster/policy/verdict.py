@@ -14,8 +14,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qtoaster.core.reply import Reply
+
+if TYPE_CHECKING:
+    from qtoaster.mailauth.verifier import Evaluation
 
 
 class Stage(enum.Enum):
@@ -32,6 +36,9 @@ class Verdict:
     rewritten: str | None = None  # a replacement address (RELAYCLIENT suffix, localiphost)
     delay: float = 0.0  # seconds the session waits before it answers (chkuser, tarpit)
     headers: bytes = b""  # DATA: header lines the session puts on top of the message (spamd)
+    # DATA: (start, end) byte ranges of the message's header the session removes before
+    # the commit (mailauth: an Authentication-Results forged with our authserv-id)
+    drop: tuple[tuple[int, int], ...] = ()
     why: str = ""  # a rejection's detail, added to its log line ("virus Eicar-Test")
 
     @property
@@ -72,6 +79,7 @@ class Facts:
     size: int | None = None  # MAIL's SIZE= parameter, as declared
     recipients: tuple[str, ...] = field(default_factory=tuple)
     listener: str = "smtp"  # smtp, submission or smtps (rblsmtpd screens smtp only)
+    authenticated: bool = False  # the session logged in with SMTP AUTH (mailauth skips it)
     message: MessageFacts | None = None  # set at DATA only
 
 
@@ -96,3 +104,6 @@ class SessionState:
     """
 
     chkuser: ChkuserCounters = field(default_factory=ChkuserCounters)
+    # mailauth's evaluation of the message at DATA (spf, fcrdns and dmarc share one):
+    # (the spool path it is for, the evaluation)
+    mailauth: tuple[str, Evaluation] | None = None

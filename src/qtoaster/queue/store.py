@@ -25,7 +25,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -307,19 +307,31 @@ class Spool:
             self.abort()
             raise QueueError(exitcodes.WRITE_ERROR, f"writing {self._tmp}: {exc}") from None
 
-    def insert_before_message(self, data: bytes) -> None:
-        """Put ``data`` (header lines a scanner adds) in front of the message bytes.
+    def insert_before_message(self, data: bytes, drop: Sequence[tuple[int, int]] = ()) -> None:
+        """Put ``data`` (header lines a scanner adds) in front of the message bytes, and
+        remove the ``drop`` ranges (start, end: offsets in the message, ascending, not
+        overlapping; mailauth's forged Authentication-Results).
 
-        The spooled file is copied once behind the queue header (a few hundred KB at
-        most for the messages scanners score); blocking: run it in a thread.
+        The spooled file is copied once behind the queue header into ``ID.new``, which
+        replaces it by rename: a crash leaves the old file or the new one whole, both
+        uncommitted temporary files that recovery removes.  Blocking: run it in a thread.
         """
         self.flush()
         fresh = f"{self._tmp}.new"
+        removed = 0
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
             with open(self._tmp, "rb") as src, os.fdopen(os.open(fresh, flags, 0o640), "wb") as dst:
                 dst.write(src.read(self.body_offset))
                 dst.write(data)
+                done = 0  # message bytes copied or skipped so far
+                for start, end in drop:
+                    if start < done or end <= start or end > self._size:
+                        raise OSError(f"bad range {start}-{end} to remove")
+                    dst.write(src.read(start - done))
+                    src.seek(end - start, os.SEEK_CUR)
+                    removed += end - start
+                    done = end
                 shutil.copyfileobj(src, dst, _BUFFER)
             os.replace(fresh, self._tmp)
             self._stream.close()
@@ -329,8 +341,8 @@ class Spool:
                 os.unlink(fresh)
             self.abort()
             raise QueueError(exitcodes.WRITE_ERROR, f"rewriting {self._tmp}: {exc}") from None
-        self._written += len(data)
-        self._size += len(data)
+        self._written += len(data) - removed
+        self._size += len(data) - removed
 
     def write_raw(self, data: bytes) -> None:
         self._written += len(data)

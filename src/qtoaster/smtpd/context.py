@@ -29,6 +29,7 @@ from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings
 from qtoaster.policy.checks.clamd import Clamd
 from qtoaster.policy.checks.databytes import Databytes
 from qtoaster.policy.checks.hops import Hops
+from qtoaster.policy.checks.mailauth import Dmarc, FcrdnsCheck, MailAuth, Spf
 from qtoaster.policy.checks.mfcheck import Mfcheck, SenderDomains
 from qtoaster.policy.checks.qregex import Qregex
 from qtoaster.policy.checks.rblsmtpd import Rblsmtpd
@@ -44,6 +45,7 @@ from qtoaster.tls.server import TlsError, read_tls_controls, server_context
 
 if TYPE_CHECKING:
     from qtoaster.config.settings import Settings
+    from qtoaster.mailauth.verifier import Verifier
     from qtoaster.policy.rbl import Rbl
 
 log = logging.getLogger("qtoaster.smtpd")
@@ -63,6 +65,7 @@ _PROCESS_VARIABLES = (
     "EXECUTABLEOK",
     "CLAMD",
     "SPAMD",
+    "MAILAUTH",
     "DATABYTES",
     "TCPREMOTEINFO",
     "CHKUSER_START",
@@ -205,13 +208,38 @@ def _srs_check(config: Config, executor: Executor, shared: WorkerShared | None) 
     return SrsCheck(reverse, local_domain, shared.lookup_executor if shared else executor)
 
 
+# One verifier (its threads, its DNS cache) per worker, kept across reloads while its
+# settings stay the same; a changed one replaces it (the old one finishes its work).
+_verifier: tuple[tuple[object, ...], Verifier] | None = None
+
+
+def _mailauth(config: Config) -> MailAuth:
+    global _verifier
+    from qtoaster.mailauth.dnsquery import Lookup
+    from qtoaster.mailauth.verifier import Verifier
+
+    settings = config.settings
+    auth = settings.mailauth
+    key = (settings.dns_nameservers, auth.timeout, auth.workers, auth.max_bytes, config.controls.me)
+    if _verifier is None or _verifier[0] != key:
+        lookup = Lookup.build(settings.dns_nameservers, auth.timeout)
+        verifier = Verifier(
+            lookup, config.controls.me, workers=auth.workers, max_bytes=auth.max_bytes
+        )
+        if _verifier is not None:
+            _verifier[1].close()
+        _verifier = (key, verifier)
+    return MailAuth(auth, _verifier[1])
+
+
 def _checks(
     config: Config, recipient: Check, signatures: Signatures | None, srs: SrsCheck | None = None
 ) -> list[Check]:
     """The policy checks, each stage's in the toaster's order (spec 4; docs/policy.md):
     CONNECT rblsmtpd; MAIL databytes, mfcheck; RCPT qregex (badhelo, badmailfrom,
-    badmailto), srs, relay/chkuser, tarpit last; DATA databytes, hops, signatures, clamd,
-    spamd.  A new check is one module under policy/checks/ and one line here."""
+    badmailto), srs, relay/chkuser, tarpit last; DATA databytes, hops, signatures, spf,
+    fcrdns, dmarc, clamd, spamd.  A new check is one module under policy/checks/ and
+    one line here."""
     control = config.home.control
     settings = config.settings
     domains = SenderDomains(settings.dns_nameservers)
@@ -229,6 +257,10 @@ def _checks(
     checks.append(Hops())
     if signatures is not None:
         checks.append(SignaturesCheck())
+    # Authentication before the scanners: a forged or DNS-failing message is refused
+    # for a few DNS answers (mostly cached) before it costs a clamd or spamd scan.
+    mailauth = _mailauth(config)
+    checks += [Spf(mailauth), FcrdnsCheck(mailauth), Dmarc(mailauth)]
     checks.append(Clamd(settings.clamd))
     checks.append(Spamd(settings.spamd, config.controls.me))
     return checks

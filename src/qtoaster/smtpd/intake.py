@@ -11,7 +11,8 @@ Invariants:
 - a spool that is not committed is always aborted, whatever refused the message;
 - the DATA checks (databytes, hops, signatures, clamd, spamd: docs/policy.md) see the
   message as immutable :class:`MessageFacts`; the spool is flushed before any of their
-  awaitables runs, and the header lines they return are added before the commit;
+  awaitables runs, and the header lines they return are added (and the lines they
+  name removed: mailauth's forged Authentication-Results) before the commit;
 - a check that fails (raises) answers 451, never 5xx, and the message is not queued;
 - :attr:`started` and :attr:`received` (every byte of the message, past databytes too)
   give the session the DATA deadline of ``[smtpd] data_min_rate`` (:meth:`deadline`).
@@ -171,6 +172,7 @@ class MessageIntake:
             sender=envelope.sender,
             recipients=envelope.recipients,
             listener=session.kind,
+            authenticated=session.secure.auth_user is not None,
             message=MessageFacts(
                 spool.path,
                 spool.body_offset,
@@ -184,7 +186,7 @@ class MessageIntake:
     async def _finish_message(self, spool: Spool, result: Verdict | Awaitable[Verdict]) -> None:
         """The DATA checks that must wait (clamd, spamd), then the queue or QMAILQUEUE."""
         session = self._session
-        if inspect.isawaitable(result) or result.headers:  # else nothing to wait for or add
+        if inspect.isawaitable(result) or result.headers or result.drop:  # else nothing to do
             refused = await self._checked(spool, result)
             if refused is not None:
                 await asyncio.get_running_loop().run_in_executor(session.ctx.executor, spool.abort)
@@ -202,8 +204,8 @@ class MessageIntake:
                 result = await result
             if result.reply is not None:
                 return result.reply
-            if result.headers:
-                await asyncio.to_thread(spool.insert_before_message, result.headers)
+            if result.headers or result.drop:  # a copy of the file only when there is work
+                await asyncio.to_thread(spool.insert_before_message, result.headers, result.drop)
         except Exception:
             log.exception("%s content check failed", session.id)
             if inspect.iscoroutine(result):
