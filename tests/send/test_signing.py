@@ -162,3 +162,39 @@ def test_channel_carries_the_head() -> None:
     assert Decoder().feed(encode(plain) + encode(signed)) == [plain, signed]
     payload = encode(signed)[4:].replace(base64.b64encode(signed.head), b"!!")
     assert parse(payload) == Malformed("deliver: bad field head")
+
+
+def test_forward_sealed_with_arc_by_the_forwarding_domain(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forward whose (SRS) sender is in a domain with an active RSA key leaves with an ARC
+    set that copies our Authentication-Results, and the chain verifies (dkimpy)."""
+    found = records(home)
+    signer = OutboundSigner.load(
+        home,
+        FakeClock(NOW),
+        sign=True,
+        expiry=0,
+        authserv_id="mx.example.org",
+        dnsfunc=lambda name, timeout=5: found.get(name),
+    )
+    forwarded = (
+        b"Delivered-To: bob@example.org\n"
+        b"Authentication-Results: mx.example.org; spf=pass smtp.mailfrom=x@sender.example\n"
+        + MESSAGE.replace(b"ann@Example.ORG", b"x@sender.example")
+    )
+    store = QueueStore(home / "queue", fsync=False, clock=FakeClock(NOW))
+    envelope = Envelope("SRS0=abcd=TT=sender.example=x@example.org", ("carol@far.example",))
+    message = store.load(commit_message(store, envelope, "forward", [forwarded]))
+    with caplog.at_level(logging.INFO, "qtoaster.send"):
+        head = signer.head(message)
+    assert head.startswith(b"ARC-Seal: i=1;") and b"ARC-Authentication-Results: i=1;" in head
+    assert b"spf=pass" in head and b"cv=none" in head
+    assert f"arc: sealed {message.qid} d=example.org" in caplog.text
+    sealed = (head + forwarded).replace(b"\n", b"\r\n")
+    cv, _, reason = dkim.arc_verify(sealed, dnsfunc=lambda name, timeout=5: found.get(name))
+    assert cv == dkim.CV_Pass, reason
+    # A forward from a domain without keys goes unsealed; so does one without authserv-id.
+    other = Envelope("x@sender.example", ("carol@far.example",))
+    assert signer.head(store.load(commit_message(store, other, "forward", [forwarded]))) == b""
+    signer.shutdown()

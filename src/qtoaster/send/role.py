@@ -18,6 +18,7 @@ from qtoaster.config.loader import Config
 from qtoaster.core.clock import SystemClock
 from qtoaster.delivery.local import LocalAgent
 from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.mailauth.dnsquery import Lookup
 from qtoaster.queue.store import QueueStore
 from qtoaster.send.manager import QueueManager
 from qtoaster.send.remoteclient import RemoteClient
@@ -70,7 +71,15 @@ async def serve_send(
     clock = SystemClock()
     # DKIM keys are read once here: a SIGHUP to qtoaster run restarts this role.
     dkim = config.settings.dkim
-    signer = OutboundSigner.load(config.home.root, clock, sign=dkim.sign, expiry=dkim.expiry)
+    lookup = Lookup.build(config.settings.dns_nameservers, config.settings.mailauth.timeout)
+    signer = OutboundSigner.load(
+        config.home.root,
+        clock,
+        sign=dkim.sign,
+        expiry=dkim.expiry,
+        authserv_id=config.controls.me,
+        dnsfunc=lookup.dkim_txt,
+    )
     manager = QueueManager(store, config, agent, clock, remote, dsn=dsn, signer=signer)
     task = loop.create_task(manager.run(stop))
     ready()
