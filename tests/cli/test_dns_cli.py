@@ -16,7 +16,7 @@ from tests.dnsserver import DnsServer, Zone
 from qtoaster.cli.dns import EXIT_NOT_HOSTED, EXIT_TEMPORARY, fetch_policy
 from qtoaster.cli.main import cli
 from qtoaster.cli.newhome import init_home
-from qtoaster.config.settings import PublishSettings
+from qtoaster.config.mailsettings import PublishSettings
 from qtoaster.core.home import Home
 from qtoaster.directory.store import Directory
 from qtoaster.mailauth.records import DkimRecord, build_records, mta_sts_id, mta_sts_policy

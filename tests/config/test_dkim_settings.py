@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qtoaster.config.settings import DkimSettings, settings_from_toml
+from qtoaster.config.mailsettings import DkimSettings
+from qtoaster.config.settings import settings_from_toml
 from qtoaster.core.errors import ConfigError
 
 

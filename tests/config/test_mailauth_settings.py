@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qtoaster.config.settings import (
-    DmarcQuarantine,
-    DmarcReject,
-    Fcrdns,
-    SpfFail,
-    settings_from_toml,
-)
+from qtoaster.config.mailsettings import DmarcQuarantine, DmarcReject, Fcrdns, SpfFail
+from qtoaster.config.settings import settings_from_toml
 from qtoaster.core.errors import ConfigError
 
 

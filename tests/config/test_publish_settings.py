@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qtoaster.config.settings import (
-    DmarcPolicy,
-    MtaStsMode,
-    PublishSettings,
-    settings_from_toml,
-)
+from qtoaster.config.mailsettings import DmarcPolicy, MtaStsMode, PublishSettings
+from qtoaster.config.settings import settings_from_toml
 from qtoaster.core.errors import ConfigError
 
 

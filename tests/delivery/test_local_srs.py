@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from qtoaster.config.settings import SrsSettings
+from qtoaster.config.mailsettings import SrsSettings
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.core.outcome import Outcome, Result

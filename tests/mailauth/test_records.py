@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qtoaster.config.settings import DmarcPolicy, MtaStsMode, PublishSettings
+from qtoaster.config.mailsettings import DmarcPolicy, MtaStsMode, PublishSettings
 from qtoaster.mailauth.records import (
     DkimRecord,
     build_records,

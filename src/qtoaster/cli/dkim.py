@@ -26,7 +26,8 @@ import dns.resolver
 from qtoaster.cli.dirsupport import open_directory
 from qtoaster.cli.options import home_option
 from qtoaster.config.endpoints import parse_nameserver
-from qtoaster.config.settings import DkimSettings, Settings, load_settings
+from qtoaster.config.mailsettings import DkimSettings
+from qtoaster.config.settings import Settings, load_settings
 from qtoaster.core.errors import ConfigError, QtoasterError
 from qtoaster.core.home import Home
 from qtoaster.mailauth import dkimkeys

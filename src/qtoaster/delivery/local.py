@@ -29,7 +29,7 @@ from collections.abc import Set
 from functools import partial
 from typing import BinaryIO, Protocol
 
-from qtoaster.config.settings import SrsSettings
+from qtoaster.config.mailsettings import SrsSettings
 from qtoaster.core.durable import DirSyncs
 from qtoaster.core.envelope import DOUBLE_BOUNCE_SENDER, Envelope, split_address
 from qtoaster.core.errors import TemporaryFailure

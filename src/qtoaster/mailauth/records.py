@@ -20,7 +20,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from qtoaster.config.settings import MtaStsMode, PublishSettings
+from qtoaster.config.mailsettings import MtaStsMode, PublishSettings
 
 DEFAULT_TTL = 3600
 TXT_CHUNK = 255  # bytes in one TXT character-string (RFC 1035 3.3)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 
-from qtoaster.config.settings import (
+from qtoaster.config.mailsettings import (
     DmarcQuarantine,
     DmarcReject,
     Fcrdns,
