@@ -60,4 +60,8 @@ def test_role_names_follow_the_table_of_decision_0007() -> None:
         "qtoaster-smtpd",
         ("qtoaster", "qtoaster-queue", "qtoaster-tls", "qtoaster-authc", "qtoaster-mbox"),
     )
-    assert accounts.role_names(users, "send") == ("qtoaster-vmail", ("qtoaster", "qtoaster-queue"))
+    # send asks the auth role to rewrite a forward's sender with SRS (docs/srs.md).
+    assert accounts.role_names(users, "send") == (
+        "qtoaster-vmail",
+        ("qtoaster", "qtoaster-queue", "qtoaster-authc"),
+    )

@@ -31,7 +31,8 @@ from qtoaster.config.loader import Config
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 from qtoaster.mailauth.dkimkeys import dkim_dir, load_keys
-from qtoaster.mailauth.dnscheck import DnsTemporary, check
+from qtoaster.mailauth.dnscheck import check
+from qtoaster.mailauth.dnsquery import DnsTemporary
 from qtoaster.mailauth.records import DkimRecord, Published, build_records, render_zone
 from qtoaster.net.resolver import make_resolver
 

@@ -13,6 +13,7 @@ QtoasterError
 │   ├── DirectoryUnavailable  the directory database cannot be reached [directory.engine]
 │   ├── MailboxError          a Maildir cannot be read or written [maildir.mailbox]
 │   ├── BrokerError (OSError) the mailbox broker refused or failed [broker.client]
+│   ├── DnsTemporary          mail authentication's DNS gave no answer [mailauth.dnsquery]
 │   └── ScannerUnavailable    clamd/spamd unreachable, slow or confused [scanners]
 ├── PermanentFailure     the request can never succeed -> 5xx / bounce
 │   └── MessageNumberError    POP3: no such message [maildir.mailbox]
@@ -23,6 +24,9 @@ QtoasterError
 │   ├── QuotaSyntaxError (ValueError)    [maildir.quota]
 │   ├── EreError (ValueError)            a qregex pattern [policy.ere]
 │   ├── DumpError (ValueError)           a vpopmail MySQL dump [importer.mysqldump]
+│   ├── SrsError (ValueError)            an SRS address that does not reverse [mailauth.srs]
+│   ├── PolicyError (ValueError)         an MTA-STS policy that cannot be used [remote.mtasts]
+│   ├── Unsignable                       a message DKIM cannot sign [mailauth.dkimsign]
 │   ├── ProtocolError (ValueError)       a line of the auth role's or the broker's socket
 │   │                                    protocol [auth.protocol, broker.protocol]
 │   └── _Bad                             one tcp.smtp line [config.tcprules]
@@ -35,8 +39,10 @@ QtoasterError
 │   └── _Malformed                       not an SMTP reply line [protocols.smtp.client]
 ├── DeliveryAttemptError one attempt at a remote host failed; the remote agent decides what next
 │   ├── DnsFailure, ConnectFailed        [remote.dns, remote.session]
+│   ├── DaneFailure                      the certificate does not match TLSA [remote.dane]
 │   └── Skip, TlsFallback                try the next host / the same host in clear [remote.session]
 ├── DirectoryError       a directory change is refused (no such domain, duplicate) [directory.model]
+├── KeyStoreError        the DKIM key store refuses a change or a file [mailauth.dkimkeys]
 ├── TlsError             TLS cannot be offered; qmail's reason [tls.server]
 ├── PrivilegeError       root could not be dropped for good [core.privilege]
 ├── Locked               another process holds a home's lock [core.lock]

@@ -24,14 +24,10 @@ from typing import Any, Literal, Protocol
 
 import spf
 
-from qtoaster.core.errors import TemporaryFailure
+from qtoaster.mailauth.dnsquery import DnsTemporary
 from qtoaster.mailauth.records import DkimRecord, Published, Record, absolute, ptr_name
 
 Status = Literal["ok", "missing", "wrong"]
-
-
-class DnsTemporary(TemporaryFailure):
-    """The DNS could not be asked (timeout, SERVFAIL, REFUSED, no server)."""
 
 
 class Lookup(Protocol):

@@ -21,11 +21,12 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from qtoaster.core.errors import TemporaryFailure
 from qtoaster.net.resolver import make_sync_resolver
 
 
-class DnsTemporary(Exception):
-    """A lookup gave no answer (timeout, SERVFAIL, no usable server)."""
+class DnsTemporary(TemporaryFailure):
+    """A lookup gave no answer (timeout, SERVFAIL, REFUSED, no usable server)."""
 
 
 class Lookup:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from qtoaster.core.errors import TemporaryFailure
+from qtoaster.core.errors import FormatError, TemporaryFailure
 from qtoaster.core.home import Home
 
 HASH_LENGTH = 4
@@ -50,7 +50,7 @@ BAD_HASH = "bad SRS hash"
 EXPIRED = "expired SRS timestamp"
 
 
-class SrsError(ValueError):
+class SrsError(FormatError, ValueError):
     """An address that does not reverse; ``reason`` is one of the three constants."""
 
     def __init__(self, reason: str, address: str) -> None:

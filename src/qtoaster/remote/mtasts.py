@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qtoaster.config.control import ascii_lower
+from qtoaster.core.errors import FormatError
 
 log = logging.getLogger("qtoaster.remote")
 
@@ -48,7 +49,7 @@ TxtLookup = Callable[[str], Awaitable[list[str] | None]]
 AddressLookup = Callable[[str], Awaitable[tuple[str, ...]]]
 
 
-class PolicyError(ValueError):
+class PolicyError(FormatError, ValueError):
     """A policy file or HTTP answer that cannot be used; the text says why."""
 
 
