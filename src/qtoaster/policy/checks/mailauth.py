@@ -33,6 +33,7 @@ from qtoaster.config.mailsettings import (
     MailAuthSettings,
     SpfFail,
 )
+from qtoaster.core.envelope import split_address
 from qtoaster.core.reply import Reply
 from qtoaster.mailauth.results import MARK
 from qtoaster.mailauth.verifier import Evaluation, Verifier
@@ -48,10 +49,6 @@ FCRDNS_TEMP = "temporary DNS failure checking your reverse DNS (#4.7.25)"
 # Mildest first: a message for several domains gets the mildest of their actions.
 _QUARANTINE_ORDER = (DmarcQuarantine.RECORD, DmarcQuarantine.TAG, DmarcQuarantine.JUNK)
 _REJECT_ORDER = (DmarcReject.RECORD, DmarcReject.QUARANTINE, DmarcReject.REJECT)
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower()
 
 
 def judged(facts: Facts, env: Mapping[str, str]) -> bool:
@@ -74,7 +71,7 @@ class MailAuth:
         if not judged(facts, facts.env):
             return []
         forced = facts.env.get("MAILAUTH") not in (None, "", "0")  # tcp.smtp switched it on
-        chosen = [self.settings.for_domain(_domain(r)) for r in facts.recipients]
+        chosen = [self.settings.for_domain(split_address(r)[1]) for r in facts.recipients]
         if forced:
             return chosen or [self.settings.policy]
         return [p for p in chosen if p.enabled] if all(p.enabled for p in chosen) else []
@@ -92,12 +89,17 @@ class MailAuth:
         return result
 
 
-class Spf:
-    name = "spf"
+class _SharedCheck:
+    """What the three checks have in common: DATA, and the one evaluation they share."""
+
     stages = frozenset({Stage.DATA})
 
     def __init__(self, shared: MailAuth) -> None:
         self._shared = shared
+
+
+class Spf(_SharedCheck):
+    name = "spf"
 
     def check(
         self, stage: Stage, facts: Facts, state: SessionState
@@ -117,12 +119,8 @@ class Spf:
         return PASS
 
 
-class FcrdnsCheck:
+class FcrdnsCheck(_SharedCheck):
     name = "fcrdns"
-    stages = frozenset({Stage.DATA})
-
-    def __init__(self, shared: MailAuth) -> None:
-        self._shared = shared
 
     def check(
         self, stage: Stage, facts: Facts, state: SessionState
@@ -141,12 +139,8 @@ class FcrdnsCheck:
         return PASS
 
 
-class Dmarc:
+class Dmarc(_SharedCheck):
     name = "dmarc"
-    stages = frozenset({Stage.DATA})
-
-    def __init__(self, shared: MailAuth) -> None:
-        self._shared = shared
 
     def check(
         self, stage: Stage, facts: Facts, state: SessionState
