@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qtoaster.core.errors import FormatError
+from qtoaster.core.errors import SocketProtocolError
 from qtoaster.core.home import Home
 
 # A COMMIT of 100 000 deletions fits; the largest line the broker reads.
@@ -58,8 +58,9 @@ def socket_path(home: Home) -> Path:
     return home.run_dir / "mailbox" / "mailbox.sock"
 
 
-class ProtocolError(FormatError, ValueError):
-    """Bytes that are not a request (or an answer) of this protocol."""
+# Bytes that are not a request (or an answer) of this protocol: the one class both of our
+# socket protocols raise (core/errors.py).
+ProtocolError = SocketProtocolError
 
 
 @dataclass(frozen=True, slots=True)

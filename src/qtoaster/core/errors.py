@@ -27,8 +27,8 @@ QtoasterError
 │   ├── SrsError (ValueError)            an SRS address that does not reverse [mailauth.srs]
 │   ├── PolicyError (ValueError)         an MTA-STS policy that cannot be used [remote.mtasts]
 │   ├── Unsignable                       a message DKIM cannot sign [mailauth.dkimsign]
-│   ├── ProtocolError (ValueError)       a line of the auth role's or the broker's socket
-│   │                                    protocol [auth.protocol, broker.protocol]
+│   ├── SocketProtocolError (ValueError) a line of the auth role's or the broker's socket
+│   │                                    protocol (``ProtocolError`` there)
 │   └── _Bad                             one tcp.smtp line [config.tcprules]
 ├── ProtocolError        a protocol engine was driven against its rules
 │   ├── SmtpProtocolError, Pop3ProtocolError   [protocols.smtp.states, protocols.pop3.states]
@@ -75,6 +75,11 @@ class PermanentFailure(QtoasterError):
 
 class FormatError(QtoasterError):
     """Input (a file, an address, a pattern, a dump) that does not follow its grammar."""
+
+
+class SocketProtocolError(FormatError, ValueError):
+    """Bytes on one of our own Unix sockets (the auth role's, the mailbox broker's) that are
+    not a request or an answer of its protocol."""
 
 
 class ProtocolError(QtoasterError):
