@@ -207,8 +207,13 @@ def test_imapd_runs_as_its_user_and_cannot_open_a_maildir(imap: Server) -> None:
     gids = ",".join(str(g) for g in sorted(want))
     for argv in (["ls", str(maildir)], ["ls", str(maildir / "new")]):
         denied = subprocess.run(
-            ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", f"--groups={gids}"]
-            + argv,
+            [
+                "setpriv",
+                f"--reuid={entry.pw_uid}",
+                f"--regid={entry.pw_gid}",
+                f"--groups={gids}",
+                *argv,
+            ],
             capture_output=True,
             text=True,
             timeout=30,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -345,7 +345,6 @@ def _listeners(tables: _Tables) -> tuple[Listener, ...]:
 def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> Settings:
     """Validate parsed TOML; ConfigError listing every problem."""
     tables = _Tables(data, source)
-    allow_plaintext = tables.get("auth", "allow_plaintext", _is_bool, False)
     settings = Settings(
         listeners=_listeners(tables),
         smtpd_workers=tables.get("smtpd", "workers", _int_between(0, MAX_WORKERS), 0),
@@ -361,7 +360,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         ),
         chkuser_delay=float(tables.get("chkuser", "error_delay", _seconds, 1.0)),
         chkuser_delay_increase=float(tables.get("chkuser", "error_delay_increase", _seconds, 0.3)),
-        auth_allow_plaintext=allow_plaintext,
+        auth_allow_plaintext=tables.get("auth", "allow_plaintext", _is_bool, False),
         auth_failure_delay=float(tables.get("auth", "failure_delay", _seconds, 1.0)),
         auth_max_failures=tables.get("auth", "max_failures", _int_between(1, 100), 3),
         auth_max_in_flight=tables.get("auth", "max_in_flight", _int_between(1, 10000), 4),
@@ -397,8 +396,8 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         dkim=dkim_settings(tables),
         srs=srs_settings(tables),
         mailauth=mailauth_settings(tables),
-        imapd=imap_settings(tables, allow_plaintext),
     )
+    settings = replace(settings, imapd=imap_settings(tables, settings.auth_allow_plaintext))
     tables.unknown()
     if tables.problems:
         raise ConfigError(tables.problems)
