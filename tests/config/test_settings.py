@@ -110,7 +110,7 @@ def test_every_problem_reported_at_once(tmp_path: Path) -> None:
 typo = 1
 [listen]
 smtp = ["127.0.0.1:25", "nowhere:25", "127.0.0.1:25"]
-imap = [":143"]
+nntp = [":119"]
 [smtpd]
 workers = "four"
 max_connections = 0
@@ -130,7 +130,7 @@ level = "loud"
     expected = [
         "[listen] smtp: 'nowhere:25'",
         "[listen] smtp: '127.0.0.1:25' given twice",
-        "[listen] unknown key 'imap'",
+        "[listen] unknown key 'nntp'",
         "[smtpd] workers: must be an integer from 0 to 256, not 'four'",
         "[smtpd] max_connections: must be an integer from 1 to 1000000, not 0",
         "[smtpd] max_per_ip: must be an integer from 1 to 1000000, not 0",
@@ -308,4 +308,4 @@ def test_choice_problems_keep_their_wording(table: str, key: str, problem: str) 
 
 def test_parse_listen_refuses_an_unknown_kind() -> None:
     with pytest.raises(ValueError):
-        parse_listen("imap", "127.0.0.1:143")
+        parse_listen("nntp", "127.0.0.1:119")

@@ -25,6 +25,8 @@ from qtoaster.core.home import Home
 @click.option("--smtps", multiple=True, metavar="ADDR:PORT", help="SMTPS listener")
 @click.option("--pop3", multiple=True, metavar="ADDR:PORT", help="POP3 listener")
 @click.option("--pop3s", multiple=True, metavar="ADDR:PORT", help="POP3S listener")
+@click.option("--imap", multiple=True, metavar="ADDR:PORT", help="IMAP listener")
+@click.option("--imaps", multiple=True, metavar="ADDR:PORT", help="IMAPS listener")
 @click.option("--demo", is_flag=True, help="throw-away home: fsync off, debug logging")
 def init(
     home: Home,
@@ -34,6 +36,8 @@ def init(
     smtps: tuple[str, ...],
     pop3: tuple[str, ...],
     pop3s: tuple[str, ...],
+    imap: tuple[str, ...],
+    imaps: tuple[str, ...],
     demo: bool,
 ) -> None:
     """Create a new qtoaster home."""
@@ -45,7 +49,7 @@ def init(
             "e.g. --me mail.example.com (it becomes control/me)"
         )
     try:
-        given = bool(smtp or submission or smtps or pop3 or pop3s)
+        given = bool(smtp or submission or smtps or pop3 or pop3s or imap or imaps)
         init_home(
             home,
             me,
@@ -54,6 +58,8 @@ def init(
             smtps=list(smtps) if given else None,
             pop3=list(pop3) if given else None,
             pop3s=list(pop3s) if given else None,
+            imap=list(imap) if given else None,
+            imaps=list(imaps) if given else None,
             demo=demo,
         )
     except ConfigError as exc:

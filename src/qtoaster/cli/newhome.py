@@ -37,6 +37,9 @@ smtps = {smtps}
 # POP3 (STLS offered; usually ":110") and POP3S (implicit TLS; ":995").
 pop3 = {pop3}
 pop3s = {pop3s}
+# IMAP (STARTTLS offered; usually ":143") and IMAPS (implicit TLS; ":993").
+imap = {imap}
+imaps = {imaps}
 
 [smtpd]
 # smtpd worker processes sharing the listening sockets; 0 = one per CPU core.
@@ -58,6 +61,20 @@ qmailqueue_timeout = 600
 workers = 0
 # Seconds a command line (or a TLS handshake, at most 60) may take to arrive.
 timeout = 1200
+
+[imapd]
+# imapd worker processes; 0 = two per CPU core (long IMAP sessions spread evenly).
+workers = 0
+# Seconds without a command before the session is logged out (RFC 9051: at least 1800).
+timeout = 1800
+# Seconds an IDLE may last without the client's DONE (RFC 2177: clients renew in 29 min).
+idle_timeout = 1800
+# LOGIN and AUTHENTICATE PLAIN/LOGIN without TLS (default: [auth] allow_plaintext).
+# allow_plaintext_login = false
+# Largest literal, APPEND's message included (APPENDLIMIT), in bytes: 50 MiB.
+max_literal = 52428800
+# Longest command line outside its literals, in bytes.
+max_line = 65536
 
 [database]
 # The directory of domains and users.  Unset: SQLite file users.sqlite3 in this home.
@@ -179,6 +196,7 @@ mta_sts_max_age = 604800            # seconds senders keep the MTA-STS policy
 # as that user.
 smtpd = "qtoaster-smtpd"
 pop3d = "qtoaster-pop3d"
+imapd = "qtoaster-imapd"
 send = "qtoaster-vmail"  # the queue manager and local delivery; owns the Maildirs
 remote = "qtoaster-remote"
 auth = "qtoaster-auth"
@@ -186,7 +204,7 @@ group = "qtoaster"  # every role
 queue_group = "qtoaster-queue"  # smtpd and send
 tls_group = "qtoaster-tls"  # roles that terminate TLS
 auth_group = "qtoaster-authc"  # roles that ask the auth role
-mailbox_group = "qtoaster-mbox"  # roles that ask the mailbox broker (pop3d, smtpd)
+mailbox_group = "qtoaster-mbox"  # roles that ask the mailbox broker (pop3d, imapd, smtpd)
 
 [log]
 # One of: debug, info, warning, error.
@@ -255,6 +273,8 @@ def _write_home(home: Home, me: str, listen: dict[str, list[str]], demo: bool) -
             smtps=_toml_list(listen["smtps"]),
             pop3=_toml_list(listen["pop3"]),
             pop3s=_toml_list(listen["pop3s"]),
+            imap=_toml_list(listen.get("imap", [])),
+            imaps=_toml_list(listen.get("imaps", [])),
             fsync="false" if demo else "true",
             demo_queue=" and throw-away demo homes like this one" if demo else "",
             level="debug" if demo else "info",
@@ -307,6 +327,8 @@ def init_home(
     smtps: list[str] | None = None,
     pop3: list[str] | None = None,
     pop3s: list[str] | None = None,
+    imap: list[str] | None = None,
+    imaps: list[str] | None = None,
     demo: bool = False,
     as_root: bool | None = None,
 ) -> None:
@@ -316,7 +338,15 @@ def init_home(
     of :func:`default_listen` apply (*as_root* defaults to whether we run as root).
     *demo* makes a throw-away home: fsync off and debug logging (never for real mail).
     """
-    chosen = {"smtp": smtp, "submission": submission, "smtps": smtps, "pop3": pop3, "pop3s": pop3s}
+    chosen = {
+        "smtp": smtp,
+        "submission": submission,
+        "smtps": smtps,
+        "pop3": pop3,
+        "pop3s": pop3s,
+        "imap": imap,
+        "imaps": imaps,
+    }
     if all(values is None for values in chosen.values()):
         listen = default_listen(os.geteuid() == 0 if as_root is None else as_root)
     else:

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -23,7 +23,7 @@ import click
 from qtoaster.cli.logs import setup_logging
 from qtoaster.cli.options import home_option
 from qtoaster.config.loader import Config, load_config
-from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener, parse_listen
+from qtoaster.config.settings import IMAP_KINDS, POP3_KINDS, SMTPD_KINDS, Listener, parse_listen
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 from qtoaster.core.lock import QUEUE_MANAGER, SUPERVISOR, HomeLock, Locked
@@ -61,6 +61,8 @@ def _listen_option(kind: str, what: str) -> Callable[[F], F]:
 @_listen_option("smtps", "SMTPS (implicit TLS)")
 @_listen_option("pop3", "POP3")
 @_listen_option("pop3s", "POP3S (implicit TLS)")
+@_listen_option("imap", "IMAP")
+@_listen_option("imaps", "IMAPS (implicit TLS)")
 @click.option(
     "--workers",
     type=click.IntRange(0, 256),
@@ -74,9 +76,12 @@ def run(
     smtps: tuple[str, ...],
     pop3: tuple[str, ...],
     pop3s: tuple[str, ...],
+    imap: tuple[str, ...],
+    imaps: tuple[str, ...],
     workers: int | None,
 ) -> None:
-    """Run every role: smtpd and pop3d workers and the queue manager, under one supervisor."""
+    """Run every role: smtpd, pop3d and imapd workers and the queue manager, under one
+    supervisor."""
     from qtoaster.queue.store import QueueStore
     from qtoaster.supervisor.check import check_startup, check_warnings
     from qtoaster.supervisor.runner import ListenError, Supervisor
@@ -84,7 +89,15 @@ def run(
     config = load_or_exit(home)
     setup_logging(config.settings.log_level, "qtoaster")
     listeners: list[Listener] = []
-    flags = {"smtp": smtp, "submission": submission, "smtps": smtps, "pop3": pop3, "pop3s": pop3s}
+    flags = {
+        "smtp": smtp,
+        "submission": submission,
+        "smtps": smtps,
+        "pop3": pop3,
+        "pop3s": pop3s,
+        "imap": imap,
+        "imaps": imaps,
+    }
     for kind, values in flags.items():
         try:
             parsed = [parse_listen(kind, value) for value in values]
@@ -94,7 +107,8 @@ def run(
         listeners += parsed or [lst for lst in config.settings.listeners if lst.kind == kind]
     if not listeners:
         raise click.UsageError(
-            "no listener: give --smtp ADDR:PORT (or --submission, --smtps, --pop3, --pop3s)"
+            "no listener: give --smtp ADDR:PORT (or --submission, --smtps, --pop3, --pop3s,"
+            " --imap, --imaps)"
             " or set [listen] smtp"
         )
     count = workers if workers is not None else config.settings.smtpd_workers
@@ -104,6 +118,7 @@ def run(
     # processes than cores the CPU scheduler evens the load out (20 downloads at once:
     # 1.23 s with one pop3d per core, 0.90 s with two).
     pop3d = config.settings.pop3d_workers or 2 * cores
+    imapd = config.settings.imapd.workers or 2 * cores  # long sessions too, as pop3d's
     # One server per home: held until this process ends (kill -9 included), taken before
     # anything touches the queue.
     lock = HomeLock(home.run_dir, SUPERVISOR)
@@ -124,7 +139,7 @@ def run(
     for line in QueueStore(home.queue).recover(everything=True):
         logging.getLogger("qtoaster.queue").info("%s", line)
     _prepare_home(config)
-    supervisor = Supervisor(home, listeners, count, pop3d)
+    supervisor = Supervisor(home, listeners, count, pop3d, imapd)
     try:
         supervisor.setup()
     except ListenError as exc:
@@ -139,14 +154,17 @@ def _fail(*lines: str) -> NoReturn:
 
 
 @click.command()
-@click.argument("role", type=click.Choice(["auth", "mailbox", "smtpd", "pop3d", "send", "remote"]))
+@click.argument(
+    "role", type=click.Choice(["auth", "mailbox", "smtpd", "pop3d", "imapd", "send", "remote"])
+)
 @home_option
 @click.option(
     "--fd",
     "fds",
     multiple=True,
     metavar="[KIND:]FD",
-    help="inherited listening socket; KIND smtp (default), submission, smtps, pop3, pop3s",
+    help="inherited listening socket; KIND smtp (default), submission, smtps, pop3, pop3s,"
+    " imap, imaps",
 )
 @click.option("--ready-fd", type=int, default=None, help="write 'ready:PID' here when ready")
 @click.option(
@@ -195,10 +213,9 @@ def serve(
         else:
             click.echo(f"qtoaster {role} ready", err=True)
 
-    if role in ("smtpd", "pop3d"):
-        kinds = SMTPD_KINDS if role == "smtpd" else POP3_KINDS
+    if role in _WORKER_ROLES:
+        kinds, serve_role = _WORKER_ROLES[role]
         sockets = [_inherited(value, kinds) for value in fds] or _bind_own(config, kinds)
-        serve_role = _serve_smtpd if role == "smtpd" else _serve_pop3d
         asyncio.run(serve_role(home, sockets, ready, workers))
     elif role == "auth":
         from qtoaster.authd.server import serve_auth
@@ -232,7 +249,8 @@ def _peer_uids(config: Config) -> dict[str, int]:
     users = config.settings.users
     try:
         return {
-            role: pwd.getpwnam(getattr(users, role)).pw_uid for role in ("send", "pop3d", "smtpd")
+            role: pwd.getpwnam(getattr(users, role)).pw_uid
+            for role in ("send", "pop3d", "imapd", "smtpd")
         }
     except KeyError as exc:
         raise click.ClickException(f"no such user: {exc}") from None
@@ -270,10 +288,10 @@ def _prepare_home(config: Config) -> None:
     for change in ownership.apply(config.home, users):
         log.info("owners: %s", change)
     log.info(
-        "roles run as their own users: smtpd %s, pop3d %s, send %s, auth %s, mailbox %s",
+        "roles run as their own users: smtpd %s, pop3d %s, imapd %s, send %s, auth %s, mailbox %s",
         *(
             accounts.role_names(users, role)[0]
-            for role in ("smtpd", "pop3d", "send", "auth", "mailbox")
+            for role in ("smtpd", "pop3d", "imapd", "send", "auth", "mailbox")
         ),
     )
 
@@ -354,3 +372,22 @@ async def _serve_pop3d(
     from qtoaster.pop3d.worker import Pop3Worker
 
     await Pop3Worker(home).serve(sockets, ready)
+
+
+async def _serve_imapd(
+    home: Home, sockets: list[tuple[str, socket.socket]], ready: Callable[[], None], workers: int
+) -> None:
+    from qtoaster.imapd.worker import ImapWorker
+
+    await ImapWorker(home).serve(sockets, ready)
+
+
+ServeRole = Callable[
+    [Home, list[tuple[str, socket.socket]], Callable[[], None], int], Coroutine[Any, Any, None]
+]
+# The roles that serve listeners: their kinds and how they serve them.
+_WORKER_ROLES: dict[str, tuple[tuple[str, ...], ServeRole]] = {
+    "smtpd": (SMTPD_KINDS, _serve_smtpd),
+    "pop3d": (POP3_KINDS, _serve_pop3d),
+    "imapd": (IMAP_KINDS, _serve_imapd),
+}

@@ -16,11 +16,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from qtoaster.config.imapsettings import ImapSettings, imap_settings
 from qtoaster.config.mailsettings import (
     DkimSettings,
     MailAuthSettings,
@@ -42,13 +43,16 @@ from qtoaster.core.errors import ConfigError
 
 class ListenerKind(StrEnum):
     """[listen] keys: SMTP (STARTTLS offered), submission (RFC 6409: AUTH required before
-    MAIL), SMTPS (implicit TLS, RFC 8314), POP3 (STLS offered) and POP3S (implicit TLS)."""
+    MAIL), SMTPS (implicit TLS, RFC 8314), POP3 (STLS offered), POP3S (implicit TLS), IMAP
+    (STARTTLS offered) and IMAPS (implicit TLS)."""
 
     SMTP = "smtp"
     SUBMISSION = "submission"
     SMTPS = "smtps"
     POP3 = "pop3"
     POP3S = "pop3s"
+    IMAP = "imap"
+    IMAPS = "imaps"
 
 
 class ChkuserMode(StrEnum):
@@ -103,6 +107,7 @@ class LogLevel(StrEnum):
 LISTENER_KINDS = tuple(ListenerKind)
 SMTPD_KINDS = (ListenerKind.SMTP, ListenerKind.SUBMISSION, ListenerKind.SMTPS)
 POP3_KINDS = (ListenerKind.POP3, ListenerKind.POP3S)
+IMAP_KINDS = (ListenerKind.IMAP, ListenerKind.IMAPS)
 DEFAULT_LISTEN = {ListenerKind.SMTP: ("127.0.0.1:2525",)}
 LOG_LEVELS = tuple(LogLevel)
 MAX_WORKERS = 256
@@ -159,14 +164,17 @@ class RoleUsers:
 
     smtpd: str = "qtoaster-smtpd"
     pop3d: str = "qtoaster-pop3d"
+    imapd: str = "qtoaster-imapd"
     send: str = "qtoaster-vmail"  # the queue manager and local delivery; owns the Maildirs
     remote: str = "qtoaster-remote"
     auth: str = "qtoaster-auth"
     group: str = "qtoaster"  # every role: reads the settings, control files, the directory
     queue_group: str = "qtoaster-queue"  # smtpd and send: the queue
-    tls_group: str = "qtoaster-tls"  # smtpd and pop3d: the TLS private key
-    auth_group: str = "qtoaster-authc"  # smtpd, pop3d, mailbox, send: may connect to the auth role
-    mailbox_group: str = "qtoaster-mbox"  # pop3d and smtpd: may connect to the mailbox broker
+    tls_group: str = "qtoaster-tls"  # smtpd, pop3d and imapd: the TLS private key
+    # smtpd, pop3d, imapd, mailbox, send: may connect to the auth role
+    auth_group: str = "qtoaster-authc"
+    # pop3d, imapd and smtpd: may connect to the mailbox broker
+    mailbox_group: str = "qtoaster-mbox"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +229,7 @@ class Settings:
     srs: SrsSettings = field(default_factory=SrsSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     mailauth: MailAuthSettings = field(default_factory=MailAuthSettings)
+    imapd: ImapSettings = field(default_factory=ImapSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +397,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         srs=srs_settings(tables),
         mailauth=mailauth_settings(tables),
     )
+    settings = replace(settings, imapd=imap_settings(tables, settings.auth_allow_plaintext))
     tables.unknown()
     if tables.problems:
         raise ConfigError(tables.problems)

@@ -26,7 +26,7 @@ from qtoaster.core.privilege import Identity, drop, lookup, running_as_root
 
 log = logging.getLogger("qtoaster.supervisor")
 
-ROLES = ("smtpd", "pop3d", "send", "remote", "auth", "mailbox")
+ROLES = ("smtpd", "pop3d", "imapd", "send", "remote", "auth", "mailbox")
 
 # role -> (the [users] key of its user, the [users] keys of its supplementary groups)
 _ROLE_ACCOUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -34,6 +34,8 @@ _ROLE_ACCOUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "smtpd": ("smtpd", ("group", "queue_group", "tls_group", "auth_group", "mailbox_group")),
     # pop3d reaches a Maildir only through the mailbox broker, after a login.
     "pop3d": ("pop3d", ("group", "tls_group", "auth_group", "mailbox_group")),
+    # imapd too: its store's every file operation goes through the broker (issue 15).
+    "imapd": ("imapd", ("group", "tls_group", "auth_group", "mailbox_group")),
     # send asks the auth role to rewrite a forward's sender and reverse SRS (docs/srs.md).
     "send": ("send", ("group", "queue_group", "auth_group")),
     # qmail's clientcert.pem is usually servercert.pem: remote reads it for client TLS.

@@ -9,7 +9,8 @@
 - A child that dies is restarted (with a short back-off); the sockets stay open
   here, so connections waiting in the backlog are not lost.
 - SIGTERM/SIGINT: passed on to every child, which stop gracefully; SIGHUP: the
-  configuration is checked first, then smtpd workers reload and the queue manager
+  configuration is checked first, then the auth role and the smtpd, pop3d and imapd
+  workers reload and the queue manager
   is restarted (it rebuilds its state from disk).
 """
 
@@ -27,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from qtoaster.config.settings import POP3_KINDS, SMTPD_KINDS, Listener
+from qtoaster.config.settings import IMAP_KINDS, POP3_KINDS, SMTPD_KINDS, Listener
 from qtoaster.core.errors import QtoasterError
 from qtoaster.core.home import Home
 from qtoaster.supervisor.check import check_config
@@ -135,12 +136,18 @@ def bind(listener: Listener, count: int) -> list[socket.socket]:
 
 class Supervisor:
     def __init__(
-        self, home: Home, listeners: list[Listener], workers: int, pop3d_workers: int | None = None
+        self,
+        home: Home,
+        listeners: list[Listener],
+        workers: int,
+        pop3d_workers: int | None = None,
+        imapd_workers: int | None = None,
     ) -> None:
         self.home = home
         self.listeners = listeners
         self.workers = workers  # smtpd processes
         self.pop3d_workers = workers if pop3d_workers is None else pop3d_workers
+        self.imapd_workers = workers if imapd_workers is None else imapd_workers
         self.children: list[Child] = []
         self.stopping = False
         self.bound: list[tuple[Listener, list[socket.socket]]] = []
@@ -157,14 +164,13 @@ class Supervisor:
         return argv
 
     def setup(self) -> None:
-        count = {"smtpd": self.workers, "pop3d": self.pop3d_workers}
-        self.bound = [
-            (lst, bind(lst, count["pop3d" if lst.kind in POP3_KINDS else "smtpd"]))
-            for lst in self.listeners
-        ]
-        # SMTP kinds go to the smtpd workers, POP3 kinds to the pop3d workers; a role without
-        # listeners is not started.
-        for role, kinds in (("smtpd", SMTPD_KINDS), ("pop3d", POP3_KINDS)):
+        count = {"smtpd": self.workers, "pop3d": self.pop3d_workers, "imapd": self.imapd_workers}
+        roles = (("smtpd", SMTPD_KINDS), ("pop3d", POP3_KINDS), ("imapd", IMAP_KINDS))
+        owner = {kind: role for role, kinds in roles for kind in kinds}
+        self.bound = [(lst, bind(lst, count[owner[lst.kind]])) for lst in self.listeners]
+        # SMTP kinds go to the smtpd workers, POP3 kinds to the pop3d workers, IMAP kinds to
+        # the imapd workers; a role without listeners is not started.
+        for role, kinds in roles:
             mine = [(lst, socks) for lst, socks in self.bound if lst.kind in kinds]
             if not mine:
                 continue
@@ -201,7 +207,9 @@ class Supervisor:
                     child.ready.set()
 
     def signal(
-        self, signum: int, roles: tuple[str, ...] = ("auth", "mailbox", "smtpd", "pop3d", "send")
+        self,
+        signum: int,
+        roles: tuple[str, ...] = ("auth", "mailbox", "smtpd", "pop3d", "imapd", "send"),
     ) -> None:
         for child in self.children:
             if child.proc and child.proc.poll() is None and child.role.startswith(roles):
@@ -213,7 +221,7 @@ class Supervisor:
             log.error("SIGHUP: configuration has problems, not reloading:\n%s", "\n".join(problems))
             return
         log.info("SIGHUP: reloading")
-        self.signal(signal.SIGHUP, ("auth", "smtpd", "pop3d"))
+        self.signal(signal.SIGHUP, ("auth", "smtpd", "pop3d", "imapd"))
         self.signal(signal.SIGTERM, ("send",))  # restarted by the monitor with fresh state
 
     async def run(self) -> int:
