@@ -137,7 +137,7 @@ class FolderCommands:
             "SIZE": status.size,
             "RECENT": status.recent,
             "HIGHESTMODSEQ": status.highestmodseq,
-            "APPENDLIMIT": mail.session.ctx.append_limit,
+            "APPENDLIMIT": mail.session.ctx.settings.max_literal,
         }
         unknown = [i for i in items if i.upper() not in values]
         if unknown:
@@ -152,7 +152,7 @@ class FolderCommands:
     async def append(self, body: c.Append) -> Done:
         mail = self.mail
         name = mail.name_in(body.mailbox)
-        limit = mail.session.ctx.append_limit
+        limit = mail.session.ctx.settings.max_literal
         uids: list[int] = []
         uidvalidity = 0
         for message in body.messages:

@@ -50,6 +50,30 @@ _NO_EXPUNGE = (c.Fetch, c.Store, c.Search)
 
 
 class MailSession:
+    # What CAPABILITY adds after login (imapd/login.py shows them): what these handlers
+    # implement.
+    CAPABILITIES = (
+        "NAMESPACE",
+        "UNSELECT",
+        "UIDPLUS",
+        "MOVE",
+        "CHILDREN",
+        "LIST-EXTENDED",
+        "LIST-STATUS",
+        "SPECIAL-USE",
+        "CREATE-SPECIAL-USE",
+        "CONDSTORE",
+        "QRESYNC",
+        "ESEARCH",
+        "SEARCHRES",
+        "MULTIAPPEND",
+        "BINARY",
+        "STATUS=SIZE",
+        "UTF8=ACCEPT",
+        "QUOTA",
+        "QUOTA=RES-STORAGE",
+        "QUOTA=RES-MESSAGE",
+    )
     __slots__ = (
         "conn",
         "enabled",
