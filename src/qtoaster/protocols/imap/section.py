@@ -45,7 +45,7 @@ def resolve(root: MimePart, numbers: tuple[int, ...]) -> MimePart | None:
             if not 1 <= n <= len(cur.children):
                 return None
             cur = cur.children[n - 1]
-        elif n != 1 or (i > 0 and cur.is_multipart):
+        elif n != 1 or cur.is_multipart:  # a multipart without parts: its 1 is empty
             return None
     return cur
 
