@@ -28,7 +28,15 @@ from typing import BinaryIO
 from qtoaster.protocols.imap.commands import Section
 from qtoaster.protocols.imap.message import CHUNK, MimePart, crlf_size
 
-__all__ = ["UnknownCte", "binary_chunks", "binary_size", "resolve", "section_chunks"]
+__all__ = [
+    "UnknownCte",
+    "binary_chunks",
+    "binary_size",
+    "decoded_body",
+    "resolve",
+    "section_chunks",
+    "wire_region",
+]
 
 
 class UnknownCte(Exception):
@@ -54,7 +62,7 @@ def _empty() -> Iterator[bytes]:
     return iter(())
 
 
-def _region(stream: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+def wire_region(stream: BinaryIO, start: int, end: int) -> Iterator[bytes]:
     """The file bytes ``start..end`` in wire form, in chunks of at most CHUNK bytes."""
     pos = start
     carry_cr = False
@@ -144,15 +152,16 @@ def section_chunks(
         return _partial(len(data), iter((data,)), partial)
     else:
         return 0, _empty()
-    return _partial(size, _region(stream, start, end), partial)
+    return _partial(size, wire_region(stream, start, end), partial)
 
 
 # -- BINARY ---------------------------------------------------------------------------------
 
 
-def _decoded(stream: BinaryIO, part: MimePart) -> Iterator[bytes]:
+def decoded_body(stream: BinaryIO, part: MimePart) -> Iterator[bytes]:
+    """The part's body with its transfer encoding undone, in chunks (UnknownCte)."""
     cte = part.encoding.lower()
-    region = _region(stream, part.body_offset, part.body_end)
+    region = wire_region(stream, part.body_offset, part.body_end)
     if cte in (b"7bit", b"8bit", b"binary"):
         return region
     if cte == b"base64":
@@ -223,8 +232,8 @@ def binary_chunks(
         return 0, _empty()
     if not _is_leaf_binary(target):
         return section_chunks(stream, part, Section(part=section_part), partial)
-    size = sum(len(c) for c in _decoded(stream, target))
-    return _partial(size, _decoded(stream, target), partial)
+    size = sum(len(c) for c in decoded_body(stream, target))
+    return _partial(size, decoded_body(stream, target), partial)
 
 
 def wire_size(data: bytes) -> int:
