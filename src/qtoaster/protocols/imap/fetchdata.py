@@ -21,6 +21,8 @@ Checked against Dovecot 2.3's output for the messages in tests/protocols/imap/me
 
 from __future__ import annotations
 
+import re
+
 from qtoaster.protocols.imap.encode import nstring, quoted
 from qtoaster.protocols.imap.message import MimePart, parse_value_params
 
@@ -34,47 +36,27 @@ _NIL = b"NIL"
 _Tok = tuple[str, bytes]
 
 
+_ATOM = re.compile(rb'[^ \t\r\n"(<>@,:;\[]+')
+_QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"?', re.S)
+_UNESCAPE = re.compile(rb"\\(.)", re.S)
+
+
 def _tokens(s: bytes) -> list[_Tok]:
     out: list[_Tok] = []
     i, n = 0, len(s)
+    atom, quoted_re = _ATOM.match, _QUOTED.match
     while i < n and len(out) < 10_000:
         c = s[i]
         if c in b" \t\r\n":
             i += 1
         elif c == 0x22:  # quoted string
-            buf = bytearray()
-            i += 1
-            while i < n and s[i] != 0x22:
-                if s[i] == 0x5C and i + 1 < n:
-                    i += 1
-                buf.append(s[i])
-                i += 1
-            i += 1
-            out.append(("q", bytes(buf)))
+            m = quoted_re(s, i)
+            assert m is not None  # the pattern matches any string starting with a quote
+            text = m.group(1)
+            out.append(("q", _UNESCAPE.sub(rb"\1", text) if b"\\" in text else text))
+            i = m.end()
         elif c == 0x28:  # comment
-            depth, j = 0, i
-            buf = bytearray()
-            while j < n:
-                d = s[j]
-                if d == 0x5C and j + 1 < n:
-                    buf.append(s[j + 1])
-                    j += 2
-                    continue
-                if d == 0x28:
-                    depth += 1
-                    if depth > 1:
-                        buf.append(d)
-                elif d == 0x29:
-                    depth -= 1
-                    if depth == 0:
-                        j += 1
-                        break
-                    buf.append(d)
-                else:
-                    buf.append(d)
-                j += 1
-            i = j
-            out.append(("c", bytes(buf)))
+            i = _comment(s, i, out)
         elif c == 0x5B:  # domain literal
             j = s.find(b"]", i)
             j = n - 1 if j < 0 else j
@@ -84,12 +66,37 @@ def _tokens(s: bytes) -> list[_Tok]:
             out.append((chr(c), b""))
             i += 1
         else:
-            j = i
-            while j < n and s[j] not in b' \t\r\n"(<>@,:;[':
-                j += 1
+            m = atom(s, i)
+            j = m.end() if m else i + 1
             out.append(("a", s[i:j]))
             i = j
     return out
+
+
+def _comment(s: bytes, i: int, out: list[_Tok]) -> int:
+    depth, j, n = 0, i, len(s)
+    buf = bytearray()
+    while j < n:
+        d = s[j]
+        if d == 0x5C and j + 1 < n:
+            buf.append(s[j + 1])
+            j += 2
+            continue
+        if d == 0x28:
+            depth += 1
+            if depth > 1:
+                buf.append(d)
+        elif d == 0x29:
+            depth -= 1
+            if depth == 0:
+                j += 1
+                break
+            buf.append(d)
+        else:
+            buf.append(d)
+        j += 1
+    out.append(("c", bytes(buf)))
+    return j
 
 
 Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
@@ -191,7 +198,7 @@ def _address_list(value: bytes | None) -> bytes:
 
 def envelope(part: MimePart) -> bytes:
     """``(date subject from sender reply-to to cc bcc in-reply-to message-id)``."""
-    h = part.header
+    h = part.first_values().get
     frm = h(b"from")
     sender = h(b"sender")
     reply_to = h(b"reply-to")

@@ -56,6 +56,17 @@ class MimePart:
     has_ctype: bool = False
     children: list[MimePart] = field(default_factory=list)
     message: MimePart | None = None  # the encapsulated message of message/rfc822
+    _first: dict[bytes, bytes] | None = field(default=None, repr=False)
+
+    def first_values(self) -> dict[bytes, bytes]:
+        """Every field's first unfolded value by lower-case name (computed once)."""
+        if self._first is None:
+            first: dict[bytes, bytes] = {}
+            for n, raw in self.fields:
+                if n not in first:
+                    first[n] = field_value(raw)
+            self._first = first
+        return self._first
 
     @property
     def is_multipart(self) -> bool:
