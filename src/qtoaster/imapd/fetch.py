@@ -23,7 +23,7 @@ from qtoaster.maildir.storeapi import MessageMeta, View
 from qtoaster.protocols.imap.commands import FetchItem, Section
 from qtoaster.protocols.imap.encode import flag_list, imap_date
 from qtoaster.protocols.imap.fetchdata import bodystructure, envelope
-from qtoaster.protocols.imap.message import MimePart, parse_message
+from qtoaster.protocols.imap.message import MimePart, parse_header, parse_message
 from qtoaster.protocols.imap.section import UnknownCte, binary_chunks, binary_size, section_chunks
 
 # Messages opened per round trip to the broker; bytes handed to the loop per pull.
@@ -47,6 +47,10 @@ class Plan:
     @property
     def needs_file(self) -> bool:
         return any(_needs_file(item) for item in self.items)
+
+    @property
+    def header_only(self) -> bool:
+        return all(item.name == "ENVELOPE" or not _needs_file(item) for item in self.items)
 
 
 def _needs_file(item: FetchItem) -> bool:
@@ -96,8 +100,9 @@ def _one(seq: int, meta: MessageMeta, stream: BinaryIO | None, plan: Plan) -> It
     if plan.modseq:
         parts.append(b"MODSEQ (%d)" % meta.modseq)
     tree: MimePart | None = None
-    if stream is not None and any(i.name in _STRUCTURE or i.section is not None or i.name in _CONTENT for i in plan.items):
-        tree = parse_message(stream)
+    if stream is not None and plan.needs_file:
+        # ENVELOPE alone reads only the header (the benchmark's FETCH 1:* (FLAGS ENVELOPE)).
+        tree = parse_header(stream) if plan.header_only else parse_message(stream)
     pending = b"".join(head) + b" ".join(parts)
     sep = b" " if parts else b""
     for item in plan.items:

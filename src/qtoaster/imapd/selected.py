@@ -12,13 +12,15 @@ what changed (the expunges of MOVE and EXPUNGE come out that way).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from qtoaster.imapd import fetch
 from qtoaster.imapd.sequence import compact, resolve_numbers, resolve_uids
 from qtoaster.maildir.storeapi import SEEN, MessageMeta, StoreError, View
 from qtoaster.protocols.imap import commands as c
+from qtoaster.protocols.imap.message import MimePart, parse_header, parse_message
 from qtoaster.protocols.imap.search import SearchContext, evaluate, needs
 
 if TYPE_CHECKING:
@@ -220,6 +222,9 @@ class SelectedCommands:
         metas = list(mail.metas)
         uids = list(mail.uids)
         level = needs(keys)
+        parse = parse_header if level == "header" else parse_message
+        saved = set(mail.saved)
+        now = time.time()
         found: list[int] = []
         for start in range(0, len(metas), fetch.BATCH):
             batch = range(start, min(start + fetch.BATCH, len(metas)))
@@ -235,8 +240,9 @@ class SelectedCommands:
                         meta=metas[i],
                         max_seq=len(metas),
                         max_uid=uids[-1] if uids else 0,
-                        saved=mail.saved,
-                        stream=stream,
+                        saved=saved,
+                        load=None if stream is None else _loader(stream, parse),
+                        now=now,
                     )
                     if evaluate(keys, ctx):
                         found.append(i)
@@ -245,6 +251,15 @@ class SelectedCommands:
                     if stream is not None:
                         stream.close()
         return found
+
+
+def _loader(
+    stream: BinaryIO, parse: Callable[[BinaryIO], MimePart]
+) -> Callable[[], tuple[BinaryIO, MimePart]]:
+    def load() -> tuple[BinaryIO, MimePart]:
+        return stream, parse(stream)
+
+    return load
 
 
 def _has_modseq(keys: Sequence[c.SearchKey]) -> bool:
