@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from qtoaster.maildir.create import make_maildir
 from qtoaster.maildir.fs import LocalFs
 from qtoaster.maildir.quota import Quota, read_maildirsize
 from qtoaster.maildir.store import MaildirStore
@@ -21,9 +22,20 @@ from qtoaster.maildir.storeapi import (
     View,
 )
 from qtoaster.maildir.view import MaildirView
-from imapstore_helpers import drop, new_store
 
 MSG = b"Subject: hi\n\nbody\n"
+
+
+def new_store(tmp_path: Path, quota: Quota | None = None) -> tuple[MaildirStore, Path]:
+    root = tmp_path / "dom" / "user" / "Maildir"
+    make_maildir(root)
+    return MaildirStore(LocalFs(root, hostname="test.example", quota=quota)), root
+
+
+def drop(root: Path, name: str, data: bytes, sub: str = "new") -> Path:
+    path = root / sub / name
+    path.write_bytes(data)
+    return path
 
 
 def test_protocols(tmp_path: Path) -> None:

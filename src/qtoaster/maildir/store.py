@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from qtoaster.maildir import folders
 from qtoaster.maildir.folderstate import FolderState
@@ -263,3 +264,14 @@ def _wire(source: str, target: str) -> int:
         if size is not None:
             return size
     return 0
+
+
+if TYPE_CHECKING:
+    from qtoaster.maildir.fs import LocalFs
+    from qtoaster.maildir.storeapi import Store, View
+
+    def _implements(
+        fs: LocalFs, store: MaildirStore, view: MaildirView
+    ) -> tuple[MailFs, Store, View]:
+        """mypy checks here that the classes implement storeapi's Protocols exactly."""
+        return fs, store, view
