@@ -196,11 +196,18 @@ class UidState:
         for line in lines:
             kind = line[:2]
             if kind == "+ ":
+                # the hot loop of SELECT: int() and one range check instead of _int()
                 f = line.split(" ", 6)
-                if len(f) != 7:
-                    raise StateError("short + record")
-                uid, modseq = _int(f[1]), _int(f[2])
-                entry = Entry(uid, modseq, _int(f[3]), _int(f[4]), _sub(f[5]), _name(f[6]))
+                try:
+                    uid, modseq, size, mtime = int(f[1]), int(f[2]), int(f[3]), int(f[4])
+                    sub, name = f[5], f[6]
+                except (ValueError, IndexError) as exc:
+                    raise StateError("bad + record") from exc
+                if min(uid, modseq, size, mtime) < 0 or max(uid, modseq) > _MAX:
+                    raise StateError("+ record out of range")
+                if (sub != "cur" and sub != "new") or not name or "/" in name or "\0" in name:
+                    raise StateError("bad + record")
+                entry = Entry(uid, modseq, size, mtime, sub, name)
                 old = entries.get(uid)
                 if old is not None:
                     by_base.pop(old.base, None)

@@ -65,7 +65,9 @@ class MaildirView:
         self._known = {m.uid: m for m in self.messages}
 
     def _meta(self, entry: Entry) -> MessageMeta:
-        flags = self._folder.keywords.flags(info_of(entry.name), entry.extra)
+        name = entry.name
+        info = name[name.find(":2,") + 3 :] if ":2," in name else ""
+        flags = self._folder.keywords.flags(info, entry.extra)
         recent = entry.uid in self._recent
         return MessageMeta(entry.uid, flags, entry.modseq, entry.size, entry.mtime, recent)
 
