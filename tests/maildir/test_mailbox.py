@@ -405,3 +405,22 @@ def test_20000_messages_open_fast_on_warm_cache(md: Path) -> None:
     print(f"20000 messages: cold open {cold_time:.3f}s, warm open {warm_time:.3f}s")
     assert warm.stat() == cold.stat() == (20_000, 20_000 * (len(body) + 22))
     assert warm_time < 1.0
+
+
+def test_imap_rename_meanwhile(tmp_path: Path) -> None:
+    """An IMAP session changing flags renames the file in cur/ between POP3's scan and
+    RETR/DELE: POP3 finds it by its unique name, neither losing nor keeping it twice."""
+    maildir = make_maildir(tmp_path / "Maildir")
+    (maildir / "cur" / "1.M1P1.h:2,").write_bytes(b"a\n")
+    (maildir / "new" / "2.M1P1.h").write_bytes(b"b\n")
+    box = Mailbox.open(maildir)
+    os.rename(maildir / "cur" / "1.M1P1.h:2,", maildir / "cur" / "1.M1P1.h:2,S")
+    os.rename(maildir / "new" / "2.M1P1.h", maildir / "cur" / "2.M1P1.h:2,F")
+    numbers = {m.uid: m.number for m in box.messages}
+    with box.open_message(numbers["1.M1P1.h"]) as stream:
+        assert stream.read() == b"a\n"
+    assert box.read_small(numbers["2.M1P1.h"], 100) == b"b\n"
+    box.delete(numbers["1.M1P1.h"])
+    assert box.commit() == []
+    assert sorted(os.listdir(maildir / "cur")) == ["2.M1P1.h:2,F"]
+    assert os.listdir(maildir / "new") == []

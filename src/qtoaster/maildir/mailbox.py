@@ -276,8 +276,29 @@ class Mailbox:
 
     def open_message(self, n: int) -> BinaryIO:
         """The stored bytes of message ``n`` (LF line ends as stored); OSError when it
-        cannot be opened (the caller answers "-ERR unable to open that message")."""
-        return open(f"{self._base}/{self.get(n).name}", "rb")
+        cannot be opened (the caller answers "-ERR unable to open that message").  A
+        file an IMAP session renamed since the scan (flags, new/ -> cur/) is found again
+        by its unique name."""
+        message = self.get(n)
+        try:
+            return open(f"{self._base}/{message.name}", "rb")
+        except FileNotFoundError:
+            moved = self._relocate(message)
+            if moved is None:
+                raise
+            return open(f"{self._base}/{moved}", "rb")
+
+    def _relocate(self, message: Message) -> str | None:
+        """The current ``cur/`` name of ``message`` (IMAP renames a file to change its
+        flags, keeping its unique part), None if it is gone."""
+        try:
+            entries = os.listdir(f"{self._base}/cur")
+        except OSError:
+            return None
+        for entry in entries:
+            if names.unique(entry) == message.uid:
+                return f"cur/{entry}"
+        return None
 
     def read_small(self, n: int, limit: int) -> bytes | None:
         """All the stored bytes of message ``n`` if it has at most ``limit`` of them, else
@@ -293,7 +314,14 @@ class Mailbox:
         expected = self._disk[n - 1]
         if expected > limit:
             return None
-        return read_upto(os.open(path, os.O_RDONLY | os.O_CLOEXEC), expected, limit)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            moved = self._relocate(self.get(n))
+            if moved is None:
+                raise
+            fd = os.open(f"{self._base}/{moved}", os.O_RDONLY | os.O_CLOEXEC)
+        return read_upto(fd, expected, limit)
 
     def top_lines(self, n: int, body_lines: int | None = None) -> Iterator[bytes]:
         """TOP: the header lines, the blank line, then ``body_lines`` body lines (all of
@@ -322,7 +350,13 @@ class Mailbox:
             path = f"{self._base}/{message.name}"
             if self._deleted[index]:
                 try:
-                    os.unlink(path)
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        moved = self._relocate(message)  # renamed by an IMAP session
+                        if moved is None:
+                            raise
+                        os.unlink(f"{self._base}/{moved}")
                 except OSError as exc:
                     problems.append(f"cannot unlink {message.name}: {exc.strerror}")
                     continue
