@@ -139,7 +139,9 @@ def load(path: Path) -> Transcript:
     return Transcript([bytes(p) for p in phases], bytes(server), options)
 
 
-def run(transcript: Transcript, split: Callable[[bytes], list[bytes]]) -> tuple[bytes, list[object]]:
+def run(
+    transcript: Transcript, split: Callable[[bytes], list[bytes]]
+) -> tuple[bytes, list[object]]:
     conn = ImapConnection(**transcript.options)  # type: ignore[arg-type]
     session = FakeSession(conn)
     conn.untagged("OK [CAPABILITY IMAP4rev2 IMAP4rev1 LITERAL+] ready.")
