@@ -54,7 +54,8 @@ CASES: list[tuple[bytes, c.Body]] = [
         ),
     ),
     (
-        b"B04 SELECT INBOX (QRESYNC (67890007 90060115194045000 1:29997 (5000,7500,9000,9990:9999 15000,22500,27000,29970,29973,29976,29979:29997)))",
+        b"B04 SELECT INBOX (QRESYNC (67890007 90060115194045000 1:29997 "
+        b"(5000,7500,9000,9990:9999 15000,22500,27000,29970,29973,29976,29979:29997)))",
         c.Select(
             "INBOX",
             qresync=(
@@ -82,7 +83,8 @@ CASES: list[tuple[bytes, c.Body]] = [
     (b'A101 LIST "" ""', c.List("", ("",))),
     (b"A202 LIST ~/Mail/ %", c.List("~/Mail/", ("%",))),
     (
-        b'A01 LIST (SUBSCRIBED RECURSIVEMATCH) "" ("INBOX" "Drafts" *) RETURN (CHILDREN STATUS (MESSAGES UIDNEXT))',
+        b'A01 LIST (SUBSCRIBED RECURSIVEMATCH) "" ("INBOX" "Drafts" *) '
+        b"RETURN (CHILDREN STATUS (MESSAGES UIDNEXT))",
         c.List(
             "",
             ("INBOX", "Drafts", "*"),
@@ -151,7 +153,8 @@ CASES: list[tuple[bytes, c.Body]] = [
         ),
     ),
     (
-        b"a FETCH 1 (BODY.PEEK[1.2.MIME] BODY[3.HEADER.FIELDS.NOT (X-A)]<10.20> BODY[]<0.1> BODY[4] BODY[TEXT])",
+        b"a FETCH 1 (BODY.PEEK[1.2.MIME] BODY[3.HEADER.FIELDS.NOT (X-A)]<10.20> BODY[]<0.1> "
+        b"BODY[4] BODY[TEXT])",
         c.Fetch(
             seq((1, 1)),
             (

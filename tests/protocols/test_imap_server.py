@@ -133,7 +133,8 @@ def test_output_helpers() -> None:
     conn.tagged("a1", "NO", "over quota", "OVERQUOTA")
     conn.continuation("idling")
     assert conn.data_to_send() == (
-        b"* OK ready\r\n* 1 FETCH (BODY[] {2}\r\nab)\r\na1 NO [OVERQUOTA] over quota\r\n+ idling\r\n"
+        b"* OK ready\r\n* 1 FETCH (BODY[] {2}\r\nab)\r\n"
+        b"a1 NO [OVERQUOTA] over quota\r\n+ idling\r\n"
     )
     for call in (
         lambda: conn.untagged("a\r\nb OK"),
@@ -173,7 +174,10 @@ def test_sync_literal_continuation_waits_for_earlier_answers() -> None:
 def test_fetch_parses_fast() -> None:
     conn = ImapConnection()
     conn.state = State.SELECTED
-    line = b"a4 UID FETCH 1:100 (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From To Subject Date)])\r\n"
+    line = (
+        b"a4 UID FETCH 1:100 (UID FLAGS RFC822.SIZE "
+        b"BODY.PEEK[HEADER.FIELDS (From To Subject Date)])\r\n"
+    )
     n = 2000
     best = float("inf")
     for _ in range(3):  # the best of three: a shared machine only ever slows it down

@@ -36,8 +36,9 @@ from typing import Final, Literal
 _MARKER = re.compile(rb"(~?)\{([0-9]{1,20})(\+?)\}\Z")
 _MARKER_SPAN: Final = 26  # the longest marker: "~{" + 20 digits + "+}" plus slack
 # tag SP [UID SP] name: which command a line starts (for the literal limit).
-_HEAD = re.compile(rb"([^\x00-\x20\x7f(){%*\"\\+]+) (?:[Uu][Ii][Dd] )?([A-Za-z]+)")
-_TAG = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\+]+(?= )")
+# A tag is ASCII: 1*<ASTRING-CHAR except "+"> (RFC 9051 9).
+_HEAD = re.compile(rb"([^\x00-\x20\x7f-\xff(){%*\"\\+]+) (?:[Uu][Ii][Dd] )?([A-Za-z]+)")
+_TAG = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+(?= )")
 
 LINE_TOO_LONG: Final = "line too long"
 LITERAL_TOO_BIG: Final = "literal too big"

@@ -24,7 +24,7 @@ from qtoaster.protocols.imap.fetchgrammar import fetch_items, search_keys
 from qtoaster.protocols.imap.grammar import MAX_NUMBER64, Cursor, ParseError
 from qtoaster.protocols.imap.lexer import RawCommand
 
-_TAG = re.compile(r'[^\x00-\x20\x7f(){%*"\\+]+')
+_TAG = re.compile(r'[^\x00-\x20\x7f-\U0010ffff(){%*"\\+]+')  # ASCII, as lexer._TAG
 _NAME = re.compile(r"[A-Za-z]+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 

@@ -138,9 +138,11 @@ class ImapConnection:
     # -- input ------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Bytes from the client; ``b""`` means EOF. Ignored once closed."""
-        if not self.closed and not self._framer.eof:
-            self._framer.feed(data)
+        """Bytes from the client; ``b""`` means EOF. Ignored once closed, in LOGOUT and
+        after close_after_send() (nothing more will be read)."""
+        if self.closed or self._framer.eof or self._close_after or self._state is State.LOGOUT:
+            return
+        self._framer.feed(data)
 
     def next_event(self) -> ev.Event | NeedData:
         """The next event, or NEED_DATA when more input is needed (or nothing is read:
