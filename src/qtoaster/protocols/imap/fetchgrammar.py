@@ -61,14 +61,34 @@ _PARTIAL = re.compile(r"<([0-9]{1,20})\.([0-9]{1,20})>")
 _WHOLE: Final = Section()
 
 
+# A client repeats the same item list in command after command (a mail client's FETCH of
+# new messages): a parenthesised list without quotes or literals is parsed once and then
+# looked up. Keys are bounded in length and number; the values are immutable.
+_LIST_TEXT = re.compile(r"\((?:[^()\"{}\r\n]|\([^()\"{}\r\n]*\)){1,400}\)")
+_CACHE: dict[str, tuple[FetchItem, ...]] = {}
+_CACHE_SIZE: Final = 256
+
+
 def fetch_items(cur: Cursor) -> tuple[FetchItem, ...]:
     """A macro, one item, or a parenthesised list of items."""
-    if cur.skip("("):
+    if cur.peek() == "(":
+        m = _LIST_TEXT.match(cur.s, cur.pos)
+        if m is not None:
+            cached = _CACHE.get(m.group())
+            if cached is not None:
+                cur.pos = m.end()
+                return cached
+        cur.pos += 1
         items = list(_fetch_item(cur))
         while cur.skip(" "):
             items += _fetch_item(cur)
         cur.close()
-        return tuple(items)
+        result = tuple(items)
+        if m is not None and cur.pos == m.end():
+            if len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.clear()
+            _CACHE[m.group()] = result
+        return result
     start = cur.pos
     name = cur.match(_ITEM)
     if name is not None:
