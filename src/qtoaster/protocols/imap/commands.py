@@ -232,7 +232,11 @@ class Idle:
 
 @dataclass(frozen=True, slots=True)
 class IdleDone:
-    pass
+    """The line that ends IDLE. ``bad``: it was not ``DONE``; the engine has already
+    answered the IDLE's tag ``BAD Expected DONE.`` (as Dovecot does) and the session only
+    ends its IDLE, sending nothing."""
+
+    bad: bool = False
 
 
 @dataclass(frozen=True, slots=True)
