@@ -60,7 +60,13 @@ def test_folders_select_fetch_store_search_copy_move_expunge(imap: Server) -> No
     typ, listing = client.list()
     assert typ == "OK"
     text = b"\n".join(x for x in listing if isinstance(x, bytes)).decode()
-    for name, use in (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"), ("Junk", "\\Junk"), ("Archive", "\\Archive")):
+    for name, use in (
+        ("Sent", "\\Sent"),
+        ("Drafts", "\\Drafts"),
+        ("Trash", "\\Trash"),
+        ("Junk", "\\Junk"),
+        ("Archive", "\\Archive"),
+    ):
         assert re.search(rf'\({".*"}{re.escape(use)}.*\) "\." {name}', text), text
     assert "INBOX" in text
     typ, data = client.select("INBOX")
@@ -182,7 +188,7 @@ def test_two_sessions_see_each_others_changes(imap: Server) -> None:
     one.select("INBOX")
     two.select("INBOX")
     one.store("2", "+FLAGS", "\\Answered")
-    typ, _ = two.noop()
+    two.noop()
     fetched = two.untagged_responses.get("FETCH", [])
     assert any(b"\\Answered" in f for f in fetched if isinstance(f, bytes)), fetched
     one.store("1", "+FLAGS", "\\Deleted")

@@ -1,9 +1,7 @@
 """The imapd role before login, end to end with real clients: imaplib, openssl s_client.
 
-The server is the real ``qtoaster run`` (as root: every role its own user). Until the IMAP
-engine (protocols/imap/server.py) is merged from its branch, the server processes get the
-stand-in engine of tests/imapd/standin through PYTHONPATH; the tests that need the store
-(SELECT and after) are the mail handlers'.
+The server is the real ``qtoaster run`` (as root: every role its own user); what comes
+after login is tests/integration/test_imap.py's.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 import base64
 import grp
 import imaplib
-import importlib.util
 import os
 import pwd
 import shutil
@@ -29,7 +26,6 @@ from qtoaster.config.settings import RoleUsers
 from .harness import Server, make_home, qt, role_child, wait_until
 
 OPENSSL = shutil.which("openssl") or "openssl"
-STANDIN = Path(__file__).parents[1] / "imapd" / "standin"
 # The auth role learns the "imap" service (and its ticket) on the broker's branch.
 needs_imap_service = pytest.mark.skipif(
     "imap" not in SERVICES, reason="the auth role does not know the imap service yet"
@@ -46,15 +42,7 @@ def _context() -> ssl.SSLContext:
 def imap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = make_home(tmp_path_factory.mktemp("imap"))
     qt(home, "user", "passwd", "alice@example.test", "--password", "secret")
-    env = os.environ.copy()
-    if importlib.util.find_spec("qtoaster.protocols.imap.server") is None:
-        paths = [os.environ.get("PYTHONPATH", ""), str(STANDIN)]
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    try:
-        srv = Server(home, "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", workers=1)
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
+    srv = Server(home, "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", workers=1)
     yield srv
     srv.stop()
 

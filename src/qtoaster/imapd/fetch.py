@@ -57,14 +57,14 @@ def _needs_file(item: FetchItem) -> bool:
     return item.name in _STRUCTURE or item.name in _CONTENT or item.section is not None
 
 
-def render(
-    view: View, positions: Sequence[tuple[int, MessageMeta]], plan: Plan
-) -> Iterator[bytes]:
+def render(view: View, positions: Sequence[tuple[int, MessageMeta]], plan: Plan) -> Iterator[bytes]:
     """``* seq FETCH (...)\\r\\n`` for each (sequence number, meta), in order."""
     for start in range(0, len(positions), BATCH):
         batch = positions[start : start + BATCH]
         files: list[BinaryIO | None] = (
-            view.open_messages([meta.uid for _, meta in batch]) if plan.needs_file else [None] * len(batch)
+            view.open_messages([meta.uid for _, meta in batch])
+            if plan.needs_file
+            else [None] * len(batch)
         )
         try:
             for (seq, meta), stream in zip(batch, files, strict=True):
@@ -148,7 +148,9 @@ def _one(seq: int, meta: MessageMeta, stream: BinaryIO | None, plan: Plan) -> It
     yield pending + b")\r\n"
 
 
-def _content(stream: BinaryIO, tree: MimePart, item: FetchItem) -> tuple[bytes, int, Iterator[bytes], bool]:
+def _content(
+    stream: BinaryIO, tree: MimePart, item: FetchItem
+) -> tuple[bytes, int, Iterator[bytes], bool]:
     """(label, size, chunks, literal8) for BODY[...], BINARY[...] and the RFC822 items."""
     name = item.name
     if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):

@@ -16,6 +16,7 @@ sends it after telling the client what changed in the selected folder.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from qtoaster.imapd.sequence import compact
@@ -115,7 +116,7 @@ class FolderCommands:
                 continue
             if special_only and not folder.special_use:
                 continue
-            attrs = _attributes(folder, show_subscribed, show_special, body.lsub)
+            attrs = _attributes(folder, show_subscribed, show_special, body.lsub, subscribed_only)
             name = mail.name_out(folder.name).decode("utf-8", "surrogateescape")
             mail.conn.untagged(f'{verb} ({" ".join(attrs)}) "." {name}')
             if status_items and folder.selectable:
@@ -185,7 +186,9 @@ class FolderCommands:
             resources = []
             if usage.storage_limit is not None:
                 # RFC 9208 5.1: STORAGE in units of 1024 octets.
-                resources.append(f"STORAGE {usage.storage_used // 1024} {usage.storage_limit // 1024}")
+                resources.append(
+                    f"STORAGE {usage.storage_used // 1024} {usage.storage_limit // 1024}"
+                )
             if usage.messages_limit is not None:
                 resources.append(f"MESSAGE {usage.messages_used} {usage.messages_limit}")
             mail.conn.untagged(f'QUOTA "" ({" ".join(resources)})')
@@ -195,7 +198,7 @@ class FolderCommands:
         return ("OK", f"{verb} completed", None)
 
 
-def _matcher(pattern: str, mail: MailSession) -> object:
+def _matcher(pattern: str, mail: MailSession) -> Callable[[str], bool]:
     """A predicate for LIST's pattern: ``*`` any characters, ``%`` any but the delimiter;
     INBOX matches in any case (RFC 9051 6.3.9)."""
     name = pattern if mail.utf8 else _decode(pattern)
@@ -220,10 +223,14 @@ def _decode(wire: str) -> str:
         return wire
 
 
-def _attributes(folder: FolderInfo, subscribed: bool, special: bool, lsub: bool) -> list[str]:
+def _attributes(
+    folder: FolderInfo, subscribed: bool, special: bool, lsub: bool, by_subscription: bool
+) -> list[str]:
     attrs: list[str] = []
     if not folder.selectable:
-        attrs.append("\\Noselect" if lsub else "\\NonExistent")
+        # RFC 5258 3: \NonExistent for a subscription whose folder is gone; a parent that
+        # exists only as part of a deeper name is \Noselect (as Dovecot answers).
+        attrs.append("\\NonExistent" if by_subscription and not lsub else "\\Noselect")
     if not lsub:
         attrs.append("\\HasChildren" if folder.has_children else "\\HasNoChildren")
     if subscribed and folder.subscribed and not lsub:

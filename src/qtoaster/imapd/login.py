@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from qtoaster.core.errors import TemporaryFailure
+from qtoaster.maildir.storeapi import StoreError
 from qtoaster.protocols import sasl
 from qtoaster.protocols.imap import commands as cmd
 from qtoaster.protocols.sasl import (
@@ -42,7 +43,8 @@ from qtoaster.protocols.sasl import (
 )
 
 if TYPE_CHECKING:
-    from qtoaster.imapd.session import ImapSession
+    from qtoaster.maildir.storeapi import StoreError
+from qtoaster.imapd.session import ImapSession
 
 log = logging.getLogger("qtoaster.imapd")
 
@@ -194,7 +196,7 @@ class Login:
             return
         try:
             store, watcher = await open_store(session, result.ticket)
-        except (TemporaryFailure, OSError) as exc:
+        except (TemporaryFailure, OSError, StoreError) as exc:
             log.warning("%s mailbox of %s unavailable: %s", session.id, result.user, exc)
             session.conn.tagged(tag, "NO", "Unable to open your mailbox now", "UNAVAILABLE")
             return
@@ -222,4 +224,7 @@ async def open_store(session: ImapSession, ticket: str) -> tuple[Any, Any]:
     loop = asyncio.get_running_loop()
     ctx = session.ctx
     fs = await loop.run_in_executor(ctx.executor, BrokerFs.open, ctx.broker, ticket)
-    return MaildirStore(fs), BrokerWatcher(fs)
+    store = MaildirStore(fs)
+    # The first login creates Sent, Drafts, Trash, Junk and Archive (once per mailbox).
+    await loop.run_in_executor(ctx.executor, store.prepare)
+    return store, BrokerWatcher(fs)

@@ -35,7 +35,7 @@ from qtoaster.maildir.storeapi import (
     View,
 )
 from qtoaster.protocols.imap import commands as c
-from qtoaster.protocols.imap.encode import flag_list, mutf7_decode, mutf7_encode, quoted
+from qtoaster.protocols.imap.encode import astring, flag_list, mutf7_decode, mutf7_encode, quoted
 
 if TYPE_CHECKING:
     from qtoaster.imapd.session import ImapSession
@@ -186,7 +186,8 @@ class MailSession:
         return name
 
     def name_out(self, name: str) -> bytes:
-        return quoted(name if self.utf8 else mutf7_encode(name))
+        wire = name if self.utf8 else mutf7_encode(name)
+        return quoted(wire) if wire.upper() == "NIL" else astring(wire)
 
     def require_view(self) -> View:
         if self.view is None:
@@ -240,7 +241,9 @@ class MailSession:
         self.conn.untagged(f"OK [UIDNEXT {view.uidnext}] Predicted next UID")
         self.conn.untagged(f"OK [HIGHESTMODSEQ {view.highestmodseq}] Highest")
         if self.rev2:
-            self.conn.untagged(f'LIST () "." {self.name_out(name).decode("utf-8", "surrogateescape")}')
+            self.conn.untagged(
+                f'LIST () "." {self.name_out(name).decode("utf-8", "surrogateescape")}'
+            )
 
     async def _qresync(
         self,
@@ -255,7 +258,9 @@ class MailSession:
         known_uids = None
         if known is not None:
             top = max(view.uidnext - 1, 1)
-            known_uids = [u for lo, hi in uid_members(known, top) for u in range(lo, min(hi, top) + 1)]
+            known_uids = [
+                u for lo, hi in uid_members(known, top) for u in range(lo, min(hi, top) + 1)
+            ]
         vanished = await self.run(view.vanished, modseq, known_uids)
         if vanished:
             self.conn.untagged(f"VANISHED (EARLIER) {compact(vanished)}")

@@ -85,7 +85,9 @@ class SelectedCommands:
             mail.enable("CONDSTORE")
         flags = "FLAGS" in names
         if not view.readonly and any(
-            item.name in _SEEN_ITEMS and not item.peek and (item.name != "BODY" or item.section is not None)
+            item.name in _SEEN_ITEMS
+            and not item.peek
+            and (item.name != "BODY" or item.section is not None)
             for item in body.items
         ):
             unseen = [mail.uids[i] for i in picked if SEEN not in mail.metas[i].flags]
@@ -110,7 +112,12 @@ class SelectedCommands:
         return ("OK", "FETCH completed", None)
 
     async def _set(
-        self, view: View, uids: Sequence[int], mode: str, flags: Sequence[str], unchangedsince: int | None
+        self,
+        view: View,
+        uids: Sequence[int],
+        mode: str,
+        flags: Sequence[str],
+        unchangedsince: int | None,
     ) -> tuple[list[MessageMeta], list[int]]:
         changed, failed = await self.mail.run(view.store, uids, mode, flags, unchangedsince)
         mail = self.mail
@@ -136,7 +143,11 @@ class SelectedCommands:
         if not body.silent or mail.condstore:
             from bisect import bisect_left
 
-            shown = changed if body.silent else [mail.metas[i] for i in picked if mail.uids[i] not in set(failed)]
+            shown = (
+                changed
+                if body.silent
+                else [mail.metas[i] for i in picked if mail.uids[i] not in set(failed)]
+            )
             for meta in shown:
                 i = bisect_left(mail.uids, meta.uid)
                 mail.conn.untagged_bytes(mail.flags_response(i + 1, meta, uid=uid) + b"\r\n")
@@ -166,7 +177,8 @@ class SelectedCommands:
             if exc.code == "NONEXISTENT":
                 raise StoreError("TRYCREATE", "Mailbox doesn't exist") from None
             raise
-        code = f"COPYUID {result.uidvalidity} {compact(result.source_uids)} {compact(result.dest_uids)}"
+        pairs = f"{compact(result.source_uids)} {compact(result.dest_uids)}"
+        code = f"COPYUID {result.uidvalidity} {pairs}"
         if move:
             # RFC 6851 3.3: COPYUID in an untagged OK before the expunges.
             mail.conn.untagged(f"OK [{code}] Moved")
@@ -200,7 +212,9 @@ class SelectedCommands:
             asked = ["ALL"]
         out = [f'ESEARCH (TAG "{tag}")'] + (["UID"] if uid else [])
         if numbers:
-            for option in asked:
+            for option in ("MIN", "MAX", "ALL", "COUNT"):
+                if option not in asked:
+                    continue
                 if option == "MIN":
                     out.append(f"MIN {numbers[0]}")
                 elif option == "MAX":

@@ -22,7 +22,9 @@ class SequenceError(ValueError):
     """A message sequence number the view does not have (``BAD`` for the command)."""
 
 
-def resolve_numbers(seq: SequenceSet, count: int, saved: Sequence[int], uids: Sequence[int]) -> list[int]:
+def resolve_numbers(
+    seq: SequenceSet, count: int, saved: Sequence[int], uids: Sequence[int]
+) -> list[int]:
     """0-based positions of the messages ``seq`` names by sequence number; ``saved`` is
     the SEARCHRES result (UIDs), turned into positions of those still present."""
     if seq.saved:

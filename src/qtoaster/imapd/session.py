@@ -37,13 +37,8 @@ from qtoaster.imapd.context import ImapContext
 from qtoaster.imapd.login import Login
 from qtoaster.net.driver import EngineDriver, plain_ip
 from qtoaster.protocols.imap import commands as cmd
-from qtoaster.protocols.imap.server import (
-    NEED_DATA,
-    AuthLine,
-    ConnectionClosed,
-    ImapConnection,
-    State,
-)
+from qtoaster.protocols.imap.events import AuthLine, ConnectionClosed
+from qtoaster.protocols.imap.server import NEED_DATA, ImapConnection, State
 from qtoaster.tls import upgrade
 
 
@@ -211,7 +206,8 @@ class ImapSession(EngineDriver[ImapConnection]):
         elif isinstance(event, AuthLine):
             self.login.auth_line(event.text)
         elif isinstance(event, cmd.IdleDone):
-            self.wait_for(self._end_idle())
+            # bad: the engine already answered the line that was not DONE (tag BAD).
+            self.wait_for(self._end_idle(answer=not event.bad))
         elif isinstance(event, ConnectionClosed):
             self.close()
         else:  # pragma: no cover - the engine's event set is closed
@@ -313,7 +309,7 @@ class ImapSession(EngineDriver[ImapConnection]):
             log.exception("%s internal error while idling", self.id)
             self.internal_error()
 
-    async def _end_idle(self) -> None:
+    async def _end_idle(self, *, answer: bool = True) -> None:
         """DONE: stop the IDLE task between polls, then the tagged OK."""
         task, self.idle_task = self.idle_task, None
         self.stopping = True
@@ -323,7 +319,8 @@ class ImapSession(EngineDriver[ImapConnection]):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.idling = False
-        self.conn.tagged(self.idle_tag, "OK", "IDLE terminated")
+        if answer:
+            self.conn.tagged(self.idle_tag, "OK", "IDLE terminated")
 
     def _stop_idle_task(self) -> None:
         task, self.idle_task = self.idle_task, None
