@@ -93,6 +93,7 @@ class FsSession:
                 if watch is not None:
                     await asyncio.wait({reading, watch[1]}, return_when=asyncio.FIRST_COMPLETED)
                     if not reading.done():
+                        self.server.watching -= 1
                         await self._send(FsAnswer(watch[0], True, changed=_changed(watch[1])))
                         watch = None
                         continue
@@ -101,6 +102,7 @@ class FsSession:
                 if watch is not None:
                     changed = watch[1].done() and _changed(watch[1])
                     watch[1].cancel()
+                    self.server.watching -= 1
                     await self._send(FsAnswer(watch[0], True, changed=changed))
                     watch = None
                 if line is None:
@@ -111,12 +113,15 @@ class FsSession:
                 if request.op == "watch" and self.watcher is not None:
                     wait = self.watcher.wait(list(request.dirs), request.timeout)
                     watch = (request.id, loop.create_task(wait))
+                    self.server.watching += 1
         except OSError as exc:
             log.debug("imap connection: %s", exc)
         finally:
-            for task in (reading, watch[1] if watch else None):
-                if task is not None:
-                    task.cancel()
+            if watch is not None:
+                watch[1].cancel()
+                self.server.watching -= 1
+            if reading is not None:
+                reading.cancel()
             self.sock.close()
 
     async def _readline(self, idle_limit: bool) -> bytes | None:
@@ -293,6 +298,7 @@ class FsServer:
         self.root = root  # started as root: only imapd's uid is served
         self.executor = ThreadPoolExecutor(THREADS, thread_name_prefix="mailbox-imap")
         self.sessions: set[asyncio.Task[None]] = set()
+        self.watching = 0  # watches pending (IDLE sessions), changed on the loop only
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
