@@ -118,7 +118,9 @@ def test_flag_reason_is_logged(directory: Directory) -> None:
 
 def test_unknown_service(directory: Directory) -> None:
     with pytest.raises(ValueError):
-        verify(directory, PlainCredentials("a@b", "c"), service="imap")
+        verify(directory, PlainCredentials("a@b", "c"), service="nntp")
+    imap = verify(directory, PlainCredentials("plain@example.com", "pw1"), service="imap")
+    assert imap.ok and imap.user == "plain@example.com"
 
 
 class _Vanishing:

@@ -272,3 +272,17 @@ def test_pop3d_cannot_read_a_maildir_and_the_broker_wants_a_ticket(
     redeem = json.dumps({"id": 1, "op": "redeem", "ticket": os.urandom(16).hex()})
     answer = _ask_as("pop3d", auth, redeem)
     assert answer["ok"] is False and answer["maildir"] == ""
+
+
+def test_imap_sock_serves_only_imapd(server: tuple[Path, Server]) -> None:
+    """The broker's imapd door (run/mailbox/imap.sock) is beside mailbox.sock, with its
+    mode; a peer whose uid is not imapd's (here pop3d's: in the mailbox group, so it may
+    connect) is denied before its ticket is looked at."""
+    home, _ = server
+    imap = home / "run" / "mailbox" / "imap.sock"
+    assert imap.stat().st_mode & 0o777 == 0o660
+    forged = json.dumps({"id": 1, "op": "open", "ticket": os.urandom(16).hex()})
+    answer = _ask_as("pop3d", imap, forged)
+    assert (answer["id"], answer["ok"], answer["error"]) == (1, False, "denied")
+    refused = _as_role("remote", sys.executable, "-c", _ASK, str(imap), forged)
+    assert refused.returncode != 0 and "PermissionError" in refused.stderr

@@ -12,7 +12,7 @@ Invariants:
 - a connection that fails fails every request on it and is dropped; the next request
   connects again (the supervisor restarts a dead auth role).
 
-:func:`redeem` is the mailbox broker's (a blocking call from its threads): a pop3 login's
+:func:`redeem` is the mailbox broker's (a blocking call from its threads): a pop3 or imap login's
 ticket for that user's address and Maildir. :func:`srs` is the send role's (blocking, from
 local delivery's threads): a forward's sender rewritten, an SRS recipient reversed;
 :meth:`AuthClient.srs_reverse` is smtpd's check of an SRS recipient at RCPT.

@@ -7,7 +7,7 @@ connection and answered out of order (a failure waits for the throttle, a succes
 
 Requests::
 
-    {"id": 7, "op": "verify", "service": "smtp"|"pop3",
+    {"id": 7, "op": "verify", "service": "smtp"|"pop3"|"imap",
      "mechanism": "PLAIN"|"LOGIN"|"CRAM-MD5"|"APOP",
      "user": B64, "secret": B64, "challenge": B64, "ip": "192.0.2.7"}
     {"id": 8, "op": "mechanisms"}
@@ -35,8 +35,9 @@ and the send role's). A refused reverse is ``ok`` false, ``temporary`` false, wi
 mailauth.srs's reasons (``malformed SRS address``, ``bad SRS hash``, ``expired SRS
 timestamp``); ``temporary`` true: no usable key, or not this peer's to ask.
 
-A successful pop3 verify also carries ``"ticket": "<32 hex digits>"``: the mailbox broker
-(qtoaster.mailboxd) opens that user's Maildir for pop3d only against it, and redeems it
+A successful pop3 or imap verify also carries ``"ticket": "<32 hex digits>"``: the mailbox
+broker (qtoaster.mailboxd) opens that user's Maildir for pop3d (mailbox.sock) or imapd
+(imap.sock) only against it, and redeems it
 here (``redeem``, allowed to the mailbox owner's uid only when started as root). A ticket
 is single use and valid :data:`TICKET_SECONDS`; a failed redeem answers ``ok`` false with
 empty ``user`` and ``maildir``.
@@ -64,7 +65,7 @@ from qtoaster.core.errors import SocketProtocolError
 from qtoaster.core.home import Home
 
 MAX_LINE = 65536
-SERVICES = ("smtp", "pop3")
+SERVICES = ("smtp", "pop3", "imap")
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "APOP")
 TICKET_SECONDS = 60.0
 

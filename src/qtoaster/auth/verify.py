@@ -28,7 +28,8 @@ from qtoaster.protocols.sasl import CramCredentials, PlainCredentials
 __all__ = ["AuthResult", "login_address", "mechanisms_for", "verify", "verify_apop_login"]
 
 # Which flag refuses a login on each service (vpopmail's pw_gid bits, spec 22).
-_REFUSING_FLAG = {"smtp": UserFlag.NO_SMTP_AUTH, "pop3": UserFlag.NO_POP}
+# imap: no flag refuses it yet (UserFlag has no NO_IMAP; adding one is a schema change).
+_REFUSING_FLAG = {"smtp": UserFlag.NO_SMTP_AUTH, "pop3": UserFlag.NO_POP, "imap": UserFlag(0)}
 # Well-formed contexts no password gives (all zero chaining values), to verify against.
 _DUMMY_CONTEXTS = "0" * 64
 
@@ -79,14 +80,14 @@ def verify(
     service: str,
     default_domain: str | None = None,
 ) -> AuthResult:
-    """Whether ``credentials`` log in to ``service`` ("smtp" or "pop3").
+    """Whether ``credentials`` log in to ``service`` ("smtp", "pop3" or "imap").
 
     Pass :attr:`AuthResult.user` to the throttle as the account, so ``tim`` and
     ``tim@default.domain`` count as one.
     """
     refusing = _REFUSING_FLAG.get(service)
     if refusing is None:
-        raise ValueError(f"unknown service {service!r} (smtp or pop3)")
+        raise ValueError(f"unknown service {service!r} (smtp, pop3 or imap)")
     address = login_address(credentials.user, default_domain)
     if address is None:
         return AuthResult(False, credentials.user, "no domain and no default domain")

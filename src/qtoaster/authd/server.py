@@ -20,7 +20,7 @@ Invariants:
 - ``srs-forward`` (making an address this server will accept back) is answered to the
   send role's uid alone, ``srs-reverse`` to smtpd's and send's (SO_PEERCRED, when started
   as root); the key file (mailauth.srs.key_path) is read here only;
-- a pop3 login that succeeds gets a ticket (128 random bits) for its Maildir, kept here
+- a pop3 or imap login that succeeds gets a ticket (128 random bits) for its Maildir, kept here
   only: single use, valid TICKET_SECONDS, redeemed by the mailbox broker alone (its uid,
   checked with SO_PEERCRED, when started as root); at most MAX_TICKETS are held.
 """
@@ -74,6 +74,8 @@ SOCKET_MODE = 0o660
 THREADS = max(4, 2 * (os.cpu_count() or 1))
 # Tickets are redeemed within milliseconds; this many unredeemed ones means a flood.
 MAX_TICKETS = 10000
+# The services whose successful login gets a ticket for the mailbox broker.
+TICKET_SERVICES = ("pop3", "imap")
 
 
 def peer_uid(writer: asyncio.StreamWriter) -> int | None:
@@ -317,10 +319,10 @@ class AuthServer:
     def _checked(
         self, check: Callable[[], AuthResult], service: str
     ) -> tuple[AuthResult, str | None]:
-        """The check, and for a pop3 success the user's Maildir (the ticket's): "" when
+        """The check, and for a pop3 or imap success the user's Maildir (the ticket's): "" when
         the user has none (the broker answers qmail-pop3d's "no $HOME/Maildir")."""
         result = check()
-        if not result.ok or service != "pop3":
+        if not result.ok or service not in TICKET_SERVICES:
             return result, None
         user = self.directory.user(result.user)
         return result, "" if user is None else str(user.maildir)

@@ -224,7 +224,11 @@ def serve(
     elif role == "mailbox":
         from qtoaster.mailboxd.server import Peers, serve_mailbox
 
-        serve_mailbox(home, ready, Peers(peer_uids.get("pop3d"), peer_uids.get("smtpd")))
+        serve_mailbox(
+            home,
+            ready,
+            Peers(peer_uids.get("pop3d"), peer_uids.get("smtpd"), peer_uids.get("imapd")),
+        )
     elif role == "remote":  # started by the send role only (send/remoteclient.py)
         from qtoaster.remote.child import serve_remote
 

@@ -6,6 +6,9 @@ enter a Maildir. Listens on :func:`qtoaster.broker.protocol.socket_path`
 speaks broker.protocol, one thread per connection (blocking files and flock; a POP3
 session holds its connection, and so its lock, from login to QUIT).
 
+It also serves imapd on ``run/mailbox/imap.sock`` (mailboxd/fsserver.py: asyncio in a
+thread of its own, file requests confined to the ticket's Maildir).
+
 A pop3d connection: OPEN(ticket) -> the ticket is redeemed at the auth role (which issued
 it at that user's successful login, single use, 60 s) for the address and Maildir; then
 the Maildir is locked (maildir.lock, one session per mailbox) and scanned
@@ -56,6 +59,7 @@ from qtoaster.broker.protocol import (
 )
 from qtoaster.config.loader import load_config
 from qtoaster.core.home import Home
+from qtoaster.mailboxd.fsserver import FsServer
 from qtoaster.maildir.lock import MailboxLock
 from qtoaster.maildir.mailbox import Mailbox, MailboxError, MessageNumberError
 from qtoaster.maildir.quota import Quota, percent_used
@@ -73,9 +77,15 @@ class Peers:
 
     pop3d: int | None = None
     smtpd: int | None = None
+    imapd: int | None = None  # imap.sock (mailboxd/fsserver.py): only this uid is served
+
+    @property
+    def root(self) -> bool:
+        """Started as root: some role's uid is known, the others are refused."""
+        return not (self.pop3d is None and self.smtpd is None and self.imapd is None)
 
     def may(self, uid: int | None, request: Request) -> bool:
-        if self.pop3d is None and self.smtpd is None:
+        if not self.root:
             return True
         if isinstance(request, QuotaRequest):
             return uid is not None and uid == self.smtpd
@@ -321,7 +331,11 @@ def serve_mailbox(home: Home, ready: Callable[[], None], peers: Peers | None = N
     broker = Broker(home, peers)
     path = broker.start()
     log.info("mailbox broker listening on %s", path)
+    known = broker.peers
+    imap = FsServer(home, broker.hostname, known.imapd, known.root)
+    log.info("mailbox broker listening for imapd on %s", imap.start())
     ready()
     while not stop.wait(3600):
         pass
+    imap.close()
     broker.close()
