@@ -192,7 +192,12 @@ def search_message(n: int) -> bytes:
     return head + body + b"x" * (SIZE - len(head) - len(body) - 1) + b"\n"
 
 
-def fill(qt: ImapQtoaster, dc: DovecotImap, plan: dict[str, Callable[[int], bytes]], counts: dict[str, int]) -> None:
+def fill(
+    qt: ImapQtoaster,
+    dc: DovecotImap,
+    plan: dict[str, Callable[[int], bytes]],
+    counts: dict[str, int],
+) -> None:
     """Write each box's messages into qtoaster's Maildir new/, hard-link into Dovecot's."""
     now = int(time.time()) - 86400
     serial = 0
@@ -273,7 +278,10 @@ async def qresync_state(port: int, user: str) -> tuple[int, int]:
     await client.login(user, password(user))
     await client.command("ENABLE QRESYNC")
     done = await client.command("SELECT INBOX")
-    state = select_value(done.untagged, b"UIDVALIDITY"), select_value(done.untagged, b"HIGHESTMODSEQ")
+    state = (
+        select_value(done.untagged, b"UIDVALIDITY"),
+        select_value(done.untagged, b"HIGHESTMODSEQ"),
+    )
     await client.logout()
     return state
 
@@ -365,7 +373,11 @@ async def suite(name: str, port: int, root: int, args: argparse.Namespace) -> li
             runs.append(await measure(name, f"fetch {n} clients {mode}", root, m * n, many(mode)))
 
     s, search = args.search, f"search@{DOMAIN}"
-    runs.append(await measure(name, "search first select", root, 1, lambda: search_once(port, search, "ALL", s)))
+    runs.append(
+        await measure(
+            name, "search first select", root, 1, lambda: search_once(port, search, "ALL", s)
+        )
+    )
     searches = [
         ("FROM", 'FROM "alice"', (s + 9) // 10),
         ("SUBJECT", 'SUBJECT "quarterly report"', (s + 9) // 10),
@@ -447,11 +459,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, help="per fetch mailbox (1000)")
     parser.add_argument("--search", type=int, help="messages in the search mailbox (10000)")
     parser.add_argument("--idle", type=int, help="IDLE sessions (10000; 0 skips)")
-    parser.add_argument("--idle-plain-max", type=int, default=2000,
-                        help="cap for Dovecot without imap-hibernate (a process per session)")
+    parser.add_argument(
+        "--idle-plain-max",
+        type=int,
+        default=2000,
+        help="cap for Dovecot without imap-hibernate (a process per session)",
+    )
     parser.add_argument("--repeat", type=int)
-    parser.add_argument("--qtoaster", type=Path, help="the qtoaster command (default: the "
-                        "checkout's .venv/bin/qtoaster, else the one on PATH)")
+    parser.add_argument(
+        "--qtoaster",
+        type=Path,
+        help="the qtoaster command (default: the "
+        "checkout's .venv/bin/qtoaster, else the one on PATH)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", action="store_true", help="leave the workdir in place")
     args = parser.parse_args(argv)
@@ -466,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.chmod(0o755)
     boxes = users("box", args.mailboxes)
     everyone = [*boxes, f"solo@{DOMAIN}", f"search@{DOMAIN}", f"resync@{DOMAIN}", *idle_users()]
-    command = args.qtoaster or (QTOASTER if QTOASTER.exists() else Path(shutil.which("qtoaster") or QTOASTER))
+    command = args.qtoaster or (
+        QTOASTER if QTOASTER.exists() else Path(shutil.which("qtoaster") or QTOASTER)
+    )
     qt = ImapQtoaster(args.workdir, port=PORTS["qtoaster"], qtoaster=command)
     dc = DovecotImap(args.workdir, port=PORTS["dovecot"])
     started = time.perf_counter()
@@ -495,7 +517,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.idle:
                     count = args.idle if hibernate else min(args.idle, args.idle_plain_max)
                     label = "dovecot+hib" if hibernate else "dovecot"
-                    runs.append(asyncio.run(idle_suite(label, dc.port, dc.master_pid(), count, 3.0)))
+                    runs.append(
+                        asyncio.run(idle_suite(label, dc.port, dc.master_pid(), count, 3.0))
+                    )
             finally:
                 dc.stop()
     if args.server in ("qtoaster", "both"):
@@ -504,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_wait_greeting(qt.port, 30.0))
             runs += asyncio.run(suite("qtoaster", qt.port, qt.master_pid(), args))
             if args.idle:
-                runs.append(asyncio.run(idle_suite("qtoaster", qt.port, qt.master_pid(), args.idle, 3.0)))
+                runs.append(
+                    asyncio.run(idle_suite("qtoaster", qt.port, qt.master_pid(), args.idle, 3.0))
+                )
         finally:
             qt.stop()
     print()

@@ -49,9 +49,7 @@ class ImapClient:
         self.pending: list[Response] = []  # untagged responses not yet given to a caller
 
     @classmethod
-    async def connect(
-        cls, host: str, port: int, tls: ssl.SSLContext | None = None
-    ) -> ImapClient:
+    async def connect(cls, host: str, port: int, tls: ssl.SSLContext | None = None) -> ImapClient:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=tls, limit=1 << 20), IO_TIMEOUT
         )
