@@ -292,6 +292,7 @@ async def change_flags(port: int, user: str, count: int, rounds: int) -> None:
     await client.login(user, password(user))
     done = await client.command("SELECT INBOX")
     exists = select_value(done.untagged, b"EXISTS")
+    count = min(count, exists)
     sign = "-" if rounds % 2 else "+"
     step = max(1, exists // count)
     for n in range(1, step * count + 1, step):
@@ -392,7 +393,8 @@ async def suite(name: str, port: int, root: int, args: argparse.Namespace) -> li
     for i in range(args.repeat):
         state = await qresync_state(port, resync)
         await change_flags(port, resync, 100, i)
-        work = lambda st=state: qresync_select(port, resync, st, 100)  # noqa: E731
+        changed = min(100, m)
+        work = lambda st=state: qresync_select(port, resync, st, changed)  # noqa: E731
         runs.append(await measure(name, "qresync 100 changes", root, 1, work))
     return runs
 

@@ -153,3 +153,37 @@ def test_snail_lists_reads_and_deletes(imap_server: Server, tmp_path: Path, tls:
     ]
     by_id = {mid: flags for flags, mid in state.values()}
     assert "\\Seen" in by_id["<sample2@example.test>"]  # s-nail read it
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "imap"
+
+
+def test_dovecot_fixture_is_what_dovecot_reports(dovecot: DovecotImap) -> None:
+    """tests/fixtures/imap/dovecot-maildir (made by make_imap_fixtures.py, without Dovecot's
+    index files) served by Dovecot again: the UIDs, flags and keywords of its JSON."""
+    import json
+    import shutil
+
+    expected = json.loads((FIXTURES / "dovecot-maildir.json").read_text())
+    user = "fixture@example.test"
+    server = DovecotImap(dovecot.root.parent / (dovecot.root.name + "-fixture"), {user: "pw"})
+    try:
+        server.configure()
+        shutil.rmtree(server.maildir(user))
+        shutil.copytree(FIXTURES / "dovecot-maildir", server.maildir(user))
+        server.fix_ownership()
+        server.start()
+        state = imaplib_state(
+            Server("127.0.0.1", server.port, server.imaps_port, user, "pw", server.cert)
+        )
+    finally:
+        server.remove()
+    got = {
+        str(uid): {
+            "flags": sorted(f for f in flags if f.startswith("\\")),
+            "keywords": sorted(f for f in flags if not f.startswith("\\")),
+            "message_id": mid,
+        }
+        for uid, (flags, mid) in state.items()
+    }
+    assert got == expected["messages"]
