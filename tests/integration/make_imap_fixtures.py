@@ -6,8 +6,9 @@ over IMAP: keywords and flags set with STORE, messages 3 and 6 expunged (so the 
 gaps), and its view read back (UID FETCH 1:* FLAGS + Message-ID, STATUS UIDVALIDITY
 UIDNEXT). The Maildir is copied without Dovecot's binary index files (dovecot.index*,
 dovecot.list.index*: caches Dovecot rebuilds; the migration reads dovecot-uidlist and
-dovecot-keywords), and ``dovecot-maildir.json`` beside it records what Dovecot reported: {"uidvalidity", "uidnext", "messages":
-{uid: {"flags": [...system flags...], "keywords": [...], "message_id": ...}}}.
+dovecot-keywords), and ``dovecot-maildir.json`` beside it records what Dovecot reported:
+{"uidvalidity", "uidnext", "messages": {uid: {"flags": [...system flags...],
+"keywords": [...], "message_id": ...}}}.
 """
 
 from __future__ import annotations
