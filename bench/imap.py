@@ -28,8 +28,8 @@ Loads (bench/README.md "IMAP" gives the exact commands):
    the idle connection to imap-hibernate and exits).
 
 Server CPU (utime+stime of the process tree, reaped children included) is read around
-every run. The client is one asyncio process; ``--client-check`` times it against a
-trivial in-process server that answers from memory, to show its own cost.
+every run. The client is one asyncio process on the same 2 cores: its CPU is the machine's
+minus the server's (not separated out yet; see bench/README.md "IMAP").
 """
 
 from __future__ import annotations
