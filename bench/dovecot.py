@@ -155,8 +155,12 @@ class DovecotServer:
             lines.append(f"{address}:{password}:{MAIL_ID}:{MAIL_ID}::{home}::")
         self.passwd_file.write_text("\n".join(lines) + "\n")
         self.passwd_file.chmod(0o644)  # the auth process runs as default_internal_user
-        self.conf_file.write_text(_conf(self))
+        self.conf_file.write_text(self.conf_text())
         self.fix_ownership()
+
+    def conf_text(self) -> str:
+        """The generated dovecot.conf (POP3 here; bench/imap.py's subclass writes IMAP's)."""
+        return _conf(self)
 
     def fix_ownership(self) -> None:
         for path in [self.mail_root, *self.mail_root.rglob("*")]:
@@ -164,6 +168,9 @@ class DovecotServer:
 
     def start(self, deadline_s: float = 30.0) -> None:
         subprocess.run([str(DOVECOT), "-c", str(self.conf_file)], check=True)
+        self.wait_ready(deadline_s)
+
+    def wait_ready(self, deadline_s: float) -> None:
         wait_for_pop3(self.port, deadline_s)
 
     def master_pid(self) -> int:
