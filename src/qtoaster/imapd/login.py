@@ -43,8 +43,7 @@ from qtoaster.protocols.sasl import (
 )
 
 if TYPE_CHECKING:
-    from qtoaster.maildir.storeapi import StoreError
-from qtoaster.imapd.session import ImapSession
+    from qtoaster.imapd.session import ImapSession
 
 log = logging.getLogger("qtoaster.imapd")
 
