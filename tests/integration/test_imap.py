@@ -70,7 +70,7 @@ def test_folders_select_fetch_store_search_copy_move_expunge(imap: Server) -> No
         assert re.search(rf'\({".*"}{re.escape(use)}.*\) "\." {name}', text), text
     assert "INBOX" in text
     typ, data = client.select("INBOX")
-    assert typ == "OK" and data == [b"3"]
+    assert typ == "OK" and data == [b"3"], data
     typ, data = client.fetch("1:*", "(FLAGS ENVELOPE RFC822.SIZE)")
     assert typ == "OK"
     joined = b" ".join(d[0] if isinstance(d, tuple) else d for d in data)
@@ -85,10 +85,10 @@ def test_folders_select_fetch_store_search_copy_move_expunge(imap: Server) -> No
     typ, data = client.fetch("1", "(FLAGS)")
     assert b"\\Seen" in data[0]  # BODY[] without PEEK set \Seen
     assert client.store("3", "+FLAGS", "(\\Flagged $Important)")[0] == "OK"
-    assert client.search(None, "FLAGGED") == ("OK", [b"3"])
+    assert client.search(None, "FLAGGED") == ("OK", [b"3"]), client.fetch("1:*", "(UID FLAGS)")
     assert client.search(None, "KEYWORD", "$Important") == ("OK", [b"3"])
     assert client.search(None, "SUBJECT", "m1") == ("OK", [b"2"])
-    assert client.search(None, "BODY", "body 2") == ("OK", [b"3"])
+    assert client.search(None, "BODY", '"body 2"') == ("OK", [b"3"])
     typ, data = client.uid("SEARCH", None, "ALL")
     uids = data[0].split()
     assert len(uids) == 3
@@ -102,7 +102,7 @@ def test_folders_select_fetch_store_search_copy_move_expunge(imap: Server) -> No
     assert data == [b"1 2"]
     client.store("1", "+FLAGS", "\\Deleted")
     typ, data = client.expunge()
-    assert data == [b"1"]
+    assert data[-1] == b"1"  # imaplib also keeps the EXPUNGE of the MOVE above
     typ, data = client.select("Trash")
     assert data == [b"1"]
     typ, data = client.fetch("1", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
@@ -118,7 +118,7 @@ def test_append_create_rename_delete_quota(imap: Server) -> None:
     assert re.search(rb"APPENDUID \d+ 1", data[0]), data
     assert client.create("Projects.Q1")[0] == "OK"
     assert client.rename("Projects.Q1", "Projects.Q2")[0] == "OK"
-    typ, listing = client.list("", "Projects*")
+    typ, listing = client.list('""', "Projects*")
     text = b"\n".join(listing).decode()
     assert "Projects.Q2" in text and "Projects.Q1" not in text
     assert client.delete("Projects.Q2")[0] == "OK"

@@ -258,7 +258,7 @@ def _request_field(field: str, value: object) -> object:
             pairs.append((_text(pair[0], field), _text(pair[1], field)))
         return tuple(pairs)
     if field == "limit":
-        return _int(value, field, MAX_ANSWER)
+        return _int(value, field, MAX_ANSWER + 1)
     if field == "mtime":
         return None if value is None else _float(value, field)
     if field == "timeout":

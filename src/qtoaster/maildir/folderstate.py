@@ -18,6 +18,7 @@ folder's lock (:meth:`FolderState.locked`).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from qtoaster.maildir.uidstate import Entry, StateError, UidState, new_uidvalidi
 log = logging.getLogger(__name__)
 
 SETTLE = 2.0
-_BIG = 64 << 20
+_BIG = 32 << 20  # a dovecot-uidlist of 100,000 messages is about 5 MB
 _CHUNK = 1 << 16
 
 
@@ -178,7 +179,8 @@ class FolderState:
                 touched.add(uid)
         if unknown:
             modseq = modseq or state.next_modseq()
-            unknown.sort()
+            # Arrival order (maildir(5) names start with the time): UIDs follow it.
+            unknown.sort(key=lambda item: arrival_key(item[0]))
             for base, sub, name in unknown:
                 fresh = self._new_entry(base, sub, name, modseq)
                 if fresh is not None:
@@ -221,3 +223,15 @@ class FolderState:
                 self.state.renamed(entry, None)
                 moved.add(entry.uid)
         return moved
+
+
+_ARRIVAL = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?")
+
+
+def arrival_key(base: str) -> tuple[int, int, str]:
+    """(seconds, microseconds, name) of a maildir(5) name ``<sec>.M<usec>P<pid>...``; a
+    name of another form sorts by itself after those of the same second."""
+    m = _ARRIVAL.match(base)
+    if m is None:
+        return (0, 0, base)
+    return (int(m.group(1)), int(m.group(2) or 0), base)
