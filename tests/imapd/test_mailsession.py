@@ -111,7 +111,7 @@ def test_select_fetch_store_search(maildir: Path) -> None:
         out = await cl(b"d STORE 3 +FLAGS (\\Flagged $Work)\r\n")
         assert out[0].startswith(b"* 3 FETCH (FLAGS (") and b"$Work" in out[0]
         assert await cl(b"e SEARCH FLAGGED\r\n") == [b"* SEARCH 3", b"e OK SEARCH completed"]
-        assert (await cl(b"f SEARCH BODY \"number 1\"\r\n"))[0] == b"* SEARCH 1"
+        assert (await cl(b'f SEARCH BODY "number 1"\r\n'))[0] == b"* SEARCH 1"
         assert (await cl(b"g UID SEARCH SEEN\r\n"))[0] == b"* SEARCH 2"
         out = await cl(b"h SEARCH RETURN (COUNT MIN) ALL\r\n")
         assert out[0] == b'* ESEARCH (TAG "h") MIN 1 COUNT 3'
@@ -141,14 +141,14 @@ def test_copy_move_expunge_append(maildir: Path) -> None:
         assert out[0] == b"* STATUS Archive (MESSAGES 2 UIDNEXT 3 UNSEEN 2)"
         out = await cl(b"h APPEND Nope {1}\r\nx\r\n")
         assert out[-1].startswith(b"h NO [TRYCREATE]"), out
-        out = await cl(b"i LIST \"\" *\r\n")
+        out = await cl(b'i LIST "" *\r\n')
         names = [x.rsplit(b" ", 1)[1] for x in out[:-1]]
         assert set(names) >= {b"INBOX", b"Sent", b"Drafts", b"Trash", b"Junk", b"Archive"}
         assert any(b"\\Sent" in x for x in out)
         out = await cl(b"j CREATE Work.Q1\r\n")
         assert out == [b"j OK CREATE completed"]
         out = await cl(b'k LIST "" Work%\r\n')
-        assert out[0] == b"* LIST (\\Noselect \\HasChildren) \".\" Work", out
+        assert out[0] == b'* LIST (\\Noselect \\HasChildren) "." Work', out
         out = await cl(b'l LIST (SPECIAL-USE) "" *\r\n')
         assert len(out) == 6, out
         out = await cl(b"m GETQUOTAROOT INBOX\r\n")

@@ -108,7 +108,7 @@ def _operations(fs: BrokerFs, maildir: Path) -> None:
     fs.remove_folder(".Old")
     assert not (maildir / ".Old").exists()
     name = fs.deliver(".Sent", b"Subject: sent\n\n", "S", 1_600_000_000.0)
-    assert name.endswith(",S=15:2,S")
+    assert name.endswith(",S=15,W=17:2,S")
     sent = maildir / ".Sent" / "cur" / name
     assert sent.read_bytes() == b"Subject: sent\n\n" and sent.stat().st_mtime == 1_600_000_000
     assert os.listdir(maildir / ".Sent" / "tmp") == []

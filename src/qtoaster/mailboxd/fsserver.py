@@ -5,7 +5,7 @@ owner; imapd runs as a user that cannot enter a Maildir (docs/security.md). Spea
 broker.fsproto (docs/imap-broker.md): one connection is one IMAP session. Its first
 request is ``open`` with the ticket the auth role gave imapd at that user's login; the
 ticket is redeemed at the auth role for the Maildir, and every later request is one file
-operation executed by :class:`qtoaster.mailboxd.confined.ConfinedFs` inside that Maildir
+operation executed by :class:`qtoaster.maildir.confined.ConfinedFs` inside that Maildir
 (descriptors go back with SCM_RIGHTS). ``watch`` waits with maildir.watch (inotify) and
 is answered on a change, at its timeout, or (``changed`` false) when the next request
 arrives.
@@ -49,7 +49,7 @@ from qtoaster.broker.fsproto import (
     socket_path,
 )
 from qtoaster.core.home import Home
-from qtoaster.mailboxd.confined import ConfinedFs, errno_name
+from qtoaster.maildir.confined import ConfinedFs, errno_name
 from qtoaster.maildir.storeapi import StoreError
 from qtoaster.maildir.watch import InotifyWatcher
 

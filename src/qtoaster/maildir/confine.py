@@ -1,7 +1,7 @@
 """Path confinement to one Maildir: a relative path resolved with openat, never following a
 symbolic link, never leaving the root.
 
-The mailbox broker executes imapd's file requests with this (mailboxd/confined.py); a
+The mailbox broker executes imapd's file requests with this (maildir/confined.py); a
 taken-over imapd may send any path, so the path is checked as text first (:func:`check`)
 and then walked one component at a time from the root's descriptor with
 ``O_NOFOLLOW | O_DIRECTORY`` (:func:`resolve`), so a symbolic link planted anywhere in the

@@ -24,13 +24,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from qtoaster.maildir.fs import name_field
 from qtoaster.maildir.imported import (
     read_courier_keywords,
     read_courier_uidlist,
     read_dovecot_uidlist,
 )
 from qtoaster.maildir.keywords import Keywords, info_of, with_info
+from qtoaster.maildir.names import name_field
 from qtoaster.maildir.storeapi import MailFs
 from qtoaster.maildir.uidstate import Entry, StateError, UidState, new_uidvalidity
 

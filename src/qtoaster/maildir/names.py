@@ -44,3 +44,25 @@ def flags(name: str) -> str:
         return ""
     found = _CAPITALS.match(info)
     return found[0] if found else ""
+
+
+def wire_size_of(data: bytes) -> int:
+    """RFC822.SIZE of a message stored as ``data`` (mailbox.wire_size's rule): every LF
+    counted as CRLF, a missing last line end added."""
+    size = len(data) + data.count(b"\n") - data.count(b"\r\n")
+    if data.endswith(b"\r"):
+        return size + 1
+    if data and not data.endswith(b"\n"):
+        return size + 2
+    return size
+
+
+def name_field(name: str, letter: str) -> int | None:
+    """The number after the last ``,<letter>=`` before the info (``S=`` size on disk,
+    ``W=`` wire size, as Dovecot names them)."""
+    base = name.partition(":")[0]
+    at = base.rfind(f",{letter}=")
+    if at < 0:
+        return None
+    digits = base[at + 3 :].partition(",")[0]
+    return int(digits) if digits.isdigit() and len(digits) < 19 else None

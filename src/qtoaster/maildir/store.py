@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from qtoaster.maildir import folders
 from qtoaster.maildir.folderstate import FolderState
-from qtoaster.maildir.fs import name_field, wire_size_of
 from qtoaster.maildir.keywords import info_of
+from qtoaster.maildir.names import name_field, wire_size_of
 from qtoaster.maildir.storeapi import (
     DELETED,
     SEEN,

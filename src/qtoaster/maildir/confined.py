@@ -1,11 +1,13 @@
-"""The file operations the mailbox broker executes for imapd, confined to one Maildir.
+"""ConfinedFs: the IMAP store's file operations, confined to one Maildir.
 
-One :class:`ConfinedFs` per imapd connection, made for the Maildir its ticket named. Each
+The mailbox broker makes one per imapd connection, for the Maildir its ticket named
+(mailboxd/fsserver.py); ``maildir/fs.py``'s LocalFs wraps one for in-process use. Each
 method is one :class:`qtoaster.maildir.storeapi.MailFs` operation, except that files come
 back as descriptors (the broker sends them with SCM_RIGHTS) and errors as OSError. Every
 path goes through :func:`qtoaster.maildir.confine.resolve`: relative, no ``..``, no link
 followed, so whatever a taken-over imapd asks, only files inside this Maildir are touched.
-(``maildir/fs.py``'s LocalFs is the in-process twin; both resolve paths the same way.)
+Messages are written into cur/ named ``<unique>,S=<disk size>,W=<wire size>:2,<info>``,
+so neither a quota scan nor RFC822.SIZE needs to read them again.
 
 Invariants:
 - blocking; called from the broker's bounded thread pool, never on its event loop;
@@ -16,13 +18,17 @@ Invariants:
 - every descriptor opened here is closed here, except those returned, which the caller
   sends and closes;
 - a delivery (APPEND, COPY) is the qmail protocol: tmp/, fsync, link into cur/, unlink the
-  tmp name; maildirsize is checked before and appended after, as local delivery does.
+  tmp name; maildirsize is checked before (over quota: StoreError OVERQUOTA, nothing
+  written) and appended after, as local delivery does; unlinking messages (``cur/`` and
+  ``new/`` paths) and removing a folder record the freed bytes, as POP3's QUIT does; a
+  maildirsize that cannot be written is only logged (it is an estimate).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -30,9 +36,12 @@ from pathlib import Path
 
 from qtoaster.maildir.confine import check, open_dir, open_root, resolve
 from qtoaster.maildir.deliver import unique_name
+from qtoaster.maildir.names import name_field, size_digits, wire_size_of
+from qtoaster.maildir.quota import Quota, read_maildirsize, record
 from qtoaster.maildir.quota import check as quota_check
-from qtoaster.maildir.quota import read_maildirsize, record
 from qtoaster.maildir.storeapi import QuotaUsage, StoreError
+
+log = logging.getLogger(__name__)
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -51,11 +60,13 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class ConfinedFs:
-    """MailFs's operations for one Maildir (``root``, from the redeemed ticket)."""
+    """MailFs's operations for one Maildir (``root``). ``quota`` is the limit to apply;
+    None: the one maildirsize records (local delivery writes the user's there)."""
 
-    def __init__(self, root: str, hostname: str) -> None:
+    def __init__(self, root: str, hostname: str, quota: Quota | None = None) -> None:
         self.root = root
         self.hostname = hostname
+        self.limits = quota
 
     @contextlib.contextmanager
     def _at(self, rel: str) -> Iterator[tuple[int, str]]:
@@ -171,13 +182,19 @@ class ConfinedFs:
 
     def unlink_many(self, rels: Sequence[str]) -> list[str | None]:
         results: list[str | None] = []
+        freed = count = 0
         for rel in rels:
             try:
                 with self._at(rel) as (parent, name):
+                    size = _quota_size(parent, name) if _is_message(rel) else None
                     os.unlink(name, dir_fd=parent)
                 results.append(None)
             except OSError as exc:
                 results.append(errno_name(exc))
+                continue
+            if size is not None:
+                freed, count = freed + size, count + 1
+        self._record(-freed, -count)
         return results
 
     def mkdir(self, rel: str) -> None:
@@ -186,10 +203,15 @@ class ConfinedFs:
 
     def remove_folder(self, rel: str) -> None:
         """The directory and everything below it; links are removed, never followed."""
+        freed = count = 0
         with self._at(rel) as (parent, name):
             walk = os.fwalk(name, topdown=False, follow_symlinks=False, dir_fd=parent)
-            for _top, dirs, files, fd in walk:
+            for top, dirs, files, fd in walk:
+                counted = top.rpartition("/")[2] in ("cur", "new") and top != name
                 for entry in files:
+                    if counted:
+                        with contextlib.suppress(OSError):
+                            freed, count = freed + _quota_size(fd, entry), count + 1
                     os.unlink(entry, dir_fd=fd)
                 for entry in dirs:
                     try:
@@ -197,6 +219,7 @@ class ConfinedFs:
                     except NotADirectoryError:  # a link to a directory: listed as a dir
                         os.unlink(entry, dir_fd=fd)
             os.rmdir(name, dir_fd=parent)
+        self._record(-freed, -count)
 
     def rename_folder(self, old: str, new: str) -> None:
         with self._at(old) as (old_parent, old_name), self._at(new) as (new_parent, new_name):
@@ -209,22 +232,33 @@ class ConfinedFs:
             return folder + "/"
         return ""
 
-    def _fits(self, size: int) -> None:
+    def _limits(self) -> Quota | None:
+        if self.limits is not None:
+            return self.limits
         found = read_maildirsize(Path(self.root))
-        if found is None:
+        return None if found is None else found[0]
+
+    def _fits(self, size: int) -> None:
+        quota = self._limits()
+        if quota is None or quota.unlimited:
             return
-        quota = found[0]
-        if not quota.unlimited and not quota_check(
-            Path(self.root), quota, size, hostname=self.hostname
-        ):
-            raise StoreError("OVERQUOTA", "mailbox is over quota")
+        if not quota_check(Path(self.root), quota, size, hostname=self.hostname):
+            raise StoreError("OVERQUOTA", "Quota exceeded (mailbox for user is full)")
+
+    def _record(self, size: int, count: int) -> None:
+        if count == 0:
+            return
+        try:
+            record(Path(self.root), size, count)
+        except OSError as exc:
+            log.warning("cannot update maildirsize of %s: %s", self.root, exc)
 
     def deliver(self, folder: str, data: bytes, info: str, mtime: float | None) -> str:
         """``data`` into ``folder``/cur as ``<unique>,S=<size>:2,<info>``; its name."""
         prefix = self._folder(folder)
         self._fits(len(data))
         unique = unique_name(self.hostname)
-        name = f"{unique},S={len(data)}:2,{info}"
+        name = f"{unique},S={len(data)},W={wire_size_of(data)}:2,{info}"
         check(name)
         with self._dir(prefix + "tmp") as tmp, self._dir(prefix + "cur") as cur:
             fd = os.open(unique, _WRITE_NEW, 0o600, dir_fd=tmp)
@@ -241,7 +275,7 @@ class ConfinedFs:
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(unique, dir_fd=tmp)
-        record(Path(self.root), len(data))
+        self._record(len(data), 1)
         return name
 
     def link_copy(self, src: str, folder: str, info: str) -> str:
@@ -253,7 +287,11 @@ class ConfinedFs:
             if not stat.S_ISREG(size.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
             self._fits(size.st_size)
-            name = f"{unique_name(self.hostname)},S={size.st_size}:2,{info}"
+            wire = name_field(old, "W")
+            if wire is None:
+                with os.fdopen(self._open_regular(parent, old), "rb") as stream:
+                    wire = wire_size_of(stream.read())
+            name = f"{unique_name(self.hostname)},S={size.st_size},W={wire}:2,{info}"
             check(name)
             with self._dir(prefix + "cur") as cur:
                 try:
@@ -266,7 +304,7 @@ class ConfinedFs:
                         data = stream.read()
                     return self.deliver(folder, data, info, size.st_mtime)
                 os.fsync(cur)
-        record(Path(self.root), size.st_size)
+        self._record(size.st_size, 1)
         return name
 
     def lock(self, rel: str) -> int:
@@ -275,9 +313,26 @@ class ConfinedFs:
             return os.open(name, flags, 0o600, dir_fd=parent)
 
     def quota(self) -> QuotaUsage:
-        """maildirsize's limits and usage; no limits and nothing counted without one."""
+        """The limits and maildirsize's usage; nothing counted without limits."""
+        limits = self._limits()
+        if limits is not None and not limits.unlimited:
+            quota_check(Path(self.root), limits, 0, hostname=self.hostname)  # builds one
         found = read_maildirsize(Path(self.root))
         if found is None:
             return QuotaUsage(0, None, 0, None)
         quota, usage, _lines, _mtime = found
-        return QuotaUsage(usage.bytes, quota.bytes, usage.messages, quota.messages)
+        limits = limits or quota
+        return QuotaUsage(
+            max(usage.bytes, 0), limits.bytes, max(usage.messages, 0), limits.messages
+        )
+
+
+def _is_message(rel: str) -> bool:
+    parts = rel.split("/")
+    return len(parts) >= 2 and parts[-2] in ("cur", "new")
+
+
+def _quota_size(parent: int, name: str) -> int:
+    """Spec 21.2: the ``,S=`` size of a message, else its size on disk."""
+    digits = size_digits(name)
+    return int(digits) if digits else os.stat(name, dir_fd=parent, follow_symlinks=False).st_size
