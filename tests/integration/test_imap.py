@@ -34,8 +34,16 @@ def imap(tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
+def stored(server: Server, user: str) -> int:
+    """Messages in the user's INBOX, new/ and cur/ (a selected IMAP session moves them)."""
+    new = maildir_files(server.home, user)
+    inbox = server.home / "domains" / "example.test" / user / "Maildir"
+    cur = inbox / "cur"
+    return len(new) + (len(list(cur.iterdir())) if cur.is_dir() else 0)
+
+
 def send(server: Server, to: str, count: int, subject: str = "m") -> None:
-    before = len(maildir_files(server.home, to))
+    before = stored(server, to)
     with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
         for n in range(count):
             message = (
@@ -44,7 +52,7 @@ def send(server: Server, to: str, count: int, subject: str = "m") -> None:
                 f"body {n} of {subject}\r\n"
             ).encode()
             client.sendmail("sender@far.test", [f"{to}@example.test"], message)
-    wait_until(lambda: len(maildir_files(server.home, to)) == before + count, what="delivery")
+    wait_until(lambda: stored(server, to) == before + count, what="delivery")
 
 
 def login(server: Server, user: str = "alice") -> imaplib.IMAP4:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 
+from qtoaster.core.errors import FormatError
 from qtoaster.protocols.imap.commands import STAR, SequenceSet
 
 
-class SequenceError(ValueError):
+class SequenceError(FormatError, ValueError):
     """A message sequence number the view does not have (``BAD`` for the command)."""
 
 

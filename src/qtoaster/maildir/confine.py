@@ -24,13 +24,15 @@ from __future__ import annotations
 import errno
 import os
 
+from qtoaster.core.errors import QtoasterError
+
 MAX_PATH = 4096
 MAX_DEPTH = 16
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 PATH_FLAGS = _DIR_FLAGS
 
 
-class PathError(PermissionError):
+class PathError(QtoasterError, PermissionError):
     """A path that is not a plain relative path inside the Maildir."""
 
     def __init__(self, text: str) -> None:

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
+from qtoaster.core.errors import QtoasterError
+
 # System flags as IMAP spells them; Maildir info letters: D F R S T (Draft Flagged
 # Replied Seen Trashed=\Deleted). Keywords are any other atom.
 SEEN = "\\Seen"
@@ -38,7 +40,7 @@ RECENT = "\\Recent"
 SYSTEM_FLAGS = (SEEN, ANSWERED, FLAGGED, DELETED, DRAFT)
 
 
-class StoreError(Exception):
+class StoreError(QtoasterError):
     """A request the store refuses; ``code`` is the IMAP response code the session puts in
     ``NO [CODE] text``: NONEXISTENT, ALREADYEXISTS, OVERQUOTA, TOOBIG, CANNOT, NOPERM,
     INUSE, LIMIT, SERVERBUG (a temporary failure: disk, broker)."""

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from qtoaster.core.errors import FormatError
 from qtoaster.maildir.storeapi import MailFs
 
 STATE_FILE = "qtoaster-uidlist"
@@ -42,7 +43,7 @@ _MAGIC = "Q1"
 _MAX = 2**63 - 1
 
 
-class StateError(ValueError):
+class StateError(FormatError, ValueError):
     """The state file cannot be read: rebuild it."""
 
 

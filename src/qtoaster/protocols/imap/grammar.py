@@ -16,6 +16,7 @@ import datetime
 import re
 from typing import Final
 
+from qtoaster.core.errors import FormatError
 from qtoaster.protocols.imap.commands import STAR, SequenceSet
 from qtoaster.protocols.imap.lexer import RawCommand
 
@@ -49,7 +50,7 @@ _SYSTEM_FLAGS: Final = {
 }
 
 
-class ParseError(Exception):
+class ParseError(FormatError):
     """The command is malformed: ``text`` is the BAD answer's text (``code`` its code)."""
 
     def __init__(self, text: str, code: str | None = None) -> None:

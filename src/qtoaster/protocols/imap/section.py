@@ -25,6 +25,7 @@ import binascii
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from qtoaster.core.errors import FormatError
 from qtoaster.protocols.imap.commands import Section
 from qtoaster.protocols.imap.message import CHUNK, MimePart, crlf_size
 
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-class UnknownCte(Exception):
+class UnknownCte(FormatError):
     """BINARY of a part whose Content-Transfer-Encoding we cannot decode."""
 
 
