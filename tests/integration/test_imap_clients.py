@@ -21,6 +21,7 @@ from .dovecot_imap import make_cert
 from .harness import Server as QtServer
 from .harness import make_home
 from .imapclients import (
+    ClientError,
     Server,
     curl_imap,
     getmail_fetch,
@@ -157,8 +158,6 @@ def test_curl_lists_and_fetches(imap_server: Server, scheme: str) -> None:
 @needs("curl")
 def test_curl_plain_imap_without_starttls_cannot_log_in(imap_server: Server) -> None:
     """Without TLS the server advertises LOGINDISABLED: curl must not get in."""
-    from .imapclients import ClientError
-
     with pytest.raises(ClientError):
         curl_imap(f"imap://127.0.0.1:{imap_server.port}/", imap_server)
 
@@ -178,4 +177,3 @@ def test_snail_lists_reads_and_deletes(imap_server: Server, tmp_path: Path, tls:
     ]
     by_id = {mid: flags for flags, mid in state.values()}
     assert "\\Seen" in by_id["<sample2@example.test>"]  # s-nail read it
-
