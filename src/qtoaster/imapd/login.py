@@ -49,7 +49,7 @@ log = logging.getLogger("qtoaster.imapd")
 
 # Offered in every state (RFC 9051 7.2.2 lists what a client may rely on): the revisions
 # and what the session itself implements before login.
-BASE_CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "SASL-IR", "ID", "ENABLE")
+BASE_CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "SASL-IR", "ID", "ENABLE", "LITERAL+")
 # After login: what the session implements itself (IDLE, RFC 2177) and APPENDLIMIT (RFC
 # 7889: the engine refuses a longer literal). The mail handlers (imapd/mail*.py) add
 # theirs at merge: MOVE, UIDPLUS, NAMESPACE, ...
