@@ -43,6 +43,8 @@ def stored(server: Server, user: str) -> int:
 
 
 def send(server: Server, to: str, count: int, subject: str = "m") -> None:
+    """``count`` messages, each stored before the next is sent: local delivery runs in
+    parallel, and the tests rely on UIDs (arrival order) following the subjects."""
     before = stored(server, to)
     with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
         for n in range(count):
@@ -52,7 +54,8 @@ def send(server: Server, to: str, count: int, subject: str = "m") -> None:
                 f"body {n} of {subject}\r\n"
             ).encode()
             client.sendmail("sender@far.test", [f"{to}@example.test"], message)
-    wait_until(lambda: stored(server, to) == before + count, what="delivery")
+            done = before + n + 1
+            wait_until(lambda done=done: stored(server, to) == done, what="delivery")
 
 
 def login(server: Server, user: str = "alice") -> imaplib.IMAP4:
