@@ -394,7 +394,7 @@ async def suite(name: str, port: int, root: int, args: argparse.Namespace) -> li
         state = await qresync_state(port, resync)
         await change_flags(port, resync, 100, i)
         changed = min(100, m)
-        work = lambda st=state: qresync_select(port, resync, st, changed)  # noqa: E731
+        work = lambda st=state, n=changed: qresync_select(port, resync, st, n)  # noqa: E731
         runs.append(await measure(name, "qresync 100 changes", root, 1, work))
     return runs
 
