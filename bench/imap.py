@@ -171,7 +171,8 @@ class ImapQtoaster(Pop3Qtoaster):
         toml.write_text(override_toml(toml.read_text(), {"auth": auth}))
 
     def run_command(self) -> list[str]:
-        return [*super().run_command(), "--imap", f"127.0.0.1:{self.port}"]
+        # init wrote the POP3 listener on self.port (Pop3Qtoaster): move it out of the way.
+        return [*super().run_command(), "--imap", f"127.0.0.1:{self.port}", "--pop3", "127.0.0.1:0"]
 
 
 def search_message(n: int) -> bytes:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from qtoaster.broker.fsproto import (
     MAX_FDS,
     MAX_REQUEST,
+    MAX_STATS,
     FsAnswer,
     FsRequest,
     ProtocolError,
@@ -51,6 +52,10 @@ GOLDEN_REQUESTS = [
     ),
     (FsRequest(8, "quota"), b'{"id":8,"op":"quota"}\n'),
     (
+        FsRequest(10, "stat_many", paths=("qtoaster-uidlist", "new")),
+        b'{"id":10,"op":"stat_many","paths":["qtoaster-uidlist","new"]}\n',
+    ),
+    (
         FsRequest(9, "rename_folder", path=".a", new=".b"),
         b'{"id":9,"new":".b","op":"rename_folder","path":".a"}\n',
     ),
@@ -79,6 +84,10 @@ GOLDEN_ANSWERS = [
     (FsAnswer(9, True), b'{"id":9,"ok":true}\n'),
     (FsAnswer(10, True, data=b"", missing=True), b'{"id":10,"missing":true,"ok":true}\n'),
     (FsAnswer(11, True, size=3, mtime=1.5), b'{"id":11,"mtime":1.5,"ok":true,"size":3}\n'),
+    (
+        FsAnswer(12, True, stats=((3, 1.5), None)),
+        b'{"id":12,"ok":true,"stats":[[3,1.5],null]}\n',
+    ),
 ]
 
 
@@ -122,6 +131,11 @@ def test_limits() -> None:
     many = json.dumps({"id": 1, "op": "open_many", "paths": ["a"] * (MAX_FDS + 1)}).encode()
     with pytest.raises(ProtocolError, match="at most"):
         decode_request(many)
+    stats = json.dumps({"id": 1, "op": "stat_many", "paths": ["a"] * (MAX_STATS + 1)}).encode()
+    with pytest.raises(ProtocolError, match="at most"):
+        decode_request(stats)
+    with pytest.raises(ProtocolError):
+        decode_answer(b'{"id":1,"ok":true,"stats":[[1]]}\n')
     with pytest.raises(ProtocolError):
         decode_answer(b'{"id":1,"ok":true,"error":"nonsense"}\n')
     with pytest.raises(ProtocolError):

@@ -88,6 +88,8 @@ def _operations(fs: BrokerFs, maildir: Path) -> None:
         if f is not None:
             f.close()
     assert fs.read_file("dovecot-uidlist", 100) is None
+    probe = fs.stat_many(["new/1700000001.M1P1Q1.host", "new/gone", "cur"])
+    assert probe[0] == (size, mtime) and probe[1] is None and probe[2] == fs.stat("cur")
     fs.write_atomic("dovecot-uidlist", b"3 V1 N2\n")
     assert fs.read_file("dovecot-uidlist", 100) == b"3 V1 N2\n"
     with pytest.raises(OSError) as big:

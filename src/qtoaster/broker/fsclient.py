@@ -42,6 +42,7 @@ from typing import Any, BinaryIO
 from qtoaster.broker.fsproto import (
     MAX_ANSWER,
     MAX_FDS,
+    MAX_STATS,
     FsAnswer,
     FsRequest,
     ProtocolError,
@@ -216,6 +217,18 @@ class BrokerFs:
     def stat(self, rel: str) -> tuple[int, float]:
         answer = self._call("stat", path=rel)
         return answer.size, answer.mtime
+
+    def stat_many(self, rels: Sequence[str]) -> list[tuple[int, float] | None]:
+        """(size, mtime) of each path, None for a missing one: one round trip (beyond
+        MailFs: the selected folder's "changed?" probe, maildir/view.py)."""
+        found: list[tuple[int, float] | None] = []
+        for start in range(0, len(rels), MAX_STATS):
+            chunk = tuple(rels[start : start + MAX_STATS])
+            stats = self._call("stat_many", paths=chunk).stats
+            if len(stats) != len(chunk):
+                raise self._fail("stat_many: answer does not match the request")
+            found += stats
+        return found
 
     def open_read(self, rel: str) -> BinaryIO:
         _answer, fds = self._ask(FsRequest(next(self._ids), "open_read", path=rel))

@@ -13,6 +13,9 @@ Requests (``op`` and its fields)::
     open      ticket                 first request: the ticket's Maildir
     listdir   path                   ("" is the Maildir itself)
     stat      path
+    stat_many paths                  -> ``stats``: [size, mtime] or null (missing) per path,
+                                     in order (at most MAX_STATS paths; one round trip for
+                                     imapd's "did the folder change?" probe)
     open_read path                   -> one descriptor (SCM_RIGHTS)
     open_many paths                  -> the descriptors of the ``present`` ones, in order
                                      (at most MAX_FDS paths)
@@ -32,7 +35,8 @@ Requests (``op`` and its fields)::
 
 Answers: ``{"id": n, "ok": true, ...}`` with only the fields that are not empty
 (``names``, ``size``, ``mtime``, ``data``, ``missing``, ``results``, ``present``, ``name``,
-``quota``, ``changed``, ``maildir``), or ``{"id": n, "ok": false, "error": E, "text": ..}``
+``quota``, ``changed``, ``maildir``, ``stats``), or
+``{"id": n, "ok": false, "error": E, "text": ..}``
 with ``error`` one of :data:`ERRORS`: ``os`` (``errno`` holds the name, ``ENOENT``...),
 ``store`` (``code`` holds the IMAP response code, ``OVERQUOTA``), ``ticket`` (unknown,
 used or expired), ``denied`` (not imapd's uid), ``bad`` (not a request, or not now),
@@ -68,11 +72,13 @@ MAX_ITEMS = 1_000_000
 MAX_TIMEOUT = 86400.0
 # One sendmsg carries at most 253 descriptors (SCM_MAX_FD): open_many asks for fewer.
 MAX_FDS = 250
+MAX_STATS = 64
 ERRORS = ("os", "store", "ticket", "denied", "bad", "temp")
 OPS = (
     "open",
     "listdir",
     "stat",
+    "stat_many",
     "open_read",
     "open_many",
     "read_file",
@@ -141,6 +147,7 @@ class FsAnswer:
     quota: tuple[int, int | None, int, int | None] | None = None
     changed: bool = False
     maildir: str = ""
+    stats: tuple[tuple[int, float] | None, ...] = ()
 
 
 # Which fields each op carries, in the order of FsRequest.
@@ -148,6 +155,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "open": ("ticket",),
     "listdir": ("path",),
     "stat": ("path",),
+    "stat_many": ("paths",),
     "open_read": ("path",),
     "open_many": ("paths",),
     "read_file": ("path", "limit"),
@@ -287,6 +295,8 @@ def decode_request(line: bytes) -> FsRequest:
         values[field] = _request_field(field, obj[field])
     if op == "open_many" and len(values["paths"]) > MAX_FDS:
         raise ProtocolError(f"paths: at most {MAX_FDS}")
+    if op == "stat_many" and len(values["paths"]) > MAX_STATS:
+        raise ProtocolError(f"paths: at most {MAX_STATS}")
     return FsRequest(ident, op, **values)
 
 
@@ -310,6 +320,8 @@ def encode_answer(answer: FsAnswer) -> bytes:
         obj["quota"] = list(answer.quota)
     if answer.changed:
         obj["changed"] = True
+    if answer.stats:
+        obj["stats"] = [None if st is None else list(st) for st in answer.stats]
     return _line(obj)
 
 
@@ -329,6 +341,18 @@ def _quota(value: object) -> tuple[int, int | None, int, int | None] | None:
     limit = None if items[1] is None else _int(items[1], "quota")
     count = None if items[3] is None else _int(items[3], "quota")
     return used, limit, messages, count
+
+
+def _stats(value: object) -> tuple[tuple[int, float] | None, ...]:
+    stats: list[tuple[int, float] | None] = []
+    for item in _list(value, "stats"):
+        if item is None:
+            stats.append(None)
+            continue
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError("stats: expected [size, mtime] or null")
+        stats.append((_int(item[0], "stats"), _float(item[1], "stats")))
+    return tuple(stats)
 
 
 def decode_answer(line: bytes) -> FsAnswer:
@@ -362,6 +386,7 @@ def decode_answer(line: bytes) -> FsAnswer:
         _quota(obj.get("quota")),
         _bool(obj.get("changed", False), "changed"),
         _text(obj.get("maildir", ""), "maildir"),
+        _stats(obj.get("stats", [])),
     )
 
 

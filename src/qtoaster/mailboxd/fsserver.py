@@ -250,6 +250,8 @@ def _dispatch(fs: ConfinedFs, request: FsRequest) -> tuple[FsAnswer, list[int]]:
     if op == "stat":
         size, mtime = fs.stat(request.path)
         return FsAnswer(ident, True, size=size, mtime=mtime), []
+    if op == "stat_many":
+        return FsAnswer(ident, True, stats=tuple(_stat_or_none(fs, p) for p in request.paths)), []
     if op in ("open_read", "lock"):
         opener = fs.open_read if op == "open_read" else fs.lock
         return ok, [opener(request.path)]
@@ -286,6 +288,13 @@ def _dispatch(fs: ConfinedFs, request: FsRequest) -> tuple[FsAnswer, list[int]]:
         quota = (usage.storage_used, usage.storage_limit, usage.messages_used, usage.messages_limit)
         return FsAnswer(ident, True, quota=quota), []
     return ok, []
+
+
+def _stat_or_none(fs: ConfinedFs, rel: str) -> tuple[int, float] | None:
+    try:
+        return fs.stat(rel)
+    except FileNotFoundError:
+        return None
 
 
 class FsServer:

@@ -8,15 +8,24 @@ STORE's own flag changes are written into it at once (they move no sequence numb
 
 Invariant: every state change happens under the folder's lock right after reading what
 others appended, so two sessions never give one file two UIDs or a UID two MODSEQs.
+
+Quick refresh (a MailFs with ``stat_many``, the broker's): :meth:`refresh` first asks, in
+one round trip, for the (size, mtime) of the state file, the keywords file, new/ and cur/.
+When that equals the probe taken before the previous full refresh, every mtime in it was
+already :data:`~qtoaster.maildir.folderstate.SETTLE` seconds old then (so a later change
+cannot hide behind the clock's granularity), and this view has nothing of its own to
+report, nothing changed: no lock, no reading, empty Changes.  Otherwise the full refresh
+runs and that probe becomes the one to compare with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
-from qtoaster.maildir.folderstate import FolderState
+from qtoaster.maildir.folderstate import SETTLE, FolderState
 from qtoaster.maildir.keywords import info_of, with_info
 from qtoaster.maildir.storeapi import (
     DELETED,
@@ -51,6 +60,8 @@ class MaildirView:
         self._folder = folder
         self._recent: set[int] = set()
         self._touched: set[int] | None = set()
+        self._probe: list[tuple[int, float] | None] | None = None
+        self._probe_settled = False
         with errors(), folder.locked():
             folder.load()
             _touched, recent = folder.scan(move_new=not readonly)
@@ -83,7 +94,27 @@ class MaildirView:
         if self._touched is not None and touched is not None:
             self._touched |= touched | scanned
 
+    def _unchanged(self) -> bool:
+        """The quick refresh's probe (see the module docstring): True when nothing can
+        have changed since the last full refresh."""
+        stat_many = getattr(self._folder.fs, "stat_many", None)
+        if stat_many is None:
+            return False
+        folder = self._folder
+        paths = [folder.state.file, folder.keywords.file, f"{folder.prefix}new"]
+        paths.append(f"{folder.prefix}cur")
+        asked = time.time()
+        probe: list[tuple[int, float] | None] = stat_many(paths)
+        if self._probe_settled and probe == self._probe and self._touched == set():
+            return True
+        self._probe = probe
+        self._probe_settled = all(st is None or st[1] < asked - SETTLE for st in probe)
+        return False
+
     def refresh(self) -> Changes:
+        with errors():
+            if self._unchanged():
+                return Changes((), (), ())
         with errors(), self._folder.locked():
             self._sync()
         state = self._folder.state
