@@ -18,6 +18,7 @@ folder's lock (:meth:`FolderState.locked`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from qtoaster.maildir.uidstate import Entry, StateError, UidState, new_uidvalidi
 log = logging.getLogger(__name__)
 
 SETTLE = 2.0
+_OPEN_BATCH = 250  # new files opened per broker round trip (fsproto.MAX_FDS)
 _BIG = 32 << 20  # a dovecot-uidlist of 100,000 messages is about 5 MB
 _CHUNK = 1 << 16
 
@@ -181,21 +183,37 @@ class FolderState:
             modseq = modseq or state.next_modseq()
             # Arrival order (maildir(5) names start with the time): UIDs follow it.
             unknown.sort(key=lambda item: arrival_key(item[0]))
-            for base, sub, name in unknown:
-                fresh = self._new_entry(base, sub, name, modseq)
-                if fresh is not None:
+            for start in range(0, len(unknown), _OPEN_BATCH):
+                batch = unknown[start : start + _OPEN_BATCH]
+                for (base, sub, name), found in zip(batch, self._measure(batch), strict=True):
+                    if found is None:
+                        continue  # renamed or removed meanwhile: the next scan sees it
+                    fresh = self._new_entry(base, sub, name, modseq, *found)
                     state.add(fresh)
                     touched.add(fresh.uid)
 
-    def _new_entry(self, base: str, sub: str, name: str, modseq: int) -> Entry | None:
-        rel = f"{self.prefix}{sub}/{name}"
+    def _measure(self, batch: list[tuple[str, str, str]]) -> list[tuple[int, float] | None]:
+        """(RFC822.SIZE, mtime) of each new file, None when gone: the files are opened
+        together (one broker round trip per batch) and measured by their descriptors."""
+        files = self.fs.open_many([f"{self.prefix}{sub}/{name}" for _base, sub, name in batch])
+        found: list[tuple[int, float] | None] = []
         try:
-            _size, mtime = self.fs.stat(rel)
-            size = name_field(name, "W")
-            if size is None:
-                size = measure(self.fs.open_read(rel))
-        except FileNotFoundError:
-            return None  # renamed or removed meanwhile: the next scan sees it
+            for (_base, _sub, name), stream in zip(batch, files, strict=True):
+                if stream is None:
+                    found.append(None)
+                    continue
+                mtime = os.fstat(stream.fileno()).st_mtime
+                size = name_field(name, "W")
+                found.append((measure(stream) if size is None else size, mtime))
+        finally:
+            for stream in files:
+                if stream is not None:
+                    stream.close()
+        return found
+
+    def _new_entry(
+        self, base: str, sub: str, name: str, modseq: int, size: int, mtime: float
+    ) -> Entry:
         uid = self._imported.get(base)
         state = self.state
         if uid is None or uid in state.entries or uid in state.tombstones or uid >= state.nextuid:
