@@ -502,6 +502,7 @@ def test_user_show(home: Home) -> None:
     ("options", "flags", "text"),
     [
         (["--no-pop"], UserFlag.NO_POP, "nopop"),
+        (["--no-imap"], UserFlag.NO_IMAP, "noimap"),
         (
             ["--no-smtp-auth", "--no-relay"],
             UserFlag.NO_SMTP_AUTH | UserFlag.NO_RELAY,

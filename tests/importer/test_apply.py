@@ -52,7 +52,8 @@ def test_import_tree(tmp_path: Path, home: Home, directory: Directory) -> None:
     alice = directory.user("alice@example.net")  # through the alias domain
     assert alice is not None and alice.quota == 52428800 and alice.quota_messages == 1000
     bob = directory.user("bob@example.com")
-    assert bob is not None and bob.flags == UserFlag.NO_POP | UserFlag.NO_SMTP_AUTH
+    assert bob is not None
+    assert bob.flags == UserFlag.NO_POP | UserFlag.NO_SMTP_AUTH | UserFlag.NO_IMAP
     carol = directory.user("carol@example.com")
     assert carol is not None and carol.flags == UserFlag.BOUNCE_MAIL | UserFlag.NO_RELAY
     # The crypt(3) hashes work as they are (and are rehashed to argon2 by the store).
@@ -78,7 +79,7 @@ def test_import_tree(tmp_path: Path, home: Home, directory: Directory) -> None:
     counts = report.domains["example.com"]
     assert (counts.added, counts.users, counts.aliases, counts.alias_domains) == (True, 4, 3, 1)
     assert counts.messages == 4  # alice 3, bob 1 (.keep is no message: its name starts with ".")
-    assert report.dropped_flags == {"NO_IMAP": 1}
+    assert report.dropped_flags == {}  # NO_IMAP is carried over since IMAP exists
     assert not list(home.maildir("example.com", "alice").parent.glob(".Maildir.*"))
 
 

@@ -49,10 +49,14 @@ def test_parse_quota_rejects_garbage() -> None:
 def test_map_flags() -> None:
     assert map_flags(0) == (UserFlag(0), ())
     flags, dropped = map_flags(0x02 | 0x800 | 0x20 | 0x10 | 0x08 | 0x01)
-    assert (
-        flags == UserFlag.NO_POP | UserFlag.NO_SMTP_AUTH | UserFlag.NO_RELAY | UserFlag.BOUNCE_MAIL
+    assert flags == (
+        UserFlag.NO_POP
+        | UserFlag.NO_SMTP_AUTH
+        | UserFlag.NO_RELAY
+        | UserFlag.BOUNCE_MAIL
+        | UserFlag.NO_IMAP
     )
-    assert dropped == ("NO_PASSWD_CHNG", "NO_IMAP")
+    assert dropped == ("NO_PASSWD_CHNG",)
     # Every login refused (POP, IMAP, webmail, SMTP): a disabled account.
     assert map_flags(0x02 | 0x08 | 0x04 | 0x800)[0] & UserFlag.DISABLED
 
@@ -78,9 +82,8 @@ def test_tree_plan(tmp_path: Path) -> None:
     )
     assert alice.maildir == tmp_path / "vpopmail/domains/example.com/alice/Maildir"
     assert (bob.password_hash, bob.quota) == (HASHES.bob, 5 * 1024**2)
-    assert bob.flags == UserFlag.NO_POP | UserFlag.NO_SMTP_AUTH and bob.dropped_flags == (
-        "NO_IMAP",
-    )
+    assert bob.flags == UserFlag.NO_POP | UserFlag.NO_SMTP_AUTH | UserFlag.NO_IMAP
+    assert bob.dropped_flags == ()
     assert carol.flags == UserFlag.BOUNCE_MAIL | UserFlag.NO_RELAY and carol.quota is None
     assert pm.password_hash is None and pm.password == "clear-pm"
     aliases = {a.local: a for a in com.aliases}

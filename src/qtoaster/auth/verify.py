@@ -28,8 +28,11 @@ from qtoaster.protocols.sasl import CramCredentials, PlainCredentials
 __all__ = ["AuthResult", "login_address", "mechanisms_for", "verify", "verify_apop_login"]
 
 # Which flag refuses a login on each service (vpopmail's pw_gid bits, spec 22).
-# imap: no flag refuses it yet (UserFlag has no NO_IMAP; adding one is a schema change).
-_REFUSING_FLAG = {"smtp": UserFlag.NO_SMTP_AUTH, "pop3": UserFlag.NO_POP, "imap": UserFlag(0)}
+_REFUSING_FLAG = {
+    "smtp": UserFlag.NO_SMTP_AUTH,
+    "pop3": UserFlag.NO_POP,
+    "imap": UserFlag.NO_IMAP,
+}
 # Well-formed contexts no password gives (all zero chaining values), to verify against.
 _DUMMY_CONTEXTS = "0" * 64
 

@@ -27,6 +27,7 @@ from qtoaster.maildir.quota import Quota, QuotaSyntaxError, parse_quota
 # Short names of the user flags, in the order `user list` and `user show` print them.
 FLAG_NAMES = (
     (UserFlag.NO_POP, "nopop"),
+    (UserFlag.NO_IMAP, "noimap"),
     (UserFlag.NO_SMTP_AUTH, "noauth"),
     (UserFlag.NO_RELAY, "norelay"),
     (UserFlag.DISABLED, "disabled"),

@@ -189,6 +189,7 @@ def user_show(home: Home, address: str) -> None:
 @home_option
 @click.argument("address")
 @click.option("--pop/--no-pop", default=None, help="Allow POP3 logins.")
+@click.option("--imap/--no-imap", default=None, help="Allow IMAP logins.")
 @click.option("--smtp-auth/--no-smtp-auth", default=None, help="Allow SMTP AUTH.")
 @click.option("--relay/--no-relay", default=None, help="Let it relay once authenticated.")
 @click.option("--enable/--disable", default=None, help="Allow any login (mail still arrives).")
@@ -200,6 +201,7 @@ def user_set(
     home: Home,
     address: str,
     pop: bool | None,
+    imap: bool | None,
     smtp_auth: bool | None,
     relay: bool | None,
     enable: bool | None,
@@ -211,6 +213,7 @@ def user_set(
     # --pop etc. allow something: they clear a NO_* bit; --bounce-mail sets its bit.
     for allowed, flag in (
         (pop, UserFlag.NO_POP),
+        (imap, UserFlag.NO_IMAP),
         (smtp_auth, UserFlag.NO_SMTP_AUTH),
         (relay, UserFlag.NO_RELAY),
         (enable, UserFlag.DISABLED),

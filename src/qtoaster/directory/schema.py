@@ -54,6 +54,7 @@ class UserFlag(enum.IntFlag):
     NO_RELAY = 0x04  # authenticated, but may not relay
     DISABLED = 0x08  # every login refused (mail is still delivered)
     BOUNCE_MAIL = 0x10  # mail to this user bounces as if the user did not exist
+    NO_IMAP = 0x20  # IMAP login refused (vpopmail's NO_IMAP)
 
 
 metadata = MetaData()

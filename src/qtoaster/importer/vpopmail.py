@@ -50,6 +50,7 @@ VPOPMAIL_FLAGS = {
 }
 _MAPPED = {
     "NO_POP": UserFlag.NO_POP,
+    "NO_IMAP": UserFlag.NO_IMAP,
     "NO_SMTP": UserFlag.NO_SMTP_AUTH,
     "NO_RELAY": UserFlag.NO_RELAY,
     "BOUNCE_MAIL": UserFlag.BOUNCE_MAIL,
