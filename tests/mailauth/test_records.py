@@ -148,13 +148,15 @@ def test_srv_follows_the_listeners() -> None:
         "mail.example.com",
         [],
         [],
-        [("pop3", 110), ("pop3", 1110), ("submission", 2587)],
+        [("pop3", 110), ("pop3", 1110), ("submission", 2587), ("imaps", 993)],
         PublishSettings(),
     )
     srv = {r.name: r.data for r in pop3.records() if r.type == "SRV"}
     assert srv["_pop3._tcp.example.com."] == "10 1 110 mail.example.com."
     assert srv["_submission._tcp.example.com."] == "10 1 2587 mail.example.com."
     assert srv["_pop3s._tcp.example.com."] == "0 0 0 ."
+    assert srv["_imaps._tcp.example.com."] == "0 1 993 mail.example.com."
+    assert srv["_imap._tcp.example.com."] == "0 0 0 ."
 
 
 def test_without_addresses_nothing_is_guessed() -> None:

@@ -167,8 +167,8 @@ def services(listeners: Iterable[tuple[str, int]]) -> list[Service]:
     return [
         Service("_submissions._tcp", ports.get("smtps"), 0),
         Service("_submission._tcp", ports.get("submission"), 10),
-        Service("_imaps._tcp", None, 0),  # qtoaster has no IMAP listener kind
-        Service("_imap._tcp", None, 10),
+        Service("_imaps._tcp", ports.get("imaps"), 0),
+        Service("_imap._tcp", ports.get("imap"), 10),
         Service("_pop3s._tcp", ports.get("pop3s"), 0),
         Service("_pop3._tcp", ports.get("pop3"), 10),
     ]
