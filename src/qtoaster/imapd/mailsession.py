@@ -186,8 +186,15 @@ class MailSession:
         return name
 
     def name_out(self, name: str) -> bytes:
-        wire = name if self.utf8 else mutf7_encode(name)
-        return quoted(wire) if wire.upper() == "NIL" else astring(wire)
+        """The name as a response carries it: an atom when it can be, else quoted; UTF-8
+        inside the quotes once the client accepts it (RFC 6855 3), modified UTF-7 before."""
+        if not self.utf8:
+            wire = mutf7_encode(name)
+            return quoted(wire) if wire.upper() == "NIL" else astring(wire)
+        if name.isascii():
+            return quoted(name) if name.upper() == "NIL" else astring(name)
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        return b'"' + escaped.encode("utf-8", "surrogateescape") + b'"'
 
     def require_view(self) -> View:
         if self.view is None:
