@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Protocol, cast
 
 from qtoaster.imapd.context import ImapContext
 from qtoaster.imapd.login import Login
-from qtoaster.net.driver import EngineDriver, plain_ip
+from qtoaster.net.driver import EngineDriver, peer_ip
 from qtoaster.protocols.imap import commands as cmd
 from qtoaster.protocols.imap.events import AuthLine, ConnectionClosed
 from qtoaster.protocols.imap.server import NEED_DATA, ImapConnection, State
@@ -126,8 +126,7 @@ class ImapSession(EngineDriver[ImapConnection]):
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         super().connection_made(base)
         transport = cast(asyncio.Transport, base)
-        peer = transport.get_extra_info("peername") or ("unknown", 0)
-        self.remote_ip = plain_ip(str(peer[0]))
+        self.remote_ip = peer_ip(transport)
         self.sessions.add(self)
         if self.kind == "imaps":
             if self.ctx.tls is None:
@@ -329,19 +328,18 @@ class ImapSession(EngineDriver[ImapConnection]):
 
     # -- TLS: STARTTLS (RFC 9051 6.2.1) and imaps ------------------------------------------
     def begin_tls(self, *, implicit: bool) -> None:
-        transport, tls = self.transport, self.ctx.tls
-        assert transport is not None and tls is not None
-        # The ClientHello is for TLS, not the engine: from hold() on TLS reads the socket.
-        limit = min(HANDSHAKE_SECONDS, self.idle_limit())
-        held = upgrade.hold(transport, self, tls, timeout=limit)
-        self.conn.discard_input()
-        self.wait_for(self._start_tls(held, implicit))
+        assert self.ctx.tls is not None
+        # The ClientHello is for TLS, not the engine: from here on TLS reads the socket.
+        upgrade.start(
+            self,
+            self.ctx.tls,
+            timeout=min(HANDSHAKE_SECONDS, self.idle_limit()),
+            who=f"{self.id} client={self.remote_ip}",
+            discard=self.conn.discard_input,
+            done=lambda: self._tls_started(implicit),
+        )
 
-    async def _start_tls(self, held: upgrade.Held, implicit: bool) -> None:
-        upgraded = await upgrade.handshake(held, who=f"{self.id} client={self.remote_ip}")
-        if upgraded is None:
-            return
-        self.transport = upgraded
+    def _tls_started(self, implicit: bool) -> None:
         self.tls = True
         if implicit:
             self.greet()

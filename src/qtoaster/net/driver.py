@@ -245,6 +245,13 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
             await self._drained.wait()
 
 
+def peer_ip(transport: asyncio.BaseTransport) -> str:
+    """The client's address, plain (:func:`plain_ip`); ``unknown`` when the transport
+    does not say."""
+    peer = transport.get_extra_info("peername") or ("unknown", 0)
+    return plain_ip(str(peer[0]))
+
+
 def plain_ip(ip: str) -> str:
     """``::ffff:127.0.0.1`` (a v4 client on a dual-stack socket) -> ``127.0.0.1``."""
     return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip

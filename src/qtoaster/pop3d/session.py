@@ -26,7 +26,7 @@ from typing import ClassVar, cast
 
 from qtoaster.broker.client import BrokerConnection
 from qtoaster.maildir.mailbox import Mailbox
-from qtoaster.net.driver import EngineDriver, plain_ip
+from qtoaster.net.driver import EngineDriver, peer_ip
 from qtoaster.pop3d.authorization import Authorization
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.pop3d.transaction import CHUNK, Transaction
@@ -96,8 +96,7 @@ class Pop3Session(EngineDriver[Pop3Connection]):
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         super().connection_made(base)
         transport = cast(asyncio.Transport, base)
-        peer = transport.get_extra_info("peername") or ("unknown", 0)
-        self.remote_ip = plain_ip(str(peer[0]))
+        self.remote_ip = peer_ip(transport)
         self.sessions.add(self)
         host = self.ctx.config.controls.me
         # The APOP timestamp (RFC 1939 7), qmail-popup's form (spec 19.2).
@@ -171,19 +170,13 @@ class Pop3Session(EngineDriver[Pop3Connection]):
 
     # -- TLS: STLS (RFC 2595) and POP3S ------------------------------------------------
     def begin_tls(self, *, implicit: bool) -> None:
-        transport, tls = self.transport, self.ctx.tls
-        assert transport is not None and tls is not None
-        # The ClientHello is for TLS, not the engine: from hold() on TLS reads the socket.
-        held = upgrade.hold(transport, self, tls, timeout=min(HANDSHAKE_SECONDS, self.idle_limit()))
-        self.conn.discard_input()
-        self.wait_for(self._start_tls(held, implicit))
-
-    async def _start_tls(self, held: upgrade.Held, implicit: bool) -> None:
-        upgraded = await upgrade.handshake(held, who=f"{self.id} client={self.remote_ip}")
-        if upgraded is None:
-            return
-        self.transport = upgraded
-        if implicit:
-            self.greet()
-        else:
-            self.conn.start_tls_done()
+        assert self.ctx.tls is not None
+        # The ClientHello is for TLS, not the engine: from here on TLS reads the socket.
+        upgrade.start(
+            self,
+            self.ctx.tls,
+            timeout=min(HANDSHAKE_SECONDS, self.idle_limit()),
+            who=f"{self.id} client={self.remote_ip}",
+            discard=self.conn.discard_input,
+            done=self.greet if implicit else self.conn.start_tls_done,
+        )

@@ -2,7 +2,9 @@
 
 Two steps: :func:`hold` (synchronous, called when the engine has answered 220/+OK, or at
 connect for implicit TLS) hands the connection to TLS at once, before the loop runs again;
-:func:`handshake` waits for the handshake.
+:func:`handshake` waits for the handshake. :func:`start` is both for a session driven by
+net/driver.py's EngineDriver (pop3d, imapd): hold, drop the engine's clear-text input,
+and the handshake as the session's waiting step.
 
 Invariants: from :func:`hold` on, every byte read goes to TLS, never to the clear-text
 engine (which would drop the ClientHello as injected input, and the handshake would hang).
@@ -37,8 +39,9 @@ import logging
 import ssl
 import time
 from asyncio import sslproto
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from qtoaster.tls.server import session_summary
 
@@ -176,6 +179,43 @@ async def handshake(held: Held, *, who: str) -> asyncio.Transport | None:
         return None
     log.info("%s tls %s", who, session_summary(upgraded.get_extra_info("ssl_object")))
     return upgraded
+
+
+class Upgradable(Protocol):
+    """What :func:`start` uses of a session (net/driver.py's EngineDriver, an asyncio
+    protocol)."""
+
+    transport: asyncio.Transport | None
+
+    def wait_for(self, step: Coroutine[Any, Any, None]) -> None: ...
+
+
+def start(
+    session: Upgradable,
+    context: ssl.SSLContext,
+    *,
+    timeout: float,
+    who: str,
+    discard: Callable[[], None],
+    done: Callable[[], None],
+) -> None:
+    """Hand ``session``'s connection to TLS now (:func:`hold`), ``discard()`` what the
+    clear-text engine holds (nothing sent before the handshake may become a command), and
+    wait for the handshake as the session's step: on success the session's transport is the
+    TLS one and ``done()`` is called (greet, or tell the engine STARTTLS is done); a failed
+    handshake has closed the connection (:func:`handshake`)."""
+    transport = session.transport
+    assert transport is not None
+    held = hold(transport, cast(asyncio.BaseProtocol, session), context, timeout=timeout)
+    discard()
+    session.wait_for(_finish(session, held, who, done))
+
+
+async def _finish(session: Upgradable, held: Held, who: str, done: Callable[[], None]) -> None:
+    upgraded = await handshake(held, who=who)
+    if upgraded is not None:
+        session.transport = upgraded
+        done()
 
 
 def _ended(protocol: asyncio.BaseProtocol, exc: Exception | None) -> None:
