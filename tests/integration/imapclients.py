@@ -22,8 +22,11 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 TIMEOUT = 60.0
 NOBODY = 65534
@@ -302,3 +305,36 @@ def imaplib_state(server: Server, mailbox: str = "INBOX") -> dict[int, tuple[set
         return state
     finally:
         client.logout()
+
+
+# --- what the client tests share (test_imap_clients.py, test_imap_clients_dovecot.py) ----
+
+USER = "alice@example.test"  # whose INBOX the client tests reset and read
+
+
+def sample(n: int) -> bytes:
+    """Sample message ``n`` (Subject ``sample n``, Message-ID ``<samplen@example.test>``)."""
+    return (
+        f"From: Bob <bob@example.test>\r\nTo: {USER}\r\nSubject: sample {n}\r\n"
+        f"Date: Tue, 25 Nov 2026 07:00:0{n} +0000\r\nMessage-ID: <sample{n}@example.test>\r\n"
+        f"\r\nBody of sample {n}.\r\nSecond line.\r\n"
+    ).encode()
+
+
+def reset_inbox(server: Server) -> None:
+    """The INBOX holding exactly sample 1..3 (whatever was there expunged, then appended)."""
+    client = imaplib_connect(server)
+    try:
+        _, data = client.select("INBOX")
+        if int(data[0] or 0):  # "1:*" in an empty mailbox is BAD on Dovecot
+            client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
+            client.expunge()
+    finally:
+        client.logout()
+    for n in (1, 2, 3):
+        imaplib_append(server, sample(n))
+
+
+def needs(program: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Skip the test when ``program`` is not installed."""
+    return pytest.mark.skipif(not have(program), reason=f"{program} not installed")

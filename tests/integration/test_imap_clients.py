@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,30 +21,24 @@ from .dovecot_imap import make_cert
 from .harness import Server as QtServer
 from .harness import make_home
 from .imapclients import (
+    USER,
     ClientError,
     Server,
     curl_imap,
     getmail_fetch,
-    have,
-    imaplib_append,
     imaplib_connect,
     imaplib_state,
     mbsync_sync,
     message_id,
+    needs,
+    reset_inbox,
+    sample,
     snail_session,
 )
 
 pytestmark = pytest.mark.integration
 
-USER, PASSWORD = "alice@example.test", "secret"
-
-
-def sample(n: int) -> bytes:
-    return (
-        f"From: Bob <bob@example.test>\r\nTo: {USER}\r\nSubject: sample {n}\r\n"
-        f"Date: Tue, 25 Nov 2026 07:00:0{n} +0000\r\nMessage-ID: <sample{n}@example.test>\r\n"
-        f"\r\nBody of sample {n}.\r\nSecond line.\r\n"
-    ).encode()
+PASSWORD = "secret"
 
 
 def install_cert(home: Path, directory: Path) -> Path:
@@ -79,21 +73,8 @@ def imap_server(qtoaster: tuple[QtServer, Path]) -> Server:
     """Alice's INBOX holding exactly sample 1..3 (fresh each test: expunged and appended)."""
     srv, cafile = qtoaster
     server = Server("127.0.0.1", srv.ports["imap"], srv.ports["imaps"], USER, PASSWORD, cafile)
-    client = imaplib_connect(server)
-    try:
-        _, data = client.select("INBOX")
-        if int(data[0] or 0):
-            client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
-            client.expunge()
-    finally:
-        client.logout()
-    for n in (1, 2, 3):
-        imaplib_append(server, sample(n))
+    reset_inbox(server)
     return server
-
-
-def needs(program: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return pytest.mark.skipif(not have(program), reason=f"{program} not installed")
 
 
 @pytest.mark.parametrize("tls", ["starttls", "imaps"])

@@ -9,36 +9,30 @@ is missing, or when not run as root (Dovecot's private instance needs it).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .dovecot_imap import DovecotImap, available
 from .imapclients import (
+    USER,
     Server,
     curl_imap,
     getmail_fetch,
-    have,
-    imaplib_append,
     imaplib_connect,
     imaplib_state,
     mbsync_sync,
     message_id,
+    needs,
+    reset_inbox,
+    sample,
     snail_session,
 )
 
 pytestmark = pytest.mark.skipif(not available(), reason="dovecot-imapd not installed (or not root)")
 
-USER, PASSWORD = "alice@example.test", "secret-pw"
-
-
-def sample(n: int) -> bytes:
-    return (
-        f"From: Bob <bob@example.test>\r\nTo: {USER}\r\nSubject: sample {n}\r\n"
-        f"Date: Tue, 25 Nov 2026 07:00:0{n} +0000\r\nMessage-ID: <sample{n}@example.test>\r\n"
-        f"\r\nBody of sample {n}.\r\nSecond line.\r\n"
-    ).encode()
+PASSWORD = "secret-pw"
 
 
 @pytest.fixture(scope="module")
@@ -57,25 +51,8 @@ def dovecot() -> Iterator[DovecotImap]:
 def imap_server(dovecot: DovecotImap) -> Server:
     """Alice's INBOX holding exactly sample 1..3 (fresh each test: deleted and appended)."""
     server = Server("127.0.0.1", dovecot.port, dovecot.imaps_port, USER, PASSWORD, dovecot.cert)
-    reset(server)
+    reset_inbox(server)
     return server
-
-
-def reset(server: Server) -> None:
-    client = imaplib_connect(server)
-    try:
-        _, data = client.select("INBOX")
-        if int(data[0] or 0):  # "1:*" in an empty mailbox is BAD on Dovecot
-            client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
-            client.expunge()
-    finally:
-        client.logout()
-    for n in (1, 2, 3):
-        imaplib_append(server, sample(n))
-
-
-def needs(program: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return pytest.mark.skipif(not have(program), reason=f"{program} not installed")
 
 
 @pytest.mark.parametrize("tls", ["starttls", "imaps", "none"])

@@ -11,7 +11,7 @@ from pathlib import Path
 from qtoaster.auth.client import AuthClient
 from qtoaster.config.imapsettings import ImapSettings
 from qtoaster.config.loader import Config
-from qtoaster.tls.server import TlsError, server_context
+from qtoaster.tls.server import reader_context
 
 log = logging.getLogger("qtoaster.imapd")
 
@@ -48,10 +48,7 @@ class ImapContext:
         auth: AuthClient,
         secrets: list[bool],
     ) -> ImapContext:
-        tls, problem = None, "missing certificate"
-        try:
-            tls = server_context(config.home.control, min_version=config.settings.tls_min_version)
-        except TlsError as exc:
-            problem = str(exc)
-            log.warning("no TLS: %s", exc)
+        tls, problem = reader_context(
+            config.home.control, min_version=config.settings.tls_min_version, log=log
+        )
         return cls(config, executor, auth, secrets, tls, problem, broker_socket(config))

@@ -11,7 +11,7 @@ from pathlib import Path
 from qtoaster.auth.client import AuthClient
 from qtoaster.config.loader import Config
 from qtoaster.directory.lazy import LazyDirectory
-from qtoaster.tls.server import TlsError, server_context
+from qtoaster.tls.server import reader_context
 
 log = logging.getLogger("qtoaster.pop3d")
 
@@ -37,10 +37,7 @@ class Pop3Context:
         secrets: list[bool],
         broker: Path,
     ) -> Pop3Context:
-        tls, problem = None, "missing certificate"
-        try:
-            tls = server_context(config.home.control, min_version=config.settings.tls_min_version)
-        except TlsError as exc:
-            problem = str(exc)
-            log.warning("no TLS: %s", exc)
+        tls, problem = reader_context(
+            config.home.control, min_version=config.settings.tls_min_version, log=log
+        )
         return cls(config, directory, executor, auth, secrets, tls, problem, broker)

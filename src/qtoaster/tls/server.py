@@ -213,6 +213,19 @@ def server_context(
     return build_context(settings, require_client_cert=require_client_cert, warn=warn)
 
 
+def reader_context(
+    control: Path, *, min_version: str, log: logging.Logger
+) -> tuple[ssl.SSLContext | None, str]:
+    """pop3d's and imapd's server context (control/servercert.pem, no client certificates),
+    or None and why not (logged on the role's ``log`` as ``no TLS: <why>``): their
+    STLS/STARTTLS answers say why, and pop3s/imaps connections are dropped."""
+    try:
+        return server_context(control, min_version=min_version), "missing certificate"
+    except TlsError as exc:
+        log.warning("no TLS: %s", exc)
+        return None, str(exc)
+
+
 def tls_available(control: Path | TlsServerControls) -> bool:
     """True when servercert.pem is present and a context loads (advertise STARTTLS)."""
     try:
