@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qtoaster.maildir.create import make_maildir
+from qtoaster.maildir.folderstate import settled
 from qtoaster.maildir.fs import LocalFs
 from qtoaster.maildir.store import MaildirStore
 from qtoaster.maildir.storeapi import FLAGGED, SEEN
@@ -105,7 +106,7 @@ def test_changes_are_seen_after_quick_refreshes(tmp_path: Path) -> None:
 
 
 def test_recent_change_is_not_trusted(tmp_path: Path) -> None:
-    """Fresh mtimes (within SETTLE) never allow the quick path: a change in the same
+    """Fresh mtimes (within FRESH) never allow the quick path: a change in the same
     clock tick could hide; so with nothing settled every refresh is a full one."""
     store, fs, root = setup(tmp_path)
     view = store.select("INBOX", readonly=False)
@@ -114,3 +115,29 @@ def test_recent_change_is_not_trusted(tmp_path: Path) -> None:
     listings = fs.listings
     view.refresh()
     assert fs.listings > listings
+
+
+def test_change_in_the_same_clock_tick_is_seen_next_refresh(tmp_path: Path) -> None:
+    """A change stamped in the same tick as the probe keeps the directory's mtime: the
+    probe was fresh, so the next refresh is a full one and reports it."""
+    store, _fs, root = setup(tmp_path)
+    view = store.select("INBOX", readonly=False)
+    settle(view, root)
+    tick = time.time_ns()
+    os.utime(root / "cur", ns=(tick, tick))
+    assert view.refresh().flags == ()  # full: the probe is fresh
+    name = sorted(os.listdir(root / "cur"))[0]
+    os.rename(root / "cur" / name, root / "cur" / (name.split(":")[0] + ":2,F"))
+    os.utime(root / "cur", ns=(tick, tick))  # the same tick: the probe is unchanged
+    changes = view.refresh()
+    assert [m.uid for m in changes.flags] == [1] and FLAGGED in changes.flags[0].flags
+
+
+def test_settled_bounds() -> None:
+    now = 1_800_000_000.0
+    assert settled([now - 0.06, None], now)
+    assert not settled([now - 0.04], now)
+    assert not settled([now - 0.06, now - 0.01], now)
+    # whole seconds: a file system with 1-second stamps, the 2 s bound applies
+    assert not settled([float(int(now) - 1)], now)
+    assert settled([float(int(now) - 3)], now)

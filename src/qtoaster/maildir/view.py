@@ -12,9 +12,11 @@ others appended, so two sessions never give one file two UIDs or a UID two MODSE
 Quick refresh (a MailFs with ``stat_many``, the broker's): :meth:`refresh` first asks, in
 one round trip, for the (size, mtime) of the state file, the keywords file, new/ and cur/.
 When that equals the probe taken before the previous full refresh, every mtime in it was
-already :data:`~qtoaster.maildir.folderstate.SETTLE` seconds old then (so a later change
-cannot hide behind the clock's granularity), and this view has nothing of its own to
-report, nothing changed: no lock, no reading, empty Changes.  Otherwise the full refresh
+already old enough then that a later change cannot hide behind the clock's granularity
+(:func:`~qtoaster.maildir.folderstate.settled`: 50 ms on file systems with sub-second
+timestamps), and this view has nothing of its own to report, nothing changed: no lock,
+no reading, empty Changes. So a change made elsewhere is reported at the latest by the
+first refresh that starts more than that bound after it.  Otherwise the full refresh
 runs and that probe becomes the one to compare with.
 """
 
@@ -25,7 +27,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
-from qtoaster.maildir.folderstate import SETTLE, FolderState
+from qtoaster.maildir.folderstate import FolderState, settled
 from qtoaster.maildir.keywords import info_of, with_info
 from qtoaster.maildir.storeapi import (
     DELETED,
@@ -108,7 +110,7 @@ class MaildirView:
         if self._probe_settled and probe == self._probe and self._touched == set():
             return True
         self._probe = probe
-        self._probe_settled = all(st is None or st[1] < asked - SETTLE for st in probe)
+        self._probe_settled = settled((None if st is None else st[1] for st in probe), asked)
         return False
 
     def refresh(self) -> Changes:
