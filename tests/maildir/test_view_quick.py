@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from qtoaster.maildir.create import make_maildir
 from qtoaster.maildir.folderstate import settled
@@ -141,3 +142,37 @@ def test_settled_bounds() -> None:
     # whole seconds: a file system with 1-second stamps, the 2 s bound applies
     assert not settled([float(int(now) - 1)], now)
     assert settled([float(int(now) - 3)], now)
+
+
+class EarlyProbingFs(ProbingFs):
+    """ProbingFs plus the broker's open_probe (the opens carry the probe)."""
+
+    early = 0
+
+    def open_probe(
+        self, rels: Sequence[str], probe: Sequence[str]
+    ) -> tuple[list[BinaryIO | None], list[tuple[int, float] | None]]:
+        self.early += 1
+        stats = ProbingFs.stat_many(self, probe)
+        self.probes -= 1
+        return self.open_many(rels), stats
+
+
+def test_probe_carried_by_the_opens(tmp_path: Path) -> None:
+    """A FETCH's opens carry the probe: the refresh after it asks nothing more; a change
+    made after that probe is seen by the refresh after."""
+    root = tmp_path / "Maildir"
+    make_maildir(root)
+    fs = EarlyProbingFs(root, hostname="test.example", quota=None)
+    store = MaildirStore(fs)
+    store.append("INBOX", MSG, [], None)
+    view = store.select("INBOX", readonly=False)
+    settle(view, root)
+    probes = fs.probes
+    for stream in view.open_messages([1]):
+        assert stream is not None
+        stream.close()
+    assert fs.early == 1
+    assert view.refresh().added == () and fs.probes == probes  # quick, from the opens
+    store.append("INBOX", MSG, [], None)
+    assert [m.uid for m in view.refresh().added] == [2] and fs.probes == probes + 1
