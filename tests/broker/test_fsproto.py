@@ -56,6 +56,10 @@ GOLDEN_REQUESTS = [
         b'{"id":10,"op":"stat_many","paths":["qtoaster-uidlist","new"]}\n',
     ),
     (
+        FsRequest(11, "open_probe", paths=("cur/a",), probe=("qtoaster-uidlist", "new")),
+        b'{"id":11,"op":"open_probe","paths":["cur/a"],"probe":["qtoaster-uidlist","new"]}\n',
+    ),
+    (
         FsRequest(9, "rename_folder", path=".a", new=".b"),
         b'{"id":9,"new":".b","op":"rename_folder","path":".a"}\n',
     ),
@@ -134,6 +138,9 @@ def test_limits() -> None:
     stats = json.dumps({"id": 1, "op": "stat_many", "paths": ["a"] * (MAX_STATS + 1)}).encode()
     with pytest.raises(ProtocolError, match="at most"):
         decode_request(stats)
+    probe = {"id": 1, "op": "open_probe", "paths": ["a"], "probe": ["a"] * (MAX_STATS + 1)}
+    with pytest.raises(ProtocolError, match="at most"):
+        decode_request(json.dumps(probe).encode())
     with pytest.raises(ProtocolError):
         decode_answer(b'{"id":1,"ok":true,"stats":[[1]]}\n')
     with pytest.raises(ProtocolError):
@@ -146,6 +153,7 @@ def test_fd_count() -> None:
     assert fd_count("open_read", FsAnswer(1, True)) == 1
     assert fd_count("lock", FsAnswer(1, True)) == 1
     assert fd_count("open_many", FsAnswer(1, True, present=(True, False, True))) == 2
+    assert fd_count("open_probe", FsAnswer(1, True, present=(False, True))) == 1
     assert fd_count("open_read", FsAnswer(1, False, "os")) == 0
     assert fd_count("stat", FsAnswer(1, True)) == 0
 

@@ -90,6 +90,10 @@ def _operations(fs: BrokerFs, maildir: Path) -> None:
     assert fs.read_file("dovecot-uidlist", 100) is None
     probe = fs.stat_many(["new/1700000001.M1P1Q1.host", "new/gone", "cur"])
     assert probe[0] == (size, mtime) and probe[1] is None and probe[2] == fs.stat("cur")
+    files, stats = fs.open_probe(["new/gone", "new/1700000001.M1P1Q1.host"], ["cur", "x"])
+    assert files[0] is None and files[1] is not None and files[1].read() == MESSAGE
+    assert stats == [fs.stat("cur"), None]
+    files[1].close()
     fs.write_atomic("dovecot-uidlist", b"3 V1 N2\n")
     assert fs.read_file("dovecot-uidlist", 100) == b"3 V1 N2\n"
     with pytest.raises(OSError) as big:

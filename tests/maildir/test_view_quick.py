@@ -10,8 +10,10 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from qtoaster.maildir.create import make_maildir
+from qtoaster.maildir.folderstate import settled
 from qtoaster.maildir.fs import LocalFs
 from qtoaster.maildir.store import MaildirStore
 from qtoaster.maildir.storeapi import FLAGGED, SEEN
@@ -105,7 +107,7 @@ def test_changes_are_seen_after_quick_refreshes(tmp_path: Path) -> None:
 
 
 def test_recent_change_is_not_trusted(tmp_path: Path) -> None:
-    """Fresh mtimes (within SETTLE) never allow the quick path: a change in the same
+    """Fresh mtimes (within FRESH) never allow the quick path: a change in the same
     clock tick could hide; so with nothing settled every refresh is a full one."""
     store, fs, root = setup(tmp_path)
     view = store.select("INBOX", readonly=False)
@@ -114,3 +116,63 @@ def test_recent_change_is_not_trusted(tmp_path: Path) -> None:
     listings = fs.listings
     view.refresh()
     assert fs.listings > listings
+
+
+def test_change_in_the_same_clock_tick_is_seen_next_refresh(tmp_path: Path) -> None:
+    """A change stamped in the same tick as the probe keeps the directory's mtime: the
+    probe was fresh, so the next refresh is a full one and reports it."""
+    store, _fs, root = setup(tmp_path)
+    view = store.select("INBOX", readonly=False)
+    settle(view, root)
+    tick = time.time_ns()
+    os.utime(root / "cur", ns=(tick, tick))
+    assert view.refresh().flags == ()  # full: the probe is fresh
+    name = sorted(os.listdir(root / "cur"))[0]
+    os.rename(root / "cur" / name, root / "cur" / (name.split(":")[0] + ":2,F"))
+    os.utime(root / "cur", ns=(tick, tick))  # the same tick: the probe is unchanged
+    changes = view.refresh()
+    assert [m.uid for m in changes.flags] == [1] and FLAGGED in changes.flags[0].flags
+
+
+def test_settled_bounds() -> None:
+    now = 1_800_000_000.0
+    assert settled([now - 0.06, None], now)
+    assert not settled([now - 0.04], now)
+    assert not settled([now - 0.06, now - 0.01], now)
+    # whole seconds: a file system with 1-second stamps, the 2 s bound applies
+    assert not settled([float(int(now) - 1)], now)
+    assert settled([float(int(now) - 3)], now)
+
+
+class EarlyProbingFs(ProbingFs):
+    """ProbingFs plus the broker's open_probe (the opens carry the probe)."""
+
+    early = 0
+
+    def open_probe(
+        self, rels: Sequence[str], probe: Sequence[str]
+    ) -> tuple[list[BinaryIO | None], list[tuple[int, float] | None]]:
+        self.early += 1
+        stats = ProbingFs.stat_many(self, probe)
+        self.probes -= 1
+        return self.open_many(rels), stats
+
+
+def test_probe_carried_by_the_opens(tmp_path: Path) -> None:
+    """A FETCH's opens carry the probe: the refresh after it asks nothing more; a change
+    made after that probe is seen by the refresh after."""
+    root = tmp_path / "Maildir"
+    make_maildir(root)
+    fs = EarlyProbingFs(root, hostname="test.example", quota=None)
+    store = MaildirStore(fs)
+    store.append("INBOX", MSG, [], None)
+    view = store.select("INBOX", readonly=False)
+    settle(view, root)
+    probes = fs.probes
+    for stream in view.open_messages([1]):
+        assert stream is not None
+        stream.close()
+    assert fs.early == 1
+    assert view.refresh().added == () and fs.probes == probes  # quick, from the opens
+    store.append("INBOX", MSG, [], None)
+    assert [m.uid for m in view.refresh().added] == [2] and fs.probes == probes + 1

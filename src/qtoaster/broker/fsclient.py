@@ -253,6 +253,26 @@ class BrokerFs:
             raise
         return files
 
+    def open_probe(
+        self, rels: Sequence[str], probe: Sequence[str]
+    ) -> tuple[list[BinaryIO | None], list[tuple[int, float] | None]]:
+        """open_many of ``rels`` (at most MAX_FDS) and stat_many of ``probe`` (at most
+        MAX_STATS) in one round trip (beyond MailFs: a FETCH's opens carry the selected
+        folder's "changed?" probe, maildir/view.py)."""
+        if len(rels) > MAX_FDS or len(probe) > MAX_STATS:
+            raise ValueError("open_probe: too many paths")
+        request = FsRequest(next(self._ids), "open_probe", paths=tuple(rels), probe=tuple(probe))
+        answer, fds = self._ask(request)
+        if len(answer.present) != len(rels) or len(answer.stats) != len(probe):
+            for fd in fds:
+                os.close(fd)
+            raise self._fail("open_probe: answer does not match the request")
+        given = iter(fds)
+        files: list[BinaryIO | None] = [
+            os.fdopen(next(given), "rb") if p else None for p in answer.present
+        ]
+        return files, list(answer.stats)
+
     def read_file(self, rel: str, limit: int) -> bytes | None:
         answer = self._call("read_file", path=rel, limit=limit)
         return None if answer.missing else answer.data

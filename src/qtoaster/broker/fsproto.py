@@ -19,6 +19,9 @@ Requests (``op`` and its fields)::
     open_read path                   -> one descriptor (SCM_RIGHTS)
     open_many paths                  -> the descriptors of the ``present`` ones, in order
                                      (at most MAX_FDS paths)
+    open_probe paths probe           open_many of ``paths``, and ``stats`` of ``probe``
+                                     (at most MAX_STATS) as stat_many: a FETCH's opens
+                                     and its "did the folder change?" probe in one trip
     read_file path limit
     write_atomic path data
     append_file path data
@@ -95,7 +98,7 @@ OPS = (
     "quota",
     "watch",
 )
-FD_OPS = ("open_read", "open_many", "lock")
+FD_OPS = ("open_read", "open_many", "open_probe", "lock")
 _TICKET = re.compile(r"[0-9a-f]{32}")
 _WORD = re.compile(r"[A-Z][A-Z0-9]{0,31}")
 
@@ -126,6 +129,7 @@ class FsRequest:
     ticket: str = ""
     dirs: tuple[str, ...] = ()
     timeout: float = 0.0
+    probe: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "stat_many": ("paths",),
     "open_read": ("path",),
     "open_many": ("paths",),
+    "open_probe": ("paths", "probe"),
     "read_file": ("path", "limit"),
     "write_atomic": ("path", "data"),
     "append_file": ("path", "data"),
@@ -244,7 +249,7 @@ def encode_request(request: FsRequest) -> bytes:
         value = getattr(request, field)
         if field == "data":
             obj[field] = _b64(value)
-        elif field in ("paths", "dirs"):
+        elif field in ("paths", "dirs", "probe"):
             obj[field] = list(value)
         elif field == "pairs":
             obj[field] = [list(pair) for pair in value]
@@ -256,7 +261,7 @@ def encode_request(request: FsRequest) -> bytes:
 def _request_field(field: str, value: object) -> object:
     if field == "data":
         return _bytes(value, field, MAX_DATA)
-    if field in ("paths", "dirs"):
+    if field in ("paths", "dirs", "probe"):
         return _texts(value, field)
     if field == "pairs":
         pairs = []
@@ -293,10 +298,12 @@ def decode_request(line: bytes) -> FsRequest:
         if field not in obj:
             raise ProtocolError(f"{field}: missing")
         values[field] = _request_field(field, obj[field])
-    if op == "open_many" and len(values["paths"]) > MAX_FDS:
+    if op in ("open_many", "open_probe") and len(values["paths"]) > MAX_FDS:
         raise ProtocolError(f"paths: at most {MAX_FDS}")
     if op == "stat_many" and len(values["paths"]) > MAX_STATS:
         raise ProtocolError(f"paths: at most {MAX_STATS}")
+    if op == "open_probe" and len(values["probe"]) > MAX_STATS:
+        raise ProtocolError(f"probe: at most {MAX_STATS}")
     return FsRequest(ident, op, **values)
 
 
@@ -394,6 +401,6 @@ def fd_count(request_op: str, answer: FsAnswer) -> int:
     """How many descriptors come with ``answer`` to a request of ``request_op``."""
     if not answer.ok or request_op not in FD_OPS:
         return 0
-    if request_op == "open_many":
+    if request_op in ("open_many", "open_probe"):
         return sum(answer.present)
     return 1

@@ -2,10 +2,13 @@
 
 :func:`render` is a generator run in the executor: it opens the messages a batch at a
 time (one broker round trip per :data:`BATCH` messages), parses each one only when an
-item needs its structure (ENVELOPE, BODYSTRUCTURE, BODY[...]) and yields the response
-bytes; :func:`pull` advances it until about :data:`SLICE` bytes are ready, so the session
-writes them, waits for the client to drain, and pulls again. A body is never held whole
-beyond one message's section (a 50 MB part streams in 64 KiB chunks).
+item needs its structure (ENVELOPE, BODYSTRUCTURE, BODY[section]: the whole message,
+BODY[] or RFC822, is converted from the file without parsing) and yields the response
+bytes; :func:`pull` advances it until about :data:`SLICE` bytes are ready, so the
+session writes them, waits for the client to drain, and pulls again
+(:func:`pull_then_refresh` also makes the refresh that follows the command, in the last
+pull's executor call). A body is never held whole beyond one message's section (a 50 MB
+part streams in 64 KiB chunks).
 
 Invariants: every ``* n FETCH (...)`` holds the items in the order asked, UID first when
 the command was UID FETCH (RFC 9051 6.4.8: UID is always returned), FLAGS when a body
@@ -19,12 +22,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from qtoaster.maildir.storeapi import MessageMeta, View
+from qtoaster.maildir.storeapi import Changes, MessageMeta, StoreError, View
 from qtoaster.protocols.imap.commands import FetchItem, Section
 from qtoaster.protocols.imap.encode import flag_list, imap_date
 from qtoaster.protocols.imap.fetchdata import bodystructure, envelope
 from qtoaster.protocols.imap.message import MimePart, parse_header, parse_message
-from qtoaster.protocols.imap.section import UnknownCte, binary_chunks, binary_size, section_chunks
+from qtoaster.protocols.imap.section import (
+    UnknownCte,
+    binary_chunks,
+    binary_size,
+    message_chunks,
+    section_chunks,
+)
 
 # Messages opened per round trip to the broker; bytes handed to the loop per pull.
 BATCH = 64
@@ -32,6 +41,7 @@ SLICE = 256 * 1024
 # Items that need the message's structure (and so its file).
 _STRUCTURE = {"ENVELOPE", "BODYSTRUCTURE", "BODY"}
 _CONTENT = {"BODY[]", "BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+_ALL = Section()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +62,21 @@ class Plan:
     def header_only(self) -> bool:
         return all(item.name == "ENVELOPE" or not _needs_file(item) for item in self.items)
 
+    @property
+    def whole_only(self) -> bool:
+        """Every item that reads the file wants the whole message: no parsing."""
+        return all(_whole(item) or not _needs_file(item) for item in self.items)
+
 
 def _needs_file(item: FetchItem) -> bool:
     return item.name in _STRUCTURE or item.name in _CONTENT or item.section is not None
+
+
+def _whole(item: FetchItem) -> bool:
+    """BODY[] (or BODY.PEEK[]) or RFC822 without a partial: the whole message."""
+    if item.partial is not None:
+        return False
+    return item.name == "RFC822" or (item.name == "BODY" and item.section == _ALL)
 
 
 def render(view: View, positions: Sequence[tuple[int, MessageMeta]], plan: Plan) -> Iterator[bytes]:
@@ -87,6 +109,23 @@ def pull(gen: Iterator[bytes], limit: int = SLICE) -> tuple[list[bytes], bool]:
     return out, True
 
 
+def pull_then_refresh(
+    gen: Iterator[bytes], view: View | None, limit: int = SLICE
+) -> tuple[list[bytes], bool, Changes | None]:
+    """:func:`pull`, and once the generator is finished the refresh of ``view`` (None:
+    none is due) that follows the command, in the same executor call (one thread hop less
+    per FETCH). A failing refresh is left to the session's own poll (None): the responses
+    rendered are not lost."""
+    out, done = pull(gen, limit)
+    changes = None
+    if done and view is not None:
+        try:
+            changes = view.refresh()
+        except (StoreError, OSError):
+            changes = None
+    return out, done, changes
+
+
 def _one(seq: int, meta: MessageMeta, stream: BinaryIO | None, plan: Plan) -> Iterator[bytes]:
     head = [b"* %d FETCH (" % seq]
     parts: list[bytes] = []
@@ -100,7 +139,8 @@ def _one(seq: int, meta: MessageMeta, stream: BinaryIO | None, plan: Plan) -> It
     if plan.modseq:
         parts.append(b"MODSEQ (%d)" % meta.modseq)
     tree: MimePart | None = None
-    if stream is not None and plan.needs_file:
+    whole_only = plan.whole_only
+    if stream is not None and plan.needs_file and not whole_only:
         # ENVELOPE alone reads only the header (the benchmark's FETCH 1:* (FLAGS ENVELOPE)).
         tree = parse_header(stream) if plan.header_only else parse_message(stream)
     pending = b"".join(head) + b" ".join(parts)
@@ -113,6 +153,15 @@ def _one(seq: int, meta: MessageMeta, stream: BinaryIO | None, plan: Plan) -> It
             pending += sep + b"INTERNALDATE " + imap_date(meta.internaldate)
         elif name == "RFC822.SIZE":
             pending += sep + b"RFC822.SIZE %d" % meta.size
+        elif stream is not None and whole_only and _whole(item):
+            size, chunks = message_chunks(stream)
+            label = b"RFC822" if name == "RFC822" else b"BODY[]"
+            pending += sep + label + b" {%d}\r\n" % size
+            for chunk in chunks:
+                pending += chunk
+                if len(pending) > SLICE:
+                    yield pending
+                    pending = b""
         elif stream is None or tree is None:
             pending += sep + _empty(item)
         elif name == "ENVELOPE":

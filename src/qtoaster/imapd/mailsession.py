@@ -80,6 +80,7 @@ class MailSession:
         "folders",
         "metas",
         "pending",
+        "polled",
         "saved",
         "selected",
         "session",
@@ -103,6 +104,9 @@ class MailSession:
         self.metas: list[MessageMeta] = []
         self.pending: set[int] = set()  # UIDs expunged elsewhere, not yet told
         self.saved: list[int] = []  # SEARCHRES (RFC 5182): UIDs of the last SAVE
+        # The refresh a command already made in its last executor call (FETCH: one
+        # thread hop less per command); poll() takes it instead of refreshing again.
+        self.polled: Changes | None = None
         self.folders = FolderCommands(self)
         self.selected = SelectedCommands(self)
 
@@ -146,7 +150,9 @@ class MailSession:
         view = self.view
         if view is None:
             return
-        changes = await self.run(view.refresh)
+        changes, self.polled = self.polled, None
+        if changes is None:
+            changes = await self.run(view.refresh)
         self.apply(changes, expunges=expunges)
 
     async def close(self) -> None:
@@ -288,6 +294,7 @@ class MailSession:
     def _forget(self) -> None:
         self.uids, self.metas, self.saved = [], [], []
         self.pending.clear()
+        self.polled = None
 
     # -- changes made elsewhere ---------------------------------------------------------
     def apply(self, changes: Changes, *, expunges: bool = True) -> None:

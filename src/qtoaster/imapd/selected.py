@@ -105,7 +105,9 @@ class SelectedCommands:
         gen = fetch.render(view, work, plan)
         done = False
         while not done:
-            chunks, done = await mail.run(fetch.pull, gen)
+            chunks, done, polled = await mail.run(fetch.pull_then_refresh, gen, view)
+            if polled is not None:
+                mail.polled = polled
             for chunk in chunks:
                 mail.conn.untagged_bytes(chunk)
             await mail.session.drain()

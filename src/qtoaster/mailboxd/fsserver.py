@@ -255,10 +255,13 @@ def _dispatch(fs: ConfinedFs, request: FsRequest) -> tuple[FsAnswer, list[int]]:
     if op in ("open_read", "lock"):
         opener = fs.open_read if op == "open_read" else fs.lock
         return ok, [opener(request.path)]
-    if op == "open_many":
+    if op in ("open_many", "open_probe"):
+        # the probe first: a change it misses is one the files opened after it may show
+        stats = tuple(_stat_or_none(fs, p) for p in request.probe)
         found = fs.open_many(request.paths)
         present = tuple(fd is not None for fd in found)
-        return FsAnswer(ident, True, present=present), [fd for fd in found if fd is not None]
+        fds = [fd for fd in found if fd is not None]
+        return FsAnswer(ident, True, present=present, stats=stats), fds
     if op == "read_file":
         data = fs.read_file(request.path, request.limit)
         return FsAnswer(ident, True, data=data or b"", missing=data is None), []

@@ -5,8 +5,8 @@ Message files are the truth (storeapi's invariants): a file whose base name the 
 does not know gets a new UID (never one given before: ``nextuid`` only grows), a known
 UID whose file is gone is expunged, a file renamed by another client (flags) gets a new
 MODSEQ.  The scan is skipped for a directory whose mtime matches the one the state
-recorded (``d`` record), and such an mtime is only recorded when it is older than
-:data:`SETTLE` seconds (a change within the clock's granularity could hide otherwise).
+recorded (``d`` record), and such an mtime is only recorded when :func:`settled` trusts it
+(a change within the clock's granularity could hide otherwise).
 
 First open without ``qtoaster-uidlist``: Dovecot's ``dovecot-uidlist`` or Courier's
 ``courierimapuiddb`` give UIDVALIDITY, next UID and the UIDs of the files they list
@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -37,10 +37,35 @@ from qtoaster.maildir.uidstate import Entry, StateError, UidState, new_uidvalidi
 
 log = logging.getLogger(__name__)
 
+# When an mtime proves that nothing changed since (see settled()): FRESH seconds for file
+# systems with sub-second timestamps, SETTLE for those that keep whole seconds.
+FRESH = 0.05
 SETTLE = 2.0
 _OPEN_BATCH = 250  # new files opened per broker round trip (fsproto.MAX_FDS)
 _BIG = 32 << 20  # a dovecot-uidlist of 100,000 messages is about 5 MB
 _CHUNK = 1 << 16
+
+
+def settled(mtimes: Iterable[float | None], asked: float) -> bool:
+    """True when every mtime (None: a missing file) read by a stat made after the wall
+    clock said ``asked`` is old enough that any later change must stamp a newer one.
+
+    Linux stamps inode times from the coarse wall clock (current_time(): advanced once a
+    jiffy, 1 to 10 ms for HZ 1000 to 100; multi-grain timestamps of Linux 6.13 are only
+    finer), truncated to the file system's granularity, nanoseconds on ext4 (256-byte
+    inodes), XFS, btrfs and tmpfs. A change after the stat is stamped at least at
+    ``asked`` minus one jiffy; so an mtime older than ``asked - FRESH`` (50 ms, five
+    jiffies at HZ 100) differs from every later stamp, while a younger one may be shared
+    by a change in the same tick and is not trusted: the caller looks again (the next
+    refresh, or scan, that is more than FRESH later trusts it). A file system with
+    whole-second stamps (ext4 with 128-byte inodes, FAT, some NFS exports) shows whole
+    seconds: such an mtime needs SETTLE (2 s). A nanosecond stamp that happens to be
+    a whole second only costs a full look. Same host, same clock: the broker stats the
+    files it serves, and a clock stepped backwards is not covered (nor was it before)."""
+    for mtime in mtimes:
+        if mtime is not None and mtime >= asked - (SETTLE if mtime == int(mtime) else FRESH):
+            return False
+    return True
 
 
 def measure(stream: BinaryIO) -> int:
@@ -119,6 +144,7 @@ class FolderState:
         state = self.state
         new_dir, cur_dir = f"{self.prefix}new", f"{self.prefix}cur"
         for _attempt in range(3):
+            asked = time.time()  # before the stats: settled() needs it so
             before = (self.fs.stat(new_dir)[1], self.fs.stat(cur_dir)[1])
             known = None if force else state.dirs
             list_new = known is None or before[0] != known[0]
@@ -134,8 +160,7 @@ class FolderState:
             after = (self.fs.stat(new_dir)[1], self.fs.stat(cur_dir)[1])
             self._reconcile(listing, list_new, list_cur, touched)
             if after == before:
-                settled = max(before) < time.time() - SETTLE
-                state.set_dirs(before if settled else None)
+                state.set_dirs(before if settled(before, asked) else None)
                 break
             force = True
         else:

@@ -12,10 +12,15 @@ others appended, so two sessions never give one file two UIDs or a UID two MODSE
 Quick refresh (a MailFs with ``stat_many``, the broker's): :meth:`refresh` first asks, in
 one round trip, for the (size, mtime) of the state file, the keywords file, new/ and cur/.
 When that equals the probe taken before the previous full refresh, every mtime in it was
-already :data:`~qtoaster.maildir.folderstate.SETTLE` seconds old then (so a later change
-cannot hide behind the clock's granularity), and this view has nothing of its own to
-report, nothing changed: no lock, no reading, empty Changes.  Otherwise the full refresh
-runs and that probe becomes the one to compare with.
+already old enough then that a later change cannot hide behind the clock's granularity
+(:func:`~qtoaster.maildir.folderstate.settled`: 50 ms on file systems with sub-second
+timestamps), and this view has nothing of its own to report, nothing changed: no lock,
+no reading, empty Changes. So a change made elsewhere is reported at the latest by the
+first refresh that starts more than that bound after it.  Otherwise the full refresh
+runs and that probe becomes the one to compare with. With ``open_probe`` (the broker's)
+:meth:`open_messages` takes that probe in the same round trip as the opens, and the next
+refresh (the one after the FETCH) uses it instead of asking again: a change made after
+it is reported by the refresh after that one.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
-from qtoaster.maildir.folderstate import SETTLE, FolderState
+from qtoaster.maildir.folderstate import FolderState, settled
 from qtoaster.maildir.keywords import info_of, with_info
 from qtoaster.maildir.storeapi import (
     DELETED,
@@ -39,6 +44,10 @@ from qtoaster.maildir.uidstate import Entry
 
 if TYPE_CHECKING:
     from qtoaster.maildir.store import MaildirStore
+
+# open_probe's limit (fsproto.MAX_FDS; maildir does not import the broker): more paths
+# than this go through open_many, without the probe.
+_OPEN_PROBE_MAX = 250
 
 
 @contextlib.contextmanager
@@ -62,6 +71,7 @@ class MaildirView:
         self._touched: set[int] | None = set()
         self._probe: list[tuple[int, float] | None] | None = None
         self._probe_settled = False
+        self._early: tuple[float, list[tuple[int, float] | None]] | None = None
         with errors(), folder.locked():
             folder.load()
             _touched, recent = folder.scan(move_new=not readonly)
@@ -97,19 +107,38 @@ class MaildirView:
     def _unchanged(self) -> bool:
         """The quick refresh's probe (see the module docstring): True when nothing can
         have changed since the last full refresh."""
-        stat_many = getattr(self._folder.fs, "stat_many", None)
-        if stat_many is None:
-            return False
-        folder = self._folder
-        paths = [folder.state.file, folder.keywords.file, f"{folder.prefix}new"]
-        paths.append(f"{folder.prefix}cur")
-        asked = time.time()
-        probe: list[tuple[int, float] | None] = stat_many(paths)
+        early, self._early = self._early, None
+        if early is not None:
+            asked, probe = early
+        else:
+            stat_many = getattr(self._folder.fs, "stat_many", None)
+            if stat_many is None:
+                return False
+            asked = time.time()
+            probe = stat_many(self._probe_paths())
         if self._probe_settled and probe == self._probe and self._touched == set():
             return True
         self._probe = probe
-        self._probe_settled = all(st is None or st[1] < asked - SETTLE for st in probe)
+        self._probe_settled = settled((None if st is None else st[1] for st in probe), asked)
         return False
+
+    def _probe_paths(self) -> list[str]:
+        folder = self._folder
+        paths = [folder.state.file, folder.keywords.file, f"{folder.prefix}new"]
+        paths.append(f"{folder.prefix}cur")
+        return paths
+
+    def _open(self, paths: list[str]) -> list[BinaryIO | None]:
+        """open_many, carrying the next refresh's probe when the MailFs can."""
+        fs = self._folder.fs
+        open_probe = getattr(fs, "open_probe", None)
+        if open_probe is None or len(paths) > _OPEN_PROBE_MAX:
+            return fs.open_many(paths)
+        asked = time.time()
+        files: list[BinaryIO | None]
+        files, probe = open_probe(paths, self._probe_paths())
+        self._early = (asked, probe)
+        return files
 
     def refresh(self) -> Changes:
         with errors():
@@ -156,7 +185,7 @@ class MaildirView:
     def open_messages(self, uids: Sequence[int]) -> list[BinaryIO | None]:
         with errors():
             paths = [self._path(uid) for uid in uids]
-            files = self._folder.fs.open_many([p or "" for p in paths])
+            files = self._open([p or "" for p in paths])
             missing = [i for i, f in enumerate(files) if f is None and paths[i]]
             if missing:
                 # renamed by another client since we looked: find them again by base name

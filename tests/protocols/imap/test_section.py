@@ -21,6 +21,7 @@ from qtoaster.protocols.imap.section import (
     UnknownCte,
     binary_chunks,
     binary_size,
+    message_chunks,
     section_chunks,
 )
 
@@ -198,3 +199,27 @@ def test_sizes_equal_the_bytes_produced(data: bytes) -> None:
         except UnknownCte:
             continue
         assert len(b"".join(chunks)) == size
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.binary(max_size=400), st.lists(_lines, max_size=60).map(b"".join)),
+    st.sampled_from([0, 1, 7, 1 << 20]),
+)
+def test_message_chunks_equal_body_of_parsed_message(data: bytes, small: int) -> None:
+    """BODY[] without parsing (FETCH's fast path) is byte for byte the parsed section,
+    whether read at once or counted and streamed (``small``)."""
+    stream = io.BytesIO(data)
+    size, chunks = section_chunks(stream, parse_message(stream), None, None)
+    expected = b"".join(chunks)
+    size2, chunks2 = message_chunks(stream, small)
+    assert (size2, b"".join(chunks2)) == (size, expected)
+
+
+def test_message_chunks_crlf_split_across_reads() -> None:
+    data = b"Subject: x\r" + b"\n" + b"a" * 70_000 + b"\r" + b"\nend\n"
+    for small in (0, 10, 11, 12, 70_011, 1 << 20):
+        stream = io.BytesIO(data)
+        size, chunks = message_chunks(stream, small)
+        out = b"".join(chunks)
+        assert out == data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") and len(out) == size

@@ -34,6 +34,7 @@ __all__ = [
     "binary_chunks",
     "binary_size",
     "decoded_body",
+    "message_chunks",
     "resolve",
     "section_chunks",
     "wire_region",
@@ -154,6 +155,26 @@ def section_chunks(
     else:
         return 0, _empty()
     return _partial(size, wire_region(stream, start, end), partial)
+
+
+def message_chunks(stream: BinaryIO, small: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
+    """``(size, chunks)`` of ``BODY[]`` (the whole message) without parsing its structure:
+    the same bytes as ``section_chunks(stream, parse_message(stream), None)``. A message
+    of at most ``small`` bytes is read and converted at once; a bigger one is counted in
+    one pass and then streamed (wire_region), so memory stays bounded."""
+    stream.seek(0)
+    data = stream.read(small + 1)
+    if len(data) <= small:
+        wire = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        return len(wire), iter((wire,)) if wire else _empty()
+    end = len(data)
+    size = crlf_size(data)
+    last_cr = data.endswith(b"\r")
+    while chunk := stream.read(CHUNK):
+        size += crlf_size(chunk) - (1 if last_cr and chunk[:1] == b"\n" else 0)
+        last_cr = chunk.endswith(b"\r")
+        end += len(chunk)
+    return size, wire_region(stream, 0, end)
 
 
 # -- BINARY ---------------------------------------------------------------------------------
