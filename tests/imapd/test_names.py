@@ -27,6 +27,13 @@ def test_modified_utf7_and_utf8_names(tmp_path: Path) -> None:
         assert out[0] == '* LIST (\\HasNoChildren) "." "Entwürfe"'.encode(), out
         out = await utf8('e SELECT "Entwürfe"\r\n'.encode())
         assert out[-1] == b"e OK [READ-WRITE] SELECT completed"
+        # RFC 6855 4: a message with UTF-8 headers comes as APPEND's UTF8 (literal8).
+        message = "Subject: Grüße\r\n\r\nHallo\r\n".encode()
+        command = b'h APPEND "Entw\xc3\xbcrfe" UTF8 (~{%d+}\r\n' % len(message)
+        out = await utf8(command + message + b")\r\n")
+        assert out[-1].startswith(b"h OK [APPENDUID "), out
+        out = await utf8(b"i FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]\r\n")
+        assert "Subject: Grüße".encode() in b"\r\n".join(out), out
         # A name a Maildir++ folder cannot have is refused, not mangled.
         out = await rev1(b"f CREATE a..b\r\n")
         assert out[-1].startswith(b"f NO [CANNOT]"), out

@@ -119,6 +119,10 @@ CASES: list[tuple[bytes, c.Body]] = [
             ),
         ),
     ),
+    (  # RFC 6855 4: APPEND's UTF8 data extension
+        b"a APPEND INBOX (\\Seen) UTF8 (~{2+}\r\nab)",
+        c.Append("INBOX", (c.AppendMessage(b"ab", ("\\Seen",), binary=True),)),
+    ),
     (
         b"a APPEND INBOX ~{2+}\r\nab (x) {1+}\r\nc",
         c.Append("INBOX", (c.AppendMessage(b"ab", binary=True), c.AppendMessage(b"c", ("x",)))),

@@ -286,7 +286,14 @@ def _append(cur: Cursor) -> c.Append:
         date = cur.date_time()
         if date is not None:
             cur.sp()
-        data, binary = cur.literal()
+        if cur.s[cur.pos : cur.pos + 6].upper() == "UTF8 (":
+            # RFC 6855 4: a message with UTF-8 headers, ``UTF8 (~{n}...)``, which a server
+            # that offers UTF8=ACCEPT must take; stored as any other message.
+            cur.pos += 6
+            data, binary = cur.literal()
+            cur.close()
+        else:
+            data, binary = cur.literal()
         messages.append(c.AppendMessage(data, flags, date, binary))
     if not messages:
         raise ParseError("APPEND needs a message")
