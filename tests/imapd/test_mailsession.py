@@ -50,6 +50,10 @@ class _Session:
     async def drain(self) -> None:
         return None
 
+    def bye(self, text: str) -> None:
+        self.conn.untagged(f"BYE {text}")
+        self.conn.close_after_send()
+
 
 class Client:
     def __init__(self, maildir: Path) -> None:
@@ -181,5 +185,20 @@ def test_changes_from_elsewhere(maildir: Path) -> None:
         assert b"EXPUNGE" not in b"".join(out) and b"* 3 EXISTS" in out, out
         out = await two(b"g NOOP\r\n")
         assert out == [b"* 1 EXPUNGE", b"g OK NOOP completed"], out
+
+    run(go())
+
+
+def test_uidvalidity_change_ends_the_session(maildir: Path) -> None:
+    deliver(maildir, 2)
+
+    async def go() -> None:
+        cl = Client(maildir)
+        await cl(b"a SELECT INBOX\r\n")
+        # The UID state is lost (an operator restored an old copy, a disk error): the
+        # next look rebuilds it with a new UIDVALIDITY, which voids the client's UIDs.
+        (maildir / "qtoaster-uidlist").write_bytes(b"garbage\n")
+        out = await cl(b"b NOOP\r\n")
+        assert out[0] == b"* BYE Mailbox UIDVALIDITY changed", out
 
     run(go())

@@ -32,6 +32,7 @@ from qtoaster.maildir.storeapi import (
     MessageMeta,
     Store,
     StoreError,
+    UidValidityChanged,
     View,
 )
 from qtoaster.protocols.imap import commands as c
@@ -152,7 +153,15 @@ class MailSession:
             return
         changes, self.polled = self.polled, None
         if changes is None:
-            changes = await self.run(view.refresh)
+            try:
+                changes = await self.run(view.refresh)
+            except UidValidityChanged:
+                log.warning(
+                    "%s UIDVALIDITY of %s changed: session ended", self.session.id, view.name
+                )
+                self.view = None
+                self.session.bye("Mailbox UIDVALIDITY changed")
+                raise
         self.apply(changes, expunges=expunges)
 
     async def close(self) -> None:

@@ -51,6 +51,15 @@ class StoreError(QtoasterError):
         self.text = text
 
 
+class UidValidityChanged(StoreError):
+    """The selected folder's UID state was lost and rebuilt with a new UIDVALIDITY while
+    a view had it open: the client's numbering is void (RFC 9051 2.3.1.1); the session
+    ends with ``* BYE``, as Dovecot does, so the client resynchronises."""
+
+    def __init__(self) -> None:
+        super().__init__("SERVERBUG", "the folder's UID state was rebuilt")
+
+
 @dataclass(frozen=True, slots=True)
 class MessageMeta:
     """One message of a selected folder: what FLAGS, UID, MODSEQ, RFC822.SIZE,

@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, BinaryIO
 from qtoaster.maildir.folderstate import FolderState, settled
 from qtoaster.maildir.keywords import info_of, with_info
 from qtoaster.maildir.storeapi import (
-    DELETED,
-    RECENT,
     Changes,
     CopyResult,
+    DELETED,
     MessageMeta,
+    RECENT,
     StoreError,
+    UidValidityChanged,
 )
 from qtoaster.maildir.uidstate import Entry
 
@@ -97,7 +98,7 @@ class MaildirView:
         touched = self._folder.load()
         if touched is None or self._folder.state.uidvalidity != self.uidvalidity:
             if self._folder.state.uidvalidity != self.uidvalidity:
-                raise StoreError("SERVERBUG", "the folder's UID state was rebuilt")
+                raise UidValidityChanged()
             self._touched = None
         scanned, recent = self._folder.scan(move_new=not self.readonly, force=force)
         self._recent |= recent
