@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, BinaryIO
 from qtoaster.maildir.folderstate import FolderState, settled
 from qtoaster.maildir.keywords import info_of, with_info
 from qtoaster.maildir.storeapi import (
+    DELETED,
+    RECENT,
     Changes,
     CopyResult,
-    DELETED,
     MessageMeta,
-    RECENT,
     StoreError,
     UidValidityChanged,
 )
