@@ -17,7 +17,7 @@ from qtoaster.directory.store import (
 
 @click.group()
 def alias() -> None:
-    """Forwards (vpopmail's valias): add, delete, list."""
+    """Forwards (vpopmail's valias): add, del, list."""
 
 
 @alias.command("add")

@@ -31,7 +31,7 @@ from qtoaster.directory.store import (
 
 @click.group()
 def domain() -> None:
-    """Virtual domains: add, delete, list, show, change."""
+    """Virtual domains: add, del, set, catchall, show, list."""
 
 
 @domain.command("add")

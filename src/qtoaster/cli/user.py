@@ -34,7 +34,7 @@ from qtoaster.maildir.quota import Quota, read_maildirsize
 
 @click.group()
 def user() -> None:
-    """Mailbox users: add, delete, list, show, change."""
+    """Mailbox users: add, del, passwd, quota, set, show, list."""
 
 
 @user.command("add")
