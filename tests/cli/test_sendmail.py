@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from qtoaster.cli.main import cli
-from qtoaster.cli.sendmail import UsageError, parse_args, run
+from qtoaster.cli.sendmail import USAGE, UsageError, parse_args, run
 from qtoaster.core.home import Home
 from qtoaster.queue.store import QueuedMessage, QueueStore
 
@@ -178,3 +178,25 @@ def test_console_script_main(home: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert only(home)[0].envelope.recipients == ("bob@example.com",)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_usage_and_exits_0(
+    tmp_path: Path, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No home is needed (tmp_path has no control/me): help comes before anything is read.
+    assert send(tmp_path, [flag], b"") == 0
+    out, err = capsys.readouterr()
+    assert out == USAGE and err == ""
+    for option in ("--home DIR", "-f SENDER", "-F FULLNAME", "-t", "-i, -oi", "-h, --help"):
+        assert option in out
+    result = CliRunner().invoke(cli, ["sendmail", flag], input=b"")
+    assert result.exit_code == 0 and result.output == USAGE
+    assert parse_args(["-oi", flag]).help  # after other options too
+    assert not parse_args(["bob@example.com", flag]).help  # an operand: a recipient
+
+
+def test_usage_names_only_options_the_parser_accepts() -> None:
+    for letters in ("f", "F", "t", "i", "o", "b", "v", "m", "x", "E", "J"):
+        assert f"-{letters}" in USAGE
+    parse_args(["-f", "a@b", "-F", "n", "-t", "-i", "-oi", "-bm", "-v", "-m", "-x", "-E", "-J"])

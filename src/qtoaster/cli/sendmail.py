@@ -4,7 +4,8 @@ Flags as qmail's sendmail wrapper takes them (getopt string ``vimte:f:p:o:B:F:EJ
 plus N:, R:, V:, X:, L: accepted and ignored): ``-f sender``, ``-F fullname``, ``-t``
 (recipients from To/Cc/Bcc, Bcc removed; command-line recipients are added to them),
 ``-i``/``-oi`` (a lone ``.`` does not end the input), ``-oXXX`` ignored, ``-bm`` the
-default; ``-bs``/``-bp`` are refused.  Parsed by hand: click would mangle ``-oi``.
+default; ``-bs``/``-bp`` are refused; ``-h`` or ``--help`` among the options prints
+:data:`USAGE` and exits 0.  Parsed by hand: click would mangle ``-oi``.
 
 The message gets what qmail-inject adds when missing: ``Date:``, ``Message-ID:`` and
 ``From:``.  Envelope sender: ``-f`` (which also sets QMAILUSER/QMAILHOST and drops
@@ -42,6 +43,25 @@ _WITH_ARGUMENT = set("efpoBFbNRVXL")
 _IGNORED = set("vimxEJ")
 
 
+# What parse_args accepts, said plainly: keep it in step with the parser below.
+USAGE = """\
+usage: qtoaster sendmail [--home DIR] [-f SENDER] [-F FULLNAME] [-t] [-i] [--] [RECIPIENT...]
+
+Queue the message read on stdin (qmail-inject style: Date, Message-ID and From are added
+when missing).
+
+  --home DIR    the qtoaster home (default: $QTOASTER_HOME, else ./qtoaster-home)
+  -f SENDER     envelope sender (-f '<>' for none)
+  -F FULLNAME   the name in the From: line added when the message has none
+  -t            recipients also from To, Cc and Bcc (Bcc is removed)
+  -i, -oi       a line holding only "." does not end the message
+  -bm           deliver mail (the default); -bs and -bp are not supported
+  -h, --help    this text
+  ignored: -v -m -x -E -J, -e/-p/-B/-N/-R/-V/-X/-L with their argument, other -oX
+  exit status: 0 queued, 100 permanent error, 111 temporary error (qmail-inject's)
+"""
+
+
 class UsageError(QtoasterError):
     pass
 
@@ -54,6 +74,7 @@ class Options:
     dot_ends: bool = True
     recipients: list[str] = field(default_factory=list)
     home: str | None = None
+    help: bool = False
 
 
 def parse_args(args: Sequence[str]) -> Options:
@@ -65,6 +86,10 @@ def parse_args(args: Sequence[str]) -> Options:
         if arg == "--":
             i += 1
             break
+        if arg in ("-h", "--help"):
+            opts.help = True  # sendmail's -h (hop count) is not qmail's either: help
+            i += 1
+            continue
         if arg == "--home" or arg.startswith("--home="):
             if arg == "--home":
                 i += 1
@@ -238,6 +263,9 @@ def run(
         opts = parse_args(args)
     except UsageError as exc:
         return _fail(str(exc), EXIT_PERMANENT)
+    if opts.help:
+        sys.stdout.write(USAGE)
+        return 0
     home = home or Home.resolve(opts.home)
     from qtoaster.config.control import read_line
 
