@@ -129,3 +129,22 @@ def test_delete_removes_the_hold_mark(home: Path) -> None:
     invoke(home, "hold", qid)
     assert invoke(home, "delete", qid, "--yes")[0] == 0
     assert not (home / "queue" / "hold" / qid).exists()
+
+
+def test_retry_of_a_held_message_is_refused(home: Path) -> None:
+    qid = queue_one(home)
+    other = queue_one(home)
+    assert invoke(home, "hold", qid)[0] == 0
+    code, out = invoke(home, "retry", qid)
+    assert code == 1
+    assert "retry requested" not in out
+    assert f"msg {qid}: held, not retried; release it first: qtoaster queue release {qid}" in out
+    code, out = invoke(home, "retry", "--all")
+    assert code == 0
+    assert out.splitlines() == [
+        "retry requested for every message",
+        f"1 held, not retried (qtoaster queue release ID...): {qid}",
+    ]
+    assert invoke(home, "retry", other) == (0, f"retry requested for msg {other}\n")
+    assert invoke(home, "release", qid)[0] == 0
+    assert invoke(home, "retry", qid) == (0, f"retry requested for msg {qid}\n")

@@ -6,7 +6,8 @@ per recipient marked ``done`` (final result recorded), ``local`` or ``remote``.
 
 ``retry``, ``hold`` and ``release`` tell a running queue manager through the trigger
 FIFO (qmail-send's SIGALRM for retry); a hold is a mark in ``queue/hold/`` that survives
-restarts, so they work whether or not the server is running.
+restarts, so they work whether or not the server is running.  ``retry`` of a held
+message is refused (exit 1, naming ``queue release``): the manager would skip it.
 
 Invariants: nothing here writes messages except ``delete``, which asks first (or takes
 ``--yes``); an unknown id is a one-line error and exit status 1.
@@ -159,10 +160,22 @@ def retry(home: Home, qid: str | None, everything: bool) -> None:
     store = _store(home)
     if everything == (qid is not None):
         raise click.UsageError("give one message id or --all")
+    held = store.held()
     if qid is not None:
         _load(store, qid)
+        if qid in held:
+            # The manager skips held messages: saying "retry requested" would be untrue.
+            raise click.ClickException(
+                f"msg {qid}: held, not retried; release it first: qtoaster queue release {qid}"
+            )
     store.notify(f"!{qid or '*'}")
     click.echo(f"retry requested for {f'msg {qid}' if qid else 'every message'}")
+    held_queued = sorted(held.intersection(store.ids())) if qid is None else []
+    if held_queued:
+        click.echo(
+            f"{len(held_queued)} held, not retried (qtoaster queue release ID...): "
+            + " ".join(held_queued)
+        )
 
 
 @queue.command()
