@@ -80,6 +80,8 @@ def test_domain_del_asks_first(home: Home) -> None:
         (("user", "add", "a@nowhere.example"), "unknown domain: nowhere.example"),
         (("user", "add", "not-an-address"), "invalid address"),
         (("user", "add", "a/b@example.com"), "invalid address"),
+        (("user", "add", "alice@"), "invalid address 'alice@': the domain is missing"),
+        (("user", "add", "@example.com"), "invalid address '@example.com': the local part is"),
         (("user", "add", "postmaster@example.com"), "already exists"),
         (("user", "add", "a@example.com", "--quota", "lots"), "invalid quota"),
         (("user", "add", "a@example.com", "--password", "x", "--password-stdin"), "not both"),

@@ -22,6 +22,7 @@ from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.directory import credentials, schema
 from qtoaster.directory.engine import make_engine
+from qtoaster.directory.model import valid_target
 from qtoaster.directory.schema import UNKNOWN_BOUNCE, UserFlag
 from qtoaster.directory.store import (
     Directory,
@@ -396,3 +397,21 @@ def test_an_unstorable_local_part_is_an_unknown_user_of_a_hosted_domain(
     assert (found.domain, found.user, found.forwards) == ("example.com", None, ())
     assert found.unknown_user == UNKNOWN_BOUNCE and not found.exists
     assert directory.resolve(f"{local}@ex\udcffample.com") is None
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("alice@", "invalid address 'alice@': the domain is missing"),
+        ("@example.com", "invalid address '@example.com': the local part is missing"),
+        ("@", "invalid address '@': the domain is missing"),
+    ],
+)
+def test_an_empty_part_is_named(address: str, message: str) -> None:
+    # Was "invalid domain name: ''" for alice@, which names neither the address nor the fault.
+    with pytest.raises(DirectoryError) as caught:
+        valid_address(address)
+    assert str(caught.value) == message
+    with pytest.raises(DirectoryError) as caught:
+        valid_target(address)
+    assert str(caught.value) == message

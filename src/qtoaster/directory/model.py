@@ -93,10 +93,21 @@ def valid_domain(name: str) -> str:
 def valid_address(address: str) -> tuple[str, str]:
     """``(local, domain)`` lower-cased, or DirectoryError if not a mailbox address."""
     local, domain = split_address(address)
+    _missing_part(address)
     lowered = local.lower()
     if "@" not in address or len(lowered) > 64 or not _LOCAL.match(lowered):
         raise DirectoryError(f"invalid address: {address!r}")
     return lowered, valid_domain(domain)
+
+
+def _missing_part(address: str) -> None:
+    """A clear DirectoryError for ``alice@`` or ``@example.com`` (an empty domain was
+    reported as "invalid domain name: ''", which names no address)."""
+    local, at, domain = address.rpartition("@")
+    if at and not domain:
+        raise DirectoryError(f"invalid address {address!r}: the domain is missing")
+    if at and not local:
+        raise DirectoryError(f"invalid address {address!r}: the local part is missing")
 
 
 def valid_target(target: str) -> str:
@@ -109,6 +120,7 @@ def valid_target(target: str) -> str:
             raise DirectoryError(f"invalid Maildir target {target!r} (absolute, ending in /)")
         return target
     local, domain = split_address(target)
+    _missing_part(target)
     if "@" not in target or not local or any(c in target for c in " \t\r\n<>"):
         raise DirectoryError(f"invalid forward address: {target!r}")
     return f"{local}@{valid_domain(domain)}"
