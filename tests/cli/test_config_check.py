@@ -104,3 +104,33 @@ def test_check_fails_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["config", "check", "--home", str(home.root)])
     assert result.exit_code == 1
     assert result.stdout.startswith("users.sqlite3: cannot read it: "), result.output
+
+
+def test_check_warns_about_unknown_control_files(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    (home.control / "databyts").write_text("1000000\n")  # misspelt: qmail ignores it silently
+    (home.control / "frobnicate").write_text("x\n")
+    (home.control / "plusdomain").write_text("example.com\n")  # qmail's: not reported
+    (home.control / ".databytes.swp").write_text("")  # an editor's: not reported
+    result = CliRunner().invoke(cli, ["config", "check", "--home", str(home.root)])
+    assert result.exit_code == 0, result.output  # a warning, not a problem
+    assert result.stdout == "configuration OK\n"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: control/")]
+    assert warnings == [
+        "warning: control/databyts: not a control file qtoaster or qmail knows (it is "
+        "ignored); did you mean databytes?",
+        "warning: control/frobnicate: not a control file qtoaster or qmail knows (it is ignored)",
+    ]
+
+
+def test_known_control_files_cover_what_init_writes(tmp_path: Path) -> None:
+    from qtoaster.config.control import KNOWN_CONTROL_FILES, unknown_control_files
+
+    result = CliRunner().invoke(
+        cli, ["init", "--home", str(tmp_path / "h"), "--me", "mx.example.com"]
+    )
+    assert result.exit_code == 0, result.output
+    control = tmp_path / "h" / "control"
+    assert set(p.name for p in control.iterdir()) <= KNOWN_CONTROL_FILES
+    assert unknown_control_files(control) == []
+    assert unknown_control_files(tmp_path / "missing") == []

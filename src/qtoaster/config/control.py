@@ -18,6 +18,8 @@ Nothing here is read again after loading: a reload builds a new `Controls`.
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -272,7 +274,53 @@ def _build(reader: _Reader, me: str) -> Controls:
     )
 
 
+# Every name control/ may hold: what qtoaster reads (this module, config/rolecontrols.py,
+# tls/, remote/) and what a qmail toaster's patches read that qtoaster ignores, so a
+# control/ copied across from an old toaster is not reported. config check warns about
+# anything else: a misspelt name (``databyts``) is otherwise silently ignored, as qmail does.
+KNOWN_CONTROL_FILES = frozenset(
+    {
+        # read by qtoaster
+        "badhelo", "badmailfrom", "badmailfromnorelay", "badmailto", "badmailtonorelay",
+        "bouncefrom", "bouncehost", "clientca.pem", "clientcert.pem", "clientcrl.pem",
+        "concurrencylocal", "concurrencyremote", "databytes", "defaultdomain", "dh1024.pem",
+        "doublebouncehost", "doublebounceto", "envnoathost", "helohost", "localiphost",
+        "locals", "me", "mfcheck", "morercpthosts", "notlshosts", "outgoingip",
+        "percenthack", "queuelifetime", "rcpthosts", "servercert.pem", "signatures",
+        "smtpgreeting", "smtproutes", "tarpitcount", "tarpitdelay", "timeoutconnect",
+        "timeoutremote", "timeoutsmtpd", "tlsclientciphers", "tlsclients", "tlshosts",
+        "tlsserverciphers", "virtualdomains",
+        # qmail's and its toaster patches', not read by qtoaster
+        "concurrencyincoming", "defaulthost", "dh512.pem", "domainkeys", "idhost",
+        "morercpthosts.cdb", "plusdomain", "qmqpservers", "rsa512.pem", "smtpplugins",
+        "spfbehavior", "spfexp", "spfguess", "spfrules", "blacklists", "validrcptto.cdb",
+    }
+)  # fmt: skip
+
+
+def unknown_control_files(control_dir: Path) -> list[str]:
+    """A warning for every entry of control/ that is no known control file, with the
+    nearest known name when there is one (difflib). Hidden files are an editor's, not
+    the operator's, and are left alone."""
+    try:
+        names = sorted(os.listdir(control_dir))
+    except OSError:
+        return []  # load_controls reports a missing or unreadable control/
+    warnings = []
+    for name in names:
+        if name.startswith(".") or name in KNOWN_CONTROL_FILES:
+            continue
+        close = difflib.get_close_matches(name, KNOWN_CONTROL_FILES, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(
+            f"{control_dir.name}/{name}: not a control file qtoaster or qmail knows "
+            f"(it is ignored){hint}"
+        )
+    return warnings
+
+
 __all__ = [
+    "KNOWN_CONTROL_FILES",
     "SPAWN_LIMIT",
     "Controls",
     "ascii_lower",
@@ -281,4 +329,5 @@ __all__ = [
     "read_int",
     "read_line",
     "read_list",
+    "unknown_control_files",
 ]

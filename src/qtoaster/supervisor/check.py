@@ -70,12 +70,15 @@ def check_startup(home: Home) -> list[str]:
 
 def check_warnings(home: Home) -> list[str]:
     """What an operator should hear about without it being a problem (expiry soon, a
-    PostgreSQL directory that keeps credentials in its own database)."""
+    PostgreSQL directory that keeps credentials in its own database, a control file
+    name nobody reads)."""
+    from qtoaster.config.control import unknown_control_files
     from qtoaster.config.settings import load_settings
     from qtoaster.directory.credentials import separation_warning
     from qtoaster.tls.certs import check_servercert
 
     warnings = check_servercert(home.control / "servercert.pem", dt.datetime.now(dt.UTC))[1]
+    warnings += unknown_control_files(home.control)
     try:
         settings = load_settings(home.settings_file)
     except ConfigError:
