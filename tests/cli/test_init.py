@@ -27,6 +27,21 @@ def test_init_creates_home_and_prints_next_steps(tmp_path: Path) -> None:
     assert check_config(Home(root)) == []
 
 
+def test_init_quiet_omits_the_next_steps(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    args = ["init", "--quiet", "--home", str(root), "--me", "mail.example.com"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert f"created {root}" in result.output  # what was made is still said
+    assert "next steps:" not in result.output and "qtoaster run" not in result.output
+    assert check_config(Home(root)) == []
+
+
+def test_demo_script_quiets_init() -> None:
+    demo = (Path(__file__).parents[2] / "scripts" / "demo").read_text()
+    assert "$Q init --quiet " in demo
+
+
 def test_init_smtp_option_repeatable(tmp_path: Path) -> None:
     root = tmp_path / "home"
     args = ["init", "--home", str(root), "--me", "m.test"]

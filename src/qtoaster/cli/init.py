@@ -28,6 +28,7 @@ from qtoaster.core.home import Home
 @click.option("--imap", multiple=True, metavar="ADDR:PORT", help="IMAP listener")
 @click.option("--imaps", multiple=True, metavar="ADDR:PORT", help="IMAPS listener")
 @click.option("--demo", is_flag=True, help="throw-away home: fsync off, debug logging")
+@click.option("--quiet", "-q", is_flag=True, help="omit the generic next steps (for scripts)")
 def init(
     home: Home,
     me: str | None,
@@ -39,6 +40,7 @@ def init(
     imap: tuple[str, ...],
     imaps: tuple[str, ...],
     demo: bool,
+    quiet: bool,
 ) -> None:
     """Create a new qtoaster home."""
     from qtoaster.cli.newhome import init_home
@@ -67,7 +69,7 @@ def init(
             click.echo(f"qtoaster init: {problem}", err=True)
         raise SystemExit(1) from None
     _accounts(home)
-    _report(home)
+    _report(home, next_steps=not quiet)
 
 
 def _accounts(home: Home) -> None:
@@ -90,12 +92,14 @@ def _accounts(home: Home) -> None:
         click.echo(f"created {line}")
 
 
-def _report(home: Home) -> None:
+def _report(home: Home, *, next_steps: bool) -> None:
     click.echo(f"created {home.root}")
     for path in sorted(home.root.iterdir()):
         click.echo(f"  {path.name}{'/' if path.is_dir() else ''}")
         if path == home.control:
             click.echo(f"    {' '.join(sorted(p.name for p in path.iterdir()))}")
+    if not next_steps:
+        return  # a script (scripts/demo) does them itself and says its own
     flag = f"--home {home.root}"
     click.echo("next steps:")
     click.echo(f"  qtoaster domain add example.com {flag}")
