@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "dkim": "qtoaster.cli.dkim:dkim",
     "import": "qtoaster.cli.importer:import_group",
     "srs": "qtoaster.cli.srs:srs",
+    "systemd": "qtoaster.cli.systemd:systemd",
 }
 
 

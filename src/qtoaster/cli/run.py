@@ -188,7 +188,10 @@ def serve(
     child_name: str | None,
     workers: int,
 ) -> None:
-    """Run one role in the foreground (for systemd units, containers, or `run`)."""
+    """Run one role in the foreground (what `run` starts; alone, e.g. in a container).
+
+    Under systemd use `qtoaster systemd install`: its unit runs `run`, which notifies.
+    """
     if supervised:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -11,7 +11,10 @@
 - SIGTERM/SIGINT: passed on to every child, which stop gracefully; SIGHUP: the
   configuration is checked first, then the auth role and the smtpd, pop3d and imapd
   workers reload and the queue manager
-  is restarted (it rebuilds its state from disk).
+  is restarted (it rebuilds its state from disk); "reloaded" is logged once it is ready
+  again (its planned exit is not logged as a crash).
+- Under systemd (``$NOTIFY_SOCKET``, supervisor.notify): READY=1 with the ready line,
+  RELOADING=1 ... READY=1 around a reload, STOPPING=1 at shutdown.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from qtoaster.config.settings import IMAP_KINDS, POP3_KINDS, SMTPD_KINDS, Listen
 from qtoaster.core.errors import QtoasterError
 from qtoaster.core.home import Home
 from qtoaster.supervisor.check import check_config
+from qtoaster.supervisor.notify import Notifier
 
 log = logging.getLogger("qtoaster.supervisor")
 STOP_SECONDS = 40.0
@@ -45,6 +49,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     restarts: int = 0
+    stopped_for_reload: bool = False  # its exit is the reload's, not a crash
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -153,6 +158,8 @@ class Supervisor:
         self.bound: list[tuple[Listener, list[socket.socket]]] = []
         self.ready_r, self.ready_w = os.pipe()
         os.set_inheritable(self.ready_w, True)
+        self.notifier = Notifier.from_environment()  # taken out of the roles' environment
+        self.reload_task: asyncio.Task[None] | None = None
 
     def _serve_argv(self, role: str, fds: Sequence[tuple[str, int]], workers: int = 1) -> list[str]:
         argv = [sys.executable, "-m", "qtoaster", "serve", role, "--home", str(self.home.root)]
@@ -221,8 +228,31 @@ class Supervisor:
             log.error("SIGHUP: configuration has problems, not reloading:\n%s", "\n".join(problems))
             return
         log.info("SIGHUP: reloading")
+        self.notifier.reloading()
+        restarted = [c for c in self.children if c.role == "send" and c.proc is not None]
+        for child in restarted:
+            child.stopped_for_reload = True
         self.signal(signal.SIGHUP, ("auth", "smtpd", "pop3d", "imapd"))
         self.signal(signal.SIGTERM, ("send",))  # restarted by the monitor with fresh state
+        if self.reload_task is not None:
+            self.reload_task.cancel()  # this reload's READY=1 stands for both
+        self.reload_task = asyncio.get_running_loop().create_task(self.reloaded(restarted))
+
+    async def reloaded(self, restarted: list[Child]) -> None:
+        """Once the restarted roles are ready again: the log line and READY=1 (systemd
+        keeps the unit "reloading" until then)."""
+        try:
+            await asyncio.wait_for(self.restarted_ready(restarted), STOP_SECONDS)
+        except TimeoutError:
+            log.warning("reload: the queue manager is not ready after %.0f s", STOP_SECONDS)
+        else:
+            log.info("reloaded")
+        self.notifier.ready()
+
+    async def restarted_ready(self, children: list[Child]) -> None:
+        for child in children:
+            while child.stopped_for_reload or not child.ready.is_set():
+                await asyncio.sleep(0.05)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -251,8 +281,12 @@ class Supervisor:
                 f"queue manager running; home {self.home.root}",
                 flush=True,
             )
+            self.notifier.ready(f"serving {self.addresses()}")
         await stop.wait()
         self.stopping = True
+        self.notifier.stopping()
+        if self.reload_task is not None:
+            self.reload_task.cancel()
         monitor.cancel()
         return await self.shutdown()
 
@@ -267,6 +301,14 @@ class Supervisor:
                 if child.proc is None or child.proc.poll() is None or self.stopping:
                     continue
                 code = child.proc.returncode
+                if child.stopped_for_reload:
+                    child.stopped_for_reload = False
+                    log.info(
+                        "%s stopped for the reload (exit %s); starting it again", child.role, code
+                    )
+                    child.restarts = 0
+                    self.spawn(child)
+                    continue
                 log.warning("%s exited with %s; restarting", child.role, code)
                 if time.monotonic() - child.started < 1.0:
                     child.restarts += 1
