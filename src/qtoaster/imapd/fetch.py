@@ -19,7 +19,7 @@ literals are the bytes that follow them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from qtoaster.maildir.storeapi import Changes, MessageMeta, StoreError, View
@@ -40,7 +40,7 @@ BATCH = 64
 SLICE = 256 * 1024
 # Items that need the message's structure (and so its file).
 _STRUCTURE = {"ENVELOPE", "BODYSTRUCTURE", "BODY"}
-_CONTENT = {"BODY[]", "BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+_CONTENT = {"BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
 _ALL = Section()
 
 
@@ -53,19 +53,16 @@ class Plan:
     flags: bool  # FLAGS asked, or a body fetch set \\Seen
     modseq: bool  # MODSEQ asked, or CONDSTORE/CHANGEDSINCE
     recent: bool  # show \\Recent (IMAP4rev1)
+    # Derived from ``items`` once per FETCH, not once per message.
+    needs_file: bool = field(init=False)
+    header_only: bool = field(init=False)  # ENVELOPE is the only item reading the file
+    whole_only: bool = field(init=False)  # every item reading the file wants all of it
 
-    @property
-    def needs_file(self) -> bool:
-        return any(_needs_file(item) for item in self.items)
-
-    @property
-    def header_only(self) -> bool:
-        return all(item.name == "ENVELOPE" or not _needs_file(item) for item in self.items)
-
-    @property
-    def whole_only(self) -> bool:
-        """Every item that reads the file wants the whole message: no parsing."""
-        return all(_whole(item) or not _needs_file(item) for item in self.items)
+    def __post_init__(self) -> None:
+        reading = [item for item in self.items if _needs_file(item)]
+        object.__setattr__(self, "needs_file", bool(reading))
+        object.__setattr__(self, "header_only", all(i.name == "ENVELOPE" for i in reading))
+        object.__setattr__(self, "whole_only", all(_whole(i) for i in reading))
 
 
 def _needs_file(item: FetchItem) -> bool:

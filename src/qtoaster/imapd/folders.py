@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from qtoaster.imapd.mailsession import mutf7_or_raw
 from qtoaster.imapd.sequence import compact
 from qtoaster.maildir.storeapi import FolderInfo, FolderStatus, StoreError
 from qtoaster.protocols.imap import commands as c
@@ -201,7 +202,7 @@ class FolderCommands:
 def _matcher(pattern: str, mail: MailSession) -> Callable[[str], bool]:
     """A predicate for LIST's pattern: ``*`` any characters, ``%`` any but the delimiter;
     INBOX matches in any case (RFC 9051 6.3.9)."""
-    name = pattern if mail.utf8 else _decode(pattern)
+    name = pattern if mail.utf8 else mutf7_or_raw(pattern)
     rx = "".join(".*" if ch == "*" else "[^.]*" if ch == "%" else re.escape(ch) for ch in name)
     compiled = re.compile(rx + r"\Z", re.DOTALL)
     inbox = re.compile(rx + r"\Z", re.DOTALL | re.IGNORECASE)
@@ -212,15 +213,6 @@ def _matcher(pattern: str, mail: MailSession) -> Callable[[str], bool]:
         return compiled.match(folder) is not None
 
     return match
-
-
-def _decode(wire: str) -> str:
-    from qtoaster.protocols.imap.encode import mutf7_decode
-
-    try:
-        return mutf7_decode(wire)
-    except ValueError:
-        return wire
 
 
 def _attributes(

@@ -192,7 +192,7 @@ class MailSession:
 
     def name_in(self, wire: str) -> str:
         """A mailbox name as the client wrote it -> the store's name (INBOX any case)."""
-        name = wire if self.utf8 else _mutf7_or_raw(wire)
+        name = wire if self.utf8 else mutf7_or_raw(wire)
         name = name.rstrip(".") if name not in ("", ".") else name
         if name.upper() == "INBOX":
             return "INBOX"
@@ -373,7 +373,9 @@ class MailSession:
         self.conn.tagged(tag, "OK", "ENABLE completed")
 
 
-def _mutf7_or_raw(wire: str) -> str:
+def mutf7_or_raw(wire: str) -> str:
+    """A name a rev1 client sent, decoded from modified UTF-7 (as written when it is not
+    valid modified UTF-7: some clients send raw UTF-8)."""
     try:
         return mutf7_decode(wire)
     except ValueError:

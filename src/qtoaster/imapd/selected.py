@@ -98,7 +98,8 @@ class SelectedCommands:
             items=body.items,
             uid=uid or "UID" in names,
             flags=flags,
-            modseq=mail.condstore and (body.changedsince is not None or "MODSEQ" in names or True),
+            # MODSEQ and CHANGEDSINCE enabled CONDSTORE above; once on, every FETCH shows it.
+            modseq=mail.condstore,
             recent=not mail.rev2,
         )
         work = [(i + 1, mail.metas[i]) for i in picked]
@@ -142,13 +143,14 @@ class SelectedCommands:
         uids = [mail.uids[i] for i in picked]
         flags = [f for f in body.flags if f.lower() != "\\recent"]
         changed, failed = await self._set(view, uids, body.mode, flags, body.unchangedsince)
+        failed_set = set(failed)
         if not body.silent or mail.condstore:
             from bisect import bisect_left
 
             shown = (
                 changed
                 if body.silent
-                else [mail.metas[i] for i in picked if mail.uids[i] not in set(failed)]
+                else [mail.metas[i] for i in picked if mail.uids[i] not in failed_set]
             )
             for meta in shown:
                 i = bisect_left(mail.uids, meta.uid)
@@ -157,7 +159,6 @@ class SelectedCommands:
             if uid:
                 modified = compact(failed)
             else:
-                failed_set = set(failed)
                 modified = compact(i + 1 for i, u in enumerate(mail.uids) if u in failed_set)
             return ("OK", "Conditional STORE failed", f"MODIFIED {modified}")
         return ("OK", "STORE completed", None)
