@@ -172,9 +172,10 @@ class SmtpSession(EngineDriver[ServerConnection]):
             self._mail(event)
         elif isinstance(event, ev.RcptTo):
             self._rcpt(event.address)
-        elif isinstance(event, ev.Data):
+        elif isinstance(event, ev.Data | ev.Bdat):  # the first BDAT opens the message (RFC 3030)
             self.intake.start()
         elif isinstance(event, ev.Rset):
+            self.intake.abort()  # chunks of a BDAT message received so far (RFC 3030 2)
             self.reset()
             self.conn.send(R.FLUSHED)
         elif isinstance(event, ev.Noop):
