@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from qtoaster.core import reply as R
 from qtoaster.core.reply import Reply
 from qtoaster.protocols.smtp import events as ev
+from qtoaster.protocols.smtp.bodyencode import BodyEncoder
 from qtoaster.protocols.smtp.chunking import BdatCommand, ChunkReader, parse_bdat
 from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
 from qtoaster.protocols.smtp.states import State
@@ -125,3 +126,8 @@ def test_chunk_reader_any_split_matches_reference(parts: list[bytes], cuts: list
     out += reader.finish()
     assert out == reference(message)
     assert b"\r" not in out
+    # Relayed by DATA: CRLF lines only, and the only CRLF.CRLF is the one that ends it.
+    encoder = BodyEncoder()
+    wire = b"\r\n" + encoder.encode(out) + encoder.finish()
+    assert wire.find(b"\r\n.\r\n") == len(wire) - 5
+    assert wire.count(b"\n") == wire.count(b"\r\n") == wire.count(b"\r")
