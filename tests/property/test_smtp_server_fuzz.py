@@ -30,6 +30,7 @@ ANSWERS: dict[type, Reply] = {
     ev.MailFrom: R.OK,
     ev.RcptTo: R.OK,
     ev.Data: R.GO_AHEAD,
+    ev.Bdat: R.GO_AHEAD,
     ev.DataEnd: R.OK,
     ev.Rset: R.FLUSHED,
     ev.Noop: R.OK,
@@ -78,6 +79,8 @@ class Driver:
         # until the handshake, which the driver ends).
         if conn.state is State.AUTH:
             assert conn.buffered < MAX_AUTH_LINE
+        elif conn.state is State.CHUNK:
+            assert conn.buffered == 0  # a BDAT chunk is never held whole, whatever its size
         elif conn.state is not State.TLS_PENDING:
             assert conn.buffered < MAX_LINE
 
@@ -154,6 +157,14 @@ TOKENS = [
     b"y" * 120,
     b"STARTTLS",
     b"STARTTLS x",
+    b"BDAT 3",
+    b"BDAT 0 LAST",
+    b"BDAT 7 LAST",
+    b"BDAT 1",
+    b"BDAT 99999999999999999999",
+    b"BDAT 123456789012345678901",
+    b"BDAT",
+    b" BODY=BINARYMIME",
 ]
 LINES = [t for t in TOKENS if b"\n" not in t and b"\r" not in t]
 smtp_bytes = st.one_of(

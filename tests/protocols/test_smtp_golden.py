@@ -110,7 +110,7 @@ class FakeDriver:
             case ev.RcptTo(address=address):
                 domain = split_address(address)[1]
                 return R.OK if domain in ("", "example.test") else R.NOT_RCPTHOSTS
-            case ev.Data():
+            case ev.Data() | ev.Bdat():
                 self.spool.clear()
                 return R.GO_AHEAD
             case ev.DataChunk(data=data):

@@ -284,3 +284,23 @@ async def test_requiretls_origin_flag_reaches_the_agent(tmp_path: Path) -> None:
         ("far.example", ("plain@far.example",)): False,
         ("somewhere.example", ("a@somewhere.example",)): False,
     }
+
+
+async def test_binarymime_message_bounces_without_a_connection(tmp_path: Path) -> None:
+    """RFC 3030 3: BODY=BINARYMIME cannot go by DATA, our only way out: a bounce that
+    says so, and no call to the agent for it (its bounce goes out as usual)."""
+    store, remote, _, manager = make(tmp_path)
+    commit_message(
+        store,
+        Envelope("a@somewhere.example", ("bin@far.example",)),
+        "smtp 192.0.2.1 binarymime",
+        [b"Subject: t\n\n\x00\xff\n"],
+    )
+    try:
+        await run(manager)
+        await run(manager)
+    finally:
+        manager.close()
+    assert [(d, r) for d, r, _ in remote.calls] == [("somewhere.example", ("a@somewhere.example",))]
+    assert b"BODY=BINARYMIME" in remote.calls[0][2] and b"(#5.6.3)" in remote.calls[0][2]
+    assert store.ids() == []

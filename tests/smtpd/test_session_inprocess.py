@@ -221,3 +221,26 @@ async def test_requiretls_in_tls_is_queued_as_an_origin_flag(ctx: SmtpdContext) 
     assert store.load(qid).origin == "smtp 192.0.2.7 requiretls"
     session.data_received(b"QUIT\r\n")
     session.connection_lost(None)
+
+
+async def test_bdat_binarymime_is_queued_with_its_origin_flag(ctx: SmtpdContext) -> None:
+    """RFC 3030: CHUNKING and BINARYMIME offered; the first BDAT opens the spool, RSET drops
+    the chunks so far, and a BINARYMIME message is queued as such (remote delivery bounces
+    it, send/remotelane.py)."""
+    store = QueueStore(ctx.config.home.queue)
+    before = set(store.ids())
+    session, transport = start(ctx)
+    transport.take()
+    session.data_received(b"EHLO client.test\r\n")
+    assert b"250-CHUNKING\r\n250 BINARYMIME\r\n" in transport.take()
+    envelope = b"MAIL FROM:<a@far.test> BODY=BINARYMIME\r\nRCPT TO:<alice@example.test>\r\n"
+    session.data_received(envelope + b"BDAT 3\r\nabcRSET\r\n")
+    assert transport.take().endswith(b"250 2.0.0 3 octets received\r\n250 2.0.0 flushed\r\n")
+    assert session.intake.spool is None
+    session.data_received(envelope + b"BDAT 15 LAST\r\nSubject: b\r\n\r\n\x00")
+    await settled(session)
+    assert transport.take().startswith(b"250 2.0.0 ok\r\n250 2.0.0 ok\r\n250 2.0.0 ok ")
+    [qid] = set(store.ids()) - before
+    assert store.load(qid).origin == "smtp 192.0.2.7 binarymime"
+    session.data_received(b"QUIT\r\n")
+    session.connection_lost(None)

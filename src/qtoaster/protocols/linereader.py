@@ -67,6 +67,14 @@ class LineReader:
         self._buf, self._pos = b"", 0
         return chunk
 
+    def take(self, limit: int) -> bytes:
+        """At most ``limit`` buffered bytes (a BDAT chunk's octets); the rest stays."""
+        chunk = self._buf[self._pos : self._pos + limit]
+        self._pos += len(chunk)
+        if self._pos >= len(self._buf):
+            self._buf, self._pos = b"", 0
+        return chunk
+
     def put_back(self, rest: bytes) -> None:
         """Bytes taken by :meth:`take_all` that were not used (commands after DATA's dot)."""
         self._buf, self._pos = rest + self.take_all(), 0

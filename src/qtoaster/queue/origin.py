@@ -4,7 +4,8 @@ and the one predicate over it: :func:`trusted`.
 Origins written: ``smtp IP`` (an SMTP client we relay nothing for), followed by flag words:
 ``relay`` (a session that authenticated with SMTP AUTH or had RELAYCLIENT set: one of our
 users) and ``requiretls`` (MAIL FROM had REQUIRETLS, RFC 8689: remote delivery obeys it),
-e.g. ``smtp 192.0.2.1 relay requiretls``;
+e.g. ``smtp 192.0.2.1 relay requiretls``, and ``binarymime`` (MAIL FROM had BODY=BINARYMIME,
+RFC 3030 3: never relayed by DATA, send/remotelane.py bounces it);
 ``inject uid N`` (``queue-inject``), ``sendmail uid N``, ``bounce`` (our own bounces) and
 ``forward`` (a ``.qmail``/alias forward of mail that came from elsewhere).
 
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 RELAY = "relay"
 REQUIRETLS = "requiretls"
+BINARYMIME = "binarymime"
 _LOCAL = frozenset(("inject", "sendmail", "bounce"))
 
 
-def smtp_origin(ip: str, relay: bool, requiretls: bool = False) -> str:
+def smtp_origin(ip: str, relay: bool, requiretls: bool = False, binarymime: bool = False) -> str:
     """What smtpd writes: ``smtp IP``, with ``relay`` for an authenticated or relaying
-    session and ``requiretls`` for a message sent with REQUIRETLS."""
-    flags = (RELAY,) * relay + (REQUIRETLS,) * requiretls
+    session, ``requiretls`` for a message sent with REQUIRETLS and ``binarymime`` for one
+    sent with BODY=BINARYMIME."""
+    flags = (RELAY,) * relay + (REQUIRETLS,) * requiretls + (BINARYMIME,) * binarymime
     return with_flags(f"smtp {ip}", flags)
 
 

@@ -26,7 +26,7 @@ from typing import Protocol
 from qtoaster.core.clock import Clock
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule
-from qtoaster.queue.origin import REQUIRETLS, origin_flags
+from qtoaster.queue.origin import BINARYMIME, REQUIRETLS, origin_flags
 from qtoaster.queue.store import QueueStore
 from qtoaster.remote.body import Body
 from qtoaster.remote.politeness import Politeness
@@ -38,6 +38,11 @@ from qtoaster.send.signing import OutboundSigner
 log = logging.getLogger("qtoaster.send")
 
 UNREADABLE = "Unable to read the message from the queue: {why}. (#4.3.0)"
+BINARYMIME_NOT_RELAYED = (
+    "Sorry, this message was sent with BODY=BINARYMIME, which DATA cannot carry,"
+    " and I relay by DATA only. (#5.6.3)"
+)
+"""RFC 3030 3: binary content may not be sent with DATA; qtoaster's client has no BDAT."""
 PAUSED = "Delivery to {domain} is paused after a failed attempt; I'll try again later. (#4.4.1)"
 
 
@@ -147,6 +152,8 @@ class RemoteLane:
         """One call to the agent with the queue file open as ``fd``, which is closed here."""
         message = job.message
         try:
+            if BINARYMIME in origin_flags(message.origin):  # no next hop can get it by DATA
+                return [Result(Outcome.PERMANENT, BINARYMIME_NOT_RELAYED)] * len(rcpts), True
             body = Body(fd, message.body_offset, message.size, await head())
             attempt = await self.agent.deliver(
                 body,

@@ -7,7 +7,8 @@ session offers and answers; the check and the failure delay are the auth role's
 Rules:
 - EHLO lines in the seed's order: greeting, STARTTLS (offered while not in TLS and a
   certificate is installed), ``AUTH <mechs>`` and the old ``AUTH=<mechs>`` form,
-  PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES, SIZE; then REQUIRETLS (RFC 8689) in TLS only;
+  PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES, SIZE, CHUNKING, BINARYMIME (RFC 3030);
+  then REQUIRETLS (RFC 8689) in TLS only;
 - ``MAIL FROM:<a> REQUIRETLS`` outside TLS gets `REQUIRETLS_NEEDS_TLS`; in TLS the message
   is queued with the ``requiretls`` origin flag (queue/format.py);
 - PLAIN and LOGIN are offered only in TLS unless ``[auth] allow_plaintext``; asking for
@@ -74,6 +75,7 @@ def ehlo_lines(greeting: str, offered: Offer, databytes: int) -> list[str]:
         names = " ".join(m.value for m in offered.mechanisms)
         lines += [f"AUTH {names}", f"AUTH={names}"]
     lines += ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", f"SIZE {databytes}"]
+    lines += ["CHUNKING", "BINARYMIME"]  # RFC 3030, on every listener
     if offered.requiretls:
         lines.append("REQUIRETLS")
     return lines

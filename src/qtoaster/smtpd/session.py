@@ -62,6 +62,7 @@ _ids = itertools.count(1)
 class SmtpSession(EngineDriver[ServerConnection]):
     __slots__ = (
         "_recipient_keys",
+        "binarymime",
         "ctx",
         "env",
         "gate",
@@ -91,6 +92,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
         self.remote_ip = self.local_ip = "unknown"
         self.sender: str | None = None
         self.requiretls = False  # MAIL had REQUIRETLS (RFC 8689): queued as an origin flag
+        self.binarymime = False  # MAIL had BODY=BINARYMIME (RFC 3030): an origin flag too
         self.recipients: list[str] = []  # each address once (recipient_key)
         self._recipient_keys: set[str] | None = None  # made at the first RCPT (idle memory)
         self.policy = SessionState()  # what checks count across commands (chkuser)
@@ -172,9 +174,10 @@ class SmtpSession(EngineDriver[ServerConnection]):
             self._mail(event)
         elif isinstance(event, ev.RcptTo):
             self._rcpt(event.address)
-        elif isinstance(event, ev.Data):
+        elif isinstance(event, ev.Data | ev.Bdat):  # the first BDAT opens the message (RFC 3030)
             self.intake.start()
         elif isinstance(event, ev.Rset):
+            self.intake.abort()  # chunks of a BDAT message received so far (RFC 3030 2)
             self.reset()
             self.conn.send(R.FLUSHED)
         elif isinstance(event, ev.Noop):
@@ -258,6 +261,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
         """Forget the envelope being built (RSET, HELO, DATA, STARTTLS)."""
         self.sender = None
         self.requiretls = False
+        self.binarymime = False
         self.recipients = []
         self._recipient_keys = None
 
@@ -286,6 +290,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
                 return
             self.sender = event.address
             self.requiretls = requiretls
+            self.binarymime = event.body == "BINARYMIME"
             self.recipients = []
             self._recipient_keys = None
             self.conn.send(R.OK)

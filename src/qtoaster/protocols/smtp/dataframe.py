@@ -41,7 +41,8 @@ class Framed(NamedTuple):
 
 
 class HopCounter:
-    """Counts Received/Delivered header lines in raw (CRLF) bytes fed in any split."""
+    """Counts Received/Delivered header lines in bytes fed in any split: raw CRLF lines
+    (DATA) or LF lines (BDAT's queue form, protocols/smtp/chunking.py)."""
 
     def __init__(self) -> None:
         self.hops = 0
@@ -62,7 +63,7 @@ class HopCounter:
 
     def _end_of_line(self) -> None:
         head, self._head = self._head, b""
-        if head.startswith(b"\r\n"):
+        if head.startswith((b"\r\n", b"\n")):  # an empty line (LF alone: BDAT's queue form)
             self._in_header = False
         elif head[:8].lower() == b"received" or head[:9].lower() == b"delivered":
             self.hops += 1

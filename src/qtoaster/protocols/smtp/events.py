@@ -7,8 +7,8 @@ sent is recoverable.
 
 Which events expect a reply (``ServerConnection.send``) is part of the contract:
 
-- reply expected: Helo, MailFrom, RcptTo, Data, DataEnd, Rset, Noop, Vrfy, Help, Quit, Auth,
-  AuthLine, StartTls;
+- reply expected: Helo, MailFrom, RcptTo, Data, Bdat, DataEnd, Rset, Noop, Vrfy, Help, Quit,
+  Auth, AuthLine, StartTls;
 - no reply: DataChunk, DataAborted (the engine already queued the 451), ConnectionClosed.
 """
 
@@ -53,15 +53,32 @@ class Data:
 
 
 @dataclass(frozen=True, slots=True)
+class Bdat:
+    """The first ``BDAT`` of a transaction (RFC 3030), with at least one accepted recipient.
+
+    Answer it as Data: 354 opens the message (nothing is sent: RFC 3030 has no intermediate
+    reply; the chunk's octets follow as DataChunk, and the engine answers each chunk but the
+    last itself with ``250 <n> octets received``; the last ends with DataEnd).  A 4xx/5xx
+    refuses the message: the engine reads and drops the chunk's octets and only then sends
+    that reply (RFC 3030 2), and later BDATs get 503.
+    """
+
+    size: int
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DataChunk:
-    """Message bytes: CRLF turned into LF, dot-stuffing undone.  May end mid-line."""
+    """Message bytes: CRLF turned into LF, dot-stuffing undone (DATA), or a BDAT chunk's
+    octets with every line end as LF (protocols/smtp/chunking.py).  May end mid-line."""
 
     data: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class DataEnd:
-    """The final ``CRLF.CRLF``; ``hops`` counts Received/Delivered header lines (spec 3.6)."""
+    """The final ``CRLF.CRLF``, or the end of ``BDAT ... LAST``; ``hops`` counts
+    Received/Delivered header lines (spec 3.6).  Answered as the end of DATA."""
 
     hops: int
 
@@ -143,6 +160,7 @@ Event = (
     | MailFrom
     | RcptTo
     | Data
+    | Bdat
     | DataChunk
     | DataEnd
     | DataAborted
@@ -162,6 +180,7 @@ REPLY_EXPECTED: tuple[type[Event], ...] = (
     MailFrom,
     RcptTo,
     Data,
+    Bdat,
     DataEnd,
     Rset,
     Noop,

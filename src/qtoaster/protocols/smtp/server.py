@@ -9,6 +9,15 @@ Behaviour (spec 3.1-3.6, RFC 5321, RFC 2920):
 - Lines end at LF, one trailing CR is stripped (qmail).  Pipelined commands are taken one at
   a time, in order; replies accumulate until the driver takes them.  After a 354 the bytes are
   message data (never commands) until ``CRLF.CRLF``; what follows is commands again.
+- BDAT (RFC 3030 CHUNKING, protocols/smtp/chunking.py): exactly the announced octets follow
+  the command line, in the same read or not; they are message content (every line end as
+  LF), never commands; what follows them is commands again.  The first BDAT of a transaction
+  is a :class:`~events.Bdat` event, answered like Data; each chunk but the last is answered
+  ``250 <n> octets received`` by the engine; ``LAST`` ends in DataEnd.  A BDAT out of
+  sequence (503) or refused by the driver has its octets read and dropped before the reply.
+  A BDAT without a valid size gets 501 and closes (its octets cannot be told from commands).
+  Between chunks only BDAT, RSET, NOOP, VRFY, HELP and QUIT are taken (DATA: 503, RFC 3030
+  2); DATA after ``MAIL ... BODY=BINARYMIME`` is 503 (RFC 3030 3).
 - The engine answers by itself, without an event: unknown verbs (502), HELO/EHLO without a
   name (501, RFC 5321 4.1.1.1; qmail accepted it), unparsable paths (555), CR or NUL in a
   MAIL/RCPT address or parameter (501 ``bad address syntax``, #5.1.7 / #5.1.3: it would
@@ -34,7 +43,8 @@ Behaviour (spec 3.1-3.6, RFC 5321, RFC 2920):
 
 Invariants: no I/O imports; after ``next_event`` returns NEED_DATA the input buffer holds less
 than ``max_line`` bytes (``max_auth_line`` in AUTH; unbounded only in TLS_PENDING, which the
-driver ends); no byte buffered when a StartTls is answered 2xx ever becomes an event; an
+driver ends; nothing inside a BDAT chunk, whatever its size: its octets are never held
+whole); no byte buffered when a StartTls is answered 2xx ever becomes an event; an
 event expecting a reply must be answered before the next ``next_event`` (else
 :class:`SmtpProtocolError`); replies leave in the order of the commands.
 """
@@ -60,6 +70,15 @@ from qtoaster.core.reply import (
 )
 from qtoaster.protocols.linereader import TOO_LONG, LineReader
 from qtoaster.protocols.smtp import events as ev
+from qtoaster.protocols.smtp.chunking import (
+    BDAT_EXPECTED,
+    BDAT_SYNTAX,
+    BINARYMIME_NEEDS_BDAT,
+    DATA_AFTER_BDAT,
+    ChunkReader,
+    octets_received,
+    parse_bdat,
+)
 from qtoaster.protocols.smtp.commands import (
     parse_auth_argument,
     parse_auth_line,
@@ -133,6 +152,10 @@ class ServerConnection:
         self._pending: ev.Event | None = None
         self._framer: DataFramer | None = None
         self._data_end: ev.DataEnd | None = None  # waits until the last DataChunk is out
+        self._chunk: ChunkReader | None = None  # the BDAT message being received
+        self._skip = 0  # octets of a refused BDAT chunk still to drop
+        self._skip_reply: bytes | None = None  # the reply to send once they are dropped
+        self._binarymime = False  # the open transaction's MAIL had BODY=BINARYMIME
         self._ignore_input = False  # QUIT seen
         self._errors = 0
         self._nul_cut = False  # the current command line had a NUL (and was cut there)
@@ -182,8 +205,12 @@ class ServerConnection:
         if self._pending is not None:
             raise SmtpProtocolError(f"{self._pending!r} has not been answered")
         while not self.closed:
-            if self._state is State.DATA:
+            if self._skip_reply is not None:
+                event = self._skip_event()
+            elif self._state is State.DATA:
                 event = self._data_event()
+            elif self._state is State.CHUNK:
+                event = self._chunk_event()
             elif self._state is State.AUTH:
                 event = self._auth_line_event()
             elif self._state is State.TLS_PENDING:
@@ -218,6 +245,10 @@ class ServerConnection:
                 self._enhanced = self._offer_enhanced and event.extended
         elif reply.code == 334:
             self._out.append(reply.render())  # RFC 4954 4: the text is the base64 challenge
+        elif isinstance(event, ev.Bdat) and reply.code != 421:
+            # RFC 3030 2: the reply follows the chunk's octets; a 354 (accepted) is not sent.
+            if reply.code >= 400:
+                self._skip_octets(event.size, self._render(reply))
         else:
             self._out.append(self._render(reply))
         self._enter(target, event, 200 <= reply.code < 300)
@@ -273,6 +304,8 @@ class ServerConnection:
         handler = _HANDLERS.get(command.verb)
         if handler is None:
             return self._error(UNIMPLEMENTED)
+        if self._state is State.BDAT and command.verb not in _BETWEEN_CHUNKS:
+            return self._error(DATA_AFTER_BDAT if command.verb == "DATA" else BDAT_EXPECTED)
         return handler(self, command.argument)
 
     def _helo(self, argument: str, extended: bool) -> ev.Event | NeedData | _Again:
@@ -318,7 +351,28 @@ class ServerConnection:
         sequence_error = SEQUENCE_ERRORS.get((self._state, ev.Data))
         if sequence_error is not None:
             return self._error(sequence_error)
+        if self._binarymime:
+            return self._error(BINARYMIME_NEEDS_BDAT)
         return self._emit(ev.Data())
+
+    def _bdat(self, argument: str) -> ev.Event | NeedData | _Again:
+        command = parse_bdat(argument)
+        if command is None:
+            return self._fatal(BDAT_SYNTAX)
+        if self._state is State.BDAT:  # the next chunk of the message (no event)
+            assert self._chunk is not None
+            self._chunk.next_chunk(command.size, command.last)
+            self._state = State.CHUNK
+            return _AGAIN
+        sequence_error = SEQUENCE_ERRORS.get((self._state, ev.Bdat))
+        if sequence_error is not None:
+            # RFC 3030 2: the octets are read anyway, so the stream stays in step.
+            self._errors += 1
+            if self._errors > self._max_errors:
+                return self._fatal(TOO_MANY_ERRORS)
+            self._skip_octets(command.size, self._render(sequence_error))
+            return _AGAIN
+        return self._emit(ev.Bdat(command.size, command.last))
 
     def _auth(self, argument: str) -> ev.Event | NeedData | _Again:
         # Preconditions (auth available, not yet authenticated, no transaction) and the
@@ -376,6 +430,42 @@ class ServerConnection:
             return ev.DataChunk(framed.payload)
         return _AGAIN
 
+    # -- BDAT chunks (RFC 3030) ------------------------------------------------------------
+
+    def _chunk_event(self) -> ev.Event | NeedData | _Again:
+        if self._data_end is not None:
+            end, self._data_end = self._data_end, None
+            return self._emit(end)
+        reader = self._chunk
+        assert reader is not None
+        payload = b""
+        if reader.remaining:
+            if not self._in.buffered:
+                return self._connection_closed() if self._in.eof else NEED_DATA
+            payload = reader.feed(self._in.take(reader.remaining))
+        if not reader.remaining:
+            if reader.last:
+                payload += reader.finish()
+                self._data_end = ev.DataEnd(reader.hops)
+            else:
+                self._out.append(self._render(octets_received(reader.size)))
+                self._state = State.BDAT
+        return ev.DataChunk(payload) if payload else _AGAIN
+
+    def _skip_octets(self, size: int, rendered: bytes) -> None:
+        self._skip, self._skip_reply = size, rendered
+
+    def _skip_event(self) -> ev.Event | NeedData | _Again:
+        if self._skip:
+            if not self._in.buffered:
+                return self._connection_closed() if self._in.eof else NEED_DATA
+            self._skip -= len(self._in.take(self._skip))
+            return _AGAIN
+        assert self._skip_reply is not None
+        self._out.append(self._skip_reply)
+        self._skip_reply = None
+        return _AGAIN
+
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _emit(self, event: ev.Event) -> ev.Event:
@@ -392,7 +482,15 @@ class ServerConnection:
             self._recipients += 1
         elif target is State.COMMAND or (positive and isinstance(event, ev.MailFrom)):
             self._recipients = 0  # transaction over, or a new one (a second MAIL, qmail)
+        if target is State.COMMAND:
+            self._binarymime = False
+        elif positive and isinstance(event, ev.MailFrom):
+            self._binarymime = event.body == "BINARYMIME"
         self._framer = DataFramer() if target is State.DATA else None
+        if isinstance(event, ev.Bdat) and target is State.CHUNK:
+            self._chunk = ChunkReader(event.size, event.last)
+        elif target not in (State.CHUNK, State.BDAT):
+            self._chunk = None
         self._state = target
         if target is State.TLS_PENDING:
             self.discard_input()  # pipelined clear text must never become a command
@@ -419,6 +517,8 @@ class ServerConnection:
         self._in.clear()
         self._framer = None
         self._data_end = None
+        self._chunk = None
+        self._skip, self._skip_reply = 0, None
 
 
 _Handler = Callable[[ServerConnection, str], "ev.Event | NeedData | _Again"]
@@ -436,5 +536,9 @@ _HANDLERS: dict[str, _Handler] = {
     "QUIT": ServerConnection._quit,
     "AUTH": ServerConnection._auth,
     "STARTTLS": ServerConnection._starttls,
+    "BDAT": ServerConnection._bdat,
 }
-"""RFC 5321 4.1.1 verbs, AUTH and STARTTLS; anything else gets 502 (qmail's commands table)."""
+"""RFC 5321 4.1.1 verbs, AUTH, STARTTLS and BDAT; anything else gets 502 (qmail's table)."""
+
+_BETWEEN_CHUNKS = frozenset(("BDAT", "RSET", "NOOP", "VRFY", "HELP", "QUIT"))
+"""The verbs taken in state BDAT (states.py); the others get 503 there."""

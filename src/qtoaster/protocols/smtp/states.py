@@ -7,6 +7,14 @@ States (RFC 5321 3.3 mail transaction, with qmail's sequencing, spec 3.4-3.6):
        COMMAND --Auth 334--> AUTH --AuthLine 334--> AUTH --AuthLine other--> COMMAND
        any command state --StartTls 2xx--> TLS_PENDING --start_tls_done()--> COMMAND
        any state --Quit (any reply) or any 421--> CLOSED
+    RCPT --Bdat 3xx--> CHUNK --(octets of a chunk but the last)--> BDAT --BDAT--> CHUNK ...
+       CHUNK --DataEnd (after BDAT ... LAST)--> COMMAND        RCPT --Bdat 4xx/5xx--> COMMAND
+       BDAT --Rset 2xx--> COMMAND
+
+BDAT (RFC 3030) is a transaction open between two chunks: only BDAT, RSET, NOOP, VRFY,
+HELP and QUIT are taken there (DATA gets 503 as RFC 3030 2 says, the others
+``BDAT_EXPECTED``).  The end of a chunk that is not the last, the chunk octets of a refused
+or out-of-sequence BDAT, and the BDATs after the first are the engine's own (no event).
 
 AUTH is only entered from COMMAND: during a transaction qmail answers
 ``503 no auth during mail transaction (#5.5.0)`` (spec 6.2), so there an Auth event takes
@@ -35,6 +43,8 @@ class State(enum.Enum):
     MAIL = "mail"  # MAIL accepted, no recipient yet
     RCPT = "rcpt"  # at least one recipient accepted
     DATA = "data"  # message bytes flowing until CRLF.CRLF
+    CHUNK = "chunk"  # the octets of a BDAT chunk flowing (RFC 3030 2)
+    BDAT = "bdat"  # a BDAT transaction between two chunks: the next BDAT, or RSET
     AUTH = "auth"  # a 334 was sent: the next line is an AuthLine (RFC 4954 4)
     TLS_PENDING = "tls-pending"  # 220 to STARTTLS sent, handshake not yet done (RFC 3207 4)
     CLOSED = "closed"  # nothing more will be read or answered
@@ -89,6 +99,13 @@ def _build() -> dict[tuple[State, type[ev.Event]], dict[ReplyClass, State]]:
     # qmail closes the transaction at DATA whatever the outcome (spec 3.6).
     table[State.RCPT, ev.Data] = {_I: State.DATA, _N: State.COMMAND}
     table[State.DATA, ev.DataEnd] = {_P: State.COMMAND, _N: State.COMMAND}
+    # RFC 3030: the first BDAT is answered like DATA (3xx: the octets are the message).
+    table[State.RCPT, ev.Bdat] = {_I: State.CHUNK, _N: State.COMMAND}
+    table[State.CHUNK, ev.DataEnd] = {_P: State.COMMAND, _N: State.COMMAND}
+    table[State.BDAT, ev.Rset] = {_P: State.COMMAND, _N: State.BDAT}
+    for verb in (ev.Noop, ev.Vrfy, ev.Help):
+        table[State.BDAT, verb] = {_P: State.BDAT, _N: State.BDAT}
+    table[State.BDAT, ev.Quit] = {_P: State.CLOSED, _I: State.CLOSED, _N: State.CLOSED}
     return table
 
 
@@ -98,6 +115,8 @@ SEQUENCE_ERRORS: dict[tuple[State, type[ev.Event]], Reply] = {
     (State.COMMAND, ev.RcptTo): MAIL_FIRST,
     (State.COMMAND, ev.Data): MAIL_FIRST,
     (State.MAIL, ev.Data): RCPT_FIRST,
+    (State.COMMAND, ev.Bdat): MAIL_FIRST,
+    (State.MAIL, ev.Bdat): RCPT_FIRST,
 }
 """Commands the engine answers by itself in these states (qmail-smtpd.c smtp_rcpt/smtp_data)."""
 
