@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -88,15 +89,18 @@ class Pebble:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"pebble exited: {self.log()}")
             try:
-                httpx.get(self.directory, verify=str(self.ca_bundle), timeout=1).raise_for_status()
+                httpx.get(self.directory, verify=self._trust(), timeout=1).raise_for_status()
                 return
             except httpx.HTTPError:
                 time.sleep(0.05)  # poll interval, bounded by the deadline
         raise RuntimeError(f"pebble did not start: {self.log()}")
 
+    def _trust(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_bundle))
+
     def _management(self, path: str) -> bytes:
         url = f"https://localhost:{self.management_port}{path}"
-        response = httpx.get(url, verify=str(self.ca_bundle), timeout=5)
+        response = httpx.get(url, verify=self._trust(), timeout=5)
         response.raise_for_status()
         return response.content
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from qtoaster.cli.options import home_option
+from qtoaster.cli.options import give_owners, home_option
 from qtoaster.config.control import read_line, read_list
 from qtoaster.config.settings import parse_listen
 from qtoaster.core.home import Home
@@ -263,6 +263,7 @@ def acme_cmd(
     leaf = certs.load_bundle(pem).certs[0]
     record = acme.Record(url, tuple(wanted), acme.fingerprint(leaf))
     acme.save_record(acme.record_path(home), record)
+    give_owners(home)  # the roles' group must read servercert.pem before they reload
     if not no_reload:
         _reload(home)
 
