@@ -22,7 +22,6 @@ from types import TracebackType
 
 import httpx
 from cryptography import x509
-
 from tests.tls.pki import PrivateCA
 
 START_TIMEOUT = 15.0
@@ -72,7 +71,7 @@ class Pebble:
         }
         (self.dir / "pebble.json").write_text(json.dumps(config))
         env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
-        self._log = open(self.dir / "pebble.log", "ab")  # noqa: SIM115
+        self._log = open(self.dir / "pebble.log", "ab")
         self._proc = subprocess.Popen(
             [binary, "-config", str(self.dir / "pebble.json"), "-dnsserver", self.dns],
             env=env,

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-
 from tests.dnsserver import DnsServer, Zone
 from tests.pebbleserver import Pebble, free_port
 
