@@ -10,6 +10,8 @@ failed) leave servercert.pem as it was.
 
 from __future__ import annotations
 
+import grp
+import os
 import smtplib
 import ssl
 import stat
@@ -93,8 +95,11 @@ def test_issue_then_no_renewal_then_force(ca: Ca, home: Path) -> None:
     assert "(forced)" in out
     second = leaf(home)
     assert second != first and second.issuer == intermediate.subject
-    old = x509.load_pem_x509_certificates((home / "control/servercert.pem.old").read_bytes())
-    assert old[0] == first
+    old_path = home / "control/servercert.pem.old"
+    assert x509.load_pem_x509_certificates(old_path.read_bytes())[0] == first
+    if os.geteuid() == 0:  # the old key is the TLS group's too, not every role's
+        assert old_path.stat().st_gid == grp.getgrnam("qtoaster-tls").gr_gid
+        assert stat.S_IMODE(old_path.stat().st_mode) == 0o640
 
 
 def test_other_names_order_again(ca: Ca, home: Path) -> None:

@@ -57,3 +57,16 @@ def test_port_in_use_is_a_clear_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ResponderError, match=f"cannot listen on 127.0.0.1:{port}: "):
             Responder("127.0.0.1", port).__enter__()
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_ipv6_listener() -> None:
+    try:
+        probe = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no ::1 on this host")
+    probe.close()
+    with Responder("::1", 0) as responder:
+        responder.publish(TOKEN, KEYAUTH)
+        answer = httpx.get(f"http://[::1]:{responder.port}{PREFIX}{TOKEN}")
+        assert answer.text == KEYAUTH
