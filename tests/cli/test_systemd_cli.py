@@ -89,3 +89,27 @@ def test_systemd_analyze_verify(tmp_path: Path, home: str) -> None:
     assert "qtoaster.service" not in result.stderr, result.stderr
     text = unit.read_text()
     assert f"--home {quote(home)}" in text
+
+
+def test_install_writes_the_certificate_renewal_units(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    code, out = _install("--home", "/srv/mail", "--dir", str(units))
+    assert code == 0, out
+    service = (units / "qtoaster-cert-renew.service").read_text().splitlines()
+    assert f"ExecStart={sys.executable} -m qtoaster cert acme --home /srv/mail" in service
+    assert "Type=oneshot" in service and "ReadWritePaths=/srv/mail" in service
+    timer = (units / "qtoaster-cert-renew.timer").read_text().splitlines()
+    assert "OnCalendar=*-*-* 00,12:00:00" in timer and "WantedBy=timers.target" in timer
+    assert "systemctl enable --now qtoaster-cert-renew.timer" in out
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+@pytest.mark.parametrize("name", ["qtoaster-cert-renew.service", "qtoaster-cert-renew.timer"])
+def test_systemd_analyze_verify_renewal_units(tmp_path: Path, name: str) -> None:
+    units = tmp_path / "units"
+    assert _install("--home", "/srv/odd home 100%", "--dir", str(units))[0] == 0
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(units / name)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "qtoaster-cert-renew" not in result.stderr, result.stderr

@@ -19,7 +19,7 @@ def home_option(func: F) -> F:
     def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Home:
         home = Home.resolve(value)
         if os.geteuid() == 0:  # what a command run as root wrote gets the roles' owners
-            ctx.call_on_close(lambda: _give_owners(home))
+            ctx.call_on_close(lambda: give_owners(home))
         return home
 
     return click.option(
@@ -32,7 +32,7 @@ def home_option(func: F) -> F:
     )(func)
 
 
-def _give_owners(home: Home) -> None:
+def give_owners(home: Home) -> None:
     """After a command run as root: the owners of decision 0007 (a home without its
     accounts yet is left alone; config check reports it)."""
     from qtoaster.config.settings import load_settings

@@ -1,13 +1,15 @@
-"""``qtoaster systemd install``: the systemd unit that runs ``qtoaster run`` for a home.
+"""``qtoaster systemd install``: the systemd unit that runs ``qtoaster run`` for a home,
+and the service and timer that run ``qtoaster cert acme`` twice a day.
 
-The unit is ``templates/qtoaster.service.in`` filled in (string.Template): the Python
+Each unit is ``templates/NAME.in`` filled in (string.Template): the Python
 that runs now and the home (``--home``/``$QTOASTER_HOME``), quoted for a unit file.
 The sandbox fits the security model (docs/security.md, docs/systemd.md): the supervisor
 starts as root and each role drops to its user, so the bounding set keeps what that
 takes (:data:`CAPABILITIES`).
 
 Invariant: nothing is written with ``--dry-run``; otherwise only ``DIR/qtoaster.service``
-(replaced atomically: a temporary file renamed over it).
+and the two units of :data:`RENEW_UNITS` (each replaced atomically: a temporary file
+renamed over it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from qtoaster.cli.options import home_option
 from qtoaster.core.home import Home
 
 UNIT = "qtoaster.service"
+# `qtoaster cert acme` twice a day (docs/tls.md "ACME"): a oneshot service and its timer
+RENEW_UNITS = ("qtoaster-cert-renew.service", "qtoaster-cert-renew.timer")
 DEFAULT_DIR = "/etc/systemd/system"
 
 # What the code run as root uses (supervisor/, core/privilege.py, cli/run.py):
@@ -66,8 +70,9 @@ def _under_private(path: str) -> str | None:
     return None
 
 
-def render(home: Home, command: str, python: str | None = None) -> Unit:
-    """The unit for ``home``; ValueError for a path a unit file cannot hold."""
+def render(home: Home, command: str, python: str | None = None, name: str = UNIT) -> Unit:
+    """The unit *name* (qtoaster.service or one of :data:`RENEW_UNITS`) for ``home``;
+    ValueError for a path a unit file cannot hold."""
     python = python or sys.executable
     root = str(home.root)
     for path in (root, python):
@@ -97,12 +102,13 @@ def render(home: Home, command: str, python: str | None = None) -> Unit:
         release = version("qtoaster")
     except PackageNotFoundError:
         release = "unknown"
-    template = resources.files("qtoaster.cli").joinpath("templates", f"{UNIT}.in").read_text()
+    template = resources.files("qtoaster.cli").joinpath("templates", f"{name}.in").read_text()
+    args = ("run", "--home", root) if name == UNIT else ("cert", "acme", "--home", root)
     text = Template(template).substitute(
         command=command,
         version=release,
         notes="".join(f"# Note: {note}\n" for note in notes),
-        exec_start=" ".join(quote(a) for a in (python, "-m", "qtoaster", "run", "--home", root)),
+        exec_start=" ".join(quote(a) for a in (python, "-m", "qtoaster", *args)),
         home=quote(root),
         protect_home=protect_home,
         capabilities=" ".join(CAPABILITIES),
@@ -113,7 +119,7 @@ def render(home: Home, command: str, python: str | None = None) -> Unit:
 
 @click.group()
 def systemd() -> None:
-    """systemd integration: the unit that runs `qtoaster run`."""
+    """systemd integration: the unit that runs `qtoaster run`, the certificate's renewal."""
 
 
 @systemd.command()
@@ -124,35 +130,45 @@ def systemd() -> None:
     default=DEFAULT_DIR,
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="where qtoaster.service is written",
+    help="where the units are written",
 )
 @click.option("--dry-run", is_flag=True, help="print the unit instead of writing it")
 def install(home: Home, directory: Path, dry_run: bool) -> None:
     """Write qtoaster.service: `qtoaster run --home HOME` as a Type=notify service, sandboxed
-    (ProtectSystem=strict, the home writable, the capabilities the supervisor uses)."""
+    (ProtectSystem=strict, the home writable, the capabilities the supervisor uses); and
+    qtoaster-cert-renew.service and .timer: `qtoaster cert acme` twice a day."""
     command = f"qtoaster systemd install --home {home.root}"
     if directory != Path(DEFAULT_DIR):
         command += f" --dir {directory}"
     try:
-        unit = render(home, command)
+        units = {name: render(home, command, name=name) for name in (UNIT, *RENEW_UNITS)}
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    notes = units[UNIT].notes
     if dry_run:
-        click.echo(unit.text, nl=False)
-        for note in unit.notes:
+        for name, unit in units.items():
+            if name != UNIT:
+                click.echo(f"\n# ---- {name} ----")
+            click.echo(unit.text, nl=False)
+        for note in notes:
             click.echo(f"note: {note}", err=True)
         return
     if not home.settings_file.is_file():
         click.echo(
             f"note: {home.root} has no qtoaster.toml yet: run `qtoaster init` first", err=True
         )
-    target = directory / UNIT
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{UNIT}.tmp")
-    tmp.write_text(unit.text)
-    tmp.chmod(0o644)
-    os.replace(tmp, target)
-    click.echo(f"wrote {target}")
-    for note in unit.notes:
+    for name, unit in units.items():
+        target = directory / name
+        tmp = target.with_name(f".{name}.tmp")
+        tmp.write_text(unit.text)
+        tmp.chmod(0o644)
+        os.replace(tmp, target)
+        click.echo(f"wrote {target}")
+    for note in notes:
         click.echo(f"note: {note}")
     click.echo("next: systemctl daemon-reload && systemctl enable --now qtoaster")
+    click.echo(
+        "with a certificate from `qtoaster cert acme`: systemctl enable --now "
+        "qtoaster-cert-renew.timer"
+    )

@@ -290,6 +290,8 @@ KNOWN_CONTROL_FILES = frozenset(
         "smtpgreeting", "smtproutes", "tarpitcount", "tarpitdelay", "timeoutconnect",
         "timeoutremote", "timeoutsmtpd", "tlsclientciphers", "tlsclients", "tlshosts",
         "tlsserverciphers", "virtualdomains",
+        # the previous certificate, kept by qtoaster cert install and cert acme
+        "servercert.pem.old", "clientcert.pem.old",
         # qmail's and its toaster patches', not read by qtoaster
         "concurrencyincoming", "defaulthost", "dh512.pem", "domainkeys", "idhost",
         "morercpthosts.cdb", "plusdomain", "qmqpservers", "rsa512.pem", "smtpplugins",

@@ -25,6 +25,8 @@ from qtoaster.directory.credentials import credentials_file
 from qtoaster.mailauth.srs import key_path
 
 ROOT = "root"
+# control/ files with a private key in them: a rule of their own, not control/'s 0640
+KEY_FILES = ("servercert.pem", "clientcert.pem", "servercert.pem.old", "clientcert.pem.old")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,9 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
         Rule(home.control, root, common, 0o750, contents=True),
         Rule(home.control / "servercert.pem", root, users.tls_group, 0o640),
         Rule(home.control / "clientcert.pem", root, users.tls_group, 0o640),
+        # The previous certificate (cert install, cert acme) holds a private key as well.
+        Rule(home.control / "servercert.pem.old", root, users.tls_group, 0o640),
+        Rule(home.control / "clientcert.pem.old", root, users.tls_group, 0o640),
         Rule(home.tcp_smtp, root, common, 0o640),
         Rule(home.root / "tcp.smtp.cdb", root, common, 0o640),
         Rule(home.database, root, common, 0o640),
@@ -67,6 +72,8 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
         Rule(home.domains, users.send, users.send, 0o700),
         # DKIM private keys (docs/dkim.md): the send role signs; nobody else reads them.
         Rule(home.root / "dkim", users.send, users.send, 0o700),
+        # The ACME account key and the record of cert acme (tls/acme.py): root's alone.
+        Rule(home.root / "acme", root, root, 0o700, contents=True),
     ]
     dkim = home.root / "dkim"
     if dkim.is_dir() and not dkim.is_symlink():
@@ -92,7 +99,7 @@ def apply(home: Home, users: RoleUsers) -> list[str]:
         changed += _fix(rule.path, uid, gid, rule.mode)
         if rule.contents and rule.path.is_dir():
             for child in sorted(rule.path.iterdir()):
-                own_rule = child.name in ("servercert.pem", "clientcert.pem")
+                own_rule = child.name in KEY_FILES
                 if child.is_file() and not child.is_symlink() and not own_rule:
                     changed += _fix(child, uid, gid, rule.mode & 0o640)
     changed += _own_mailboxes(home, users)
