@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import ssl
 import stat
 from pathlib import Path
@@ -133,3 +134,31 @@ def test_write_private_mode_and_old(tmp_path: Path) -> None:
     certs.write_private(path, b"three", keep_old=True)
     assert (tmp_path / "servercert.pem.old").read_bytes() == b"two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["servercert.pem", "servercert.pem.old"]
+
+
+def test_write_private_replacing_takes_over_owner_and_mode(tmp_path: Path) -> None:
+    # A renewal must not leave servercert.pem unreadable to the roles' TLS group until
+    # give_owners runs: the new file takes the old one's group and mode before the rename.
+    path = tmp_path / "servercert.pem"
+    certs.write_private(path, b"old")
+    group = os.getgid() if os.geteuid() != 0 else 65534
+    os.chown(path, os.geteuid(), group)
+    os.chmod(path, 0o640)
+    certs.write_private(path, b"new", keep_old=True)
+    st = path.stat()
+    assert path.read_bytes() == b"new"
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (group, 0o640)
+
+
+def test_write_private_never_wider_than_0640(tmp_path: Path) -> None:
+    path = tmp_path / "key.pem"
+    path.write_bytes(b"old")
+    os.chmod(path, 0o644)
+    certs.write_private(path, b"new")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_write_private_first_file_is_0600(tmp_path: Path) -> None:
+    path = tmp_path / "key.pem"
+    certs.write_private(path, b"new")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

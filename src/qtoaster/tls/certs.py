@@ -15,6 +15,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,7 +214,11 @@ def warnings(cert: x509.Certificate, hostname: str | None, now: dt.datetime) -> 
 
 def write_private(path: Path, data: bytes, *, keep_old: bool = False) -> None:
     """Write *data* to *path* atomically with mode 0600; *keep_old* keeps the previous
-    file as ``<path>.old`` (replacing an older one)."""
+    file as ``<path>.old`` (replacing an older one).
+
+    A file that replaces one takes over its owner, group and mode (at most 0640) before
+    the rename: a role that reads it (servercert.pem is root:qtoaster-tls 0640) never
+    finds the new file unreadable between the rename and ``give_owners``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -222,6 +227,7 @@ def write_private(path: Path, data: bytes, *, keep_old: bool = False) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o600)  # O_CREAT on an existing tmp keeps its mode
+        _take_over_owner(path, tmp)
         if keep_old and path.exists():
             # A second name for the old file, so *path* itself never goes missing.
             old_tmp = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -232,6 +238,18 @@ def write_private(path: Path, data: bytes, *, keep_old: bool = False) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def _take_over_owner(path: Path, tmp: Path) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return  # a first install: 0600, give_owners does the rest
+    try:
+        os.chown(tmp, st.st_uid, st.st_gid)
+    except PermissionError:
+        return  # not root and not the group's member: stays 0600, the caller's own
+    os.chmod(tmp, stat.S_IMODE(st.st_mode) & 0o640)
 
 
 EXPIRY_WARNING = dt.timedelta(days=14)
