@@ -91,9 +91,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: object) -
     home_a = make_home(root / "a", me="mx-a.example.test", database_url=url, smtp=f"{HOST_A}:0")
     home_b = root / "b" / "home"
     configure(home_b, me="mx-b.example.test", database_url=url, smtp=f"{HOST_B}:0")
-    # What must agree: rcpthosts (written by `domain add` on A) is copied; the mailbox
-    # store is shared.
+    # What must agree (docs/cluster.md): rcpthosts (written by `domain add` on A) and the
+    # SRS key are copied; the mailbox store is shared.
     shutil.copy2(home_a / "control" / "rcpthosts", home_b / "control" / "rcpthosts")
+    shutil.copy2(home_a / "secrets" / "srs.key", home_b / "secrets" / "srs.key")
     shutil.rmtree(home_b / "domains")
     (home_b / "domains").symlink_to(home_a / "domains")
     a = Server(home_a, "--pop3", f"{HOST_A}:0", workers=1)
