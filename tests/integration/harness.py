@@ -57,13 +57,30 @@ def make_home(
     me: str = "mx.example.test",
     database_url: str | None = None,
     mailauth: bool = False,
+    smtp: str = "127.0.0.1:0",
 ) -> Path:
     """A home with example.test and three users; on PostgreSQL if ``database_url``.
     Inbound SPF/DKIM/DMARC ([mailauth], on by default) only if ``mailauth``: with the
     dead DNS below every message would wait for its lookups and get a 451."""
     home = root / "home"
+    configure(home, me=me, database_url=database_url, mailauth=mailauth, smtp=smtp)
+    qt(home, "domain", "add", "example.test")
+    for user in ("alice", "bob", "carol"):
+        qt(home, "user", "add", f"{user}@example.test", "--password", "secret")
+    return home
+
+
+def configure(
+    home: Path,
+    *,
+    me: str = "mx.example.test",
+    database_url: str | None = None,
+    mailauth: bool = False,
+    smtp: str = "127.0.0.1:0",
+) -> None:
+    """``init`` a home with the tests' settings (see :func:`make_home`), without domains."""
     reachable(home)
-    qt(home, "init", "--me", me, "--smtp", "127.0.0.1:0")
+    qt(home, "init", "--me", me, "--smtp", smtp)
     # chkuser's refusal delay (1 s, growing) would only slow the tests down.
     settings = home / "qtoaster.toml"
     text = settings.read_text()
@@ -80,10 +97,6 @@ def make_home(
     if not mailauth:
         text += "\n[mailauth]\nenabled = false\n"
     settings.write_text(text)
-    qt(home, "domain", "add", "example.test")
-    for user in ("alice", "bob", "carol"):
-        qt(home, "user", "add", f"{user}@example.test", "--password", "secret")
-    return home
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:

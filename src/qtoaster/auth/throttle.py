@@ -42,7 +42,13 @@ Choices:
   address; the per-account count still slows guessing at any one account.
 - Memory is bounded: each table keeps the ``max_entries`` most recently touched keys.
 
-Invariants: every method is O(1) and thread-safe; time comes only from ``clock``.
+Where the counts live (a :class:`FailureStore`): in memory by default, one throttle per
+host; with a PostgreSQL directory the auth role keeps them in a table that every host's
+auth role shares (qtoaster.directory.loginfailures), so failures made on one host slow
+the next attempt on another (docs/cluster.md). The delay rule is the same for both.
+
+Invariants: every method is thread-safe; in memory every one is O(1) and time comes only
+from ``clock``.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ from typing import Protocol
 
 from qtoaster.core.literal import client_key
 
+IP, ACCOUNT = "ip", "account"
+KINDS = (IP, ACCOUNT)
 QMAIL_FAILURE_DELAY = 5.0
 """qmail-smtpd's sleep before ``535 authentication failed`` (spec 6.2): pass as ``base``."""
 
@@ -97,6 +105,51 @@ class _Counts:
         self._records.pop(key, None)
 
 
+class FailureStore(Protocol):
+    """Where the failure counts live: :class:`MemoryFailures` in the auth role (one host),
+    or a table every host's auth role shares (qtoaster.directory.loginfailures, on
+    PostgreSQL: docs/cluster.md). ``kind`` is ``"ip"`` or ``"account"``; a count not
+    touched for the store's ``forget_after`` seconds reads 0. May raise TemporaryFailure."""
+
+    def current(self, kind: str, key: str) -> int: ...
+    def add(self, kind: str, key: str) -> None: ...
+    def forget(self, kind: str, key: str) -> None: ...
+    def __len__(self) -> int: ...
+
+
+class MemoryFailures:
+    """The counts in this process: an LRU of at most ``max_entries`` keys of each kind."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        forget_after: float = 900.0,
+        max_entries: int = 100_000,
+    ) -> None:
+        if forget_after <= 0 or max_entries < 1:
+            raise ValueError("forget_after and max_entries must be positive")
+        self._clock = clock
+        self._tables = {kind: _Counts(max_entries, forget_after) for kind in KINDS}
+        self._lock = threading.Lock()
+
+    def current(self, kind: str, key: str) -> int:
+        with self._lock:
+            return self._tables[kind].current(key, self._clock())
+
+    def add(self, kind: str, key: str) -> None:
+        with self._lock:
+            self._tables[kind].add(key, self._clock())
+
+    def forget(self, kind: str, key: str) -> None:
+        with self._lock:
+            self._tables[kind].forget(key)
+
+    def __len__(self) -> int:
+        """How many addresses are remembered."""
+        return len(self._tables[IP])
+
+
 class ThrottleSettings(Protocol):
     """What the throttle reads of qtoaster.config.settings.Settings."""
 
@@ -107,12 +160,15 @@ class ThrottleSettings(Protocol):
 
 
 class LoginThrottle:
-    """Failed logins per client IP (and per account), shared by SMTP and POP3 in one process.
+    """Failed logins per client IP (and per account), shared by SMTP and POP3 in one process
+    (and by every host, with a shared :class:`FailureStore`).
 
     Each failure from an address adds delay to that address's next answer (1 s, 2 s, 4 s ...
     capped at 30 s) across connections, forgotten after a quiet period; a session closes
     after ``session_failures`` failures (default 3). Bounded memory (LRU of at most
-    ``max_entries`` addresses, and as many accounts).
+    ``max_entries`` addresses, and as many accounts) with the default in-memory store.
+    With a shared store every method may block on the database and raise TemporaryFailure:
+    call them off the event loop.
     """
 
     def __init__(
@@ -124,38 +180,42 @@ class LoginThrottle:
         forget_after: float = 900.0,
         max_entries: int = 100_000,
         session_failures: int = 3,
+        store: FailureStore | None = None,
     ) -> None:
         if not 0 <= base <= cap:
             raise ValueError(f"need 0 <= base <= cap, got base={base} cap={cap}")
-        if forget_after <= 0 or max_entries < 1 or session_failures < 1:
-            raise ValueError("forget_after, max_entries and session_failures must be positive")
-        self._clock = clock
+        if session_failures < 1:
+            raise ValueError("session_failures must be positive")
         self._base = base
         self._cap = cap
         self.session_failures = session_failures
-        self._ips = _Counts(max_entries, forget_after)
-        self._accounts = _Counts(max_entries, forget_after)
-        self._lock = threading.Lock()
+        if store is None:
+            store = MemoryFailures(clock=clock, forget_after=forget_after, max_entries=max_entries)
+        self.store = store
 
     @classmethod
-    def from_settings(cls, settings: ThrottleSettings) -> LoginThrottle:
-        """The throttle of ``[auth] failure_delay`` and ``max_failures``."""
-        return cls(base=settings.auth_failure_delay, session_failures=settings.auth_max_failures)
+    def from_settings(
+        cls, settings: ThrottleSettings, store: FailureStore | None = None
+    ) -> LoginThrottle:
+        """The throttle of ``[auth] failure_delay`` and ``max_failures`` (counts in ``store``,
+        by default in memory)."""
+        return cls(
+            base=settings.auth_failure_delay,
+            session_failures=settings.auth_max_failures,
+            store=store,
+        )
 
     def update(self, settings: ThrottleSettings) -> None:
         """New settings (SIGHUP) without forgetting the failures counted so far: a reload
         must not give an attacker a clean slate."""
-        fresh = self.from_settings(settings)  # validates them
-        with self._lock:
-            self._base, self.session_failures = fresh._base, fresh.session_failures
+        fresh = self.from_settings(settings, self.store)  # validates them
+        self._base, self.session_failures = fresh._base, fresh.session_failures
 
     def delay_for(self, ip: str, account: str | None = None) -> float:
         """Seconds to wait before answering this address's (and account's) next AUTH result."""
-        with self._lock:
-            now = self._clock()
-            failures = self._ips.current(client_key(ip), now)
-            if account is not None:
-                failures = max(failures, self._accounts.current(_account_key(account), now))
+        failures = self.store.current(IP, client_key(ip))
+        if account is not None:
+            failures = max(failures, self.store.current(ACCOUNT, _account_key(account)))
         if failures == 0:
             return 0.0
         # 2**62 is far past any cap; the bound keeps the float finite for huge counts.
@@ -168,31 +228,27 @@ class LoginThrottle:
 
     def failed(self, ip: str, account: str | None) -> None:
         """Count a failed login from ``ip`` (and against ``account``, if one was named)."""
-        with self._lock:
-            now = self._clock()
-            self._ips.add(client_key(ip), now)
-            if account:
-                self._accounts.add(_account_key(account), now)
+        self.store.add(IP, client_key(ip))
+        if account:
+            self.store.add(ACCOUNT, _account_key(account))
 
     def succeeded(self, ip: str, account: str | None) -> None:
         """Forget the failures of ``ip`` and ``account`` (see the module docstring)."""
-        with self._lock:
-            self._ips.forget(client_key(ip))
-            if account:
-                self._accounts.forget(_account_key(account))
+        self.store.forget(IP, client_key(ip))
+        if account:
+            self.store.forget(ACCOUNT, _account_key(account))
 
     def failures(self, ip: str) -> int:
         """The address's current failure count (for logs)."""
-        with self._lock:
-            return self._ips.current(client_key(ip), self._clock())
+        return self.store.current(IP, client_key(ip))
 
     def session_exhausted(self, session_failures: int) -> bool:
         """Whether a session with this many failed logins must be closed."""
         return session_failures >= self.session_failures
 
     def __len__(self) -> int:
-        """How many addresses are remembered (bounded by ``max_entries``)."""
-        return len(self._ips)
+        """How many addresses are remembered (bounded by ``max_entries`` in memory)."""
+        return len(self.store)
 
 
 def _account_key(account: str) -> str:

@@ -2,9 +2,10 @@
 
 The only process that opens the credentials (password hashes, CRAM-MD5 contexts, the
 sealed APOP secrets and their key): it runs auth.verify's checks and holds the one
-:class:`~qtoaster.auth.throttle.LoginThrottle` of the whole server. Workers ask over the
-Unix socket :func:`qtoaster.auth.protocol.socket_path` (``<home>/run/auth/auth.sock``, mode
-0660) in the protocol of auth.protocol.
+:class:`~qtoaster.auth.throttle.LoginThrottle` of the whole server (its counts shared
+with the other hosts' auth roles when the directory is on PostgreSQL: docs/cluster.md).
+Workers ask over the Unix socket :func:`qtoaster.auth.protocol.socket_path`
+(``<home>/run/auth/auth.sock``, mode 0660) in the protocol of auth.protocol.
 
 Invariants:
 - the throttle's delay is taken here, before the answer is written (an asyncio sleep, no
@@ -64,6 +65,7 @@ from qtoaster.core.errors import ConfigError, TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.core.literal import client_key
 from qtoaster.directory.lazy import LazyDirectory
+from qtoaster.directory.loginfailures import shared_failures
 from qtoaster.mailauth.srs import KeyRing, SrsError, key_path
 from qtoaster.protocols.sasl import CramCredentials, PlainCredentials
 
@@ -115,7 +117,10 @@ class AuthServer:
             self.config.settings.database_url,
             credentials_url=self.config.settings.credentials_url,
         )
-        self.throttle = LoginThrottle.from_settings(self.config.settings)
+        self.failures = shared_failures(
+            home, self.config.settings.database_url, self.config.settings.credentials_url
+        )
+        self.throttle = LoginThrottle.from_settings(self.config.settings, self.failures)
         self.executor = ThreadPoolExecutor(THREADS, thread_name_prefix="auth")
         self.in_flight: dict[str, int] = {}
         self._offer = (False, -MECHANISMS_TTL)  # (secrets everywhere, monotonic time asked)
@@ -139,9 +144,20 @@ class AuthServer:
                 ),
             )
             old.close()
+            self._new_failure_store(config)
         self.throttle.update(config.settings)
         self.config = config
         log.info("auth reloaded configuration")
+
+    def _new_failure_store(self, config: Config) -> None:
+        """Another database: count failures there (the counts so far stay behind)."""
+        old = self.failures
+        self.failures = shared_failures(
+            self.home, config.settings.database_url, config.settings.credentials_url
+        )
+        self.throttle = LoginThrottle.from_settings(config.settings, self.failures)
+        if old is not None:
+            old.close()
 
     async def start(self) -> str:
         """Listen on the socket (a stale one from a killed predecessor is replaced)."""
@@ -161,6 +177,8 @@ class AuthServer:
             self._server.close()
         self.executor.shutdown(wait=True)
         self.directory.close()
+        if self.failures is not None:
+            self.failures.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One worker's connection: requests are answered as they finish (pipelined)."""
@@ -293,16 +311,11 @@ class AuthServer:
             result, maildir = await loop.run_in_executor(
                 self.executor, self._checked, self._check(request), request.service
             )
+            # Off the loop too: with a shared store (PostgreSQL) counting is a query.
+            delay = await loop.run_in_executor(self.executor, self._count, request.ip, result)
         except TemporaryFailure as exc:
             log.warning("directory unavailable: %s", exc)
             return VerifyResponse(request.id, False, True, "", f"directory unavailable: {exc}")
-        throttle = self.throttle
-        if result.ok:
-            delay = throttle.success_delay(request.ip)
-            throttle.succeeded(request.ip, result.user)
-        else:
-            throttle.failed(request.ip, result.user)
-            delay = throttle.delay_for(request.ip, result.user)
         if delay:
             await asyncio.sleep(delay)
         ticket = self.issue(result.user, maildir) if maildir is not None else ""
@@ -315,6 +328,17 @@ class AuthServer:
             int(result.flags),
             ticket=ticket,
         )
+
+    def _count(self, ip: str, result: AuthResult) -> float:
+        """Record the result in the throttle; the seconds to wait before answering."""
+        throttle = self.throttle
+        if result.ok:
+            delay = throttle.success_delay(ip)
+            throttle.succeeded(ip, result.user)
+        else:
+            throttle.failed(ip, result.user)
+            delay = throttle.delay_for(ip, result.user)
+        return delay
 
     def _checked(
         self, check: Callable[[], AuthResult], service: str
