@@ -1,7 +1,8 @@
 """The metrics role's HTTP server: ``GET /metrics`` on the socket the supervisor bound.
 
 uvicorn serves a Starlette app of one route, so HTTP parsing is a library's: ``/metrics``
-answers GET (and HEAD), another method there 405, another path 404.  Each scrape reads
+answers GET (and HEAD), another method there 405, another path 404; the format is the
+one the scraper's Accept header asks for (prometheus_client's choice).  Each scrape reads
 every ``run/metrics/ROLE/*.db`` file and adds them up (prometheus_client's multiprocess
 merge: counters summed over every process that ever ran since the server started, the
 queue gauges the most recent value).
@@ -19,7 +20,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -72,8 +74,11 @@ def make_app(root: Path) -> Starlette:
     registry.register(RoleFiles(root))
 
     async def metrics(request: Request) -> Response:
-        body = await run_in_threadpool(generate_latest, registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        # prometheus_client's own negotiation: OpenMetrics when the scraper asks for it,
+        # else the text format 0.0.4 that every Prometheus reads.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        body = await run_in_threadpool(encoder, registry)
+        return Response(body, headers={"Content-Type": content_type})
 
     return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
 
