@@ -309,3 +309,23 @@ def test_choice_problems_keep_their_wording(table: str, key: str, problem: str) 
 def test_parse_listen_refuses_an_unknown_kind() -> None:
     with pytest.raises(ValueError):
         parse_listen("nntp", "127.0.0.1:119")
+
+
+def test_listen_metrics_port_alone_is_loopback() -> None:
+    from qtoaster.config.settings import parse_metrics_listen
+
+    assert str(parse_metrics_listen("9187")) == "127.0.0.1:9187"
+    assert str(parse_metrics_listen(":9187")) == "127.0.0.1:9187"
+    assert str(parse_metrics_listen("0.0.0.0:9187")) == "0.0.0.0:9187"  # written: as written
+    assert str(parse_metrics_listen("[::1]:9187")) == "[::1]:9187"
+
+
+def test_listen_metrics_setting() -> None:
+    from qtoaster.config.settings import settings_from_toml
+
+    assert settings_from_toml({}).metrics_listen is None
+    settings = settings_from_toml({"listen": {"metrics": "9100"}})
+    assert str(settings.metrics_listen) == "127.0.0.1:9100"
+    with pytest.raises(ConfigError) as exc:
+        settings_from_toml({"listen": {"metrics": "example.org:9100"}})
+    assert "[listen] metrics" in exc.value.problems[0]

@@ -69,6 +69,14 @@ def _listen_option(kind: str, what: str) -> Callable[[F], F]:
     default=None,
     help="smtpd worker processes (default: [smtpd] workers, 0 = one per core)",
 )
+@click.option(
+    "--metrics",
+    "metrics",
+    default=None,
+    metavar="ADDR:PORT",
+    help="serve Prometheus metrics at http://ADDR:PORT/metrics (a bare PORT: 127.0.0.1);"
+    " replaces [listen] metrics of qtoaster.toml (docs/metrics.md)",
+)
 def run(
     home: Home,
     smtp: tuple[str, ...],
@@ -79,6 +87,7 @@ def run(
     imap: tuple[str, ...],
     imaps: tuple[str, ...],
     workers: int | None,
+    metrics: str | None,
 ) -> None:
     """Run every role: smtpd, pop3d and imapd workers and the queue manager, under one
     supervisor."""
@@ -111,6 +120,7 @@ def run(
             " --imap, --imaps)"
             " or set [listen] smtp"
         )
+    metrics_listener = _metrics_listener(config, metrics)
     count = workers if workers is not None else config.settings.smtpd_workers
     cores = os.cpu_count() or 1
     count = count or cores
@@ -139,12 +149,33 @@ def run(
     for line in QueueStore(home.queue).recover(everything=True):
         logging.getLogger("qtoaster.queue").info("%s", line)
     _prepare_home(config)
-    supervisor = Supervisor(home, listeners, count, pop3d, imapd)
+    if metrics_listener is not None:
+        _prepare_metrics(config)
+    supervisor = Supervisor(home, listeners, count, pop3d, imapd, metrics_listener)
     try:
         supervisor.setup()
     except ListenError as exc:
         _fail(str(exc))
     sys.exit(asyncio.run(supervisor.run()))
+
+
+def _metrics_listener(config: Config, flag: str | None) -> Listener | None:
+    """``--metrics`` (which replaces ``[listen] metrics``), else the setting, else None."""
+    from qtoaster.config.settings import parse_metrics_listen
+
+    if flag is None:
+        return config.settings.metrics_listen
+    try:
+        return parse_metrics_listen(flag)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics") from None
+
+
+def _prepare_metrics(config: Config) -> None:
+    from qtoaster.core.privilege import running_as_root
+    from qtoaster.supervisor.metricsdirs import prepare
+
+    prepare(config.home, config.settings.users if running_as_root() else None)
 
 
 def _fail(*lines: str) -> NoReturn:
@@ -155,7 +186,8 @@ def _fail(*lines: str) -> NoReturn:
 
 @click.command()
 @click.argument(
-    "role", type=click.Choice(["auth", "mailbox", "smtpd", "pop3d", "imapd", "send", "remote"])
+    "role",
+    type=click.Choice(["auth", "mailbox", "smtpd", "pop3d", "imapd", "send", "remote", "metrics"]),
 )
 @home_option
 @click.option(
@@ -164,7 +196,7 @@ def _fail(*lines: str) -> NoReturn:
     multiple=True,
     metavar="[KIND:]FD",
     help="inherited listening socket; KIND smtp (default), submission, smtps, pop3, pop3s,"
-    " imap, imaps",
+    " imap, imaps, metrics",
 )
 @click.option("--ready-fd", type=int, default=None, help="write 'ready:PID' here when ready")
 @click.option(
@@ -216,6 +248,10 @@ def serve(
         else:
             click.echo(f"qtoaster {role} ready", err=True)
 
+    if role in ("smtpd", "pop3d", "imapd", "send"):
+        from qtoaster.metrics.files import start
+
+        start(role)  # as the role's user: its metrics files (with --metrics) are its own
     if role in _WORKER_ROLES:
         kinds, serve_role = _WORKER_ROLES[role]
         sockets = [_inherited(value, kinds) for value in fds] or _bind_own(config, kinds)
@@ -232,6 +268,12 @@ def serve(
             ready,
             Peers(peer_uids.get("pop3d"), peer_uids.get("smtpd"), peer_uids.get("imapd")),
         )
+    elif role == "metrics":
+        from qtoaster.metrics.files import metrics_root
+        from qtoaster.metricsd.server import serve_metrics
+
+        sock = _metrics_socket(config, fds)
+        asyncio.run(serve_metrics(metrics_root(home.run_dir), sock, ready))
     elif role == "remote":  # started by the send role only (send/remoteclient.py)
         from qtoaster.remote.child import serve_remote
 
@@ -353,6 +395,22 @@ def _inherited(value: str, kinds: tuple[str, ...]) -> tuple[str, socket.socket]:
     if (kind or kinds[0]) not in kinds or not fd.isdigit():
         raise click.BadParameter(f"{value!r}: expected [KIND:]FD", param_hint="--fd")
     return kind or kinds[0], socket.socket(fileno=int(fd))
+
+
+def _metrics_socket(config: Config, fds: tuple[str, ...]) -> socket.socket:
+    """The metrics role's socket: ``--fd metrics:FD`` from the supervisor, else its own on
+    [listen] metrics."""
+    if fds:
+        return _inherited(fds[0], ("metrics",))[1]
+    listener = config.settings.metrics_listen
+    if listener is None:
+        raise click.UsageError("serve metrics needs [listen] metrics (or --fd metrics:FD)")
+    from qtoaster.supervisor.runner import ListenError, bind
+
+    try:
+        return bind(listener, 1)[0]
+    except ListenError as exc:
+        _fail(str(exc))
 
 
 def _bind_own(config: Config, kinds: tuple[str, ...]) -> list[tuple[str, socket.socket]]:

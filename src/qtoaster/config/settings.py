@@ -53,6 +53,7 @@ class ListenerKind(StrEnum):
     POP3S = "pop3s"
     IMAP = "imap"
     IMAPS = "imaps"
+    METRICS = "metrics"  # [listen] metrics: the Prometheus endpoint, one address
 
 
 class ChkuserMode(StrEnum):
@@ -104,7 +105,7 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
-LISTENER_KINDS = tuple(ListenerKind)
+LISTENER_KINDS = tuple(k for k in ListenerKind if k is not ListenerKind.METRICS)
 SMTPD_KINDS = (ListenerKind.SMTP, ListenerKind.SUBMISSION, ListenerKind.SMTPS)
 POP3_KINDS = (ListenerKind.POP3, ListenerKind.POP3S)
 IMAP_KINDS = (ListenerKind.IMAP, ListenerKind.IMAPS)
@@ -154,6 +155,26 @@ def parse_listen(kind: str, value: str) -> Listener:
     return Listener(kind=listener_kind, host=address.compressed, port=int(port_text))
 
 
+def parse_metrics_listen(value: str) -> Listener:
+    """[listen] metrics / ``run --metrics``: ``HOST:PORT`` or ``[IPv6]:PORT`` as written,
+    or a bare ``PORT`` (or ``:PORT``) on 127.0.0.1: the endpoint is not public unless the
+    operator names an address."""
+    text = value.removeprefix(":")
+    if text.isascii() and text.isdigit():
+        value = f"127.0.0.1:{text}"
+    return parse_listen(ListenerKind.METRICS, value)
+
+
+def _is_metrics_listen(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return 'must be "HOST:PORT" or "PORT" (127.0.0.1)'
+    try:
+        parse_metrics_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 CHKUSER_MODES = tuple(ChkuserMode)
 
 
@@ -175,6 +196,7 @@ class RoleUsers:
     auth_group: str = "qtoaster-authc"
     # pop3d, imapd and smtpd: may connect to the mailbox broker
     mailbox_group: str = "qtoaster-mbox"
+    metrics: str = "qtoaster-metrics"  # the metrics role (HTTP): reads run/metrics/ only
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +252,7 @@ class Settings:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     mailauth: MailAuthSettings = field(default_factory=MailAuthSettings)
     imapd: ImapSettings = field(default_factory=ImapSettings)
+    metrics_listen: Listener | None = None  # [listen] metrics: off when absent
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +365,11 @@ def _listeners(tables: _Tables) -> tuple[Listener, ...]:
     return tuple(result)
 
 
+def _metrics_listen(tables: _Tables) -> Listener | None:
+    value = tables.get("listen", "metrics", _is_metrics_listen, None)
+    return None if value is None else parse_metrics_listen(value)
+
+
 def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> Settings:
     """Validate parsed TOML; ConfigError listing every problem."""
     tables = _Tables(data, source)
@@ -396,6 +424,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         dkim=dkim_settings(tables),
         srs=srs_settings(tables),
         mailauth=mailauth_settings(tables),
+        metrics_listen=_metrics_listen(tables),
     )
     settings = replace(settings, imapd=imap_settings(tables, settings.auth_allow_plaintext))
     tables.unknown()

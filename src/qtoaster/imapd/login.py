@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.maildir.storeapi import StoreError
+from qtoaster.metrics import definitions as metrics
 from qtoaster.protocols import sasl
 from qtoaster.protocols.imap import commands as cmd
 from qtoaster.protocols.sasl import (
@@ -178,6 +179,7 @@ class Login:
             )
             session.conn.tagged(tag, "NO", text, "UNAVAILABLE")
             return
+        metrics.auth("imap", result.ok)
         if not result.ok:
             log.info(
                 "%s login failed user=%s client=%s reason=%s",

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from qtoaster.metrics import definitions as metrics
 from qtoaster.net.driver import plain_ip
 from qtoaster.net.limits import Limits, client_key
 
@@ -174,6 +175,7 @@ class Acceptor:
             return
         give_back = self.counts.take(ip)
         session = self.new_session(self.kind)
+        metrics.session(self.kind)
         session.on_close = give_back
         task = self.loop.create_task(self.connect(conn, session, give_back))
         self.tasks.add(task)

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
+from qtoaster.metrics import definitions as metrics
 from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
 log = logging.getLogger("qtoaster.policy")
@@ -113,6 +114,7 @@ def _rejected(stage: Stage, facts: Facts, conn_id: str, check: Check, verdict: V
     assert verdict.reply is not None
     # At DATA the refusal is about the whole envelope, so every recipient is named.
     to = ",".join(facts.recipients) if stage is Stage.DATA else facts.recipient
+    metrics.rejected(stage.value, check.name)
     log.info(
         "%s reject stage=%s check=%s client=%s helo=%s from=<%s> to=<%s> reply=%r%s",
         conn_id,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from qtoaster.auth.protocol import VerifyResponse
 from qtoaster.broker.client import BrokerError, BrokerMailbox, open_mailbox
 from qtoaster.core.errors import TemporaryFailure
+from qtoaster.metrics import definitions as metrics
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.protocols import sasl
 from qtoaster.protocols.pop3 import events as ev
@@ -149,6 +150,7 @@ class Authorization:
         self.session.flush()
 
     async def _logged_in_or_not(self, result: VerifyResponse) -> None:
+        metrics.auth("pop3", result.ok)
         if not result.ok:
             log.info(
                 "%s login failed user=%s client=%s reason=%s",

@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from qtoaster.metrics import definitions as metrics
 from qtoaster.scanners import ScannerUnavailable, close, connect
 
 CHUNK = 64 << 10  # bytes per INSTREAM chunk (and per disk read)
@@ -40,6 +41,7 @@ class ClamdResult:
     virus: str | None  # clamd's signature name when infected
 
 
+@metrics.timed_scan("clamd")
 async def clamd_scan(
     address: str, path: str, offset: int, *, timeout: float, max_bytes: int = 25 << 20
 ) -> ClamdResult:

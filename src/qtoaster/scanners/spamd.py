@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 from qtoaster.core.errors import QtoasterError
+from qtoaster.metrics import definitions as metrics
 from qtoaster.scanners import ScannerUnavailable, close, connect
 
 MAX_RESPONSE = 256 << 10  # a SYMBOLS answer is a few hundred bytes; more is wrong
@@ -57,6 +58,7 @@ class SpamdResult:
     symbols: tuple[str, ...]
 
 
+@metrics.timed_scan("spamd")
 async def spamd_check(
     address: str,
     path: str,

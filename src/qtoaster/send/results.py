@@ -28,12 +28,14 @@ import logging
 from collections.abc import Sequence
 
 from qtoaster.core.outcome import Outcome, Result
+from qtoaster.metrics import definitions as metrics
 from qtoaster.queue import schedule, state
 from qtoaster.queue.store import QueueStore
 from qtoaster.send.entry import MessageJob
 
 log = logging.getLogger("qtoaster.send")
 
+CHANNELS = ("local", "remote")  # the metrics' names of send.entry.LOCAL and REMOTE
 Results = list[tuple[int, Result]]  # (recipient index, its result)
 
 # What an agent that raised reports, per lane (the texts are kept as qmail-style reports).
@@ -107,6 +109,7 @@ def note(job: MessageJob, idx: int, result: Result) -> None:
         job.state.delivered.add(idx)
     elif result.outcome is Outcome.PERMANENT:
         job.state.failed[idx] = result.report
+    metrics.delivery(result.outcome.value, CHANNELS[job.channel[idx]], job.message.birth)
     log.info(
         "delivery %s: %s: %s %s",
         job.qid,

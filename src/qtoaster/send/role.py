@@ -19,6 +19,7 @@ from qtoaster.core.clock import SystemClock
 from qtoaster.delivery.local import LocalAgent
 from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.mailauth.dnsquery import Lookup
+from qtoaster.metrics import definitions as metrics
 from qtoaster.queue.store import QueueStore
 from qtoaster.send.manager import QueueManager
 from qtoaster.send.remoteclient import RemoteClient
@@ -82,6 +83,20 @@ async def serve_send(
     )
     manager = QueueManager(store, config, agent, clock, remote, dsn=dsn, signer=signer)
     task = loop.create_task(manager.run(stop))
+    gauges = loop.create_task(queue_gauges(manager))
     ready()
-    await task
+    try:
+        await task
+    finally:
+        gauges.cancel()
     directory.close()
+
+
+async def queue_gauges(manager: QueueManager, every: float = 1.0) -> None:
+    """The queue's size and its oldest message's age for the metrics, once the manager has
+    scanned the queue and then every ``every`` seconds (docs/metrics.md)."""
+    await manager.ready.wait()
+    while True:
+        jobs = manager.jobs.values()
+        metrics.queue(len(jobs), min((job.message.birth for job in jobs), default=None))
+        await asyncio.sleep(every)

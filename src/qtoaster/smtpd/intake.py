@@ -32,6 +32,7 @@ from qtoaster.core import reply as R
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import QueueError
 from qtoaster.core.reply import Reply
+from qtoaster.metrics import definitions as metrics
 from qtoaster.policy.signatures import Scanner, disabled_by
 from qtoaster.policy.verdict import Facts, MessageFacts, Stage, Verdict
 from qtoaster.queue import exitcodes
@@ -220,6 +221,7 @@ class MessageIntake:
             qid = await loop.run_in_executor(session.ctx.executor, spool.commit)
             reply = Reply(250, f"ok {int(time.time())} qp {qid}")
             log.info("%s accepted msg %s from %s", session.id, qid, session.remote_ip)
+            metrics.accepted()
         except Exception as exc:  # the queue failed: temporary, nothing was acknowledged
             await loop.run_in_executor(session.ctx.executor, spool.abort)
             log.warning("%s queue commit failed: %s", session.id, exc)
@@ -243,6 +245,8 @@ class MessageIntake:
                 timeout=session.ctx.config.settings.qmailqueue_timeout,
             )
             reply = outcome.reply or accepted_reply(outcome.pid or 0, time.time())
+            if outcome.queued:
+                metrics.accepted("qmailqueue")
             log.info(
                 "%s %s msg via %s: %s",
                 session.id,

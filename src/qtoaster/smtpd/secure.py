@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, cast
 
 from qtoaster.core.reply import Reply
 from qtoaster.directory.schema import UserFlag
+from qtoaster.metrics import definitions as metrics
 from qtoaster.policy.checks.rcpthosts import NOGATEWAY
 from qtoaster.protocols.sasl import (
     AUTH_FAILED,
@@ -124,6 +125,8 @@ class SecureSession:
             challenge=challenge,
             ip=session.remote_ip,
         )
+        if not result.temporary:
+            metrics.auth("smtp", result.ok)
         if result.temporary:
             log.warning("%s auth unavailable: %s", session.id, result.reason)
             reply = auth.AUTH_BUSY if result.busy else auth.AUTH_UNAVAILABLE

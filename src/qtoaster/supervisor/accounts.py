@@ -26,7 +26,7 @@ from qtoaster.core.privilege import Identity, drop, lookup, running_as_root
 
 log = logging.getLogger("qtoaster.supervisor")
 
-ROLES = ("smtpd", "pop3d", "imapd", "send", "remote", "auth", "mailbox")
+ROLES = ("smtpd", "pop3d", "imapd", "send", "remote", "auth", "mailbox", "metrics")
 
 # role -> (the [users] key of its user, the [users] keys of its supplementary groups)
 _ROLE_ACCOUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -43,6 +43,8 @@ _ROLE_ACCOUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "auth": ("auth", ("group", "auth_group")),
     # The mailbox broker: the mailbox owner, asking auth to redeem pop3d's tickets.
     "mailbox": ("send", ("group", "auth_group")),
+    # The metrics role (HTTP, docs/metrics.md): enters the home, reads run/metrics/ only.
+    "metrics": ("metrics", ("group",)),
 }
 NOLOGIN = "/usr/sbin/nologin"
 

@@ -35,6 +35,7 @@ from qtoaster.config.settings import IMAP_KINDS, POP3_KINDS, SMTPD_KINDS, Listen
 from qtoaster.core.errors import QtoasterError
 from qtoaster.core.home import Home
 from qtoaster.supervisor.check import check_config
+from qtoaster.supervisor.metricsdirs import metrics_environment
 from qtoaster.supervisor.notify import Notifier
 
 log = logging.getLogger("qtoaster.supervisor")
@@ -147,6 +148,7 @@ class Supervisor:
         workers: int,
         pop3d_workers: int | None = None,
         imapd_workers: int | None = None,
+        metrics: Listener | None = None,
     ) -> None:
         self.home = home
         self.listeners = listeners
@@ -160,6 +162,7 @@ class Supervisor:
         os.set_inheritable(self.ready_w, True)
         self.notifier = Notifier.from_environment()  # taken out of the roles' environment
         self.reload_task: asyncio.Task[None] | None = None
+        self.metrics = metrics  # the metrics role's listener (docs/metrics.md), or None
 
     def _serve_argv(self, role: str, fds: Sequence[tuple[str, int]], workers: int = 1) -> list[str]:
         argv = [sys.executable, "-m", "qtoaster", "serve", role, "--home", str(self.home.root)]
@@ -190,6 +193,11 @@ class Supervisor:
         # door to a Maildir (decision 0007): both started first, see run().
         self.children.insert(0, Child("mailbox", self._serve_argv("mailbox", []), []))
         self.children.insert(0, Child("auth", self._serve_argv("auth", []), []))
+        if self.metrics is not None:
+            sock = bind(self.metrics, 1)[0]
+            self.bound.append((self.metrics, [sock]))
+            argv = self._serve_argv("metrics", [("metrics", sock.fileno())])
+            self.children.append(Child("metrics", argv, [sock.fileno()]))
 
     def addresses(self) -> str:
         parts = []
@@ -204,6 +212,7 @@ class Supervisor:
         child.proc = subprocess.Popen(
             [*child.argv, "--child-name", child.role],
             pass_fds=[*child.fds, self.ready_w],
+            env=metrics_environment(self.home, child.role) if self.metrics else None,
         )
 
     def on_ready_pipe(self) -> None:
@@ -216,7 +225,7 @@ class Supervisor:
     def signal(
         self,
         signum: int,
-        roles: tuple[str, ...] = ("auth", "mailbox", "smtpd", "pop3d", "imapd", "send"),
+        roles: tuple[str, ...] = ("auth", "mailbox", "smtpd", "pop3d", "imapd", "send", "metrics"),
     ) -> None:
         for child in self.children:
             if child.proc and child.proc.poll() is None and child.role.startswith(roles):

@@ -43,6 +43,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from qtoaster.metrics import definitions as metrics
 from qtoaster.tls.server import session_summary
 
 log = logging.getLogger("qtoaster.tls")
@@ -169,11 +170,13 @@ async def handshake(held: Held, *, who: str) -> asyncio.Transport | None:
                 call.cancel()
             raise
     except (OSError, TimeoutError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
+        metrics.tls_handshake(False)
         log.info("%s TLS handshake failed: %s", who, exc)
         transport.abort()
         _ended(protocol, exc)
         return None
     upgraded: asyncio.Transport | None = held.tls._app_transport
+    metrics.tls_handshake(upgraded is not None)
     if upgraded is None:  # the connection went away during the handshake
         _ended(protocol, None)
         return None
