@@ -68,8 +68,10 @@ def _owner_problems(home: Home) -> tuple[list[str], list[str]]:
     if not running_as_root():
         return [], []
     try:
-        users = load_settings(home.settings_file).users
+        settings = load_settings(home.settings_file)
     except ConfigError:
         return [], []  # check_config reported it
-    missing = accounts.check_accounts(users)
+    users = settings.users
+    optional = ("metrics",) if settings.metrics_listen is not None else ()
+    missing = accounts.check_accounts(users, optional=optional)
     return missing, [] if missing else ownership.check(home, users)

@@ -148,7 +148,7 @@ def run(
         logging.getLogger("qtoaster.supervisor").warning("%s", warning)
     for line in QueueStore(home.queue).recover(everything=True):
         logging.getLogger("qtoaster.queue").info("%s", line)
-    _prepare_home(config)
+    _prepare_home(config, metrics=metrics_listener is not None)
     if metrics_listener is not None:
         _prepare_metrics(config)
     supervisor = Supervisor(home, listeners, count, pop3d, imapd, metrics_listener)
@@ -316,7 +316,7 @@ def _srs_key(config: Config) -> None:
         logging.getLogger("qtoaster.supervisor").info("created the SRS key %s", path)
 
 
-def _prepare_home(config: Config) -> None:
+def _prepare_home(config: Config, *, metrics: bool) -> None:
     """As root: the roles' accounts must exist and the home gets their owners (decision
     0007); otherwise every role runs as this user. Said once, at start."""
     from qtoaster.core.privilege import running_as_root
@@ -327,7 +327,8 @@ def _prepare_home(config: Config) -> None:
     if not running_as_root():
         log.info("not started as root: every role runs as %s", accounts.current_user())
         return
-    problems = accounts.check_accounts(users) + accounts.code_unreadable()
+    optional = ("metrics",) if metrics else ()
+    problems = accounts.check_accounts(users, optional=optional) + accounts.code_unreadable()
     if problems:
         raise click.ClickException(
             "\n".join(problems) + "\n(qtoaster config fix-owners creates them)"
@@ -336,12 +337,10 @@ def _prepare_home(config: Config) -> None:
     ownership.make_run_dirs(config.home)
     for change in ownership.apply(config.home, users):
         log.info("owners: %s", change)
+    roles = ("smtpd", "pop3d", "imapd", "send", "auth", "mailbox", *optional)
     log.info(
-        "roles run as their own users: smtpd %s, pop3d %s, imapd %s, send %s, auth %s, mailbox %s",
-        *(
-            accounts.role_names(users, role)[0]
-            for role in ("smtpd", "pop3d", "imapd", "send", "auth", "mailbox")
-        ),
+        "roles run as their own users: %s",
+        ", ".join(f"{role} {accounts.role_names(users, role)[0]}" for role in roles),
     )
 
 
