@@ -120,3 +120,4 @@ def _owners(home: Home) -> None:
     for line in made:
         click.echo(f"created {line}")
     ownership.apply(home, users)
+    ownership.own_queue_files(home, users)

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 from pathlib import Path
+
+log = logging.getLogger("qtoaster.send")
 
 REQUEST = "send.pause"  # in run/
 ANSWER = "paused"  # in queue/
@@ -66,9 +69,20 @@ class PauseWatch:
         self.request = request_path(run_dir)
         self.answer = answer_path(queue_dir)
         self.answered: str | None = None  # the token written into the answer
+        self._warned = False
 
     def requested(self) -> str | None:
-        return live_token(self.request)
+        """The live request's token; an unreadable request is said once and ignored (a
+        pause must never stop the queue manager)."""
+        try:
+            token = live_token(self.request)
+        except OSError as exc:
+            if not self._warned:
+                log.warning("warning: unable to read the pause request: %s", exc)
+                self._warned = True
+            return None
+        self._warned = False
+        return token
 
     def acknowledge(self, token: str) -> bool:
         """Write the answer for ``token`` (once per token); True if written now."""
@@ -98,12 +112,14 @@ class PauseRequest:
 
     def hold(self) -> None:
         self.request.parent.mkdir(mode=0o750, exist_ok=True)
-        fd = os.open(self.request, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        # 0644 as the other files of run/: the queue manager runs as its own user.
+        fd = os.open(self.request, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise RuntimeError(f"another backup holds {self.request}") from None
+        os.fchmod(fd, 0o644)  # whatever the umask
         os.ftruncate(fd, 0)
         os.write(fd, f"{self.token}\n".encode())
         self._fd = fd
