@@ -84,8 +84,8 @@ def loads(text: str) -> Manifest:
 
 
 def safe_path(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    return bool(parts) and not path.startswith("/") and ".." not in parts and "." not in parts
+    parts = path.split("/")
+    return bool(path) and "" not in parts and ".." not in parts and "." not in parts
 
 
 def included(rel: str) -> bool:
