@@ -326,3 +326,43 @@ async def test_directory_down_leaves_the_message_queued(tmp_path: Path) -> None:
     finally:
         manager.close()
     assert agent.calls == [] and store.ids() == [qid]
+
+
+async def test_a_backup_pause_stops_deliveries_until_released(tmp_path: Path) -> None:
+    """queue/pause.py: while a live request is held nothing is delivered (mail is still
+    committed), the answer names the request's token, and the release resumes."""
+    from qtoaster.queue.pause import WORD, PauseRequest, PauseWatch
+
+    clock = FakeClock(BIRTH)
+    QueueStore.create(tmp_path / "queue")
+    store = QueueStore(tmp_path / "queue", fsync=False, clock=clock)
+    agent = FakeAgent()
+    config = FakeConfig(Controls.for_me("mx.example.com"))
+    watch = PauseWatch(tmp_path / "run", store.path)
+    manager = QueueManager(store, config, agent, clock, pause=watch)
+    request = PauseRequest(tmp_path / "run", store.path)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(manager.run(stop, rescan=3600))
+    try:
+        async with asyncio.timeout(10):
+            await manager.ready.wait()
+            request.hold()
+            store.notify(WORD)
+            while not request.honoured():  # polled under the deadline above
+                await asyncio.sleep(0.01)
+            qid = await asyncio.to_thread(queue, store, "a@example.com", "bob@example.com")
+            while qid not in manager.jobs:  # scanned: the same loop pass then launches
+                await asyncio.sleep(0.01)  # nothing, as it is paused
+            assert not manager.jobs[qid].busy
+            assert store.ids() == [qid] and agent.calls == []
+            request.release()
+            store.notify(WORD)
+            while store.ids():  # polled under the deadline above
+                await asyncio.sleep(0.01)
+    finally:
+        request.release()
+        stop.set()
+        async with asyncio.timeout(10):
+            await runner
+    assert [c[1] for c in agent.calls] == ["bob@example.com"]
+    assert not (store.path / "paused").exists()

@@ -12,8 +12,9 @@ def test_words() -> None:
     assert parse_word(f"!{QID}") == (Word.RETRY, QID)
     assert parse_word("!*") == (Word.RETRY, "*")
     assert parse_word(f"~{QID}") == (Word.HOLD, QID)
+    assert parse_word("^") == (Word.PAUSE, "")
 
 
 def test_anything_else_is_ignored() -> None:
-    for word in ("", "!", "~", "~*", "!nope", "../etc", f"?{QID}", "*"):
+    for word in ("", "!", "~", "~*", "!nope", "../etc", f"?{QID}", "*", "^^", "^x"):
         assert parse_word(word) is None

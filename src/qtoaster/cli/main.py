@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "import": "qtoaster.cli.importer:import_group",
     "srs": "qtoaster.cli.srs:srs",
     "systemd": "qtoaster.cli.systemd:systemd",
+    "backup": "qtoaster.cli.backup:backup",
+    "restore": "qtoaster.cli.backup:restore",
 }
 
 

@@ -17,7 +17,9 @@ Invariants:
 - each channel keeps its own retry time (spec 15.3: c = 10 local, 20 remote) and a pass
   delivers only the channels that are due; a channel on hold (concurrency 0) never holds
   up the other one; remote recipients wait while there is no remote lane;
-- a held message (``queue/hold/ID``) is not delivered until released.
+- a held message (``queue/hold/ID``) is not delivered until released;
+- while a backup's pause request is live (queue/pause.py) nothing is launched, and the
+  request is answered only once no delivery is in flight.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 from qtoaster.config.control import Controls
 from qtoaster.core.clock import Clock
 from qtoaster.queue import schedule
+from qtoaster.queue.pause import RECHECK, PauseWatch
 from qtoaster.queue.store import NoSuchMessage, QueueStore
 from qtoaster.send import results
 from qtoaster.send.bouncer import Bouncer
@@ -69,6 +72,7 @@ class QueueManager:
         *,
         dsn: bool = False,
         signer: OutboundSigner | None = None,
+        pause: PauseWatch | None = None,
     ) -> None:
         self.store = store
         self.controls = config.controls
@@ -93,6 +97,9 @@ class QueueManager:
         self._triggered: set[str] = set()
         self._retry: set[str] = set()  # "!ID" from the trigger; "*" = every message
         self._wake = asyncio.Event()
+        self._pause = pause
+        self._look_at_pause = pause is not None  # at start, on "^", on a full scan
+        self._paused = False
         self.ready = asyncio.Event()  # set once run() listens on the trigger
 
     @property
@@ -132,16 +139,20 @@ class QueueManager:
                 self._wake.clear()
                 if time.monotonic() >= next_scan:
                     await self._scan()
+                    self._look_at_pause = self._pause is not None
                     next_scan = time.monotonic() + rescan
                 elif self._triggered:
                     names, self._triggered = sorted(self._triggered), set()
                     await self._scan(names)
                 if self._retry:
                     self._retry_now(self.clock.time())
-                self._launch_due(self.clock.time())
+                if not self._check_pause():
+                    self._launch_due(self.clock.time())
                 delay = min(
                     self.scheduler.next_due() - self.clock.time(), next_scan - time.monotonic()
                 )
+                if self._paused:  # due jobs wait; a requester that died must not keep us
+                    delay = RECHECK
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, delay)):
                         await self._wake.wait()
@@ -193,6 +204,8 @@ class QueueManager:
             self._triggered.add(qid)
         elif kind is Word.RETRY:
             self._retry.add(qid)
+        elif kind is Word.PAUSE:
+            self._look_at_pause = self._pause is not None
         else:
             self.scheduler.hold_changed(qid, (self.store.hold_dir / qid).exists())
 
@@ -208,6 +221,29 @@ class QueueManager:
             if not every:
                 for lane in self.lanes:
                     lane.retry_now([job.recipients[i] for i in job.pending(lane.channel)])
+
+    # -- a backup's pause ------------------------------------------------------------
+
+    def _check_pause(self) -> bool:
+        """True while a backup asks for a pause; answered once nothing is in flight."""
+        if self._pause is None or not (self._paused or self._look_at_pause):
+            return False
+        self._look_at_pause = False
+        token = self._pause.requested()
+        if token is None:
+            if self._paused:
+                self._pause.resume()
+                log.info("deliveries resumed")
+            self._paused = False
+            return False
+        self._paused = True
+        if not self._tasks and not self.local.fast_in_flight():
+            try:
+                if self._pause.acknowledge(token):
+                    log.info("deliveries paused for a backup")
+            except OSError as exc:  # the backup waits, then gives up and says so
+                log.warning("warning: unable to answer the pause request: %s", exc)
+        return True
 
     # -- launching -------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from qtoaster.delivery.local import LocalAgent
 from qtoaster.directory.lazy import LazyDirectory
 from qtoaster.mailauth.dnsquery import Lookup
 from qtoaster.metrics import definitions as metrics
+from qtoaster.queue.pause import PauseWatch
 from qtoaster.queue.store import QueueStore
 from qtoaster.send.manager import QueueManager
 from qtoaster.send.remoteclient import RemoteClient
@@ -81,7 +82,8 @@ async def serve_send(
         authserv_id=config.controls.me,
         dnsfunc=lookup.dkim_txt,
     )
-    manager = QueueManager(store, config, agent, clock, remote, dsn=dsn, signer=signer)
+    pause = PauseWatch(config.home.run_dir, config.home.queue)  # docs/backup.md
+    manager = QueueManager(store, config, agent, clock, remote, dsn=dsn, signer=signer, pause=pause)
     task = loop.create_task(manager.run(stop))
     gauges = loop.create_task(queue_gauges(manager))
     ready()

@@ -3,7 +3,9 @@
 Words, separated by white space (docs/queue.md, "Holding and retrying"):
 - ``ID``: a new message was committed;
 - ``!ID`` or ``!*``: an operator asked for a retry now (qmail-send's SIGALRM);
-- ``~ID``: an operator held or released a message.
+- ``~ID``: an operator held or released a message;
+- ``^``: a backup's pause request changed (queue/pause.py; the request itself is a file
+  only root can write).
 Anything else is ignored: anyone who can write the FIFO can only wake us.
 
 Invariants: the FIFO is opened ``O_RDWR`` so that we hold a writer ourselves and never
@@ -21,6 +23,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from qtoaster.queue.pause import WORD as PAUSE_WORD
 from qtoaster.queue.store import is_qid
 
 log = logging.getLogger("qtoaster.send")
@@ -30,6 +33,7 @@ class Word(enum.Enum):
     NEW = "new"  # a new message id
     RETRY = "retry"  # "!ID", or "!*" (the id is then "*")
     HOLD = "hold"  # "~ID": its hold mark changed
+    PAUSE = "pause"  # "^": look at the pause request (the id is then "")
 
 
 def parse_word(word: str) -> tuple[Word, str] | None:
@@ -40,6 +44,8 @@ def parse_word(word: str) -> tuple[Word, str] | None:
         return Word.RETRY, word[1:]
     if word[:1] == "~" and is_qid(word[1:]):
         return Word.HOLD, word[1:]
+    if word == PAUSE_WORD:
+        return Word.PAUSE, ""
     return None
 
 

@@ -201,3 +201,20 @@ def _name(number: int, getter: object) -> str:
         return getter(number)[0]  # type: ignore[operator,no-any-return]
     except KeyError:
         return str(number)
+
+
+def own_queue_files(home: Home, users: RoleUsers) -> list[str]:
+    """After ``restore`` wrote them as root: the files in the queue's directories go to the
+    queue manager, group of the queue (it reads, appends to and deletes them; smtpd's own
+    files have that group from the setgid directories). Modes are left as restored."""
+    uid, gid = _ids(users.send, users.queue_group)
+    changed: list[str] = []
+    for rule in layout(home, users):
+        if rule.path.parent != home.queue or not rule.path.is_dir():
+            continue
+        for child in sorted(rule.path.iterdir()):
+            st = child.lstat()
+            if stat.S_ISREG(st.st_mode) and (st.st_uid, st.st_gid) != (uid, gid):
+                os.lchown(child, uid, gid)
+                changed.append(f"{child}: owner {uid}:{gid}")
+    return changed

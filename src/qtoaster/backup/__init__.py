@@ -1,0 +1,1 @@
+"""Backup and restore of a home: snapshots with a checksummed manifest (docs/backup.md)."""
