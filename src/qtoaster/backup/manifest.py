@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
+from qtoaster.core.errors import FormatError
+
 FORMAT = "qtoaster-backup 1"
 FILE = "manifest.json"
 HOME = "home"  # the snapshot's copy of the home
@@ -31,7 +33,7 @@ _SKIPPED_QUEUE = frozenset({"trigger", "paused", "paused.tmp"})
 _SQLITE_SIDE = ("-journal", "-wal", "-shm")
 
 
-class DamagedManifest(ValueError):
+class DamagedManifest(FormatError, ValueError):
     """The manifest cannot be read or is not one this version writes."""
 
 
