@@ -64,7 +64,7 @@ _ATOI = re.compile(r"\s*\+?([0-9]+)")
 
 
 def too_many_connections(me: str) -> Reply:
-    return Reply(421, f"{me} too many connections from your address, try later (#4.7.0)")
+    return Reply(421, f"{me} too many connections from your address per minute (#4.7.0)")
 
 
 TOO_MANY_MESSAGES = Reply(451, "too many messages from your address, try later (#4.7.1)")
