@@ -292,7 +292,8 @@ def _checks(
         state,
         state_threads,
         _passlist(control),
-        spf=_spf_result(mailauth),
+        # SPF at RCPT only where inbound mail authentication is on (it asks DNS).
+        spf=_spf_result(mailauth) if settings.mailauth.policy.enabled else None,
     )
     # After the recipient checks (an unknown or relayed recipient is refused first and not
     # counted), before tarpit, which must stay last.
