@@ -284,7 +284,7 @@ KNOWN_CONTROL_FILES = frozenset(
         "badhelo", "badmailfrom", "badmailfromnorelay", "badmailto", "badmailtonorelay",
         "bouncefrom", "bouncehost", "clientca.pem", "clientcert.pem", "clientcrl.pem",
         "concurrencylocal", "concurrencyremote", "databytes", "defaultdomain", "dh1024.pem",
-        "doublebouncehost", "doublebounceto", "envnoathost", "helohost", "localiphost",
+        "doublebouncehost", "doublebounceto", "envnoathost", "greylistpass", "helohost", "localiphost",
         "locals", "me", "mfcheck", "morercpthosts", "notlshosts", "outgoingip",
         "percenthack", "queuelifetime", "rcpthosts", "servercert.pem", "signatures",
         "smtpgreeting", "smtproutes", "tarpitcount", "tarpitdelay", "timeoutconnect",
