@@ -40,7 +40,9 @@ class Home(QtoasterServer):
                     "CREATE TABLE qtoaster_greyclient (net TEXT PRIMARY KEY,"
                     " retries INTEGER NOT NULL, last_seen DOUBLE PRECISION NOT NULL)"
                 )
-                db.execute("INSERT INTO qtoaster_greyclient VALUES ('127.0.0.0/24', 5, ?)", (time.time(),))
+                db.execute(
+                    "INSERT INTO qtoaster_greyclient VALUES ('127.0.0.0/24', 5, ?)", (time.time(),)
+                )
 
 
 def main() -> None:
@@ -78,15 +80,20 @@ def main() -> None:
                 run_load(server, Load(1024, 5, WARMUP), 120)
                 for load in loads:
                     result = run_load(server, load, 300)
-                    print(f"  {name:4} {load.size // 1024:>4} KB x {load.sessions}:"
-                          f" {result.delivered}/{load.messages} {result.rate:.1f} msg/s", flush=True)
+                    print(
+                        f"  {name:4} {load.size // 1024:>4} KB x {load.sessions}:"
+                        f" {result.delivered}/{load.messages} {result.rate:.1f} msg/s",
+                        flush=True,
+                    )
                     rates.setdefault((name, load.size), []).append(result.rate)
             finally:
                 server.stop()
     for load in loads:
         off = statistics.median(rates[("off", load.size)])
         on = statistics.median(rates[("on", load.size)])
-        print(f"{load.size // 1024:>4} KB x 20: off {off:.1f} on {on:.1f} msg/s ratio {on / off:.3f}")
+        print(
+            f"{load.size // 1024:>4} KB x 20: off {off:.1f} on {on:.1f} msg/s ratio {on / off:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -95,7 +95,10 @@ def test_messages_per_minute_hit_and_recovered(tmp_path: Path) -> None:
         with smtplib.SMTP("127.0.0.1", srv.port, timeout=20) as client:
             client.ehlo("client.example")
             code, text = client.mail("s@remote.test")
-            assert (code, text) == (451, b"4.7.1 too many messages from your address, try later (#4.7.1)")
+            assert (code, text) == (
+                451,
+                b"4.7.1 too many messages from your address, try later (#4.7.1)",
+            )
             deadline = time.monotonic() + 10  # one message comes back every second
             while client.mail("s@remote.test")[0] != 250:
                 assert time.monotonic() < deadline, "the limit never recovered"
@@ -139,9 +142,8 @@ def test_two_workers_share_the_connection_limit(tmp_path: Path) -> None:
     try:
         lines = [_greeting(srv.port) for _ in range(20)]
         assert sum(line.startswith(b"220 ") for line in lines) == 5
-        assert lines[5:] == [
-            b"421 mx.example.test too many connections from your address per minute (#4.7.0)\r\n"
-        ] * 15
+        refusal = b"421 mx.example.test too many connections from your address per minute"
+        assert lines[5:] == [refusal + b" (#4.7.0)\r\n"] * 15
         pids = {
             line.split(":")[1]
             for line in (home / "server.log").read_text(errors="replace").splitlines()

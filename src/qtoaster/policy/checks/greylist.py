@@ -9,8 +9,9 @@ clients, authenticated sessions, what control/greylistpass lists (client, sender
 recipient), clients auto-whitelisted after ``auto_whitelist`` passed retries, and mail
 whose MAIL FROM passes SPF for the client, when ``[mailauth] enabled`` (asked only when
 the triplet would be greylisted, so it costs nothing on the common path; the triplet is
-then recorded as passed; a lookup takes at most ``[mailauth] timeout``).  DKIM is known only after DATA, too late for a RCPT answer: a DKIM-signing
-sender is greylisted once and then auto-whitelisted like any other that retries.
+then recorded as passed; a lookup takes at most ``[mailauth] timeout``).  DKIM is known
+only after DATA, too late for a RCPT answer: a DKIM-signing sender is greylisted once and
+then auto-whitelisted like any other that retries.
 
 Switch: ``[greylist] enabled``; GREYLIST in tcp.smtp per client (``"0"`` or empty: off,
 any other value: on).
