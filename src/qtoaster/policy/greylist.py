@@ -104,7 +104,7 @@ class PassList:
 
     @classmethod
     def parse(cls, text: str, source: str = PASS_FILE) -> PassList:
-        """The list; ValueError naming the first bad line (``config check`` shows it)."""
+        """The list; ValueError naming the first bad line."""
         networks = []
         senders: set[str] = set()
         recipients: set[str] = set()

@@ -323,8 +323,8 @@ def _spf_result(mailauth: MailAuth) -> Callable[[str, str, str], Awaitable[str]]
 
 
 def _passlist(control: Path) -> PassList:
-    """control/greylistpass; a file that cannot be used is logged (``config check``
-    names the line) and greylisting runs without it."""
+    """control/greylistpass; a file that cannot be used is logged (naming the bad line)
+    and greylisting runs without it."""
     try:
         return PassList.load(control)
     except (OSError, ValueError) as exc:
