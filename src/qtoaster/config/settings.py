@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from qtoaster.config.imapsettings import ImapSettings, imap_settings
+from qtoaster.config.limitsettings import (
+    GreylistSettings,
+    RateLimitSettings,
+    greylist_settings,
+    ratelimit_settings,
+)
 from qtoaster.config.mailsettings import (
     DkimSettings,
     MailAuthSettings,
@@ -253,6 +259,8 @@ class Settings:
     mailauth: MailAuthSettings = field(default_factory=MailAuthSettings)
     imapd: ImapSettings = field(default_factory=ImapSettings)
     metrics_listen: Listener | None = None  # [listen] metrics: off when absent
+    greylist: GreylistSettings = field(default_factory=GreylistSettings)
+    ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +433,8 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         srs=srs_settings(tables),
         mailauth=mailauth_settings(tables),
         metrics_listen=_metrics_listen(tables),
+        greylist=greylist_settings(tables),
+        ratelimit=ratelimit_settings(tables),
     )
     settings = replace(settings, imapd=imap_settings(tables, settings.auth_allow_plaintext))
     tables.unknown()

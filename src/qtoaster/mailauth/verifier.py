@@ -112,6 +112,12 @@ class Verifier:
         job = partial(self.evaluate_file, ip, helo, sender, path, body_offset)
         return await loop.run_in_executor(self._pool, job)
 
+    async def spf_mailfrom(self, ip: str, sender: str, helo: str) -> SpfResult:
+        """SPF of the MAIL FROM alone (greylisting at RCPT skips mail that passes it)."""
+        loop = asyncio.get_running_loop()
+        job = partial(check_mailfrom, ip, sender, helo, self._lookup.spf)
+        return await loop.run_in_executor(self._pool, job)
+
     async def forged(self, path: str, body_offset: int) -> tuple[tuple[int, int], ...]:
         """Only the lines to remove (mail that is not judged: relay clients, submission)."""
         loop = asyncio.get_running_loop()

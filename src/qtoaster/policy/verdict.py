@@ -80,6 +80,7 @@ class Facts:
     recipients: tuple[str, ...] = field(default_factory=tuple)
     listener: str = "smtp"  # smtp, submission or smtps (rblsmtpd screens smtp only)
     authenticated: bool = False  # the session logged in with SMTP AUTH (mailauth skips it)
+    auth_user: str | None = None  # who logged in (ratelimit's per-user limits)
     message: MessageFacts | None = None  # set at DATA only
 
 
@@ -91,6 +92,14 @@ class ChkuserCounters:
     wrong: int = 0  # unknown or domainless recipients (CHKUSER_WRONGRCPTLIMIT)
     refused: int = 0  # refusals so far: each waits ``increase`` seconds longer
     intrusive: bool = False  # a limit was reached: every further RCPT is refused
+
+
+@dataclass(slots=True)
+class GreylistMemo:
+    """greylist's memory of one session."""
+
+    whitelisted: bool = False  # the client is auto-whitelisted: no more questions
+    spf: tuple[str, str] | None = None  # (sender, SPF result) asked in this session
 
 
 @dataclass(slots=True)
@@ -107,3 +116,4 @@ class SessionState:
     # mailauth's evaluation of the message at DATA (spf, fcrdns and dmarc share one):
     # (the spool path it is for, the evaluation)
     mailauth: tuple[str, Evaluation] | None = None
+    greylist: GreylistMemo = field(default_factory=GreylistMemo)

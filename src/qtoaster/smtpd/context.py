@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import Mapping
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qtoaster.auth.client import AuthClient
@@ -28,18 +29,24 @@ from qtoaster.mailauth.srs import key_path as srs_key_path
 from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings
 from qtoaster.policy.checks.clamd import Clamd
 from qtoaster.policy.checks.databytes import Databytes
+from qtoaster.policy.checks.greylist import Greylist
 from qtoaster.policy.checks.hops import Hops
 from qtoaster.policy.checks.mailauth import Dmarc, FcrdnsCheck, MailAuth, Spf
 from qtoaster.policy.checks.mfcheck import Mfcheck, SenderDomains
 from qtoaster.policy.checks.qregex import Qregex
+from qtoaster.policy.checks.ratelimit import VARIABLES as RATELIMIT_VARIABLES
+from qtoaster.policy.checks.ratelimit import RateLimit
 from qtoaster.policy.checks.rblsmtpd import Rblsmtpd
 from qtoaster.policy.checks.rcpthosts import Rcpthosts
 from qtoaster.policy.checks.signatures import Signatures as SignaturesCheck
 from qtoaster.policy.checks.spamd import Spamd
 from qtoaster.policy.checks.srs import Reverser, SrsCheck
 from qtoaster.policy.checks.tarpit import Tarpit
+from qtoaster.policy.greylist import PassList
 from qtoaster.policy.pipeline import Check, Pipeline
 from qtoaster.policy.signatures import Signatures
+from qtoaster.policy.state import LazyPolicyState, SqlPolicyState
+from qtoaster.policy.verdict import Stage
 from qtoaster.queue.store import QueueStore
 from qtoaster.tls.server import TlsError, read_tls_controls, server_context
 
@@ -75,6 +82,9 @@ _PROCESS_VARIABLES = (
     "CHKUSER_IDENTIFY",
     "SMTPS",
     "TLSCIPHERS",
+    "GREYLIST",
+    "RATELIMIT",
+    *RATELIMIT_VARIABLES,
 )
 
 
@@ -232,35 +242,91 @@ def _mailauth(config: Config) -> MailAuth:
     return MailAuth(auth, _verifier[1])
 
 
+# The shared policy state (greylisting, rate limits) and its threads, one per worker, kept
+# across reloads while the home and the database stay the same; opened on first use.
+STATE_THREADS = 2
+_state: tuple[tuple[object, ...], LazyPolicyState, Executor] | None = None
+
+
+def _policy_state(config: Config) -> tuple[LazyPolicyState, Executor]:
+    global _state
+    home, url, grey = config.home, config.settings.database_url, config.settings.greylist
+    key = (home.root, url, grey.max_age, grey.retry_window)
+    if _state is None or _state[0] != key:
+        executor = _state[2] if _state is not None else None
+        if executor is None:
+            executor = ThreadPoolExecutor(STATE_THREADS, thread_name_prefix="policy-state")
+        lazy = LazyPolicyState(lambda: SqlPolicyState.open(home, url, grey))
+        _state = (key, lazy, executor)
+    return _state[1], _state[2]
+
+
 def _checks(
     config: Config, recipient: Check, signatures: Signatures | None, srs: SrsCheck | None = None
 ) -> list[Check]:
     """The policy checks, each stage's in the toaster's order (spec 4; docs/policy.md):
-    CONNECT rblsmtpd; MAIL databytes, mfcheck; RCPT qregex (badhelo, badmailfrom,
-    badmailto), srs, relay/chkuser, tarpit last; DATA databytes, hops, signatures, spf,
-    fcrdns, dmarc, clamd, spamd.  A new check is one module under policy/checks/ and
-    one line here."""
+    CONNECT rblsmtpd, ratelimit; MAIL databytes, mfcheck, ratelimit; RCPT qregex (badhelo,
+    badmailfrom, badmailto), srs, relay/chkuser, greylist, ratelimit, tarpit last; DATA
+    databytes, hops, signatures, spf, fcrdns, dmarc, clamd, spamd.  A new check is one
+    module under policy/checks/ and one line here."""
     control = config.home.control
     settings = config.settings
     domains = SenderDomains(settings.dns_nameservers)
+    state, state_threads = _policy_state(config)
+    me = config.controls.me
     checks: list[Check] = [
         Rblsmtpd(_rbl(settings)),
         Databytes(config.controls.databytes),  # MAIL (SIZE=) and DATA (bytes received)
         Mfcheck.from_control_dir(control, domains),
+        # CONNECT after rblsmtpd, MAIL last (issue 18)
+        RateLimit(settings.ratelimit, state, state_threads, _EARLY, me),
     ]
     qregex = Qregex.from_control_dir(control)
     if qregex.active:
         checks.append(qregex)
     if srs is not None:  # before chkuser, which takes its word for SRS local parts
         checks.append(srs)
-    checks += [recipient, Tarpit.from_control_dir(control)]
+    mailauth = _mailauth(config)
+    greylist = Greylist(
+        settings.greylist,
+        state,
+        state_threads,
+        _passlist(control),
+        # SPF at RCPT only where inbound mail authentication is on (it asks DNS).
+        spf=_spf_result(mailauth) if settings.mailauth.policy.enabled else None,
+    )
+    # After the recipient checks (an unknown or relayed recipient is refused first and not
+    # counted), before tarpit, which must stay last.
+    late = RateLimit(settings.ratelimit, state, state_threads, frozenset({Stage.RCPT}), me)
+    checks += [recipient, greylist, late, Tarpit.from_control_dir(control)]
     checks.append(Hops())
     if signatures is not None:
         checks.append(SignaturesCheck())
     # Authentication before the scanners: a forged or DNS-failing message is refused
     # for a few DNS answers (mostly cached) before it costs a clamd or spamd scan.
-    mailauth = _mailauth(config)
     checks += [Spf(mailauth), FcrdnsCheck(mailauth), Dmarc(mailauth)]
     checks.append(Clamd(settings.clamd))
     checks.append(Spamd(settings.spamd, config.controls.me))
     return checks
+
+
+_EARLY = frozenset({Stage.CONNECT, Stage.MAIL})
+
+
+def _spf_result(mailauth: MailAuth) -> Callable[[str, str, str], Awaitable[str]]:
+    verifier = mailauth.verifier
+
+    async def ask(ip: str, sender: str, helo: str) -> str:
+        return (await verifier.spf_mailfrom(ip, sender, helo)).result
+
+    return ask
+
+
+def _passlist(control: Path) -> PassList:
+    """control/greylistpass; a file that cannot be used is logged (naming the bad line)
+    and greylisting runs without it."""
+    try:
+        return PassList.load(control)
+    except (OSError, ValueError) as exc:
+        log.error("greylist: control/greylistpass not used: %s", exc)
+        return PassList()

@@ -229,6 +229,8 @@ class SmtpSession(EngineDriver[ServerConnection]):
             size=size,
             recipients=tuple(self.recipients),
             listener=self.kind,
+            authenticated=self.secure.auth_user is not None,
+            auth_user=self.secure.auth_user,
         )
 
     # -- connection and HELO ---------------------------------------------------
@@ -239,6 +241,8 @@ class SmtpSession(EngineDriver[ServerConnection]):
         def answer(verdict: Verdict) -> None:
             if verdict.reply is None:
                 self._greet()
+            elif verdict.reply.code == 421:  # ratelimit's connections: refused, hang up
+                self.write(verdict.reply.render(self.conn.enhanced), close=True)
             elif verdict.reply is not R.INTERNAL_ERROR:  # a failed check: expire() answers
                 self.gate = RblGate(self, verdict.reply)
                 self.gate.start()

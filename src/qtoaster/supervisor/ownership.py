@@ -65,6 +65,8 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
         Rule(home.run_dir / "mailbox", users.send, users.mailbox_group, 0o2750),
         # Remote delivery's own state (the MTA-STS policy cache): its user alone writes.
         Rule(home.run_dir / "remote", users.remote, users.remote, 0o700),
+        # Greylisting's and the rate limits' shared state (SQLite): smtpd alone.
+        Rule(home.root / "policy", users.smtpd, users.smtpd, 0o700, contents=True),
         # The queue: smtpd (and injectors run as root) write, send reads and deletes. New
         # files take the group from the setgid directories.
         Rule(home.queue, users.send, users.queue_group, 0o2770),
@@ -107,13 +109,15 @@ def apply(home: Home, users: RoleUsers) -> list[str]:
 
 
 def make_run_dirs(home: Home) -> None:
-    """The directories of the auth role's and the mailbox broker's sockets and remote
-    delivery's state (run as root, at start: :func:`apply` then gives them their owners)."""
+    """The directories of the auth role's and the mailbox broker's sockets, remote
+    delivery's state and smtpd's policy state (run as root, at start: :func:`apply` then
+    gives them their owners)."""
     for made in (
         home.run_dir,
         home.run_dir / "auth",
         home.run_dir / "mailbox",
         home.run_dir / "remote",
+        home.root / "policy",
     ):
         made.mkdir(mode=0o750, exist_ok=True)
 
