@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from qtoaster.core.errors import FormatError
+
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
 _HEX_WIDTH = {"x": 2, "u": 4, "U": 8}
@@ -61,7 +63,13 @@ def fields(**values: object) -> str:
     return " ".join(parts)
 
 
-class FieldError(ValueError):
+def reply_text(code: int, text: str) -> str:
+    """An SMTP reply as one line of text: ``550 5.1.1 sorry`` (lines joined by `` / ``)."""
+    lines = text.replace("\r", "").split("\n")
+    return f"{code} {' / '.join(lines)}"
+
+
+class FieldError(FormatError, ValueError):
     """A ``key=value`` text that this module did not write."""
 
 
@@ -83,7 +91,9 @@ def _unquote(text: str, start: int) -> tuple[str, int]:
             i += 2
         elif kind in _HEX_WIDTH:
             digits = text[i + 2 : i + 2 + _HEX_WIDTH[kind]]
-            if len(digits) != _HEX_WIDTH[kind] or not all(c in "0123456789abcdefABCDEF" for c in digits):
+            if len(digits) != _HEX_WIDTH[kind] or not all(
+                c in "0123456789abcdefABCDEF" for c in digits
+            ):
                 raise FieldError(f"bad escape at {i}")
             code = int(digits, 16)
             if code > 0x10FFFF:

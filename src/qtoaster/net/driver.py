@@ -252,6 +252,12 @@ def peer_ip(transport: asyncio.BaseTransport) -> str:
     return plain_ip(str(peer[0]))
 
 
+def tls_version(transport: asyncio.BaseTransport | None) -> str | None:
+    """``TLSv1.3`` when the connection is under TLS, else None (for log lines)."""
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return None if ssl_object is None else cast(str | None, ssl_object.version())
+
+
 def plain_ip(ip: str) -> str:
     """``::ffff:127.0.0.1`` (a v4 client on a dual-stack socket) -> ``127.0.0.1``."""
     return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip

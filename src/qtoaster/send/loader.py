@@ -17,11 +17,11 @@ from collections.abc import Callable, Container
 
 from qtoaster.config.control import Controls, ascii_lower
 from qtoaster.core.errors import TemporaryFailure
+from qtoaster.core.logfields import fields
 from qtoaster.queue import state
 from qtoaster.queue.format import BadQueueFile
 from qtoaster.queue.store import NoSuchMessage, QueueStore
 from qtoaster.send.entry import LOCAL, REMOTE, MessageJob
-from qtoaster.send.results import logsafe
 
 log = logging.getLogger("qtoaster.send")
 
@@ -77,10 +77,13 @@ class QueueReader:
         )
         channel = tuple(LOCAL if self._is_local(r) else REMOTE for r in recipients)
         log.info(
-            "new msg %s: bytes %d from <%s> origin %s",
-            qid,
-            message.size,
-            logsafe(message.envelope.sender),
-            logsafe(message.origin),
+            "new.msg %s",
+            fields(
+                msg=qid,
+                size=message.size,
+                sender=message.envelope.sender,
+                rcpts=len(recipients),
+                origin=message.origin,
+            ),
         )
         return MessageJob(message, recipients, channel, recorded, next_try=0.0)

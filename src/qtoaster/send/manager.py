@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from qtoaster.config.control import Controls
 from qtoaster.core.clock import Clock
+from qtoaster.core.logfields import fields
 from qtoaster.queue import schedule
 from qtoaster.queue.store import NoSuchMessage, QueueStore
 from qtoaster.send import results
@@ -325,7 +326,7 @@ class QueueManager:
         results.note(job, 0, result)
         if ended:
             self.scheduler.forget(job.qid)
-            log.info("end msg %s", job.qid)
+            log.info("end.msg %s", fields(msg=job.qid))
         elif job.pending_local():
             job.due[self.local.channel] = schedule.next_retry(
                 job.message.birth, now, self.local.skip
@@ -371,4 +372,4 @@ class QueueManager:
             job.next_try = self.clock.time() + SLEEP_SYSFAIL
             return
         self.scheduler.forget(job.qid)
-        log.info("end msg %s", job.qid)
+        log.info("end.msg %s", fields(msg=job.qid))
