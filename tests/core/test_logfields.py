@@ -10,7 +10,9 @@ from qtoaster.core.logfields import FieldError, fields, parse_fields, quote
 
 
 def test_bare_values_stay_bare() -> None:
-    assert fields(msg="1a2b", client="192.0.2.7", size=1234) == "msg=1a2b client=192.0.2.7 size=1234"
+    assert (
+        fields(msg="1a2b", client="192.0.2.7", size=1234) == "msg=1a2b client=192.0.2.7 size=1234"
+    )
 
 
 def test_none_is_left_out() -> None:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "import": "qtoaster.cli.importer:import_group",
     "srs": "qtoaster.cli.srs:srs",
     "systemd": "qtoaster.cli.systemd:systemd",
+    "report": "qtoaster.cli.report:report",
 }
 
 

@@ -283,7 +283,7 @@ def _prepare_home(config: Config) -> None:
     log = logging.getLogger("qtoaster.supervisor")
     users = config.settings.users
     if not running_as_root():
-        log.info("not started as root: every role runs as %s", accounts.current_user())
+        log.info("supervisor not started as root: every role runs as %s", accounts.current_user())
         return
     problems = accounts.check_accounts(users) + accounts.code_unreadable()
     if problems:
@@ -293,9 +293,10 @@ def _prepare_home(config: Config) -> None:
     _open_directory_once(config)
     ownership.make_run_dirs(config.home)
     for change in ownership.apply(config.home, users):
-        log.info("owners: %s", change)
+        log.info("supervisor owners: %s", change)
     log.info(
-        "roles run as their own users: smtpd %s, pop3d %s, imapd %s, send %s, auth %s, mailbox %s",
+        "supervisor roles run as their own users: smtpd %s, pop3d %s, imapd %s, send %s,"
+        " auth %s, mailbox %s",
         *(
             accounts.role_names(users, role)[0]
             for role in ("smtpd", "pop3d", "imapd", "send", "auth", "mailbox")

@@ -176,7 +176,7 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
             try:
                 self.handle(event)
             except Exception:
-                self.log.exception("%s internal error handling %r", self.id, event)
+                self.log.exception("net %s internal error handling %r", self.id, event)
                 self.internal_error()
                 return
         if handled:  # the engine now waits for a new command: its deadline starts here
@@ -218,7 +218,7 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
         try:
             await step
         except Exception:
-            self.log.exception("%s internal error", self.id)
+            self.log.exception("net %s internal error", self.id)
             self.internal_error()
             return
         finally:

@@ -58,14 +58,14 @@ class QueueReader:
             except TemporaryFailure as exc:
                 # The directory is down (routing needs it): leave the message queued; the
                 # periodic rescan picks it up again.
-                log.warning("deferring msg %s: %s", qid, exc)
+                log.warning("send deferring msg %s: %s", qid, exc)
                 continue
             except BadQueueFile as exc:
-                log.error("alert: moving unreadable msg %s to bad/: %s", qid, exc)
+                log.error("send alert: moving unreadable msg %s to bad/: %s", qid, exc)
                 try:
                     self._store.move_to_bad(qid)
                 except OSError as err:
-                    log.error("alert: unable to move msg %s to bad/: %s", qid, err)
+                    log.error("send alert: unable to move msg %s to bad/: %s", qid, err)
         return jobs
 
     def _load(self, qid: str) -> MessageJob:

@@ -162,7 +162,9 @@ class QueueManager:
             async with asyncio.timeout(STOP_GRACE):
                 await self._settle_all()
         except TimeoutError:
-            log.warning("stopping: cancelling %d deliveries still in progress", len(self._tasks))
+            log.warning(
+                "send stopping: cancelling %d deliveries still in progress", len(self._tasks)
+            )
             for task in list(self._tasks):
                 task.cancel()
             await self._settle_all()
@@ -243,7 +245,7 @@ class QueueManager:
         self._tasks.discard(task)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
-            log.error("internal error in queue manager", exc_info=task.exception())
+            log.error("send internal error in queue manager", exc_info=task.exception())
 
     # -- scanning ------------------------------------------------------------------
 
@@ -251,7 +253,7 @@ class QueueManager:
         self._started = True
         loop = asyncio.get_running_loop()
         for line in await loop.run_in_executor(self._io, self.store.recover):
-            log.warning("recover: %s", line)
+            log.warning("send recover: %s", line)
         await self._scan()
 
     async def _scan(self, names: list[str] | None = None) -> None:
@@ -281,7 +283,7 @@ class QueueManager:
                     passes.append(self._pass(lane, job, pending, now, dying))
             found = await asyncio.gather(*passes)
             if not all(found):
-                log.warning("warning: msg %s vanished from the queue", job.qid)
+                log.warning("send warning: msg %s vanished from the queue", job.qid)
                 self.scheduler.forget(job.qid)
                 return
             job.reschedule(self._channels)
@@ -313,13 +315,13 @@ class QueueManager:
     def _settle_one_fast(self, job: MessageJob, future: FastFuture, now: float) -> None:
         exc = future.exception()
         if exc is not None:
-            log.error("internal error in queue manager", exc_info=exc)
+            log.error("send internal error in queue manager", exc_info=exc)
             job.next_try = now + SLEEP_SYSFAIL
             self.scheduler.release(job)
             return
         outcome = future.result()
         if outcome is None:
-            log.warning("warning: msg %s vanished from the queue", job.qid)
+            log.warning("send warning: msg %s vanished from the queue", job.qid)
             self.scheduler.forget(job.qid)
             return
         result, ended = outcome
@@ -353,7 +355,7 @@ class QueueManager:
                 await loop.run_in_executor(self._io, self._bouncer.bounce, job)
             except Exception as exc:
                 log.warning(
-                    "warning: trouble injecting bounce message for %s, will try later: %s",
+                    "send warning: trouble injecting bounce message for %s, will try later: %s",
                     job.qid,
                     exc,
                 )
@@ -368,7 +370,7 @@ class QueueManager:
         except NoSuchMessage:
             pass
         except OSError as exc:
-            log.warning("warning: unable to delete msg %s, will try later: %s", job.qid, exc)
+            log.warning("send warning: unable to delete msg %s, will try later: %s", job.qid, exc)
             job.next_try = self.clock.time() + SLEEP_SYSFAIL
             return
         self.scheduler.forget(job.qid)

@@ -142,7 +142,7 @@ class SmtpdContext:
             )
         except TlsError as exc:
             problem = str(exc)
-            log.warning("no TLS: %s", exc)
+            log.warning("smtpd no TLS: %s", exc)
         return cls(
             config,
             pipeline,
