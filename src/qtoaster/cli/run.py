@@ -29,7 +29,11 @@ from qtoaster.core.home import Home
 from qtoaster.core.lock import QUEUE_MANAGER, SUPERVISOR, HomeLock, Locked
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from qtoaster.config.settings import Settings
     from qtoaster.send.remoteclient import RemoteClient
+    from qtoaster.supervisor.runner import Supervisor
 
 PR_SET_PDEATHSIG = 1
 F = TypeVar("F", bound=Callable[..., Any])
@@ -135,16 +139,40 @@ def run(
         _fail(*problems, "not starting: fix the certificate (docs/tls.md)")
     _srs_key(config)  # before the warnings, which would name it missing
     for warning in check_warnings(home):
-        logging.getLogger("qtoaster.supervisor").warning("%s", warning)
+        logging.getLogger("qtoaster.supervisor").warning("supervisor %s", warning)
     for line in QueueStore(home.queue).recover(everything=True):
-        logging.getLogger("qtoaster.queue").info("%s", line)
+        logging.getLogger("qtoaster.queue").info("supervisor recover: %s", line)
     _prepare_home(config)
     supervisor = Supervisor(home, listeners, count, pop3d, imapd)
     try:
         supervisor.setup()
     except ListenError as exc:
         _fail(str(exc))
-    sys.exit(asyncio.run(supervisor.run()))
+    if config.settings.log_file is None:
+        sys.exit(asyncio.run(supervisor.run()))
+    sys.exit(_run_with_log_file(supervisor, home.root / config.settings.log_file, config.settings))
+
+
+def _run_with_log_file(supervisor: Supervisor, path: Path, settings: Settings) -> int:
+    """[log] file: our stderr, and so every role's, becomes the pipe to the log file
+    (supervisor.logfile); the terminal's stderr is given back at the end."""
+    from qtoaster.supervisor.logfile import LogFile
+
+    try:
+        logfile = LogFile(str(path), settings.log_max_bytes, settings.log_keep)
+    except OSError as exc:
+        _fail(f"cannot open the log file {path}: {exc.strerror or exc}")
+    saved = os.dup(2)
+    sys.stderr.flush()
+    os.dup2(logfile.write_fd, 2)
+    logfile.start()
+    try:
+        return asyncio.run(supervisor.run())
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        logfile.close()
 
 
 def _fail(*lines: str) -> NoReturn:
