@@ -47,8 +47,15 @@ def old_record(i: int) -> logging.LogRecord:
 
 def new_record(i: int) -> logging.LogRecord:
     text = fields(
-        msg=f"q{i}", session="s1a2", client="192.0.2.7", helo="mail.example.org",
-        sender="alice@example.org", rcpts=2, size=1234, tls="TLSv1.3", auth=None,
+        msg=f"q{i}",
+        session="s1a2",
+        client="192.0.2.7",
+        helo="mail.example.org",
+        sender="alice@example.org",
+        rcpts=2,
+        size=1234,
+        tls="TLSv1.3",
+        auth=None,
     )
     return logging.LogRecord("q", logging.INFO, "", 0, "accepted %s", (text,), None)
 
@@ -56,7 +63,7 @@ def new_record(i: int) -> logging.LogRecord:
 def main() -> None:
     logging._srcfile = None
     new = timed(LineFormatter("smtpd#0", 123), records(new_record))
-    print(f"new frame, accepted line with fields() inside the timing: ", end="")
+    print("new frame, accepted line with fields() inside the timing: ", end="")
     fmt = LineFormatter("smtpd#0", 123)
     best = float("inf")
     for _ in range(5):
