@@ -362,7 +362,7 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         log_level=LogLevel(tables.get("log", "level", _choice(LogLevel), LogLevel.INFO)),
         log_file=tables.get("log", "file", _is_url, None),
         log_max_bytes=tables.get("log", "max_bytes", _int_between(4096, 1 << 40), 10 << 20),
-        log_keep=tables.get("log", "keep", _int_between(0, 1000), 5),
+        log_keep=tables.get("log", "keep", _int_between(1, 1000), 5),
         chkuser_mode=ChkuserMode(
             tables.get("chkuser", "mode", _choice(ChkuserMode), ChkuserMode.DOMAIN)
         ),

@@ -173,7 +173,7 @@ class FsSession:
             await self._send(FsAnswer(0, False, "bad", f"bad request: {exc}"))
             return None
         if not self.allowed:
-            log.warning("refused an imap request from uid %s", _peer_uid(self.sock))
+            log.warning("mailboxd refused an imap request from uid %s", _peer_uid(self.sock))
             await self._send(FsAnswer(request.id, False, "denied", "not allowed for this peer"))
             return None
         if not self.opened:
@@ -209,7 +209,7 @@ class FsSession:
             await self._send(FsAnswer(request.id, False, "temp", f"auth role unavailable: {exc}"))
             return False
         if not ticket.ok:
-            log.warning("refused an imap ticket that is unknown, used or expired")
+            log.warning("mailboxd refused an imap ticket that is unknown, used or expired")
             await self._send(FsAnswer(request.id, False, "ticket", "unknown, used or expired"))
             return False
         if not ticket.maildir:

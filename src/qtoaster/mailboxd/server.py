@@ -153,7 +153,7 @@ class Session:
             self.done = True
             return
         if not self.broker.peers.may(self.uid, request):
-            log.warning("refused %s from uid %s", type(request).__name__, self.uid)
+            log.warning("mailboxd refused %s from uid %s", type(request).__name__, self.uid)
             self._send(Answer(False, "denied", "not allowed for this peer"))
             self.done = True
             return
@@ -179,7 +179,7 @@ class Session:
             self._send(Answer(False, "temp", f"auth role unavailable: {exc}"))
             return
         if not ticket.ok:
-            log.warning("refused a ticket that is unknown, used or expired (uid %s)", self.uid)
+            log.warning("mailboxd refused a ticket that is unknown, used or expired (uid %s)", self.uid)
             self._send(Answer(False, "ticket", "unknown, used or expired ticket"))
             self.done = True
             return
