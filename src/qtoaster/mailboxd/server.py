@@ -179,7 +179,9 @@ class Session:
             self._send(Answer(False, "temp", f"auth role unavailable: {exc}"))
             return
         if not ticket.ok:
-            log.warning("mailboxd refused a ticket that is unknown, used or expired (uid %s)", self.uid)
+            log.warning(
+                "mailboxd refused a ticket that is unknown, used or expired (uid %s)", self.uid
+            )
             self._send(Answer(False, "ticket", "unknown, used or expired ticket"))
             self.done = True
             return
