@@ -98,7 +98,7 @@ def test_our_users_mail_is_signed_and_verifies(signed_home: tuple[Path, SmtpPeer
         assert b"\r\nDKIM-Signature: v=1; a=ed25519-sha256;" in data
         assert _verdicts(home, data) == [True, True], subject
     log = (home / "server.log").read_text()
-    assert "dkim: signing for example.test (" in log
+    assert "dkim signing for example.test (" in log
     assert log.count(" d=example.test s=") == 2
 
 
@@ -133,12 +133,12 @@ def test_keys_are_read_again_after_sighup(signed_home: tuple[Path, SmtpPeer]) ->
         (home / "control" / "smtproutes").write_text(f"far.test:127.0.0.1:{peer.port}\n")
         server = Server(home)
         try:
-            starts = log.read_text().count("dkim: signing for example.test (")
+            starts = log.read_text().count("dkim signing for example.test (")
             out = qt(home, "dkim", "delete", "example.test", rsa.selector).stdout.decode()
             assert "note: the send role uses the new keys after its next start" in out
             server.signal(signal.SIGHUP)
             wait_until(
-                lambda: log.read_text().count("dkim: signing for example.test (") > starts,
+                lambda: log.read_text().count("dkim signing for example.test (") > starts,
                 30,
                 "send restarted with the keys read again",
             )

@@ -168,7 +168,7 @@ def test_bad_password_fails_and_counts_in_the_throttle(imap: Server) -> None:
         client.login("alice@example.test", "wrong")
     client.shutdown()
     log = imap.home / "server.log"
-    wait_until(lambda: b"login failed user=alice@example.test" in log.read_bytes())
+    wait_until(lambda: b"login.failed service=imap" in log.read_bytes())
     # The auth role counted it: its log names the failure of this address.
     assert b"client=127.0.0.1" in log.read_bytes()
 

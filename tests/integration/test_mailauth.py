@@ -121,7 +121,8 @@ def test_a_forged_from_under_p_reject_is_refused(server: Server) -> None:
     code, text = refused(server, JUDGED, "ceo@strict.test", message("ceo@strict.test", "fake"))
     assert code == 550
     assert b"DMARC" in text and b"5.7.1" in text
-    log_has(server, "reject stage=data check=dmarc")
+    log_has(server, "refused session=")
+    log_has(server, "stage=data reason=dmarc")
 
 
 def test_quarantine_lands_in_junk(server: Server) -> None:
@@ -146,5 +147,6 @@ def test_dns_failure_is_451(server: Server) -> None:
     code, text = refused(server, JUDGED, "x@down.example", message("x@down.example", "down"))
     assert code == 451
     assert b"4.7" in text
-    log_has(server, "reject stage=data check=dmarc")
+    log_has(server, "refused session=")
+    log_has(server, "stage=data reason=dmarc")
     assert time.monotonic() - started < 20

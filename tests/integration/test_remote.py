@@ -211,7 +211,7 @@ def test_per_recipient_results_bounce_and_defer(
     send(server.port, ["ok@picky.test", "bad@picky.test", "later@picky.test"])
     got = peers["picky"].wait_for(1, 30)[0]
     assert got.recipients == ("ok@picky.test",)  # one connection, one message
-    log_has(home, "deferral: later@picky.test")
+    log_has(home, "to=later@picky.test channel=remote result=deferral")
     qid = _queued_id(home, "later@picky.test")
     # Let the 450 recipient through and ask for a retry now (qmail-send's SIGALRM).
     del peers["picky"].behaviour.rcpt_replies["later@picky.test"]
@@ -259,7 +259,7 @@ def test_tlshosts_with_an_unverifiable_certificate_defers(
 ) -> None:
     home, server = instance_a
     send(server.port, ["secure@badtls.test"])
-    log_has(home, "deferral: secure@badtls.test")
+    log_has(home, "to=secure@badtls.test channel=remote result=deferral")
     log_has(home, "TLS unable to verify server with")
     assert peers["badtls"].messages == []  # never in clear text
 
@@ -269,7 +269,7 @@ def test_connection_dropped_mid_data_defers(
 ) -> None:
     home, server = instance_a
     send(server.port, ["victim@drop.test"])
-    log_has(home, "deferral: victim@drop.test")
+    log_has(home, "to=victim@drop.test channel=remote result=deferral")
     log_has(home, "connection died")
     assert peers["drop"].messages == []
 

@@ -95,7 +95,7 @@ async def test_spf_fail_refused_only_when_asked(
         refused = await run(pipeline(verifier, '[mailauth]\nspf_fail = "reject"\n'), f)
     assert refused.reply is not None
     assert refused.reply.render() == b"550 sorry, SPF check of the sender failed (#5.7.23)\r\n"
-    assert "check=spf" in caplog.text
+    assert "reason=spf" in caplog.text
 
 
 async def test_fcrdns_require(verifier: Verifier, tmp_path: Path) -> None:

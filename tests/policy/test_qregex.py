@@ -219,9 +219,9 @@ def test_log_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         run(check, helo="ok.x", sender="spam@x")
         run(check, helo="ok.x", recipient="victim@y", env={"LOGREGEX": ""})
     assert caplog.messages == [
-        "badhelo: <evil> at 192.0.2.1",
-        "badmailfrom: <spam@x> at 192.0.2.1",
-        "badmailto: <victim@y> at 192.0.2.1 matches pattern: ^victim@",
+        "qregex badhelo: <evil> at 192.0.2.1",
+        "qregex badmailfrom: <spam@x> at 192.0.2.1",
+        "qregex badmailto: <victim@y> at 192.0.2.1 matches pattern: ^victim@",
     ]
 
 

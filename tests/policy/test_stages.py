@@ -102,9 +102,9 @@ def test_data_stage_order_first_refusal_wins(caplog: pytest.LogCaptureFixture) -
         verdict = pipe.run(Stage.DATA, facts, "c9")
     assert verdict == Verdict(reply=DATABYTES)
     assert caplog.messages == [
-        "c9 reject stage=data check=databytes client=192.0.2.7 helo=client.test"
-        " from=<s@far.test> to=<a@ours.test,b@ours.test> reply='552 sorry, that message size"
-        " exceeds my databytes limit (#5.3.4)\\r\\n'"
+        'refused session=c9 stage=data reason=databytes code=552 reply="552 sorry, that message'
+        ' size exceeds my databytes limit (#5.3.4)" client=192.0.2.7 helo=client.test'
+        " sender=s@far.test to=a@ours.test,b@ours.test"
     ]
 
 
@@ -143,8 +143,8 @@ def test_connect_rejection_is_logged_by_the_pipeline(caplog: pytest.LogCaptureFi
         verdict = pipe.run(Stage.CONNECT, connect_facts({"RBLSMTPD": "-spam"}), "c1")
     assert isinstance(verdict, Verdict) and verdict.reply == Reply(553, "spam")
     assert caplog.messages == [
-        "c1 reject stage=connect check=rblsmtpd client=192.0.2.7 helo=None from=<None>"
-        " to=<None> reply='553 spam\\r\\n' (listed by RBLSMTPD)"
+        'refused session=c1 stage=connect reason=rblsmtpd code=553 reply="553 spam"'
+        ' client=192.0.2.7 why="listed by RBLSMTPD"'
     ]
 
 

@@ -86,9 +86,10 @@ async def test_success_deletes_message(tmp_path: Path, caplog: pytest.LogCapture
     ]
     assert store.ids() == [] and os.listdir(store.state) == []
     text = caplog.text
-    assert f"new msg {qid}" in text
-    assert f"delivery {qid}: success: bob@example.com did 0+0+1/" in text
-    assert f"end msg {qid}" in text
+    assert f"new.msg msg={qid} size=" in text
+    assert f"delivery msg={qid} to=bob@example.com channel=local result=success delay=" in text
+    assert 'report="did 0+0+1/"' in text
+    assert f"end.msg msg={qid}" in text
 
 
 async def test_temporary_failure_retries_on_schedule(tmp_path: Path) -> None:

@@ -39,8 +39,8 @@ def test_an_agent_that_raised_is_a_logged_deferral(caplog: pytest.LogCaptureFixt
         remote = results.agent_raised("remote", "q1", exc)
     assert local == Result(Outcome.TEMPORARY, "Internal error in delivery: bug. (#4.3.0)")
     assert remote == Result(Outcome.TEMPORARY, "Internal error in remote delivery: bug. (#4.3.0)")
-    assert "local agent raised for msg q1" in caplog.text
-    assert "remote agent raised for msg q1" in caplog.text
+    assert 'internal-error msg=q1 where="local agent"' in caplog.text
+    assert 'internal-error msg=q1 where="remote agent"' in caplog.text
 
 
 def test_records_f_always_d_only_with_several_recipients(store: QueueStore) -> None:

@@ -102,7 +102,7 @@ def test_trusted_message_signed_with_active_keys(
     assert head.count(b"DKIM-Signature:") == 2  # the pending key does not sign
     assert b" s=later;" not in head
     assert verify_all(head + MESSAGE, records(home)) == [True, True]
-    assert f"dkim: signed {message.qid} d=example.org s=" in caplog.text
+    assert f"dkim signed {message.qid} d=example.org s=" in caplog.text
     # The same through the signing threads.
     assert asyncio.run(signer.head_async(message)) == head
     signer.shutdown()
@@ -135,7 +135,7 @@ def test_unreadable_key_signs_nothing_for_its_domain(
     (home / "dkim" / "example.org" / f"{active[0].selector}.pem").write_bytes(b"junk")
     with caplog.at_level(logging.ERROR, "qtoaster.send"):
         signer = OutboundSigner.load(home, FakeClock(NOW), sign=True, expiry=0)
-    assert "dkim: not signing for example.org" in caplog.text
+    assert "dkim not signing for example.org" in caplog.text
     assert signer.head(queued(home, "inject uid 0")) == b""
     signer.shutdown()
 
@@ -190,7 +190,7 @@ def test_forward_sealed_with_arc_by_the_forwarding_domain(
         head = signer.head(message)
     assert head.startswith(b"ARC-Seal: i=1;") and b"ARC-Authentication-Results: i=1;" in head
     assert b"spf=pass" in head and b"cv=none" in head
-    assert f"arc: sealed {message.qid} d=example.org" in caplog.text
+    assert f"dkim arc: sealed {message.qid} d=example.org" in caplog.text
     sealed = (head + forwarded).replace(b"\n", b"\r\n")
     cv, _, reason = dkim.arc_verify(sealed, dnsfunc=lambda name, timeout=5: found.get(name))
     assert cv == dkim.CV_Pass, reason

@@ -133,8 +133,9 @@ async def test_a_policy_refusal(ctx: SmtpdContext, caplog: pytest.LogCaptureFixt
     assert transport.take() == (f"250 {greeting}\r\n250 ok\r\n".encode() + NOT_RCPTHOSTS.render())
     [line] = caplog.messages
     assert line == (
-        f"{session.id} reject stage=rcpt check=rcpthosts client=192.0.2.7 helo=client.test"
-        f" from=<a@far.test> to=<someone@elsewhere.test> reply={NOT_RCPTHOSTS.render().decode()!r}"
+        f"refused session={session.id} stage=rcpt reason=rcpthosts code=553"
+        f' reply="553 {NOT_RCPTHOSTS.text}" client=192.0.2.7 helo=client.test'
+        " sender=a@far.test to=someone@elsewhere.test"
     )
     session.data_received(b"RCPT TO:<bob@example.test>\r\nQUIT\r\n")  # the transaction goes on
     assert transport.take() == f"250 ok\r\n221 {greeting}\r\n".encode()

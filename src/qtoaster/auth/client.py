@@ -141,7 +141,7 @@ class AuthClient:
                     future.set_result(response)
         except (OSError, ValueError) as exc:  # ProtocolError, too long a line, a reset
             problem = exc
-            log.warning("auth role connection: %s", exc)
+            log.warning("auth auth role connection: %s", exc)
         finally:
             if self._writer is writer:
                 self._writer = None

@@ -92,9 +92,9 @@ class MailReaderWorker(Generic[C, S]):
             config = load_config(self.home)
             self.reconfigure(config)
             self.ctx = self.build(config)
-            self.log.info("%s reloaded configuration", self.role)
+            self.log.info("auth %s reloaded configuration", self.role)
         except ConfigError as exc:
-            self.log.error("reload refused, keeping the running configuration:\n%s", exc)
+            self.log.error("auth reload refused, keeping the running configuration:\n%s", exc)
 
     async def check_secrets(self) -> None:
         answer = await self.auth.mechanisms()

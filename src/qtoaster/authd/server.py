@@ -132,7 +132,7 @@ class AuthServer:
         try:
             config = load_config(self.home)
         except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            log.error("authd reload refused, keeping the running configuration:\n%s", exc)
             return
         if config.settings.database_url != self.config.settings.database_url:
             old, self.directory = (
@@ -147,7 +147,7 @@ class AuthServer:
             self._new_failure_store(config)
         self.throttle.update(config.settings)
         self.config = config
-        log.info("auth reloaded configuration")
+        log.info("authd auth reloaded configuration")
 
     def _new_failure_store(self, config: Config) -> None:
         """Another database: count failures there (the counts so far stay behind)."""
@@ -240,7 +240,7 @@ class AuthServer:
             try:
                 value = await loop.run_in_executor(self.executor, self.directory.secrets_everywhere)
             except TemporaryFailure as exc:
-                log.warning("directory unavailable, offer unchanged: %s", exc)
+                log.warning("authd directory unavailable, offer unchanged: %s", exc)
             self._offer = (value, time.monotonic())
             return value
 
@@ -259,7 +259,7 @@ class AuthServer:
         """The ticket's address and Maildir, once; refused when unknown, used, expired,
         or asked by another uid than the broker's (the ticket is then left alone)."""
         if not may_redeem:
-            log.warning("redeem refused: peer is not the mailbox broker")
+            log.warning("authd redeem refused: peer is not the mailbox broker")
             return RedeemResponse(request.id, False, "", "")
         found = self.tickets.pop(request.ticket, None)
         if found is None or found[2] < time.monotonic():
@@ -269,12 +269,12 @@ class AuthServer:
     def srs(self, request: SrsRequest, allowed: bool) -> SrsResponse:
         """Rewrite or reverse an address (HMAC-SHA1 of a few bytes: on the loop)."""
         if not allowed:
-            log.warning("%s refused: not this peer's to ask", request.op)
+            log.warning("authd %s refused: not this peer's to ask", request.op)
             return SrsResponse(request.id, False, True, "", "not allowed to this peer")
         try:
             srs = self.srs_keys.srs(self.config.settings.srs.max_age_days)
         except (OSError, ValueError) as exc:
-            log.error("SRS key unusable (qtoaster srs keygen makes one): %s", exc)
+            log.error("authd SRS key unusable (qtoaster srs keygen makes one): %s", exc)
             return SrsResponse(request.id, False, True, "", f"no SRS key: {exc}")
         try:
             if request.op == "srs-forward":
@@ -291,7 +291,7 @@ class AuthServer:
         key = client_key(request.ip)
         cap = self.config.settings.auth_max_in_flight
         if self.in_flight.get(key, 0) >= cap:
-            log.info("busy client=%s: %d logins in flight", request.ip, cap)
+            log.info("authd busy client=%s: %d logins in flight", request.ip, cap)
             return VerifyResponse(
                 request.id, False, True, "", "too many logins in flight", busy=True
             )
@@ -314,7 +314,7 @@ class AuthServer:
             # Off the loop too: with a shared store (PostgreSQL) counting is a query.
             delay = await loop.run_in_executor(self.executor, self._count, request.ip, result)
         except TemporaryFailure as exc:
-            log.warning("directory unavailable: %s", exc)
+            log.warning("authd directory unavailable: %s", exc)
             return VerifyResponse(request.id, False, True, "", f"directory unavailable: {exc}")
         if delay:
             await asyncio.sleep(delay)
@@ -385,7 +385,7 @@ async def serve_auth(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     path = await server.start()
-    log.info("auth listening on %s", path)
+    log.info("authd auth listening on %s", path)
     ready()
     await stop.wait()
     await server.close()

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "systemd": "qtoaster.cli.systemd:systemd",
     "backup": "qtoaster.cli.backup:backup",
     "restore": "qtoaster.cli.backup:restore",
+    "report": "qtoaster.cli.report:report",
 }
 
 

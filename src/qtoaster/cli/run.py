@@ -29,7 +29,11 @@ from qtoaster.core.home import Home
 from qtoaster.core.lock import QUEUE_MANAGER, SUPERVISOR, HomeLock, Locked
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from qtoaster.config.settings import Settings
     from qtoaster.send.remoteclient import RemoteClient
+    from qtoaster.supervisor.runner import Supervisor
 
 PR_SET_PDEATHSIG = 1
 F = TypeVar("F", bound=Callable[..., Any])
@@ -145,9 +149,9 @@ def run(
         _fail(*problems, "not starting: fix the certificate (docs/tls.md)")
     _srs_key(config)  # before the warnings, which would name it missing
     for warning in check_warnings(home):
-        logging.getLogger("qtoaster.supervisor").warning("%s", warning)
+        logging.getLogger("qtoaster.supervisor").warning("supervisor %s", warning)
     for line in QueueStore(home.queue).recover(everything=True):
-        logging.getLogger("qtoaster.queue").info("%s", line)
+        logging.getLogger("qtoaster.queue").info("supervisor recover: %s", line)
     _prepare_home(config, metrics=metrics_listener is not None)
     if metrics_listener is not None:
         _prepare_metrics(config)
@@ -156,7 +160,31 @@ def run(
         supervisor.setup()
     except ListenError as exc:
         _fail(str(exc))
-    sys.exit(asyncio.run(supervisor.run()))
+    if config.settings.log_file is None:
+        sys.exit(asyncio.run(supervisor.run()))
+    sys.exit(_run_with_log_file(supervisor, home.root / config.settings.log_file, config.settings))
+
+
+def _run_with_log_file(supervisor: Supervisor, path: Path, settings: Settings) -> int:
+    """[log] file: our stderr, and so every role's, becomes the pipe to the log file
+    (supervisor.logfile); the terminal's stderr is given back at the end."""
+    from qtoaster.supervisor.logfile import LogFile
+
+    try:
+        logfile = LogFile(str(path), settings.log_max_bytes, settings.log_keep)
+    except OSError as exc:
+        _fail(f"cannot open the log file {path}: {exc.strerror or exc}")
+    saved = os.dup(2)
+    sys.stderr.flush()
+    os.dup2(logfile.write_fd, 2)
+    logfile.start()
+    try:
+        return asyncio.run(supervisor.run())
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        logfile.close()
 
 
 def _metrics_listener(config: Config, flag: str | None) -> Listener | None:
@@ -325,7 +353,7 @@ def _prepare_home(config: Config, *, metrics: bool) -> None:
     log = logging.getLogger("qtoaster.supervisor")
     users = config.settings.users
     if not running_as_root():
-        log.info("not started as root: every role runs as %s", accounts.current_user())
+        log.info("supervisor not started as root: every role runs as %s", accounts.current_user())
         return
     optional = ("metrics",) if metrics else ()
     problems = accounts.check_accounts(users, optional=optional) + accounts.code_unreadable()
@@ -336,10 +364,10 @@ def _prepare_home(config: Config, *, metrics: bool) -> None:
     _open_directory_once(config)
     ownership.make_run_dirs(config.home)
     for change in ownership.apply(config.home, users):
-        log.info("owners: %s", change)
+        log.info("supervisor owners: %s", change)
     roles = ("smtpd", "pop3d", "imapd", "send", "auth", "mailbox", *optional)
     log.info(
-        "roles run as their own users: %s",
+        "supervisor roles run as their own users: %s",
         ", ".join(f"{role} {accounts.role_names(users, role)[0]}" for role in roles),
     )
 

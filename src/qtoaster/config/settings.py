@@ -261,6 +261,11 @@ class Settings:
     metrics_listen: Listener | None = None  # [listen] metrics: off when absent
     greylist: GreylistSettings = field(default_factory=GreylistSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    # [log] file: the supervisor writes every role's lines there (docs/logging.md), rotated
+    # at max_bytes with keep old files; None: stderr (journald under systemd).
+    log_file: str | None = None
+    log_max_bytes: int = 10 << 20
+    log_keep: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +396,9 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         credentials_url=tables.get("database", "credentials_url", _is_url, None),
         fsync=tables.get("queue", "fsync", _is_bool, True),
         log_level=LogLevel(tables.get("log", "level", _choice(LogLevel), LogLevel.INFO)),
+        log_file=tables.get("log", "file", _is_url, None),
+        log_max_bytes=tables.get("log", "max_bytes", _int_between(4096, 1 << 40), 10 << 20),
+        log_keep=tables.get("log", "keep", _int_between(1, 1000), 5),
         chkuser_mode=ChkuserMode(
             tables.get("chkuser", "mode", _choice(ChkuserMode), ChkuserMode.DOMAIN)
         ),

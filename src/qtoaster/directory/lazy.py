@@ -94,7 +94,7 @@ class LazyDirectory:
             if time.monotonic() - self._opened_at < REOPEN_SECONDS:
                 return
             self._directory = None
-        log.warning("directory database error: reopening the directory")
+        log.warning("directory directory database error: reopening the directory")
         directory.close()
 
     def _open(self) -> Directory:
@@ -113,6 +113,6 @@ class LazyDirectory:
                 self._opened_at = time.monotonic()
             except QtoasterError as exc:
                 self._failed_at = time.monotonic()
-                log.warning("cannot open the directory: %s", exc)
+                log.warning("directory cannot open the directory: %s", exc)
                 raise DirectoryUnavailable(str(exc)) from exc
             return self._directory

@@ -30,8 +30,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from qtoaster.core.errors import TemporaryFailure
+from qtoaster.core.logfields import fields
 from qtoaster.maildir.storeapi import StoreError
 from qtoaster.metrics import definitions as metrics
+from qtoaster.net.driver import tls_version
 from qtoaster.protocols import sasl
 from qtoaster.protocols.imap import commands as cmd
 from qtoaster.protocols.sasl import (
@@ -170,8 +172,10 @@ class Login:
             ip=session.remote_ip,
         )
         if result.temporary:
-            why = "busy" if result.busy else "unavailable"
-            log.warning("%s auth %s: %s", session.id, why, result.reason)
+            log.warning(
+                "auth.busy %s" if result.busy else "auth.unavailable %s",
+                fields(session=session.id, error=result.reason),
+            )
             text = (
                 "Too many logins at once from your address, try again later"
                 if result.busy
@@ -182,11 +186,15 @@ class Login:
         metrics.auth("imap", result.ok)
         if not result.ok:
             log.info(
-                "%s login failed user=%s client=%s reason=%s",
-                session.id,
-                result.user or user,
-                session.remote_ip,
-                result.reason,
+                "login.failed %s",
+                fields(
+                    service="imap",
+                    session=session.id,
+                    user=result.user or user,
+                    client=session.remote_ip,
+                    tls=tls_version(session.transport),
+                    reason=result.reason,
+                ),
             )
             self.failures += 1  # the auth role already waited out the throttle's delay
             session.conn.tagged(tag, "NO", "Authentication failed.", "AUTHENTICATIONFAILED")
@@ -198,7 +206,9 @@ class Login:
         try:
             store, watcher = await open_store(session, result.ticket)
         except (TemporaryFailure, OSError, StoreError) as exc:
-            log.warning("%s mailbox of %s unavailable: %s", session.id, result.user, exc)
+            log.warning(
+                "mailbox.unavailable %s", fields(session=session.id, user=result.user, error=exc)
+            )
             session.conn.tagged(tag, "NO", "Unable to open your mailbox now", "UNAVAILABLE")
             return
         if not session.is_open:  # the client left meanwhile
@@ -208,7 +218,16 @@ class Login:
                 store_close()
             return
         session.logged_in(result.user, store, watcher)
-        log.info("%s login user=%s client=%s", session.id, result.user, session.remote_ip)
+        log.info(
+            "login.ok %s",
+            fields(
+                service="imap",
+                session=session.id,
+                user=result.user,
+                client=session.remote_ip,
+                tls=tls_version(session.transport),
+            ),
+        )
         caps = " ".join(self.capabilities())
         session.conn.tagged(tag, "OK", "Logged in", f"CAPABILITY {caps}")
 

@@ -140,7 +140,7 @@ class MailSession:
         except SequenceError as exc:
             self.conn.tagged(cmd.tag, "BAD", str(exc))
         except OSError as exc:
-            log.error("%s %s failed: %s", self.session.id, type(body).__name__.upper(), exc)
+            log.error("imapd %s %s failed: %s", self.session.id, type(body).__name__.upper(), exc)
             self.conn.tagged(cmd.tag, "NO", "Internal error occurred, try again", "SERVERBUG")
 
     def watch_dirs(self) -> list[str]:
@@ -157,7 +157,7 @@ class MailSession:
                 changes = await self.run(view.refresh)
             except UidValidityChanged:
                 log.warning(
-                    "%s UIDVALIDITY of %s changed: session ended", self.session.id, view.name
+                    "imapd %s UIDVALIDITY of %s changed: session ended", self.session.id, view.name
                 )
                 self.view = None
                 self.session.bye("Mailbox UIDVALIDITY changed")

@@ -130,7 +130,7 @@ class ImapSession(EngineDriver[ImapConnection]):
         self.sessions.add(self)
         if self.kind == "imaps":
             if self.ctx.tls is None:
-                log.warning("%s imaps without TLS: %s", self.id, self.ctx.tls_problem)
+                log.warning("imapd %s imaps without TLS: %s", self.id, self.ctx.tls_problem)
                 transport.abort()
                 return
             self.begin_tls(implicit=True)
@@ -142,7 +142,7 @@ class ImapSession(EngineDriver[ImapConnection]):
         self._stop_idle_task()
         if self.user is not None:
             log.info(
-                "%s end user=%s client=%s commands=%d seconds=%.1f",
+                "imapd %s end user=%s client=%s commands=%d seconds=%.1f",
                 self.id,
                 self.user,
                 self.remote_ip,
@@ -160,7 +160,7 @@ class ImapSession(EngineDriver[ImapConnection]):
         try:
             await mail.close()
         except Exception:
-            log.exception("%s closing the mailbox", self.id)
+            log.exception("imapd %s closing the mailbox", self.id)
         finally:
             if watcher is not None:
                 watcher.close()
@@ -179,7 +179,7 @@ class ImapSession(EngineDriver[ImapConnection]):
         return float(settings.timeout)
 
     def timed_out(self) -> None:
-        log.info("%s timeout user=%s client=%s", self.id, self.user or "-", self.remote_ip)
+        log.info("imapd %s timeout user=%s client=%s", self.id, self.user or "-", self.remote_ip)
         self.bye("Autologout; idle for too long")
 
     def shut_down(self) -> None:
@@ -252,7 +252,7 @@ class ImapSession(EngineDriver[ImapConnection]):
             assert isinstance(body, cmd.Id)
             if body.params:
                 fields = " ".join(f"{k}={v}" for k, v in body.params)
-                log.debug("%s client id %s", self.id, fields)
+                log.debug("imapd %s client id %s", self.id, fields)
             self.conn.untagged('ID ("name" "qtoaster")')
             self.conn.tagged(tag, "OK", "ID completed")
 
@@ -305,7 +305,7 @@ class ImapSession(EngineDriver[ImapConnection]):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s internal error while idling", self.id)
+            log.exception("imapd %s internal error while idling", self.id)
             self.internal_error()
 
     async def _end_idle(self, *, answer: bool = True) -> None:

@@ -115,7 +115,7 @@ class FsSession:
                     watch = (request.id, loop.create_task(wait))
                     self.server.watching += 1
         except OSError as exc:
-            log.debug("imap connection: %s", exc)
+            log.debug("mailboxd imap connection: %s", exc)
         finally:
             if watch is not None:
                 watch[1].cancel()
@@ -173,7 +173,7 @@ class FsSession:
             await self._send(FsAnswer(0, False, "bad", f"bad request: {exc}"))
             return None
         if not self.allowed:
-            log.warning("refused an imap request from uid %s", _peer_uid(self.sock))
+            log.warning("mailboxd refused an imap request from uid %s", _peer_uid(self.sock))
             await self._send(FsAnswer(request.id, False, "denied", "not allowed for this peer"))
             return None
         if not self.opened:
@@ -205,11 +205,11 @@ class FsSession:
                 self.server.executor, redeem, auth_socket_path(self.server.home), request.ticket
             )
         except (OSError, AuthProtocolError) as exc:
-            log.warning("cannot redeem a ticket: %s", exc)
+            log.warning("mailboxd cannot redeem a ticket: %s", exc)
             await self._send(FsAnswer(request.id, False, "temp", f"auth role unavailable: {exc}"))
             return False
         if not ticket.ok:
-            log.warning("refused an imap ticket that is unknown, used or expired")
+            log.warning("mailboxd refused an imap ticket that is unknown, used or expired")
             await self._send(FsAnswer(request.id, False, "ticket", "unknown, used or expired"))
             return False
         if not ticket.maildir:
@@ -232,7 +232,7 @@ class FsSession:
         except OSError as exc:
             return FsAnswer(ident, False, "os", exc.strerror or str(exc), errno_name(exc)), []
         except Exception as exc:  # a bug must not end the broker: the session answers SERVERBUG
-            log.exception("imap request %s failed", request.op)
+            log.exception("mailboxd imap request %s failed", request.op)
             return FsAnswer(ident, False, "temp", f"{type(exc).__name__}: {exc}"), []
 
 
@@ -352,7 +352,7 @@ class FsServer:
             try:
                 sock, _addr = await loop.sock_accept(listener)
             except OSError as exc:  # EMFILE and the like: wait for sessions to end
-                log.error("imap.sock accept failed: %s", exc)
+                log.error("mailboxd imap.sock accept failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
             sock.setblocking(False)

@@ -124,7 +124,7 @@ class Session:
                     break
                 self._one(line)
         except OSError as exc:
-            log.debug("mailbox connection: %s", exc)
+            log.debug("mailboxd mailbox connection: %s", exc)
         finally:
             reader.close()
             self.close()
@@ -153,7 +153,7 @@ class Session:
             self.done = True
             return
         if not self.broker.peers.may(self.uid, request):
-            log.warning("refused %s from uid %s", type(request).__name__, self.uid)
+            log.warning("mailboxd refused %s from uid %s", type(request).__name__, self.uid)
             self._send(Answer(False, "denied", "not allowed for this peer"))
             self.done = True
             return
@@ -175,11 +175,13 @@ class Session:
         try:
             ticket = redeem(auth_socket_path(self.broker.home), request.ticket)
         except (OSError, AuthProtocolError) as exc:
-            log.warning("cannot redeem a ticket: %s", exc)
+            log.warning("mailboxd cannot redeem a ticket: %s", exc)
             self._send(Answer(False, "temp", f"auth role unavailable: {exc}"))
             return
         if not ticket.ok:
-            log.warning("refused a ticket that is unknown, used or expired (uid %s)", self.uid)
+            log.warning(
+                "mailboxd refused a ticket that is unknown, used or expired (uid %s)", self.uid
+            )
             self._send(Answer(False, "ticket", "unknown, used or expired ticket"))
             self.done = True
             return
@@ -330,10 +332,10 @@ def serve_mailbox(home: Home, ready: Callable[[], None], peers: Peers | None = N
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nothing to reload: it reads no settings
     broker = Broker(home, peers)
     path = broker.start()
-    log.info("mailbox broker listening on %s", path)
+    log.info("mailboxd mailbox broker listening on %s", path)
     known = broker.peers
     imap = FsServer(home, broker.hostname, known.imapd, known.root)
-    log.info("mailbox broker listening for imapd on %s", imap.start())
+    log.info("mailboxd mailbox broker listening for imapd on %s", imap.start())
     ready()
     while not stop.wait(3600):
         pass

@@ -251,7 +251,7 @@ class ConfinedFs:
         try:
             record(Path(self.root), size, count)
         except OSError as exc:
-            log.warning("cannot update maildirsize of %s: %s", self.root, exc)
+            log.warning("maildir cannot update maildirsize of %s: %s", self.root, exc)
 
     def deliver(self, folder: str, data: bytes, info: str, mtime: float | None) -> str:
         """``data`` into ``folder``/cur as ``<unique>,S=<size>:2,<info>``; its name."""

@@ -112,7 +112,9 @@ class FolderState:
         except FileNotFoundError:
             self._migrate()
         except StateError as exc:
-            log.warning("UID state of %r unreadable (%s): rebuilt", self.folder or "INBOX", exc)
+            log.warning(
+                "maildir UID state of %r unreadable (%s): rebuilt", self.folder or "INBOX", exc
+            )
             self.state.create(new_uidvalidity())
         return None
 

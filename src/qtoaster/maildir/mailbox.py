@@ -160,7 +160,7 @@ def _write_index(base: str, index: dict[bytes, tuple[int, int]]) -> None:
             stream.write(data)
         os.replace(tmp, f"{base}/{INDEX_FILE}")
     except OSError as exc:
-        log.warning("cannot write the POP3 size cache of %s: %s", base, exc)
+        log.warning("maildir cannot write the POP3 size cache of %s: %s", base, exc)
         try:
             os.unlink(tmp)
         except OSError:
@@ -366,12 +366,14 @@ class Mailbox:
                 try:
                     os.rename(path, f"{self._base}/cur/{message.name[4:]}{names.INFO}")
                 except OSError as exc:
-                    log.warning("cannot move %s to cur/ in %s: %s", message.name, self._base, exc)
+                    log.warning(
+                        "maildir cannot move %s to cur/ in %s: %s", message.name, self._base, exc
+                    )
         if removed:
             try:
                 record(self.maildir, -freed, -removed)
             except OSError as exc:
-                log.warning("cannot update maildirsize of %s: %s", self._base, exc)
+                log.warning("maildir cannot update maildirsize of %s: %s", self._base, exc)
         return problems
 
 

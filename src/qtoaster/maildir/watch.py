@@ -151,7 +151,7 @@ class _Hub:
         if not self.warned:
             self.warned = True
             log.warning(
-                "out of inotify watches (fs.inotify.max_user_watches = %s): polling "
+                "maildir out of inotify watches (fs.inotify.max_user_watches = %s): polling "
                 "directories every %g s instead",
                 max_user_watches(),
                 POLL_SECONDS,
@@ -163,7 +163,7 @@ class _Hub:
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EINTR):
                 return
-            log.error("inotify read failed, waking every waiter: %s", exc)
+            log.error("maildir inotify read failed, waking every waiter: %s", exc)
             events = []
             self._wake_all()
         for event in events:

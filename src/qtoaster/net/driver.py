@@ -176,7 +176,7 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
             try:
                 self.handle(event)
             except Exception:
-                self.log.exception("%s internal error handling %r", self.id, event)
+                self.log.exception("net %s internal error handling %r", self.id, event)
                 self.internal_error()
                 return
         if handled:  # the engine now waits for a new command: its deadline starts here
@@ -218,7 +218,7 @@ class EngineDriver(asyncio.BufferedProtocol, Generic[E]):
         try:
             await step
         except Exception:
-            self.log.exception("%s internal error", self.id)
+            self.log.exception("net %s internal error", self.id)
             self.internal_error()
             return
         finally:
@@ -250,6 +250,12 @@ def peer_ip(transport: asyncio.BaseTransport) -> str:
     does not say."""
     peer = transport.get_extra_info("peername") or ("unknown", 0)
     return plain_ip(str(peer[0]))
+
+
+def tls_version(transport: asyncio.BaseTransport | None) -> str | None:
+    """``TLSv1.3`` when the connection is under TLS, else None (for log lines)."""
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return None if ssl_object is None else cast(str | None, ssl_object.version())
 
 
 def plain_ip(ip: str) -> str:

@@ -86,7 +86,7 @@ def fit_connections(
         return share
     fitted = max(1, (have - RESERVED_FDS) // FDS_PER_CONNECTION)
     log.error(
-        "open-file limit (RLIMIT_NOFILE) is %d, below the %d that %d connections per worker "
+        "net open-file limit (RLIMIT_NOFILE) is %d, below the %d that %d connections per worker "
         "need (%s %d over %d workers): serving at most %d connections per worker; raise "
         "the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower %s",
         have,

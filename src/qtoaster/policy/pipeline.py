@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
+from qtoaster.core.logfields import fields, reply_text
 from qtoaster.metrics import definitions as metrics
 from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
@@ -116,15 +117,18 @@ def _rejected(stage: Stage, facts: Facts, conn_id: str, check: Check, verdict: V
     to = ",".join(facts.recipients) if stage is Stage.DATA else facts.recipient
     metrics.rejected(stage.value, check.name)
     log.info(
-        "%s reject stage=%s check=%s client=%s helo=%s from=<%s> to=<%s> reply=%r%s",
-        conn_id,
-        stage.value,
-        check.name,
-        facts.remote_ip,
-        facts.helo,
-        facts.sender,
-        to,
-        verdict.reply.render().decode(errors="replace"),
-        f" ({verdict.why})" if verdict.why else "",
+        "refused %s",
+        fields(
+            session=conn_id,
+            stage=stage.value,
+            reason=check.name,
+            code=verdict.reply.code,
+            reply=reply_text(verdict.reply.code, verdict.reply.text),
+            client=facts.remote_ip,
+            helo=facts.helo,
+            sender=facts.sender,
+            to=to,
+            why=verdict.why or None,
+        ),
     )
     return verdict

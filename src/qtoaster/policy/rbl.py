@@ -157,7 +157,7 @@ class Rbl:
             return block
         address = client_address(remote_ip)
         if address is None:
-            log.warning("rbl: client address %r is no IP address, not looked up", remote_ip)
+            log.warning("rbl client address %r is no IP address, not looked up", remote_ip)
             return None
         return await self._lookup(address)
 
@@ -171,7 +171,7 @@ class Rbl:
                 done, _ = await asyncio.wait({task}, timeout=max(end - loop.time(), 0.0))
                 answer = task.result() if done else _SOFT
                 if answer.found is _Found.SOFT:
-                    log.warning("rbl: %s for %s: temporary DNS failure", source.zone, address)
+                    log.warning("rbl %s for %s: temporary DNS failure", source.zone, address)
                 if fold.add(source, answer):
                     return fold.block()
             return None
@@ -213,7 +213,7 @@ class Rbl:
         if any(a not in _ERROR_NET for a in addresses):
             return _Answer(_Found.HIT)
         if addresses:
-            log.warning("rbl: %s answered %s: an operational error, ignored", zone, addresses[0])
+            log.warning("rbl %s answered %s: an operational error, ignored", zone, addresses[0])
             return _Answer(_Found.ERROR)
         if any(status is _Found.SOFT for status, _ in found):
             return _SOFT

@@ -34,5 +34,5 @@ def unavailable(settings: ScannerSettings, facts: Facts, check: str, exc: Except
     """The verdict when ``check``'s scanner gave none (``exc`` says why)."""
     if settings.on_unavailable == "tempfail":
         return Verdict(reply=SCANNER_DOWN, why=str(exc))
-    log.warning("%s unavailable, accepting unscanned from %s: %s", check, facts.remote_ip, exc)
+    log.warning("scan %s unavailable, accepting unscanned from %s: %s", check, facts.remote_ip, exc)
     return PASS

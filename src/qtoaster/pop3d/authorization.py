@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING
 from qtoaster.auth.protocol import VerifyResponse
 from qtoaster.broker.client import BrokerError, BrokerMailbox, open_mailbox
 from qtoaster.core.errors import TemporaryFailure
+from qtoaster.core.logfields import fields
 from qtoaster.metrics import definitions as metrics
+from qtoaster.net.driver import tls_version
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.protocols import sasl
 from qtoaster.protocols.pop3 import events as ev
@@ -139,9 +141,9 @@ class Authorization:
 
     def _unavailable(self, problem: object, *, busy: bool = False) -> None:
         if busy:
-            log.warning("%s auth busy: %s", self.session.id, problem)
+            log.warning("auth.busy %s", fields(session=self.session.id, error=problem))
         else:
-            log.warning("%s directory unavailable: %s", self.session.id, problem)
+            log.warning("auth.unavailable %s", fields(session=self.session.id, error=problem))
         self.conn.close_after_send()
         if busy:
             self.conn.err("too many logins at once from your address, try again later", "SYS/TEMP")
@@ -153,11 +155,15 @@ class Authorization:
         metrics.auth("pop3", result.ok)
         if not result.ok:
             log.info(
-                "%s login failed user=%s client=%s reason=%s",
-                self.session.id,
-                result.user,
-                self.session.remote_ip,
-                result.reason,
+                "login.failed %s",
+                fields(
+                    service="pop3",
+                    session=self.session.id,
+                    user=result.user,
+                    client=self.session.remote_ip,
+                    tls=tls_version(self.session.transport),
+                    reason=result.reason,
+                ),
             )
             # The auth role waited out the throttle's delay before it answered.
             # qmail-popup closed the connection after one failure; we allow a few, like
@@ -203,7 +209,16 @@ class Authorization:
             return
         lock = mailbox.connection  # the broker holds the lock while it is open
         self.session.lock, self.session.mailbox, self.session.user = lock, mailbox, address
-        log.info("%s login user=%s client=%s", self.session.id, address, self.session.remote_ip)
+        log.info(
+            "login.ok %s",
+            fields(
+                service="pop3",
+                session=self.session.id,
+                user=address,
+                client=self.session.remote_ip,
+                tls=tls_version(self.session.transport),
+            ),
+        )
         self.conn.logged_in()
         self.session.flush()
 

@@ -103,7 +103,7 @@ class Pop3Session(EngineDriver[Pop3Connection]):
         self.banner = f"<{os.getpid()}.{int(time.time())}@{host}>"
         if self.kind == "pop3s":
             if self.ctx.tls is None:
-                log.warning("%s pop3s without TLS: %s", self.id, self.ctx.tls_problem)
+                log.warning("pop3d %s pop3s without TLS: %s", self.id, self.ctx.tls_problem)
                 transport.abort()
                 return
             self.begin_tls(implicit=True)

@@ -116,7 +116,7 @@ class Transaction:
                 for piece in top:
                     await self._write_chunk(piece)
         except OSError as exc:  # the file went away mid-way: the client sees a short message
-            log.warning("%s read error in message %d: %s", self.session.id, number, exc)
+            log.warning("pop3d %s read error in message %d: %s", self.session.id, number, exc)
         self.conn.send_multiline_end()
         self.session.flush()
 
@@ -141,7 +141,7 @@ class Transaction:
             problems = [f"mailbox broker: {exc}"]
         self.session.unlock()
         if problems:
-            log.warning("%s update problems: %s", self.session.id, "; ".join(problems))
+            log.warning("pop3d %s update problems: %s", self.session.id, "; ".join(problems))
             self.conn.err("unable to unlink all deleted messages")
         else:
             self.conn.ok()

@@ -78,7 +78,7 @@ class PauseWatch:
             token = live_token(self.request)
         except OSError as exc:
             if not self._warned:
-                log.warning("warning: unable to read the pause request: %s", exc)
+                log.warning("send warning: unable to read the pause request: %s", exc)
                 self._warned = True
             return None
         self._warned = False

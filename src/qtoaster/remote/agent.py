@@ -113,7 +113,7 @@ class RoutesFile:
         except ConfigError as exc:
             if strict:
                 raise
-            log.error("keeping the previous smtproutes: %s", "; ".join(exc.problems))
+            log.error("remote keeping the previous smtproutes: %s", "; ".join(exc.problems))
             routes = self._routes
         self._stamp, self._routes = stamp, routes
         return routes
@@ -165,7 +165,7 @@ class RemoteAgent:
         dest: Destination | None = None
         security = self.security
         if security is not None and not requiretls and tls_required_no(body):
-            log.info("remote: %s: TLS-Required: No, MTA-STS and DANE not applied", domain)
+            log.info("remote %s: TLS-Required: No, MTA-STS and DANE not applied", domain)
             security = None
         if security is not None and not routed and ip_literal(domain) is None:
             try:
@@ -187,7 +187,7 @@ class RemoteAgent:
                 report = f"{'; '.join(exc.problems)} (#4.7.5)"
                 return RemoteAttempt([Result(Outcome.TEMPORARY, report)] * len(recipients), True)
             if isinstance(chosen, Refusal):
-                log.info("remote: %s refused: %s", host.name, chosen.reason)
+                log.info("remote %s refused: %s", host.name, chosen.reason)
                 refused = chosen.reason
                 continue
             policy = chosen
@@ -248,18 +248,18 @@ class RemoteAgent:
                 )
             except ConnectFailed as exc:
                 log.info(
-                    "remote: %s [%s]:%d: %s", endpoint.host, endpoint.address, endpoint.port, exc
+                    "remote %s [%s]:%d: %s", endpoint.host, endpoint.address, endpoint.port, exc
                 )
                 return None
             try:
                 result = await conn.transact(tx, body)
             except Skip as exc:
-                log.info("remote: %s [%s] skipped: %s", endpoint.host, endpoint.address, exc)
+                log.info("remote %s [%s] skipped: %s", endpoint.host, endpoint.address, exc)
                 return None
             except TlsFallback as exc:
                 # Opportunistic TLS failed: like Postfix, try the same host once in clear.
                 log.info(
-                    "remote: %s [%s] TLS failed, retrying in clear: %s",
+                    "remote %s [%s] TLS failed, retrying in clear: %s",
                     endpoint.host,
                     endpoint.address,
                     exc,
@@ -274,7 +274,7 @@ class RemoteAgent:
         """One line per connection (a reused one is not logged again): host, TLS or not."""
         ep = conn.endpoint
         log.info(
-            "remote: %s [%s]:%d %s: %s",
+            "remote %s [%s]:%d %s: %s",
             ep.host,
             ep.address,
             ep.port,

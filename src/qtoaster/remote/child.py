@@ -107,7 +107,7 @@ async def serve_remote(config: Config, sock: socket.socket) -> None:
             )
             answer = Answer(request.id, tuple(attempt.results), attempt.reached)
         except Exception as exc:  # a bug must not bounce mail: defer and say so
-            log.exception("remote agent raised for request %d", request.id)
+            log.exception("remote remote agent raised for request %d", request.id)
             temporary = Result(Outcome.TEMPORARY, INTERNAL.format(exc=exc))
             answer = Answer(request.id, (temporary,) * len(request.recipients), True)
         finally:
@@ -126,7 +126,7 @@ async def serve_remote(config: Config, sock: socket.socket) -> None:
 
     def on_close(reason: str) -> None:
         if reason != "end of file":
-            log.error("remote: channel to the send role: %s", reason)
+            log.error("remote channel to the send role: %s", reason)
         done.set()
 
     link = Link(sock, on_message, on_close, accept_fds=True)

@@ -195,10 +195,10 @@ class MtaSts:
             text = await self._fetch(domain)
             fresh = parse_policy(text, domain, policy_id, now)
         except (ValueError, OSError, EOFError, TimeoutError) as exc:  # SSLError is an OSError
-            log.warning("remote: MTA-STS policy of %s: fetch failed: %s", domain, exc)
+            log.warning("remote MTA-STS policy of %s: fetch failed: %s", domain, exc)
             return cached
         log.info(
-            "remote: MTA-STS policy of %s: id %s, mode %s, max_age %d",
+            "remote MTA-STS policy of %s: id %s, mode %s, max_age %d",
             domain,
             fresh.id,
             fresh.mode,
@@ -254,7 +254,7 @@ class MtaSts:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("remote: MTA-STS cache %s unusable: %s", path, exc)
+            log.warning("remote MTA-STS cache %s unusable: %s", path, exc)
             return None
         if policy.domain != domain:
             return None
@@ -271,7 +271,7 @@ class MtaSts:
             temp.write_text(json.dumps(asdict(policy)), encoding="utf-8")
             os.replace(temp, path)
         except OSError as exc:  # the memory cache still holds it
-            log.warning("remote: MTA-STS cache %s not written: %s", path, exc)
+            log.warning("remote MTA-STS cache %s not written: %s", path, exc)
 
 
 async def read_response(reader: asyncio.StreamReader) -> str:

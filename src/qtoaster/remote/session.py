@@ -257,7 +257,7 @@ class Connection:
         if self._policy.label:
             ep = self.endpoint
             log.info(
-                "remote: %s [%s] refused by %s: %s", ep.host, ep.address, self._policy.label, reason
+                "remote %s [%s] refused by %s: %s", ep.host, ep.address, self._policy.label, reason
             )
         return self._tls_broken(reason)
 

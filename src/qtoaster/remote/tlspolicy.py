@@ -111,7 +111,7 @@ class TransportSecurity:
                 return Refusal(f"{host} is not an MX host of the {sts.label}")
             return self._tls.verified(host, f"the {sts.label}", self._cafile)
         if not sts.allows(host):
-            log.info("remote: %s: the %s would refuse it: not an MX host of it", host, sts.label)
+            log.info("remote %s: the %s would refuse it: not an MX host of it", host, sts.label)
         if base.context is None:
             return base
         return ClientTlsPolicy(
@@ -127,7 +127,7 @@ class TransportSecurity:
         """MTA-STS testing mode: log what enforce would have refused, accept anyway."""
         problem = self._pkix_problem(chain, host)
         if problem:
-            log.info("remote: %s: the %s would refuse it: %s", host, sts.label, problem)
+            log.info("remote %s: the %s would refuse it: %s", host, sts.label, problem)
 
     def _pkix_problem(self, chain_der: list[bytes], host: str) -> str | None:
         try:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 from qtoaster.config.control import Controls
 from qtoaster.core.clock import Clock
+from qtoaster.core.logfields import fields
 from qtoaster.queue.format import received_line
 from qtoaster.queue.store import QueuedMessage, QueueStore, commit_message
 from qtoaster.send import results
@@ -54,14 +55,14 @@ class Bouncer:
             bounce = build_bounce(sender, failures, params, now)
         bounce_id: str | None = None
         if bounce is None:
-            log.info("triple bounce: discarding bounce/%s", job.qid)
+            log.info("bounce.discarded %s", fields(msg=job.qid, why="triple bounce"))
         else:
             received = received_line("for bounce", os.getpid(), now)
             chunks = itertools.chain(
                 (received, bounce.head), _message_chunks(job.message), (bounce.tail,)
             )
             bounce_id = commit_message(self._store, bounce.envelope, "bounce", chunks)
-            log.info("bounce msg %s qp %s", job.qid, bounce_id)
+            log.info("bounce %s", fields(msg=job.qid, bounce=bounce_id))
         results.record_bounce(self._store, job, bounce_id)
 
 

@@ -17,11 +17,11 @@ from collections.abc import Callable, Container
 
 from qtoaster.config.control import Controls, ascii_lower
 from qtoaster.core.errors import TemporaryFailure
+from qtoaster.core.logfields import fields
 from qtoaster.queue import state
 from qtoaster.queue.format import BadQueueFile
 from qtoaster.queue.store import NoSuchMessage, QueueStore
 from qtoaster.send.entry import LOCAL, REMOTE, MessageJob
-from qtoaster.send.results import logsafe
 
 log = logging.getLogger("qtoaster.send")
 
@@ -58,14 +58,14 @@ class QueueReader:
             except TemporaryFailure as exc:
                 # The directory is down (routing needs it): leave the message queued; the
                 # periodic rescan picks it up again.
-                log.warning("deferring msg %s: %s", qid, exc)
+                log.warning("send deferring msg %s: %s", qid, exc)
                 continue
             except BadQueueFile as exc:
-                log.error("alert: moving unreadable msg %s to bad/: %s", qid, exc)
+                log.error("send alert: moving unreadable msg %s to bad/: %s", qid, exc)
                 try:
                     self._store.move_to_bad(qid)
                 except OSError as err:
-                    log.error("alert: unable to move msg %s to bad/: %s", qid, err)
+                    log.error("send alert: unable to move msg %s to bad/: %s", qid, err)
         return jobs
 
     def _load(self, qid: str) -> MessageJob:
@@ -77,10 +77,13 @@ class QueueReader:
         )
         channel = tuple(LOCAL if self._is_local(r) else REMOTE for r in recipients)
         log.info(
-            "new msg %s: bytes %d from <%s> origin %s",
-            qid,
-            message.size,
-            logsafe(message.envelope.sender),
-            logsafe(message.origin),
+            "new.msg %s",
+            fields(
+                msg=qid,
+                size=message.size,
+                sender=message.envelope.sender,
+                rcpts=len(recipients),
+                origin=message.origin,
+            ),
         )
         return MessageJob(message, recipients, channel, recorded, next_try=0.0)

@@ -86,7 +86,7 @@ def deliver_and_record(agent: LocalAgentLike, store: QueueStore, req: LocalReque
         except NoSuchMessage:
             ended = True
         except OSError as exc:
-            log.warning("warning: unable to delete msg %s, will try later: %s", req.qid, exc)
+            log.warning("send warning: unable to delete msg %s, will try later: %s", req.qid, exc)
     return result, ended
 
 

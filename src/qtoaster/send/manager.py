@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from qtoaster.config.control import Controls
 from qtoaster.core.clock import Clock
+from qtoaster.core.logfields import fields
 from qtoaster.queue import schedule
 from qtoaster.queue.pause import RECHECK, PauseWatch
 from qtoaster.queue.store import NoSuchMessage, QueueStore
@@ -172,7 +173,9 @@ class QueueManager:
             async with asyncio.timeout(STOP_GRACE):
                 await self._settle_all()
         except TimeoutError:
-            log.warning("stopping: cancelling %d deliveries still in progress", len(self._tasks))
+            log.warning(
+                "send stopping: cancelling %d deliveries still in progress", len(self._tasks)
+            )
             for task in list(self._tasks):
                 task.cancel()
             await self._settle_all()
@@ -233,16 +236,16 @@ class QueueManager:
         if token is None:
             if self._paused:
                 self._pause.resume()
-                log.info("deliveries resumed")
+                log.info("send deliveries resumed")
             self._paused = False
             return False
         self._paused = True
         if not self._tasks and not self.local.fast_in_flight():
             try:
                 if self._pause.acknowledge(token):
-                    log.info("deliveries paused for a backup")
+                    log.info("send deliveries paused for a backup")
             except OSError as exc:  # the backup waits, then gives up and says so
-                log.warning("warning: unable to answer the pause request: %s", exc)
+                log.warning("send warning: unable to answer the pause request: %s", exc)
         return True
 
     # -- launching -------------------------------------------------------------------
@@ -278,7 +281,7 @@ class QueueManager:
         self._tasks.discard(task)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
-            log.error("internal error in queue manager", exc_info=task.exception())
+            log.error("send internal error in queue manager", exc_info=task.exception())
 
     # -- scanning ------------------------------------------------------------------
 
@@ -286,7 +289,7 @@ class QueueManager:
         self._started = True
         loop = asyncio.get_running_loop()
         for line in await loop.run_in_executor(self._io, self.store.recover):
-            log.warning("recover: %s", line)
+            log.warning("send recover: %s", line)
         await self._scan()
 
     async def _scan(self, names: list[str] | None = None) -> None:
@@ -316,7 +319,7 @@ class QueueManager:
                     passes.append(self._pass(lane, job, pending, now, dying))
             found = await asyncio.gather(*passes)
             if not all(found):
-                log.warning("warning: msg %s vanished from the queue", job.qid)
+                log.warning("send warning: msg %s vanished from the queue", job.qid)
                 self.scheduler.forget(job.qid)
                 return
             job.reschedule(self._channels)
@@ -348,20 +351,20 @@ class QueueManager:
     def _settle_one_fast(self, job: MessageJob, future: FastFuture, now: float) -> None:
         exc = future.exception()
         if exc is not None:
-            log.error("internal error in queue manager", exc_info=exc)
+            log.error("send internal error in queue manager", exc_info=exc)
             job.next_try = now + SLEEP_SYSFAIL
             self.scheduler.release(job)
             return
         outcome = future.result()
         if outcome is None:
-            log.warning("warning: msg %s vanished from the queue", job.qid)
+            log.warning("send warning: msg %s vanished from the queue", job.qid)
             self.scheduler.forget(job.qid)
             return
         result, ended = outcome
         results.note(job, 0, result)
         if ended:
             self.scheduler.forget(job.qid)
-            log.info("end msg %s", job.qid)
+            log.info("end.msg %s", fields(msg=job.qid))
         elif job.pending_local():
             job.due[self.local.channel] = schedule.next_retry(
                 job.message.birth, now, self.local.skip
@@ -388,7 +391,7 @@ class QueueManager:
                 await loop.run_in_executor(self._io, self._bouncer.bounce, job)
             except Exception as exc:
                 log.warning(
-                    "warning: trouble injecting bounce message for %s, will try later: %s",
+                    "send warning: trouble injecting bounce message for %s, will try later: %s",
                     job.qid,
                     exc,
                 )
@@ -403,8 +406,8 @@ class QueueManager:
         except NoSuchMessage:
             pass
         except OSError as exc:
-            log.warning("warning: unable to delete msg %s, will try later: %s", job.qid, exc)
+            log.warning("send warning: unable to delete msg %s, will try later: %s", job.qid, exc)
             job.next_try = self.clock.time() + SLEEP_SYSFAIL
             return
         self.scheduler.forget(job.qid)
-        log.info("end msg %s", job.qid)
+        log.info("end.msg %s", fields(msg=job.qid))

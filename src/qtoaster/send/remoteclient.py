@@ -113,7 +113,7 @@ class RemoteClient:
             theirs.close()
         self._made, self._once = ours, True
         log.info(
-            "remote: started the remote delivery process as %s, pid %d",
+            "remote started the remote delivery process as %s, pid %d",
             identity.user,
             self._proc.pid,
         )
@@ -202,7 +202,7 @@ class RemoteClient:
             self._link = Link(
                 ours, self._on_message, lambda why: self._on_close(proc, why), accept_fds=False
             )
-            log.info("remote: started the remote delivery process, pid %d", proc.pid)
+            log.info("remote started the remote delivery process, pid %d", proc.pid)
             return self._link
 
     def _on_message(self, message: Message, fd: int | None) -> None:
@@ -234,7 +234,7 @@ class RemoteClient:
             future.set_result(Attempt([Result(Outcome.TEMPORARY, DIED)] * count, True))
         if reason != "send role stopping":
             log.warning(
-                "remote: the remote delivery process (pid %d) is gone (%s); %d deliveries in "
+                "remote the remote delivery process (pid %d) is gone (%s); %d deliveries in "
                 "flight deferred",
                 proc.pid,
                 reason,
@@ -257,12 +257,12 @@ class RemoteClient:
             except PermissionError:
                 # Started as the remote user (start_now): this user may not signal it. It
                 # dies with this process (PR_SET_PDEATHSIG), which is stopping.
-                log.warning("remote: the remote delivery process (pid %d) did not stop", proc.pid)
+                log.warning("remote the remote delivery process (pid %d) did not stop", proc.pid)
                 return
             await asyncio.to_thread(proc.wait)
         if proc.returncode not in (0, None):
             log.warning(
-                "remote: the remote delivery process (pid %d) exited with %d",
+                "remote the remote delivery process (pid %d) exited with %d",
                 proc.pid,
                 proc.returncode,
             )

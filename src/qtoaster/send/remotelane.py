@@ -143,7 +143,7 @@ class RemoteLane:
         try:
             return await self.signer.head_async(job.message)
         except Exception:  # a signing bug must not stop delivery: send it as it is
-            log.exception("dkim: signing %s failed; sent unsigned", job.qid)
+            log.exception("dkim signing %s failed; sent unsigned", job.qid)
             return b""
 
     async def _attempt(

@@ -25,13 +25,15 @@ The record functions block (file I/O); the lanes call them from their threads.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
+from qtoaster.core.logfields import fields
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.metrics import definitions as metrics
 from qtoaster.queue import schedule, state
 from qtoaster.queue.store import QueueStore
-from qtoaster.send.entry import MessageJob
+from qtoaster.send.entry import LOCAL, MessageJob
 
 log = logging.getLogger("qtoaster.send")
 
@@ -55,7 +57,7 @@ def logsafe(text: str) -> str:
 
 def agent_raised(lane: str, qid: str, exc: Exception) -> Result:
     """Rule 1: the agent of ``lane`` raised ``exc`` (call from the ``except`` block)."""
-    log.exception("%s agent raised for msg %s", lane, qid)
+    log.exception("internal-error %s", fields(msg=qid, where=f"{lane} agent"))
     return Result(Outcome.TEMPORARY, _INTERNAL[lane].format(exc=exc))
 
 
@@ -111,11 +113,15 @@ def note(job: MessageJob, idx: int, result: Result) -> None:
         job.state.failed[idx] = result.report
     metrics.delivery(result.outcome.value, CHANNELS[job.channel[idx]], job.message.birth)
     log.info(
-        "delivery %s: %s: %s %s",
-        job.qid,
-        result.outcome.value,
-        logsafe(job.recipients[idx]),
-        logsafe(result.report),
+        "delivery %s",
+        fields(
+            msg=job.qid,
+            to=job.recipients[idx],
+            channel="local" if job.channel[idx] == LOCAL else "remote",
+            result=result.outcome.value,
+            delay=f"{max(time.time() - job.message.birth, 0.0):.3f}",
+            report=result.report,
+        ),
     )
 
 

@@ -63,7 +63,7 @@ async def serve_send(
     def gone() -> None:
         if not stop.is_set():
             log.warning(
-                "send: the remote delivery process is gone; stopping so that the "
+                "send the remote delivery process is gone; stopping so that the "
                 "supervisor starts send and it again"
             )
             stop.set()

@@ -88,13 +88,13 @@ class OutboundSigner:
                 try:
                     found = dkimkeys.active_signers_of(store, domain)
                 except QtoasterError as exc:
-                    log.error("dkim: not signing for %s: %s", domain, exc)
+                    log.error("dkim not signing for %s: %s", domain, exc)
                     continue
                 if found:
                     signers[domain] = found
             if signers:
                 log.info(
-                    "dkim: signing for %s",
+                    "dkim signing for %s",
                     ", ".join(
                         f"{d} ({', '.join(s.selector for s in k)})" for d, k in signers.items()
                     ),
@@ -139,13 +139,13 @@ class OutboundSigner:
                     self._expiry,
                 )
         except Unsignable as exc:
-            log.warning("dkim: %s sent unsigned: %s", message.qid, logsafe(str(exc)))
+            log.warning("dkim %s sent unsigned: %s", message.qid, logsafe(str(exc)))
             return b""
         except OSError as exc:
-            log.warning("dkim: %s sent unsigned: %s", message.qid, exc.strerror or exc)
+            log.warning("dkim %s sent unsigned: %s", message.qid, exc.strerror or exc)
             return b""
         log.info(
-            "dkim: signed %s d=%s s=%s",
+            "dkim signed %s d=%s s=%s",
             message.qid,
             domain,
             ",".join(s.selector for s in signers),
@@ -158,7 +158,7 @@ class OutboundSigner:
         if not keys or not self._authserv_id:
             return b""
         if message.size > MAX_SEALED:
-            log.info("arc: %s not sealed: %d bytes", message.qid, message.size)
+            log.info("dkim arc: %s not sealed: %d bytes", message.qid, message.size)
             return b""
         key = keys[0]
         assert isinstance(key.key, rsa.RSAPrivateKey)
@@ -181,9 +181,9 @@ class OutboundSigner:
                 dnsfunc=self._dnsfunc,
             )
         except Exception as exc:  # a forward goes on unsealed rather than not at all
-            log.warning("arc: %s sent unsealed: %s", message.qid, logsafe(str(exc)))
+            log.warning("dkim arc: %s sent unsealed: %s", message.qid, logsafe(str(exc)))
             return b""
-        log.info("arc: sealed %s d=%s s=%s", message.qid, key.domain, key.selector)
+        log.info("dkim arc: sealed %s d=%s s=%s", message.qid, key.domain, key.selector)
         return head
 
 

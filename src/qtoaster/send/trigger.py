@@ -64,7 +64,7 @@ class TriggerReader:
         try:
             fd = os.open(self._path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            log.warning("warning: unable to open trigger %s: %s", self._path, exc)
+            log.warning("send warning: unable to open trigger %s: %s", self._path, exc)
             return
         self._fd = fd
         loop.add_reader(fd, self._readable)

@@ -152,7 +152,7 @@ class SmtpdContext:
             )
         except TlsError as exc:
             problem = str(exc)
-            log.warning("no TLS: %s", exc)
+            log.warning("smtpd no TLS: %s", exc)
         return cls(
             config,
             pipeline,
@@ -328,5 +328,5 @@ def _passlist(control: Path) -> PassList:
     try:
         return PassList.load(control)
     except (OSError, ValueError) as exc:
-        log.error("greylist: control/greylistpass not used: %s", exc)
+        log.error("greylist control/greylistpass not used: %s", exc)
         return PassList()

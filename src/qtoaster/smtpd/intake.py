@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING
 from qtoaster.core import reply as R
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import QueueError
+from qtoaster.core.logfields import fields, reply_text
 from qtoaster.core.reply import Reply
 from qtoaster.metrics import definitions as metrics
+from qtoaster.net.driver import tls_version
 from qtoaster.policy.signatures import Scanner, disabled_by
 from qtoaster.policy.verdict import Facts, MessageFacts, Stage, Verdict
 from qtoaster.queue import exitcodes
@@ -88,7 +90,7 @@ class MessageIntake:
             spool.write(self._received())
         except (OSError, QueueError) as exc:
             # qmail-smtpd's answer when qmail-queue cannot be started (spec 3.6).
-            log.warning("%s cannot open spool: %s", session.id, exc)
+            log.warning("spool.failed %s", fields(session=session.id, error=exc))
             session.conn.send(R.QQT_FAILURE)
             return
         self.spool, self.received, self._oversize = spool, 0, False
@@ -137,7 +139,7 @@ class MessageIntake:
         try:
             self.spool.write(data)
         except (OSError, QueueError) as exc:
-            log.warning("%s spool write failed: %s", self._session.id, exc)
+            log.warning("spool.failed %s", fields(session=self._session.id, error=exc))
             self.abort()
             return
         scanner = self._scanner
@@ -208,7 +210,7 @@ class MessageIntake:
             if result.headers or result.drop:  # a copy of the file only when there is work
                 await asyncio.to_thread(spool.insert_before_message, result.headers, result.drop)
         except Exception:
-            log.exception("%s content check failed", session.id)
+            log.exception("internal-error %s", fields(session=session.id, where="content check"))
             if inspect.iscoroutine(result):
                 result.close()  # never awaited when the flush failed
             return exitcodes.reply_for(exitcodes.WRITE_ERROR)
@@ -220,11 +222,25 @@ class MessageIntake:
         try:
             qid = await loop.run_in_executor(session.ctx.executor, spool.commit)
             reply = Reply(250, f"ok {int(time.time())} qp {qid}")
-            log.info("%s accepted msg %s from %s", session.id, qid, session.remote_ip)
+            envelope = self._envelope
+            log.info(
+                "accepted %s",
+                fields(
+                    msg=qid,
+                    session=session.id,
+                    client=session.remote_ip,
+                    helo=session.conn.helo or "",
+                    sender=envelope.sender if envelope else "",
+                    rcpts=len(envelope.recipients) if envelope else 0,
+                    size=self.received,
+                    tls=tls_version(session.transport),
+                    auth=session.secure.auth_user,
+                ),
+            )
             metrics.accepted()
         except Exception as exc:  # the queue failed: temporary, nothing was acknowledged
             await loop.run_in_executor(session.ctx.executor, spool.abort)
-            log.warning("%s queue commit failed: %s", session.id, exc)
+            log.warning("queue.failed %s", fields(session=session.id, error=exc))
             code = exc.code if isinstance(exc, QueueError) else exitcodes.WRITE_ERROR
             reply = exitcodes.reply_for(code)
         session.answer_after_wait(reply)
@@ -248,14 +264,18 @@ class MessageIntake:
             if outcome.queued:
                 metrics.accepted("qmailqueue")
             log.info(
-                "%s %s msg via %s: %s",
-                session.id,
-                "handed" if outcome.queued else "refused",
-                program,
-                reply.render().decode(errors="replace").strip(),
+                "qmailqueue %s",
+                fields(
+                    session=session.id,
+                    result="handed" if outcome.queued else "refused",
+                    program=program,
+                    reply=reply_text(reply.code, reply.text),
+                ),
             )
         except Exception as exc:
-            log.warning("%s QMAILQUEUE %s failed: %s", session.id, program, exc)
+            log.warning(
+                "qmailqueue.failed %s", fields(session=session.id, program=program, error=exc)
+            )
             reply = exitcodes.reply_for(exitcodes.EXEC_ERROR)
         finally:
             await asyncio.get_running_loop().run_in_executor(session.ctx.executor, spool.abort)

@@ -88,14 +88,14 @@ async def run_qmailqueue(
         message_fd = _open_message(message, offset)
     except OSError as exc:
         # The spool cannot be read back: the queue cannot even be started (qmail_open failed).
-        log.warning("QMAILQUEUE %s: cannot open the message: %s", path, exc)
+        log.warning("qmailqueue QMAILQUEUE %s: cannot open the message: %s", path, exc)
         return QueueOutcome(exitcodes.reply_for(exitcodes.EXEC_ERROR), None)
     child_env = {**env, "QTOASTER_HOME": str(home)}
     try:
         read_end, write_end = os.pipe()  # both close-on-exec; Popen dup2s read_end to fd 1
     except OSError as exc:
         os.close(message_fd)
-        log.warning("QMAILQUEUE %s: no pipe: %s", path, exc)
+        log.warning("qmailqueue QMAILQUEUE %s: no pipe: %s", path, exc)
         return QueueOutcome(exitcodes.reply_for(exitcodes.EXEC_ERROR), None)
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -110,7 +110,7 @@ async def run_qmailqueue(
     except OSError as exc:
         os.close(write_end)
         # qmail's child _exit(120)s when execv fails: the same text here.
-        log.warning("QMAILQUEUE %s: cannot exec: %s", path, exc)
+        log.warning("qmailqueue QMAILQUEUE %s: cannot exec: %s", path, exc)
         return QueueOutcome(exitcodes.reply_for(exitcodes.EXEC_ERROR), None)
     finally:
         os.close(message_fd)
@@ -130,7 +130,9 @@ async def _converse(
             write_end = -1
             code = await proc.wait()
     except TimeoutError:
-        log.warning("QMAILQUEUE %s (pid %d): timed out after %gs", path, proc.pid, timeout)
+        log.warning(
+            "qmailqueue QMAILQUEUE %s (pid %d): timed out after %gs", path, proc.pid, timeout
+        )
         await _kill(proc)
         return QueueOutcome(exitcodes.reply_for(exitcodes.TIMEOUT), proc.pid)
     except BaseException:  # cancelled (connection lost, shutdown): nothing was acknowledged
@@ -145,7 +147,7 @@ async def _converse(
         # qmail_close: exit 0 after a failed write falls through to "qq read error".
         code = exitcodes.READ_ERROR
     if code < 0:
-        log.warning("QMAILQUEUE %s (pid %d): killed by signal %d", path, proc.pid, -code)
+        log.warning("qmailqueue QMAILQUEUE %s (pid %d): killed by signal %d", path, proc.pid, -code)
     return QueueOutcome(exitcodes.reply_for(code), proc.pid)
 
 

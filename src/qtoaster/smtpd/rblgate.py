@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import TYPE_CHECKING
 
+from qtoaster.core.logfields import fields, reply_text
 from qtoaster.core.reply import Reply
-from qtoaster.smtpd.rblsmtpd import RblsmtpdDialog, log_line
+from qtoaster.smtpd.rblsmtpd import RblsmtpdDialog
 
 if TYPE_CHECKING:
     from qtoaster.smtpd.session import SmtpSession
@@ -39,7 +39,18 @@ class RblGate:
     def start(self) -> None:
         """rblsmtpd's greeting (or, with ``-t0``, the refusal alone and hang up)."""
         session = self._session
-        log.info("%s %s", session.id, log_line(session.remote_ip, os.getpid(), self._refusal))
+        refusal = self._refusal
+        log.info(
+            "refused %s",
+            fields(
+                session=session.id,
+                stage="connect",
+                reason="rblsmtpd",
+                code=refusal.code,
+                reply=reply_text(refusal.code, refusal.text),
+                client=session.remote_ip,
+            ),
+        )
         lifetime = session.ctx.config.settings.rbl_timeout
         if lifetime == 0:  # rblsmtpd -t0: the refusal alone, then hang up
             session.write(self._dialog.refusal, close=True)

@@ -22,9 +22,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
+from qtoaster.core.logfields import fields
 from qtoaster.core.reply import Reply
 from qtoaster.directory.schema import UserFlag
 from qtoaster.metrics import definitions as metrics
+from qtoaster.net.driver import tls_version
 from qtoaster.policy.checks.rcpthosts import NOGATEWAY
 from qtoaster.protocols.sasl import (
     AUTH_FAILED,
@@ -128,28 +130,39 @@ class SecureSession:
         if not result.temporary:
             metrics.auth("smtp", result.ok)
         if result.temporary:
-            log.warning("%s auth unavailable: %s", session.id, result.reason)
+            log.warning(
+                "auth.unavailable %s",
+                fields(session=session.id, client=session.remote_ip, error=result.reason),
+            )
             reply = auth.AUTH_BUSY if result.busy else auth.AUTH_UNAVAILABLE
         elif result.ok:
             self.auth_user = result.user
             if not UserFlag(result.flags) & UserFlag.NO_RELAY:  # spec 6.2: RELAYCLIENT=""
                 session.env = {**self.base_env, "RELAYCLIENT": ""}
             log.info(
-                "%s auth ok user=%s client=%s",
-                session.id,
-                result.user,
-                session.remote_ip,
+                "login.ok %s",
+                fields(
+                    service="smtp",
+                    session=session.id,
+                    user=result.user,
+                    client=session.remote_ip,
+                    tls=tls_version(session.transport),
+                ),
             )
             reply = AUTH_OK
         else:
             self._failures += 1
             close = self._failures >= session.ctx.config.settings.auth_max_failures
             log.info(
-                "%s auth failed user=%s client=%s reason=%s",
-                session.id,
-                result.user,
-                session.remote_ip,
-                result.reason,
+                "login.failed %s",
+                fields(
+                    service="smtp",
+                    session=session.id,
+                    user=result.user,
+                    client=session.remote_ip,
+                    tls=tls_version(session.transport),
+                    reason=result.reason,
+                ),
             )
             reply = AUTH_FAILED
         session.busy = False
@@ -208,7 +221,7 @@ class SecureSession:
             relays, cert_email = client_cert_relay(ssl_object, session.ctx.tls_clients)
             if relays:
                 self.base_env = {**self.base_env, "RELAYCLIENT": ""}
-                log.info("%s relay by certificate %s", session.id, cert_email)
+                log.info("relay.certificate %s", fields(session=session.id, email=cert_email))
             else:
                 # qmail extends the relay refusal with why the certificate did not do (7.3).
                 self.base_env = {**self.base_env, NOGATEWAY: cert_email}

@@ -40,8 +40,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from qtoaster.core import reply as R
+from qtoaster.core.logfields import fields
 from qtoaster.core.reply import Reply
-from qtoaster.net.driver import EngineDriver, plain_ip
+from qtoaster.net.driver import EngineDriver, plain_ip, tls_version
 from qtoaster.policy.checks.databytes import effective_databytes
 from qtoaster.policy.verdict import Facts, SessionState, Stage, Verdict
 from qtoaster.protocols.smtp import events as ev
@@ -110,20 +111,34 @@ class SmtpSession(EngineDriver[ServerConnection]):
         decision = self.ctx.config.tcp_smtp.match(self.remote_ip)
         if not decision.allow:
             # tcpserver's deny: drop without running the daemon (tcprules(1)).
-            log.info("%s deny client=%s rule=%s", self.id, self.remote_ip, decision.rule)
+            log.info(
+                "refused %s",
+                fields(
+                    session=self.id,
+                    stage="connect",
+                    reason="tcprules",
+                    client=self.remote_ip,
+                    listener=self.kind,
+                    rule=decision.rule,
+                ),
+            )
             transport.abort()
             return
         self.env = self.secure.base_env = {**self.ctx.process_env, **decision.env}
         # The environment and controls are fixed for the session (qmail reads them once).
         self.intake.databytes = effective_databytes(self.env, self.ctx.config.controls.databytes)
         self.sessions.add(self)
+        log.info(
+            "session.open %s",
+            fields(session=self.id, client=self.remote_ip, listener=self.kind, local=self.local_ip),
+        )
         if self.kind != "smtps" and self.env.get("SMTPS"):
             self.kind = "smtps"  # a tcp.smtp rule marks this listener implicit TLS
             self.conn = ServerConnection(enhanced_status_codes=True, tls=True)
         if self.kind == "smtps":
             # Implicit TLS (spec 7.4, RFC 8314): the handshake comes before the greeting.
             if self.ctx.tls is None:
-                log.warning("%s smtps without TLS: %s", self.id, self.ctx.tls_problem)
+                log.warning("tls.missing %s", fields(session=self.id, error=self.ctx.tls_problem))
                 transport.abort()
                 return
             self.secure.begin_tls(implicit=True)
@@ -157,8 +172,20 @@ class SmtpSession(EngineDriver[ServerConnection]):
         return super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        opened = self in self.sessions
         super().connection_lost(exc)
         self.intake.abort()
+        if opened:
+            log.info(
+                "session.close %s",
+                fields(
+                    session=self.id,
+                    client=self.remote_ip,
+                    listener=self.kind,
+                    tls=tls_version(self.transport),
+                    auth=self.secure.auth_user,
+                ),
+            )
 
     # -- the engine's events (EngineDriver.process) --------------------------
     def handle(self, event: object) -> None:
@@ -345,7 +372,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
             if verdict.delay:
                 await asyncio.sleep(verdict.delay)
         except Exception:
-            log.exception("%s internal error in a policy check", self.id)
+            log.exception("internal-error %s", fields(session=self.id, where="policy check"))
             verdict = Verdict(reply=R.INTERNAL_ERROR)
         self.busy = False
         self.last_activity = time.monotonic()
@@ -384,11 +411,15 @@ class SmtpSession(EngineDriver[ServerConnection]):
         intake = self.intake
         if intake.spool is not None:
             log.info(
-                "%s timeout in DATA: %d bytes in %.0f s (data_min_rate %d)",
-                self.id,
-                intake.received,
-                time.monotonic() - intake.started,
-                self.ctx.config.settings.data_min_rate,
+                "timeout %s",
+                fields(
+                    session=self.id,
+                    stage="data",
+                    client=self.remote_ip,
+                    size=intake.received,
+                    seconds=f"{time.monotonic() - intake.started:.0f}",
+                    data_min_rate=self.ctx.config.settings.data_min_rate,
+                ),
             )
         self.expire(R.TIMEOUT)
 

@@ -85,9 +85,9 @@ class Worker:
                 config.settings.max_per_ip,
             ):
                 self.limits = self._limits()
-            log.info("smtpd reloaded configuration")
+            log.info("smtpd smtpd reloaded configuration")
         except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            log.error("smtpd reload refused, keeping the running configuration:\n%s", exc)
 
     async def check_secrets(self) -> None:
         """Whether to offer CRAM-MD5 (every account keeps secrets), asked of the auth role

@@ -120,7 +120,7 @@ def _run(argv: list[str]) -> None:
     except subprocess.CalledProcessError as exc:
         detail = (exc.stderr or exc.stdout or "").strip()
         raise ConfigError([f"{' '.join(argv)}: failed: {detail}"]) from None
-    log.info("%s", " ".join(argv))
+    log.info("supervisor %s", " ".join(argv))
 
 
 OPTIONAL_ROLES = ("metrics",)

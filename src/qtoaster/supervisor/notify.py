@@ -53,7 +53,9 @@ class Notifier:
         address = socket_address(value) if value else None
         if value and address is None:
             log.warning(
-                "%s=%r is not a Unix socket: not telling systemd our state", VARIABLE, value
+                "supervisor %s=%r is not a Unix socket: not telling systemd our state",
+                VARIABLE,
+                value,
             )
         return cls(address)
 
@@ -68,7 +70,9 @@ class Notifier:
         except OSError as exc:
             if not self._failed:
                 self._failed = True
-                log.warning("cannot tell systemd %s: %s", fields[0] if fields else "", exc)
+                log.warning(
+                    "supervisor cannot tell systemd %s: %s", fields[0] if fields else "", exc
+                )
             return False
         return True
 

@@ -234,9 +234,12 @@ class Supervisor:
     def hangup(self) -> None:
         problems = check_config(self.home)
         if problems:
-            log.error("SIGHUP: configuration has problems, not reloading:\n%s", "\n".join(problems))
+            log.error(
+                "supervisor SIGHUP: configuration has problems, not reloading:\n%s",
+                "\n".join(problems),
+            )
             return
-        log.info("SIGHUP: reloading")
+        log.info("supervisor SIGHUP: reloading")
         self.notifier.reloading()
         restarted = [c for c in self.children if c.role == "send" and c.proc is not None]
         for child in restarted:
@@ -253,7 +256,9 @@ class Supervisor:
         try:
             await asyncio.wait_for(self.restarted_ready(restarted), STOP_SECONDS)
         except TimeoutError:
-            log.warning("reload: the queue manager is not ready after %.0f s", STOP_SECONDS)
+            log.warning(
+                "supervisor reload: the queue manager is not ready after %.0f s", STOP_SECONDS
+            )
         else:
             log.info("reloaded")
         self.notifier.ready()
@@ -313,12 +318,14 @@ class Supervisor:
                 if child.stopped_for_reload:
                     child.stopped_for_reload = False
                     log.info(
-                        "%s stopped for the reload (exit %s); starting it again", child.role, code
+                        "supervisor %s stopped for the reload (exit %s); starting it again",
+                        child.role,
+                        code,
                     )
                     child.restarts = 0
                     self.spawn(child)
                     continue
-                log.warning("%s exited with %s; restarting", child.role, code)
+                log.warning("supervisor %s exited with %s; restarting", child.role, code)
                 if time.monotonic() - child.started < 1.0:
                     child.restarts += 1
                     await asyncio.sleep(min(0.5 * child.restarts, 5.0))

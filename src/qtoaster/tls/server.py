@@ -222,7 +222,7 @@ def reader_context(
     try:
         return server_context(control, min_version=min_version), "missing certificate"
     except TlsError as exc:
-        log.warning("no TLS: %s", exc)
+        log.warning("tls no TLS: %s", exc)
         return None, str(exc)
 
 

@@ -171,7 +171,7 @@ async def handshake(held: Held, *, who: str) -> asyncio.Transport | None:
             raise
     except (OSError, TimeoutError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
         metrics.tls_handshake(False)
-        log.info("%s TLS handshake failed: %s", who, exc)
+        log.info("tls %s TLS handshake failed: %s", who, exc)
         transport.abort()
         _ended(protocol, exc)
         return None
@@ -180,7 +180,7 @@ async def handshake(held: Held, *, who: str) -> asyncio.Transport | None:
     if upgraded is None:  # the connection went away during the handshake
         _ended(protocol, None)
         return None
-    log.info("%s tls %s", who, session_summary(upgraded.get_extra_info("ssl_object")))
+    log.info("tls %s tls %s", who, session_summary(upgraded.get_extra_info("ssl_object")))
     return upgraded
 
 

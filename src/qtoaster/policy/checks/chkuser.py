@@ -173,7 +173,7 @@ class Chkuser:
                 assert isinstance(found, Recipient)
                 percent = await loop.run_in_executor(self._executor, self._percent_used, found)
         except (TemporaryFailure, OSError) as exc:
-            log.warning("chkuser: cannot check %s: %s", address, exc)
+            log.warning("chkuser cannot check %s: %s", address, exc)
             return self._refuse(counters, UNAVAILABLE, facts, "no auth resource")
         return self._decide(counters, facts, mode, found, percent)
 

@@ -108,7 +108,7 @@ class Greylist:
                 self._executor, self._state.greylist, net, sender, recipient, now, self._settings
             )
         except TemporaryFailure as exc:
-            log.warning("greylist: %s; %s let through", exc, facts.remote_ip)
+            log.warning("greylist %s; %s let through", exc, facts.remote_ip)
             return PASS
         if decision.whitelisted:
             state.greylist.whitelisted = True
@@ -123,7 +123,7 @@ class Greylist:
                     self._executor, self._state.pass_triplet, net, sender, recipient, now
                 )
             except TemporaryFailure as exc:
-                log.warning("greylist: %s", exc)
+                log.warning("greylist %s", exc)
             return PASS
         return Verdict(reply=greylisted(decision.retry_in), why=f"greylisted net={net}")
 
@@ -136,7 +136,7 @@ class Greylist:
         try:
             result = await self._spf(facts.remote_ip, sender, facts.helo or "")
         except Exception:  # an SPF problem only means: greylist as usual
-            log.exception("greylist: SPF check of %s failed", sender)
+            log.exception("greylist SPF check of %s failed", sender)
             result = "temperror"
         memo.spf = (sender, result)
         return result == "pass"

@@ -143,7 +143,7 @@ class RuleFile:
         if rule.line not in self._timed_out:
             self._timed_out.add(rule.line)
             log.warning(
-                "qregex: control/%s line %d %r ran out of time (%.3fs); it does not fire",
+                "qregex control/%s line %d %r ran out of time (%.3fs); it does not fire",
                 self.name,
                 rule.line,
                 rule.text,
@@ -237,5 +237,5 @@ class Qregex:
 def _bad(what: str, subject: str, rule: Rule, facts: Facts, reply: Reply) -> Verdict:
     """qregex's log line (spec 8), LOGREGEX's pattern suffix included, and the rejection."""
     suffix = f" matches pattern: {rule.text}" if "LOGREGEX" in facts.env else ""
-    log.info("%s: <%s> at %s%s", what, subject, facts.remote_ip, suffix)
+    log.info("qregex %s: <%s> at %s%s", what, subject, facts.remote_ip, suffix)
     return Verdict(reply=reply)

@@ -190,6 +190,6 @@ class RateLimit:
         try:
             allowed = await asyncio.get_running_loop().run_in_executor(self._executor, ask)
         except TemporaryFailure as exc:
-            log.warning("ratelimit: %s; let through", exc)
+            log.warning("ratelimit %s; let through", exc)
             return PASS
         return PASS if allowed else Verdict(reply=reply, why=why)

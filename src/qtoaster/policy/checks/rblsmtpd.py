@@ -45,7 +45,7 @@ class Rblsmtpd:
         try:
             block = await rbl.decide(facts.remote_ip, facts.env)
         except Exception:  # a bug in the lookup must not block anyone, nor drop the session
-            log.exception("rblsmtpd lookup failed for %s", facts.remote_ip)
+            log.exception("rblsmtpd rblsmtpd lookup failed for %s", facts.remote_ip)
             block = None
         return _verdict(block)
 

@@ -59,7 +59,7 @@ class Spamd:
                 max_bytes=settings.max_bytes,
             )
         except SpamdTooBig as exc:
-            log.info("spamd: not scored, %s", exc)
+            log.info("spamd not scored, %s", exc)
             return PASS
         except ScannerUnavailable as exc:
             return unavailable(settings, facts, self.name, exc)

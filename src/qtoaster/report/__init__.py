@@ -1,0 +1,1 @@
+"""``qtoaster report``: log lines (docs/logging.md) parsed back and summed up."""
