@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from qtoaster.cli.options import home_option
+from qtoaster.cli.options import home_option, provision
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 
@@ -108,16 +108,14 @@ def _owners(home: Home) -> None:
     """As root, as init does: the roles' accounts exist and own their part of the home."""
     from qtoaster.config.settings import load_settings
     from qtoaster.core.privilege import running_as_root
-    from qtoaster.supervisor import accounts, ownership
+    from qtoaster.supervisor import ownership
 
     if not running_as_root():
         return
-    users = load_settings(home.settings_file).users
     try:
-        made = accounts.ensure_accounts(users)
+        made, _ = provision(home)
     except ConfigError as exc:
         raise click.ClickException("; ".join(exc.problems)) from None
     for line in made:
         click.echo(f"created {line}")
-    ownership.apply(home, users)
-    ownership.own_queue_files(home, users)
+    ownership.own_queue_files(home, load_settings(home.settings_file).users)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from qtoaster.cli.options import home_option
+from qtoaster.cli.options import home_option, provision
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 
@@ -42,16 +42,15 @@ def fix_owners(home: Home) -> None:
     """As root: create the roles' users and groups ([users]) and give the home their owners."""
     from qtoaster.cli.run import load_or_exit
     from qtoaster.core.privilege import running_as_root
-    from qtoaster.supervisor import accounts, ownership
 
     if not running_as_root():
         raise click.ClickException("fix-owners needs root (the roles change user only under root)")
-    users = load_or_exit(home).settings.users
+    load_or_exit(home)  # a clear message for settings that do not load
     try:
-        made = accounts.ensure_accounts(users)
+        made, changes = provision(home)
     except ConfigError as exc:
         raise click.ClickException("\n".join(exc.problems)) from None
-    for line in made + ownership.apply(home, users):
+    for line in made + changes:
         click.echo(line)
     click.echo(f"owners OK in {home.root}")
 

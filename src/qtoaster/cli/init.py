@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from qtoaster.cli.options import home_option
+from qtoaster.cli.options import home_option, provision
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
 
@@ -74,20 +74,12 @@ def init(
 
 def _accounts(home: Home) -> None:
     """As root: the roles' users and groups exist and own their part of the home."""
-    from qtoaster.config.settings import load_settings
-    from qtoaster.core.privilege import running_as_root
-    from qtoaster.supervisor import accounts, ownership
-
-    if not running_as_root():
-        return
-    users = load_settings(home.settings_file).users
     try:
-        made = accounts.ensure_accounts(users)
+        made, _ = provision(home)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"qtoaster init: {problem}", err=True)
         raise SystemExit(1) from None
-    ownership.apply(home, users)
     for line in made:
         click.echo(f"created {line}")
 

@@ -47,3 +47,18 @@ def give_owners(home: Home) -> None:
         return
     if not accounts.check_accounts(users):
         ownership.apply(home, users)
+
+
+def provision(home: Home) -> tuple[list[str], list[str]]:
+    """As root, what init, restore and fix-owners do: create the roles' missing users and
+    groups ([users]), then give the home their owners. (accounts created, owner changes);
+    ConfigError when an account cannot be made; ([], []) when not root."""
+    from qtoaster.config.settings import load_settings
+    from qtoaster.core.privilege import running_as_root
+    from qtoaster.supervisor import accounts, ownership
+
+    if not running_as_root():
+        return [], []
+    users = load_settings(home.settings_file).users
+    made = accounts.ensure_accounts(users)
+    return made, ownership.apply(home, users)

@@ -33,7 +33,7 @@ from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.logfields import fields
 from qtoaster.maildir.storeapi import StoreError
 from qtoaster.metrics import definitions as metrics
-from qtoaster.net.driver import tls_version
+from qtoaster.net.loginlog import login_fields
 from qtoaster.protocols import sasl
 from qtoaster.protocols.imap import commands as cmd
 from qtoaster.protocols.sasl import (
@@ -187,13 +187,13 @@ class Login:
         if not result.ok:
             log.info(
                 "login.failed %s",
-                fields(
-                    service="imap",
-                    session=session.id,
-                    user=result.user or user,
-                    client=session.remote_ip,
-                    tls=tls_version(session.transport),
-                    reason=result.reason,
+                login_fields(
+                    "imap",
+                    session.id,
+                    result.user or user,
+                    session.remote_ip,
+                    session.transport,
+                    result.reason,
                 ),
             )
             self.failures += 1  # the auth role already waited out the throttle's delay
@@ -220,12 +220,12 @@ class Login:
         session.logged_in(result.user, store, watcher)
         log.info(
             "login.ok %s",
-            fields(
-                service="imap",
-                session=session.id,
-                user=result.user,
-                client=session.remote_ip,
-                tls=tls_version(session.transport),
+            login_fields(
+                "imap",
+                session.id,
+                result.user,
+                session.remote_ip,
+                session.transport,
             ),
         )
         caps = " ".join(self.capabilities())

@@ -31,7 +31,7 @@ from qtoaster.broker.client import BrokerError, BrokerMailbox, open_mailbox
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.logfields import fields
 from qtoaster.metrics import definitions as metrics
-from qtoaster.net.driver import tls_version
+from qtoaster.net.loginlog import login_fields
 from qtoaster.pop3d.context import Pop3Context
 from qtoaster.protocols import sasl
 from qtoaster.protocols.pop3 import events as ev
@@ -156,13 +156,13 @@ class Authorization:
         if not result.ok:
             log.info(
                 "login.failed %s",
-                fields(
-                    service="pop3",
-                    session=self.session.id,
-                    user=result.user,
-                    client=self.session.remote_ip,
-                    tls=tls_version(self.session.transport),
-                    reason=result.reason,
+                login_fields(
+                    "pop3",
+                    self.session.id,
+                    result.user,
+                    self.session.remote_ip,
+                    self.session.transport,
+                    result.reason,
                 ),
             )
             # The auth role waited out the throttle's delay before it answered.
@@ -211,12 +211,12 @@ class Authorization:
         self.session.lock, self.session.mailbox, self.session.user = lock, mailbox, address
         log.info(
             "login.ok %s",
-            fields(
-                service="pop3",
-                session=self.session.id,
-                user=address,
-                client=self.session.remote_ip,
-                tls=tls_version(self.session.transport),
+            login_fields(
+                "pop3",
+                self.session.id,
+                address,
+                self.session.remote_ip,
+                self.session.transport,
             ),
         )
         self.conn.logged_in()

@@ -26,7 +26,7 @@ from qtoaster.core.logfields import fields
 from qtoaster.core.reply import Reply
 from qtoaster.directory.schema import UserFlag
 from qtoaster.metrics import definitions as metrics
-from qtoaster.net.driver import tls_version
+from qtoaster.net.loginlog import login_fields
 from qtoaster.policy.checks.rcpthosts import NOGATEWAY
 from qtoaster.protocols.sasl import (
     AUTH_FAILED,
@@ -141,12 +141,12 @@ class SecureSession:
                 session.env = {**self.base_env, "RELAYCLIENT": ""}
             log.info(
                 "login.ok %s",
-                fields(
-                    service="smtp",
-                    session=session.id,
-                    user=result.user,
-                    client=session.remote_ip,
-                    tls=tls_version(session.transport),
+                login_fields(
+                    "smtp",
+                    session.id,
+                    result.user,
+                    session.remote_ip,
+                    session.transport,
                 ),
             )
             reply = AUTH_OK
@@ -155,13 +155,13 @@ class SecureSession:
             close = self._failures >= session.ctx.config.settings.auth_max_failures
             log.info(
                 "login.failed %s",
-                fields(
-                    service="smtp",
-                    session=session.id,
-                    user=result.user,
-                    client=session.remote_ip,
-                    tls=tls_version(session.transport),
-                    reason=result.reason,
+                login_fields(
+                    "smtp",
+                    session.id,
+                    result.user,
+                    session.remote_ip,
+                    session.transport,
+                    result.reason,
                 ),
             )
             reply = AUTH_FAILED
