@@ -124,7 +124,7 @@ def encode_dsn(dsn: EnvelopeDsn, recipients: int) -> bytes:
     for idx, rcpt in sorted((dsn.rcpts or {}).items()):
         if not 0 <= idx < recipients or rcpt.empty:
             continue
-        words = [f"NOTIFY={dsnp.format_notify(rcpt.notify)}"] * (rcpt.notify is not None)
+        words = [] if rcpt.notify is None else [f"NOTIFY={dsnp.format_notify(rcpt.notify)}"]
         words += [f"ORCPT={rcpt.orcpt}"] * (rcpt.orcpt is not None)
         lines.append(f"+R {idx} " + " ".join(words) + "\n")
     text = "".join(lines)
