@@ -329,3 +329,12 @@ def test_listen_metrics_setting() -> None:
     with pytest.raises(ConfigError) as exc:
         settings_from_toml({"listen": {"metrics": "example.org:9100"}})
     assert "[listen] metrics" in exc.value.problems[0]
+
+
+def test_send_delay_warning() -> None:
+    """[send] delay_warning: Postfix's delay_warning_time, 4 hours unless set; 0 = off."""
+    assert settings_from_toml({}).send_delay_warning == 14400.0
+    assert settings_from_toml({"send": {"delay_warning": 0}}).send_delay_warning == 0.0
+    assert settings_from_toml({"send": {"delay_warning": 1.5}}).send_delay_warning == 1.5
+    with pytest.raises(ConfigError):
+        settings_from_toml({"send": {"delay_warning": -1}})

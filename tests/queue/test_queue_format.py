@@ -132,3 +132,45 @@ def test_origin_flags_compose() -> None:
     assert origin_flags("local 1 requiretls") == frozenset()  # only smtpd's origins
     # The flags compose: a relaying session's REQUIRETLS message is still our users' mail.
     assert trusted(origin) and not trusted(with_flags("smtp 192.0.2.1", (REQUIRETLS,)))
+
+
+def test_dsn_lines_round_trip_and_offset() -> None:
+    """RFC 3461 parameters ride in ``+M``/``+R`` lines before the envelope."""
+    from qtoaster.core.dsn import EnvelopeDsn, MailDsn, RcptDsn
+
+    env = Envelope("a@example.com", ("b@example.net", "c@example.org"))
+    dsn = EnvelopeDsn(
+        MailDsn("HDRS", "id+2B1"),
+        {1: RcptDsn(frozenset({"SUCCESS", "DELAY"}), "rfc822;c+40example.org")},
+    )
+    head = encode_header(1.5, "smtp 127.0.0.1", env, dsn)
+    assert head.split(b"\n")[1:3] == [
+        b"+M RET=HDRS ENVID=id+2B1",
+        b"+R 1 NOTIFY=SUCCESS,DELAY ORCPT=rfc822;c+40example.org",
+    ]
+    header = read_header(io.BytesIO(head + b"Subject: x\n\nbody\n"))
+    assert header.envelope == env and header.dsn == dsn
+    assert (head + b"Subject: x\n")[header.body_offset :] == b"Subject: x\n"
+
+
+def test_file_without_dsn_lines_still_loads() -> None:
+    """A message queued before DSN existed: the bytes an older version wrote, verbatim."""
+    old = b"QTQ1 1700000000.25 smtp 127.0.0.1\nFa@b\x00Tc@d\x00\x00Subject: x\n\nbody\n"
+    header = read_header(io.BytesIO(old))
+    assert header.envelope == Envelope("a@b", ("c@d",))
+    assert header.dsn.empty and header.dsn.rcpt(0).notify is None
+    assert old[header.body_offset :] == b"Subject: x\n\nbody\n"
+    # and one written today without parameters is byte for byte the old format
+    assert (
+        encode_header(1700000000.25, "smtp 127.0.0.1", header.envelope)
+        == old[: -len(b"Subject: x\n\nbody\n")]
+    )
+
+
+@pytest.mark.parametrize(
+    "line", [b"+M RET=ALL\n", b"+R x NOTIFY=NEVER\n", b"+Q\n", b"+R 0 NOTIFY=NEVER,DELAY\n"]
+)
+def test_bad_dsn_line_is_a_bad_queue_file(line: bytes) -> None:
+    raw = b"QTQ1 1.0 smtp 127.0.0.1\n" + line + b"Fa@b\x00Tc@d\x00\x00x\n"
+    with pytest.raises(BadQueueFile):
+        read_header(io.BytesIO(raw))

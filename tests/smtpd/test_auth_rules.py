@@ -24,6 +24,7 @@ def test_clear_text_offers_only_cram_and_starttls() -> None:
         "SIZE 0",
         "CHUNKING",
         "BINARYMIME",
+        "DSN",
     ]
 
 

@@ -233,7 +233,7 @@ async def test_bdat_binarymime_is_queued_with_its_origin_flag(ctx: SmtpdContext)
     session, transport = start(ctx)
     transport.take()
     session.data_received(b"EHLO client.test\r\n")
-    assert b"250-CHUNKING\r\n250 BINARYMIME\r\n" in transport.take()
+    assert b"250-CHUNKING\r\n250-BINARYMIME\r\n250 DSN\r\n" in transport.take()
     envelope = b"MAIL FROM:<a@far.test> BODY=BINARYMIME\r\nRCPT TO:<alice@example.test>\r\n"
     session.data_received(envelope + b"BDAT 3\r\nabcRSET\r\n")
     assert transport.take().endswith(b"250 2.0.0 3 octets received\r\n250 2.0.0 flushed\r\n")
@@ -243,5 +243,38 @@ async def test_bdat_binarymime_is_queued_with_its_origin_flag(ctx: SmtpdContext)
     assert transport.take().startswith(b"250 2.0.0 ok\r\n250 2.0.0 ok\r\n250 2.0.0 ok ")
     [qid] = set(store.ids()) - before
     assert store.load(qid).origin == "smtp 192.0.2.7 binarymime"
+    session.data_received(b"QUIT\r\n")
+    session.connection_lost(None)
+
+
+async def test_dsn_parameters_are_queued_with_the_message(ctx: SmtpdContext) -> None:
+    """RFC 3461: DSN offered; RET/ENVID and NOTIFY/ORCPT reach the queue file with their
+    recipient; a bad NOTIFY or RET is 501 and the transaction goes on."""
+    store = QueueStore(ctx.config.home.queue)
+    before = set(store.ids())
+    session, transport = start(ctx)
+    transport.take()
+    session.data_received(b"EHLO client.test\r\n")
+    assert b"250 DSN\r\n" in transport.take()
+    session.data_received(
+        b"MAIL FROM:<a@far.test> RET=FOO\r\n"
+        b"MAIL FROM:<a@far.test> RET=hdrs ENVID=QQ+2B1\r\n"
+        b"RCPT TO:<alice@example.test> NOTIFY=NEVER,SUCCESS\r\n"
+        b"RCPT TO:<bob@example.test>\r\n"
+        b"RCPT TO:<alice@example.test> NOTIFY=success,delay ORCPT=RFC822;alice+40example.test\r\n"
+        b"DATA\r\nSubject: d\r\n\r\nhi\r\n.\r\n"
+    )
+    await settled(session)
+    replies = transport.take()
+    refused = b"501 5.5.4 syntax error in DSN parameters (#5.5.4)\r\n"
+    assert replies.startswith(refused + b"250 2.0.0 ok\r\n")
+    assert replies.count(refused) == 2
+    [qid] = set(store.ids()) - before
+    message = store.load(qid)
+    assert message.envelope.recipients == ("bob@example.test", "alice@example.test")
+    assert message.dsn.mail.ret == "HDRS" and message.dsn.mail.envid == "QQ+2B1"
+    assert message.dsn.rcpt(0).empty
+    assert message.dsn.rcpt(1).notify == frozenset({"SUCCESS", "DELAY"})
+    assert message.dsn.rcpt(1).orcpt == "rfc822;alice+40example.test"
     session.data_received(b"QUIT\r\n")
     session.connection_lost(None)

@@ -230,6 +230,7 @@ class Settings:
     submission_restrict_sender: bool = False  # MAIL FROM must be the user's own address
     tls_min_version: TlsVersion = TlsVersion.TLSV1_2
     bounce_format: BounceFormat = BounceFormat.QSBMF  # or DSN (RFC 3464)
+    send_delay_warning: float = 14400.0  # [send] delay_warning: seconds queued, 0 = none
     dns_nameservers: tuple[str, ...] = ()  # empty: the system resolver
     dns_timeout: float = 30.0  # seconds one lookup may take, retries included
     remote_port: int = 25
@@ -414,6 +415,9 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         ),
         bounce_format=BounceFormat(
             tables.get("queue", "bounce_format", _choice(BounceFormat), BounceFormat.QSBMF)
+        ),
+        send_delay_warning=float(
+            tables.get("send", "delay_warning", _seconds_between(0, 30 * 86400), 14400.0)
         ),
         dns_nameservers=tuple(tables.get("dns", "nameservers", _is_nameservers, [])),
         dns_timeout=float(tables.get("dns", "timeout", _seconds_between(0.1, 300), 30.0)),

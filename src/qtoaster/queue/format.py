@@ -3,6 +3,8 @@
 A message file (``queue/mess/ID``, see docs/queue.md) is::
 
     QTQ1 <birth, float seconds> <origin>\\n
+    +M RET=HDRS ENVID=<xtext>\\n                 optional: the DSN parameters (RFC 3461)
+    +R <idx> NOTIFY=<list> ORCPT=<type;xtext>\\n  of MAIL and of recipient idx, if any
     F<sender>\\0T<rcpt1>\\0T<rcpt2>\\0...\\0      qmail-queue(8)'s envelope, ends with \\0\\0
     <message bytes, LF line endings>
 
@@ -12,6 +14,9 @@ The origin is free text (``smtp IP``, ...); smtpd may add flag words after the I
 Invariants: the header line never contains a second LF (the origin is sanitised);
 the envelope obeys qmail-queue's grammar ``F...\\0(T...\\0)*\\0`` with every address
 shorter than 1000 bytes; the message bytes start at ``body_offset`` and run to EOF.
+The ``+`` lines are written only for a message that had DSN parameters, so files written
+before they existed (and every message without DSN) read the same; their values are
+printable ASCII without spaces (:mod:`qtoaster.core.dsn`), so a line never breaks.
 Also here: qmail's RFC 822 date (date822fmt.c) and qmail-queue's own Received line,
 because both are part of what the queue writes into messages.
 """
@@ -23,6 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from qtoaster.core import dsn as dsnp
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn, MailDsn, RcptDsn
 from qtoaster.core.envelope import Envelope, decode, encode
 from qtoaster.core.errors import FormatError
 
@@ -52,6 +59,7 @@ class Header:
     origin: str
     envelope: Envelope
     body_offset: int
+    dsn: EnvelopeDsn = NO_DSN
 
 
 def scan_envelope(raw: bytes) -> tuple[Envelope, int] | None:
@@ -93,7 +101,9 @@ def parse_envelope(raw: bytes) -> Envelope:
     return scanned[0]
 
 
-def encode_header(birth: float, origin: str, envelope: Envelope) -> bytes:
+def encode_header(
+    birth: float, origin: str, envelope: Envelope, dsn: EnvelopeDsn = NO_DSN
+) -> bytes:
     """The header line and the envelope, ready to be followed by the message bytes."""
     for address in (envelope.sender, *envelope.recipients):
         raw = encode(address)
@@ -101,7 +111,48 @@ def encode_header(birth: float, origin: str, envelope: Envelope) -> bytes:
             raise EnvelopeError(11 if len(raw) >= MAX_ADDRESS else 91, "bad address")
     clean = origin.replace("\r", " ").replace("\n", " ")
     line = b"%s %s %s\n" % (MAGIC, repr(float(birth)).encode(), encode(clean))
-    return line + envelope.to_qmail()
+    return line + encode_dsn(dsn, len(envelope.recipients)) + envelope.to_qmail()
+
+
+def encode_dsn(dsn: EnvelopeDsn, recipients: int) -> bytes:
+    """The ``+M``/``+R`` lines (none for a message without DSN parameters)."""
+    lines = []
+    mail = [f"RET={dsn.mail.ret}"] * (dsn.mail.ret is not None)
+    mail += [f"ENVID={dsn.mail.envid}"] * (dsn.mail.envid is not None)
+    if mail:
+        lines.append("+M " + " ".join(mail) + "\n")
+    for idx, rcpt in sorted((dsn.rcpts or {}).items()):
+        if not 0 <= idx < recipients or rcpt.empty:
+            continue
+        words = [] if rcpt.notify is None else [f"NOTIFY={dsnp.format_notify(rcpt.notify)}"]
+        words += [f"ORCPT={rcpt.orcpt}"] * (rcpt.orcpt is not None)
+        lines.append(f"+R {idx} " + " ".join(words) + "\n")
+    text = "".join(lines)
+    if not text.isascii() or "\r" in text or any(len(line) > MAX_HEADER_LINE for line in lines):
+        raise EnvelopeError(91, "bad DSN parameter")
+    return text.encode("ascii")
+
+
+def parse_dsn_lines(lines: list[bytes]) -> EnvelopeDsn:
+    """The ``+M``/``+R`` lines read back; BadQueueFile for one that is malformed."""
+    mail = dsnp.NO_MAIL_DSN
+    rcpts: dict[int, RcptDsn] = {}
+    for raw in lines:
+        words = decode(raw).rstrip("\n").split(" ")
+        params = dict(w.partition("=")[::2] for w in words[2 if words[0] == "+R" else 1 :])
+        if words[0] == "+M":
+            parsed_mail = dsnp.mail_dsn(params)
+            if not isinstance(parsed_mail, MailDsn):
+                raise BadQueueFile("bad DSN line")
+            mail = parsed_mail
+        elif words[0] == "+R" and len(words) > 1 and words[1].isdigit():
+            parsed = dsnp.rcpt_dsn(params)
+            if not isinstance(parsed, RcptDsn):
+                raise BadQueueFile("bad DSN line")
+            rcpts[int(words[1])] = parsed
+        else:
+            raise BadQueueFile("bad DSN line")
+    return EnvelopeDsn(mail, rcpts or None)
 
 
 def read_header(stream: BinaryIO) -> Header:
@@ -118,7 +169,15 @@ def read_header(stream: BinaryIO) -> Header:
         raise BadQueueFile("bad birth time") from None
     if not math.isfinite(birth):
         raise BadQueueFile("bad birth time")
-    raw = b""
+    dsn_lines: list[bytes] = []
+    raw = stream.readline(MAX_HEADER_LINE + 1)
+    while raw.startswith(b"+"):
+        if not raw.endswith(b"\n") or len(dsn_lines) > MAX_ENVELOPE // 16:
+            raise BadQueueFile("DSN line truncated or too long")
+        dsn_lines.append(raw)
+        raw = stream.readline(MAX_HEADER_LINE + 1)
+    dsn = parse_dsn_lines(dsn_lines)
+    extra = sum(map(len, dsn_lines))
     while True:
         try:
             scanned = scan_envelope(raw)
@@ -126,7 +185,7 @@ def read_header(stream: BinaryIO) -> Header:
             raise BadQueueFile(f"bad envelope: {exc}") from None
         if scanned is not None:
             envelope, used = scanned
-            return Header(birth, decode(parts[2]), envelope, len(line) + used)
+            return Header(birth, decode(parts[2]), envelope, len(line) + extra + used, dsn)
         chunk = stream.read(_CHUNK)
         if not chunk or len(raw) > MAX_ENVELOPE:
             raise BadQueueFile("envelope truncated")

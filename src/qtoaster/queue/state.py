@@ -5,6 +5,7 @@ One record per line, indexes counting the envelope's recipients from 0::
     D <idx>                      delivered (success)
     F <idx> <report>             permanent failure; report with \\ and LF escaped
     B <bounce id | ->            the bounce for every F is queued (``-``: none needed)
+    W <notice id | ->            the delay warning is queued (``-``: none was due), once
 
 Invariants: records are only appended, and each append is fsynced before the
 manager acts on it (qmail marks ``T`` -> ``D`` in place; an append-only file gives
@@ -29,6 +30,7 @@ class MessageState:
     delivered: set[int] = field(default_factory=set)
     failed: dict[int, str] = field(default_factory=dict)
     bounce: str | None = None  # bounce id, "-" when no bounce was needed, None: not yet
+    warned: str | None = None  # delay warning id, "-" when none was due, None: not yet
 
     @property
     def done(self) -> set[int]:
@@ -64,6 +66,10 @@ def bounced(bounce_id: str | None) -> str:
     return f"B {bounce_id or '-'}\n"
 
 
+def warned(notice_id: str | None) -> str:
+    return f"W {notice_id or '-'}\n"
+
+
 def parse_state(raw: bytes) -> MessageState:
     state = MessageState()
     lines = raw.split(b"\n")
@@ -77,6 +83,8 @@ def parse_state(raw: bytes) -> MessageState:
                 state.failed[int(idx)] = unescape(report)
             elif kind == "B" and rest:
                 state.bounce = rest
+            elif kind == "W" and rest:
+                state.warned = rest
             else:
                 raise ValueError(kind)
         except ValueError:

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from qtoaster.core.clock import Clock, SystemClock
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn
 from qtoaster.core.durable import DirSync, fsync_dir
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import QtoasterError, QueueError
@@ -68,6 +69,7 @@ class QueuedMessage:
     envelope: Envelope
     body_offset: int  # where the message bytes start in path
     size: int  # message bytes
+    dsn: EnvelopeDsn = NO_DSN  # the DSN parameters it came with (RFC 3461)
 
 
 def new_qid() -> str:
@@ -111,10 +113,10 @@ class QueueStore:
     def state_path(self, qid: str) -> Path:
         return self.state / qid
 
-    def open_spool(self, envelope: Envelope, origin: str) -> Spool:
+    def open_spool(self, envelope: Envelope, origin: str, dsn: EnvelopeDsn = NO_DSN) -> Spool:
         """Start a message: ``tmp/ID`` created exclusively, header and envelope written."""
         try:
-            header = encode_header(self.clock.time(), origin, envelope)
+            header = encode_header(self.clock.time(), origin, envelope, dsn)
         except EnvelopeError as exc:
             raise QueueError(exc.code, str(exc)) from None
         qid = new_qid()
@@ -156,6 +158,7 @@ class QueueStore:
             envelope=header.envelope,
             body_offset=header.body_offset,
             size=size - header.body_offset,
+            dsn=header.dsn,
         )
 
     def delete(self, qid: str) -> None:

@@ -26,8 +26,9 @@ import binascii
 import ipaddress
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from qtoaster.core.dsn import orcpt_text, xtext_decode
 from qtoaster.core.envelope import DOUBLE_BOUNCE_SENDER, Envelope, encode
 from qtoaster.core.reply import Reply
 from qtoaster.queue.format import date822
@@ -72,10 +73,13 @@ def build_dsn(
     reporting_mta: str,
     arrival: float,
     boundary: str | None = None,
+    envid: str | None = None,
+    orcpts: Mapping[str, str] | None = None,
 ) -> Bounce | None:
     """The DSN for ``failures`` (recipient, report), or None for a triple bounce.
 
-    ``arrival`` is when the message entered the queue (RFC 3464 2.2.5 Arrival-Date).
+    ``arrival`` is when the message entered the queue (RFC 3464 2.2.5 Arrival-Date);
+    ``envid`` and ``orcpts`` (by recipient) are the RFC 3461 ENVID and ORCPT, as xtext.
     Raises ValueError for no failures (RFC 3464 2.1: at least one recipient block) or a
     boundary RFC 2046 does not allow.
     """
@@ -109,7 +113,7 @@ def build_dsn(
         encode(header)
         + _text_part(encode(human))
         + delimiter
-        + _status_part(failures, reporting_mta, arrival)
+        + _status_part(failures, reporting_mta, arrival, envid, orcpts or {})
         + delimiter
         + b"Content-Type: message/rfc822\n\n"
         + encode(f"Return-Path: <{quote2(_no_controls(sender))}>\n")
@@ -147,15 +151,43 @@ def _is_text(line: bytes) -> bool:
     return all(byte == 9 or 32 <= byte < 127 for byte in line)
 
 
-def _status_part(failures: list[tuple[str, str]], reporting_mta: str, arrival: float) -> bytes:
+def _status_part(
+    failures: list[tuple[str, str]],
+    reporting_mta: str,
+    arrival: float,
+    envid: str | None = None,
+    orcpts: Mapping[str, str] | None = None,
+) -> bytes:
     """Part 2: the per-message fields, then one block per recipient (RFC 3464 2.1)."""
     blocks = [
         "Content-Type: message/delivery-status\n",
-        _field("Reporting-MTA", "dns; " + _ascii_line(reporting_mta))
-        + f"Arrival-Date: {date822(arrival)}\n",
+        message_fields(reporting_mta, arrival, envid),
     ]
-    blocks += [_recipient_fields(rcpt, report) for rcpt, report in failures]
+    orcpts = orcpts or {}
+    blocks += [
+        original_recipient(orcpts.get(rcpt)) + _recipient_fields(rcpt, report)
+        for rcpt, report in failures
+    ]
     return "\n".join(blocks).encode("ascii")
+
+
+def message_fields(reporting_mta: str, arrival: float, envid: str | None) -> str:
+    """RFC 3464 2.2: Original-Envelope-Id (the ENVID, decoded), Reporting-MTA, Arrival-Date."""
+    out = ""
+    if envid is not None:
+        out += _field("Original-Envelope-Id", _ascii_line(xtext_text(envid)))
+    out += _field("Reporting-MTA", "dns; " + _ascii_line(reporting_mta))
+    return out + f"Arrival-Date: {date822(arrival)}\n"
+
+
+def original_recipient(orcpt: str | None) -> str:
+    """RFC 3464 2.3.1: the ORCPT the client gave, or nothing."""
+    return "" if orcpt is None else _field("Original-Recipient", orcpt_text(orcpt))
+
+
+def address_field(address: str) -> str:
+    """Final-Recipient's value (RFC 3464 2.3.2)."""
+    return _address_field(address)
 
 
 def _recipient_fields(recipient: str, report: str) -> str:
@@ -268,3 +300,9 @@ def _field(name: str, value: str) -> str:
             width += len(piece)
             first = False
     return out + "\n"
+
+
+def xtext_text(xtext: str) -> str:
+    """An xtext shown as text (RFC 3464 2.2.1 keeps the ENVID's decoded form)."""
+    raw = xtext_decode(xtext) or b""
+    return raw.decode("ascii", "replace")

@@ -38,7 +38,7 @@ from qtoaster.core.logfields import fields
 from qtoaster.queue import schedule
 from qtoaster.queue.pause import RECHECK, PauseWatch
 from qtoaster.queue.store import NoSuchMessage, QueueStore
-from qtoaster.send import results
+from qtoaster.send import notices, results
 from qtoaster.send.bouncer import Bouncer
 from qtoaster.send.entry import MessageJob
 from qtoaster.send.lane import Lane
@@ -72,6 +72,7 @@ class QueueManager:
         remote_agent: RemoteAgentLike | None = None,
         *,
         dsn: bool = False,
+        delay_warning: float = 0.0,
         signer: OutboundSigner | None = None,
         pause: PauseWatch | None = None,
     ) -> None:
@@ -83,6 +84,7 @@ class QueueManager:
         self._reader = QueueReader(store, c, local_agent.is_local)
         self._io = ThreadPoolExecutor(1, thread_name_prefix="qt-queue-io")
         self._bouncer = Bouncer(store, c, clock, dsn)
+        self.delay_warning = delay_warning  # [send] delay_warning; 0 = no delay warnings
         self.local = LocalLane(local_agent, store, c.concurrencylocal, self._settle_fast)
         self.remote: RemoteLane | None = None
         if remote_agent is not None:
@@ -258,7 +260,11 @@ class QueueManager:
                 held.append(job)  # concurrency 0: the channel is on hold (15.2)
                 continue
             job.busy = True
-            if len(job.recipients) == 1 and job.pending_local() == [0]:
+            if (
+                len(job.recipients) == 1
+                and job.pending_local() == [0]
+                and not notices.wanted(job, self.delay_warning, now)
+            ):
                 dying = schedule.is_dying(job.message.birth, now, self.controls.queuelifetime)
                 self.local.start_fast(job, dying)
                 continue
@@ -325,6 +331,8 @@ class QueueManager:
             job.reschedule(self._channels)
             if not any(job.pending(ch) for ch in self._channels):
                 await self._finish(job)
+            elif self.delay_warning:
+                await notices.warn_if_due(self._io, self._bouncer, job, self.delay_warning, now)
         finally:
             self.scheduler.release(job)
 
@@ -397,6 +405,9 @@ class QueueManager:
                 )
                 job.next_try = self.clock.time() + SLEEP_SYSFAIL
                 return
+        if not job.left() and not await notices.notify_delivered(self._io, self._bouncer, job):
+            job.next_try = self.clock.time() + SLEEP_SYSFAIL
+            return
         if job.left():
             # Without a remote agent the recipients wait for one (serve send without it).
             job.reschedule(self._channels)

@@ -83,7 +83,17 @@ async def serve_send(
         dnsfunc=lookup.dkim_txt,
     )
     pause = PauseWatch(config.home.run_dir, config.home.queue)  # docs/backup.md
-    manager = QueueManager(store, config, agent, clock, remote, dsn=dsn, signer=signer, pause=pause)
+    manager = QueueManager(
+        store,
+        config,
+        agent,
+        clock,
+        remote,
+        dsn=dsn,
+        delay_warning=config.settings.send_delay_warning,
+        signer=signer,
+        pause=pause,
+    )
     task = loop.create_task(manager.run(stop))
     gauges = loop.create_task(queue_gauges(manager))
     ready()

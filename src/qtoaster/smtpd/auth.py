@@ -7,8 +7,8 @@ session offers and answers; the check and the failure delay are the auth role's
 Rules:
 - EHLO lines in the seed's order: greeting, STARTTLS (offered while not in TLS and a
   certificate is installed), ``AUTH <mechs>`` and the old ``AUTH=<mechs>`` form,
-  PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES, SIZE, CHUNKING, BINARYMIME (RFC 3030);
-  then REQUIRETLS (RFC 8689) in TLS only;
+  PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES, SIZE, CHUNKING, BINARYMIME (RFC 3030), DSN
+  (RFC 3461, the parameters in core/dsn.py); then REQUIRETLS (RFC 8689) in TLS only;
 - ``MAIL FROM:<a> REQUIRETLS`` outside TLS gets `REQUIRETLS_NEEDS_TLS`; in TLS the message
   is queued with the ``requiretls`` origin flag (queue/format.py);
 - PLAIN and LOGIN are offered only in TLS unless ``[auth] allow_plaintext``; asking for
@@ -76,6 +76,7 @@ def ehlo_lines(greeting: str, offered: Offer, databytes: int) -> list[str]:
         lines += [f"AUTH {names}", f"AUTH={names}"]
     lines += ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", f"SIZE {databytes}"]
     lines += ["CHUNKING", "BINARYMIME"]  # RFC 3030, on every listener
+    lines.append("DSN")  # RFC 3461: NOTIFY, ORCPT, RET, ENVID (core/dsn.py)
     if offered.requiretls:
         lines.append("REQUIRETLS")
     return lines

@@ -29,6 +29,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from qtoaster.core import reply as R
+from qtoaster.core.dsn import EnvelopeDsn
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.errors import QueueError
 from qtoaster.core.logfields import fields, reply_text
@@ -84,9 +85,10 @@ class MessageIntake:
         # Our users' mail (AUTH or RELAYCLIENT) is marked: the send role signs it.
         relay = session.secure.auth_user is not None or "RELAYCLIENT" in session.env
         origin = smtp_origin(session.remote_ip, relay, session.requiretls, session.binarymime)
+        dsn = EnvelopeDsn(session.dsn_mail, session.dsn_rcpts or None)  # RFC 3461
         session.reset()  # qmail: the transaction is over at DATA, whatever the outcome
         try:
-            spool = session.ctx.store.open_spool(envelope, origin)
+            spool = session.ctx.store.open_spool(envelope, origin, dsn)
             spool.write(self._received())
         except (OSError, QueueError) as exc:
             # qmail-smtpd's answer when qmail-queue cannot be started (spec 3.6).

@@ -39,6 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from qtoaster.core import dsn
 from qtoaster.core import reply as R
 from qtoaster.core.logfields import fields
 from qtoaster.core.reply import Reply
@@ -65,6 +66,8 @@ class SmtpSession(EngineDriver[ServerConnection]):
         "_recipient_keys",
         "binarymime",
         "ctx",
+        "dsn_mail",
+        "dsn_rcpts",
         "env",
         "gate",
         "intake",
@@ -95,6 +98,8 @@ class SmtpSession(EngineDriver[ServerConnection]):
         self.requiretls = False  # MAIL had REQUIRETLS (RFC 8689): queued as an origin flag
         self.binarymime = False  # MAIL had BODY=BINARYMIME (RFC 3030): an origin flag too
         self.recipients: list[str] = []  # each address once (recipient_key)
+        self.dsn_mail = dsn.NO_MAIL_DSN  # MAIL's RET/ENVID (RFC 3461), queued with it
+        self.dsn_rcpts: dict[int, dsn.RcptDsn] = {}  # NOTIFY/ORCPT by recipient index
         self._recipient_keys: set[str] | None = None  # made at the first RCPT (idle memory)
         self.policy = SessionState()  # what checks count across commands (chkuser)
         self.intake = MessageIntake(self)
@@ -200,7 +205,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
         elif isinstance(event, ev.MailFrom):
             self._mail(event)
         elif isinstance(event, ev.RcptTo):
-            self._rcpt(event.address)
+            self._rcpt(event.address, event.params)
         elif isinstance(event, ev.Data | ev.Bdat):  # the first BDAT opens the message (RFC 3030)
             self.intake.start()
         elif isinstance(event, ev.Rset):
@@ -294,6 +299,8 @@ class SmtpSession(EngineDriver[ServerConnection]):
         self.requiretls = False
         self.binarymime = False
         self.recipients = []
+        self.dsn_mail = dsn.NO_MAIL_DSN
+        self.dsn_rcpts = {}
         self._recipient_keys = None
 
     def _mail(self, event: ev.MailFrom) -> None:
@@ -314,6 +321,10 @@ class SmtpSession(EngineDriver[ServerConnection]):
         if requiretls and not self.secure.offer().requiretls:
             self.conn.send(auth.REQUIRETLS_NEEDS_TLS)
             return
+        mail_dsn = dsn.mail_dsn(event.params)
+        if isinstance(mail_dsn, Reply):
+            self.conn.send(mail_dsn)
+            return
 
         def answer(verdict: Verdict) -> None:
             if verdict.reply is not None:
@@ -322,6 +333,8 @@ class SmtpSession(EngineDriver[ServerConnection]):
             self.sender = event.address
             self.requiretls = requiretls
             self.binarymime = event.body == "BINARYMIME"
+            self.dsn_mail = mail_dsn
+            self.dsn_rcpts = {}
             self.recipients = []
             self._recipient_keys = None
             self.conn.send(R.OK)
@@ -329,10 +342,14 @@ class SmtpSession(EngineDriver[ServerConnection]):
         facts = self._facts(sender=event.address, size=event.size)
         self._policy(Stage.MAIL, facts, answer)
 
-    def _rcpt(self, address: str) -> None:
+    def _rcpt(self, address: str, params: Mapping[str, str | None]) -> None:
         if not address.isascii():
             # We offer no SMTPUTF8 (RFC 6531): accepted, it could only bounce later.
             self.conn.send(R.NON_ASCII_ADDRESS)
+            return
+        rcpt_dsn = dsn.rcpt_dsn(params)
+        if isinstance(rcpt_dsn, Reply):
+            self.conn.send(rcpt_dsn)
             return
         controls = self.ctx.config.controls
         address = rewrite_localip(address, self.local_ip, controls.localiphost)
@@ -348,6 +365,8 @@ class SmtpSession(EngineDriver[ServerConnection]):
                 keys = self._recipient_keys = set()
             if key not in keys:  # a duplicate: 250 (Postfix), one copy
                 keys.add(key)
+                if not rcpt_dsn.empty:
+                    self.dsn_rcpts[len(self.recipients)] = rcpt_dsn
                 self.recipients.append(accepted)
             self.conn.send(R.OK)
 
