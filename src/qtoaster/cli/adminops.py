@@ -15,7 +15,6 @@ never a crash; mail is removed only under ``HOME/domains/`` (dirsupport.remove_m
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import Callable
 from typing import Any

@@ -13,7 +13,6 @@ with the login that made it; a password login goes through the auth role (servic
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
