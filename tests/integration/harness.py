@@ -20,7 +20,9 @@ from pathlib import Path
 QTOASTER = [sys.executable, "-m", "qtoaster"]
 DEAD_DNS = "127.0.0.1:9"  # the discard port: nothing answers DNS there
 READY = re.compile(r"qtoaster ready: smtp 127\.0\.0\.\d+:(\d+)")
-LISTENER = re.compile(r"(smtp|submission|smtps|pop3|pop3s|imap|imaps|metrics) 127\.0\.0\.\d+:(\d+)")
+LISTENER = re.compile(
+    r"(smtp|submission|smtps|pop3|pop3s|imap|imaps|metrics|http) 127\.0\.0\.\d+:(\d+)"
+)
 
 
 def qt(

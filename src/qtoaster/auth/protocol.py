@@ -7,7 +7,7 @@ connection and answered out of order (a failure waits for the throttle, a succes
 
 Requests::
 
-    {"id": 7, "op": "verify", "service": "smtp"|"pop3"|"imap",
+    {"id": 7, "op": "verify", "service": "smtp"|"pop3"|"imap"|"http",
      "mechanism": "PLAIN"|"LOGIN"|"CRAM-MD5"|"APOP",
      "user": B64, "secret": B64, "challenge": B64, "ip": "192.0.2.7"}
     {"id": 8, "op": "mechanisms"}
@@ -65,7 +65,7 @@ from qtoaster.core.errors import SocketProtocolError
 from qtoaster.core.home import Home
 
 MAX_LINE = 65536
-SERVICES = ("smtp", "pop3", "imap")
+SERVICES = ("smtp", "pop3", "imap", "http")  # http: the web admin's logins (docs/http.md)
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "APOP")
 TICKET_SECONDS = 60.0
 

@@ -32,6 +32,9 @@ _REFUSING_FLAG = {
     "smtp": UserFlag.NO_SMTP_AUTH,
     "pop3": UserFlag.NO_POP,
     "imap": UserFlag.NO_IMAP,
+    # The web admin (docs/http.md): vpopmail has no flag for it; DISABLED refuses it as
+    # it refuses every login.
+    "http": UserFlag.DISABLED,
 }
 # Well-formed contexts no password gives (all zero chaining values), to verify against.
 _DUMMY_CONTEXTS = "0" * 64
@@ -83,14 +86,14 @@ def verify(
     service: str,
     default_domain: str | None = None,
 ) -> AuthResult:
-    """Whether ``credentials`` log in to ``service`` ("smtp", "pop3" or "imap").
+    """Whether ``credentials`` log in to ``service`` ("smtp", "pop3", "imap" or "http").
 
     Pass :attr:`AuthResult.user` to the throttle as the account, so ``tim`` and
     ``tim@default.domain`` count as one.
     """
     refusing = _REFUSING_FLAG.get(service)
     if refusing is None:
-        raise ValueError(f"unknown service {service!r} (smtp, pop3 or imap)")
+        raise ValueError(f"unknown service {service!r} (smtp, pop3, imap or http)")
     address = login_address(credentials.user, default_domain)
     if address is None:
         return AuthResult(False, credentials.user, "no domain and no default domain")

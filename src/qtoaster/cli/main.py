@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "backup": "qtoaster.cli.backup:backup",
     "restore": "qtoaster.cli.backup:restore",
     "report": "qtoaster.cli.report:report",
+    "token": "qtoaster.cli.token:token",
 }
 
 

@@ -81,6 +81,14 @@ def _listen_option(kind: str, what: str) -> Callable[[F], F]:
     help="serve Prometheus metrics at http://ADDR:PORT/metrics (a bare PORT: 127.0.0.1);"
     " replaces [listen] metrics of qtoaster.toml (docs/metrics.md)",
 )
+@click.option(
+    "--http",
+    "http",
+    default=None,
+    metavar="ADDR:PORT",
+    help="serve the web admin and API at https://ADDR:PORT/api/v1 (a bare PORT: 127.0.0.1);"
+    " replaces [listen] http of qtoaster.toml (docs/http.md)",
+)
 def run(
     home: Home,
     smtp: tuple[str, ...],
@@ -92,6 +100,7 @@ def run(
     imaps: tuple[str, ...],
     workers: int | None,
     metrics: str | None,
+    http: str | None,
 ) -> None:
     """Run every role: smtpd, pop3d and imapd workers and the queue manager, under one
     supervisor."""
@@ -125,6 +134,7 @@ def run(
             " or set [listen] smtp"
         )
     metrics_listener = _metrics_listener(config, metrics)
+    http_listener = _http_listener(config, http)
     count = workers if workers is not None else config.settings.smtpd_workers
     cores = os.cpu_count() or 1
     count = count or cores
@@ -152,10 +162,10 @@ def run(
         logging.getLogger("qtoaster.supervisor").warning("supervisor %s", warning)
     for line in QueueStore(home.queue).recover(everything=True):
         logging.getLogger("qtoaster.queue").info("supervisor recover: %s", line)
-    _prepare_home(config, metrics=metrics_listener is not None)
+    _prepare_home(config, metrics=metrics_listener is not None, http=http_listener is not None)
     if metrics_listener is not None:
         _prepare_metrics(config)
-    supervisor = Supervisor(home, listeners, count, pop3d, imapd, metrics_listener)
+    supervisor = Supervisor(home, listeners, count, pop3d, imapd, metrics_listener, http_listener)
     try:
         supervisor.setup()
     except ListenError as exc:
@@ -199,6 +209,27 @@ def _metrics_listener(config: Config, flag: str | None) -> Listener | None:
         raise click.BadParameter(str(exc), param_hint="--metrics") from None
 
 
+def _http_listener(config: Config, flag: str | None) -> Listener | None:
+    """``--http`` (which replaces ``[listen] http``), else the setting, else None; plain
+    HTTP ([http] plain) only on loopback, HTTPS needs the server certificate."""
+    from qtoaster.config.httpsettings import plain_allowed
+    from qtoaster.config.settings import parse_http_listen
+
+    listener = config.settings.http_listen
+    if flag is not None:
+        try:
+            listener = parse_http_listen(flag)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--http") from None
+    if listener is None:
+        return None
+    if config.settings.http.plain and not plain_allowed(listener.host):
+        _fail(f"[http] plain = true: only on a loopback address, not {listener.host}")
+    if not config.settings.http.plain and not (config.home.control / "servercert.pem").is_file():
+        _fail("the http role serves HTTPS with control/servercert.pem: there is none (docs/tls.md)")
+    return listener
+
+
 def _prepare_metrics(config: Config) -> None:
     from qtoaster.core.privilege import running_as_root
     from qtoaster.supervisor.metricsdirs import prepare
@@ -215,7 +246,20 @@ def _fail(*lines: str) -> NoReturn:
 @click.command()
 @click.argument(
     "role",
-    type=click.Choice(["auth", "mailbox", "smtpd", "pop3d", "imapd", "send", "remote", "metrics"]),
+    type=click.Choice(
+        [
+            "auth",
+            "mailbox",
+            "smtpd",
+            "pop3d",
+            "imapd",
+            "send",
+            "remote",
+            "metrics",
+            "http",
+            "http-admin",
+        ]
+    ),
 )
 @home_option
 @click.option(
@@ -224,11 +268,15 @@ def _fail(*lines: str) -> NoReturn:
     multiple=True,
     metavar="[KIND:]FD",
     help="inherited listening socket; KIND smtp (default), submission, smtps, pop3, pop3s,"
-    " imap, imaps, metrics",
+    " imap, imaps, metrics, http",
 )
 @click.option("--ready-fd", type=int, default=None, help="write 'ready:PID' here when ready")
 @click.option(
-    "--channel-fd", type=int, default=None, hidden=True, help="remote: the send role's socket"
+    "--channel-fd",
+    type=int,
+    default=None,
+    hidden=True,
+    help="remote, http-admin: the socket of the role that started it",
 )
 @click.option("--supervised", is_flag=True, help="exit when the supervisor dies")
 @click.option("--child-name", default=None, hidden=True)
@@ -267,6 +315,14 @@ def serve(
         except Locked as exc:
             _fail(str(exc))
         remote = _remote_child(config)  # started as its user while this is still root
+    if role == "http-admin":  # the http role's executor: stays as started (decision 0025)
+        from qtoaster.cli.adminops import serve_executor
+
+        if channel_fd is None:
+            raise click.UsageError("serve http-admin is started by the http role (--channel-fd)")
+        serve_executor(home, socket.socket(fileno=channel_fd))
+        return
+    executor = _http_executor(home) if role == "http" else None  # started before the drop
     peer_uids = _peer_uids(config)  # looked up while the account database is readable
     _become(config, role, announce=not supervised)
 
@@ -302,6 +358,9 @@ def serve(
 
         sock = _metrics_socket(config, fds)
         asyncio.run(serve_metrics(metrics_root(home.run_dir), sock, ready))
+    elif role == "http":
+        assert executor is not None
+        _serve_http(config, fds, executor, ready)
     elif role == "remote":  # started by the send role only (send/remoteclient.py)
         from qtoaster.remote.child import serve_remote
 
@@ -312,6 +371,57 @@ def serve(
         from qtoaster.send.role import serve_send
 
         asyncio.run(serve_send(config, ready, remote))
+
+
+def _http_executor(home: Home) -> socket.socket:
+    """Start the http role's executor (``serve http-admin``) on a socketpair while this
+    process is still what it was started as; the role's end of the pair."""
+    import subprocess
+
+    mine, theirs = socket.socketpair()
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qtoaster",
+            "serve",
+            "http-admin",
+            "--home",
+            str(home.root),
+            "--channel-fd",
+            str(theirs.fileno()),
+            "--supervised",  # dies with the http role (PR_SET_PDEATHSIG)
+            "--child-name",
+            "http-admin",
+        ],
+        pass_fds=[theirs.fileno()],
+    )
+    theirs.close()
+    return mine
+
+
+def _serve_http(
+    config: Config, fds: tuple[str, ...], channel: socket.socket, ready: Callable[[], None]
+) -> None:
+    from qtoaster.auth.protocol import socket_path
+    from qtoaster.httpd.server import serve_http
+
+    if fds:
+        sock = _inherited(fds[0], ("http",))[1]
+    elif config.settings.http_listen is not None:
+        from qtoaster.supervisor.runner import ListenError, bind
+
+        try:
+            sock = bind(config.settings.http_listen, 1)[0]
+        except ListenError as exc:
+            _fail(str(exc))
+    else:
+        raise click.UsageError("serve http needs [listen] http (or --fd http:FD)")
+    settings = config.settings.http
+    certificate = None if settings.plain else config.home.control / "servercert.pem"
+    asyncio.run(
+        serve_http(sock, channel, socket_path(config.home), certificate, settings.admins, ready)
+    )
 
 
 def _peer_uids(config: Config) -> dict[str, int]:
@@ -344,7 +454,7 @@ def _srs_key(config: Config) -> None:
         logging.getLogger("qtoaster.supervisor").info("created the SRS key %s", path)
 
 
-def _prepare_home(config: Config, *, metrics: bool) -> None:
+def _prepare_home(config: Config, *, metrics: bool, http: bool = False) -> None:
     """As root: the roles' accounts must exist and the home gets their owners (decision
     0007); otherwise every role runs as this user. Said once, at start."""
     from qtoaster.core.privilege import running_as_root
@@ -355,7 +465,7 @@ def _prepare_home(config: Config, *, metrics: bool) -> None:
     if not running_as_root():
         log.info("supervisor not started as root: every role runs as %s", accounts.current_user())
         return
-    optional = ("metrics",) if metrics else ()
+    optional = (*(("metrics",) if metrics else ()), *(("http",) if http else ()))
     problems = accounts.check_accounts(users, optional=optional) + accounts.code_unreadable()
     if problems:
         raise click.ClickException(

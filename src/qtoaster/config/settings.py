@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from qtoaster.config.httpsettings import HttpSettings, http_settings
 from qtoaster.config.imapsettings import ImapSettings, imap_settings
 from qtoaster.config.limitsettings import (
     GreylistSettings,
@@ -60,6 +61,7 @@ class ListenerKind(StrEnum):
     IMAP = "imap"
     IMAPS = "imaps"
     METRICS = "metrics"  # [listen] metrics: the Prometheus endpoint, one address
+    HTTP = "http"  # [listen] http: the web admin and API (docs/http.md), one address
 
 
 class ChkuserMode(StrEnum):
@@ -111,7 +113,9 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
-LISTENER_KINDS = tuple(k for k in ListenerKind if k is not ListenerKind.METRICS)
+LISTENER_KINDS = tuple(
+    k for k in ListenerKind if k not in (ListenerKind.METRICS, ListenerKind.HTTP)
+)
 SMTPD_KINDS = (ListenerKind.SMTP, ListenerKind.SUBMISSION, ListenerKind.SMTPS)
 POP3_KINDS = (ListenerKind.POP3, ListenerKind.POP3S)
 IMAP_KINDS = (ListenerKind.IMAP, ListenerKind.IMAPS)
@@ -171,6 +175,14 @@ def parse_metrics_listen(value: str) -> Listener:
     return parse_listen(ListenerKind.METRICS, value)
 
 
+def parse_http_listen(value: str) -> Listener:
+    """[listen] http / ``run --http``: as [listen] metrics (a bare PORT: 127.0.0.1)."""
+    text = value.removeprefix(":")
+    if text.isascii() and text.isdigit():
+        value = f"127.0.0.1:{text}"
+    return parse_listen(ListenerKind.HTTP, value)
+
+
 def _is_metrics_listen(value: Any) -> str | None:
     if not isinstance(value, str):
         return 'must be "HOST:PORT" or "PORT" (127.0.0.1)'
@@ -203,6 +215,7 @@ class RoleUsers:
     # pop3d, imapd and smtpd: may connect to the mailbox broker
     mailbox_group: str = "qtoaster-mbox"
     metrics: str = "qtoaster-metrics"  # the metrics role (HTTP): reads run/metrics/ only
+    http: str = "qtoaster-http"  # the http role (web admin, API): asks its executor
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +273,8 @@ class Settings:
     mailauth: MailAuthSettings = field(default_factory=MailAuthSettings)
     imapd: ImapSettings = field(default_factory=ImapSettings)
     metrics_listen: Listener | None = None  # [listen] metrics: off when absent
+    http_listen: Listener | None = None  # [listen] http: off when absent
+    http: HttpSettings = field(default_factory=HttpSettings)
     greylist: GreylistSettings = field(default_factory=GreylistSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
     # [log] file: the supervisor writes every role's lines there (docs/logging.md), rotated
@@ -384,6 +399,20 @@ def _metrics_listen(tables: _Tables) -> Listener | None:
     return None if value is None else parse_metrics_listen(value)
 
 
+def _http_listen(tables: _Tables) -> Listener | None:
+    def valid(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return 'must be "HOST:PORT" or "PORT" (127.0.0.1)'
+        try:
+            parse_http_listen(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    value = tables.get("listen", "http", valid, None)
+    return None if value is None else parse_http_listen(value)
+
+
 def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> Settings:
     """Validate parsed TOML; ConfigError listing every problem."""
     tables = _Tables(data, source)
@@ -445,6 +474,8 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         srs=srs_settings(tables),
         mailauth=mailauth_settings(tables),
         metrics_listen=_metrics_listen(tables),
+        http_listen=_http_listen(tables),
+        http=http_settings(tables),
         greylist=greylist_settings(tables),
         ratelimit=ratelimit_settings(tables),
     )

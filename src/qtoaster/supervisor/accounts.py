@@ -26,7 +26,7 @@ from qtoaster.core.privilege import Identity, drop, lookup, running_as_root
 
 log = logging.getLogger("qtoaster.supervisor")
 
-ROLES = ("smtpd", "pop3d", "imapd", "send", "remote", "auth", "mailbox", "metrics")
+ROLES = ("smtpd", "pop3d", "imapd", "send", "remote", "auth", "mailbox", "metrics", "http")
 
 # role -> (the [users] key of its user, the [users] keys of its supplementary groups)
 _ROLE_ACCOUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -45,6 +45,9 @@ _ROLE_ACCOUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mailbox": ("send", ("group", "auth_group")),
     # The metrics role (HTTP, docs/metrics.md): enters the home, reads run/metrics/ only.
     "metrics": ("metrics", ("group",)),
+    # The http role (docs/http.md): the TLS key for HTTPS, the auth role for logins; its
+    # executor (root, started before the drop) does the changes (decision 0025).
+    "http": ("http", ("group", "tls_group", "auth_group")),
 }
 NOLOGIN = "/usr/sbin/nologin"
 
@@ -123,7 +126,7 @@ def _run(argv: list[str]) -> None:
     log.info("supervisor %s", " ".join(argv))
 
 
-OPTIONAL_ROLES = ("metrics",)
+OPTIONAL_ROLES = ("metrics", "http")
 """Roles that run only when configured: their accounts are needed only then (a home made
 before the role existed starts without ``config fix-owners`` until it is turned on)."""
 

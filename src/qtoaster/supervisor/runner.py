@@ -149,6 +149,7 @@ class Supervisor:
         pop3d_workers: int | None = None,
         imapd_workers: int | None = None,
         metrics: Listener | None = None,
+        http: Listener | None = None,
     ) -> None:
         self.home = home
         self.listeners = listeners
@@ -163,6 +164,7 @@ class Supervisor:
         self.notifier = Notifier.from_environment()  # taken out of the roles' environment
         self.reload_task: asyncio.Task[None] | None = None
         self.metrics = metrics  # the metrics role's listener (docs/metrics.md), or None
+        self.http = http  # the http role's listener (docs/http.md), or None
 
     def _serve_argv(self, role: str, fds: Sequence[tuple[str, int]], workers: int = 1) -> list[str]:
         argv = [sys.executable, "-m", "qtoaster", "serve", role, "--home", str(self.home.root)]
@@ -198,6 +200,11 @@ class Supervisor:
             self.bound.append((self.metrics, [sock]))
             argv = self._serve_argv("metrics", [("metrics", sock.fileno())])
             self.children.append(Child("metrics", argv, [sock.fileno()]))
+        if self.http is not None:
+            sock = bind(self.http, 1)[0]
+            self.bound.append((self.http, [sock]))
+            argv = self._serve_argv("http", [("http", sock.fileno())])
+            self.children.append(Child("http", argv, [sock.fileno()]))
 
     def addresses(self) -> str:
         parts = []
@@ -225,7 +232,16 @@ class Supervisor:
     def signal(
         self,
         signum: int,
-        roles: tuple[str, ...] = ("auth", "mailbox", "smtpd", "pop3d", "imapd", "send", "metrics"),
+        roles: tuple[str, ...] = (
+            "auth",
+            "mailbox",
+            "smtpd",
+            "pop3d",
+            "imapd",
+            "send",
+            "metrics",
+            "http",
+        ),
     ) -> None:
         for child in self.children:
             if child.proc and child.proc.poll() is None and child.role.startswith(roles):

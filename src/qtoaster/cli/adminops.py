@@ -1,0 +1,366 @@
+"""The http role's executor (``qtoaster serve http-admin``): the CLI's operations, asked
+for over the role's channel (httpd/channel.py, decision 0025).
+
+The http role parses HTTP as its own user and decides who may do what; this process,
+started by it before it dropped root, does what it is asked with the CLI's code (the
+directory, control/rcpthosts, the queue, the token file) and gives what it wrote the
+roles' owners as a CLI command run as root does.  It reads only its end of a socketpair:
+one JSON request per line, one answer per line, until the channel closes.
+
+Invariants: every operation validates its arguments (the same checks as the CLI's: the
+directory's names, vpopmail's quota syntax); a failure is an answer with an HTTP status,
+never a crash; mail is removed only under ``HOME/domains/`` (dirsupport.remove_mail).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from qtoaster.cli.controlfiles import edit_rcpthosts
+from qtoaster.cli.dirsupport import FLAG_NAMES, credentials_url, database_url, remove_mail
+from qtoaster.cli.options import give_owners
+from qtoaster.core.errors import QtoasterError
+from qtoaster.core.home import Home
+from qtoaster.directory.schema import UserFlag
+from qtoaster.directory.store import NO_FLAGS, Directory, DirectoryError, DomainInfo, UserInfo
+from qtoaster.httpd import tokens
+from qtoaster.httpd.channel import MAX_LINE, OpError, encode
+from qtoaster.maildir.quota import QuotaSyntaxError, parse_quota, read_maildirsize
+from qtoaster.queue.format import BadQueueFile
+from qtoaster.queue.store import NoSuchMessage, QueueStore
+
+FLAGS = {name: flag for flag, name in FLAG_NAMES}
+Op = Callable[["Executor", dict[str, Any]], Any]
+OPS: dict[str, Op] = {}
+WRITES: set[str] = set()
+
+
+def op(name: str, *, writes: bool = False) -> Callable[[Op], Op]:
+    def register(func: Op) -> Op:
+        OPS[name] = func
+        if writes:
+            WRITES.add(name)
+        return func
+
+    return register
+
+
+def _status(exc: DirectoryError) -> int:
+    text = str(exc)
+    if text.startswith(("unknown ", "no such ")):
+        return 404
+    if "already exists" in text:
+        return 409
+    return 422
+
+
+def _quota(text: str) -> tuple[int | None, int | None]:
+    try:
+        quota = parse_quota(text)
+    except QuotaSyntaxError as exc:
+        raise OpError(422, f"invalid {exc}") from exc
+    return quota.bytes, quota.messages
+
+
+def _flags(names: list[str]) -> UserFlag:
+    flags = NO_FLAGS
+    for name in names:
+        if name not in FLAGS:
+            raise OpError(422, f"unknown flag {name!r} (known: {', '.join(FLAGS)})")
+        flags |= FLAGS[name]
+    return flags
+
+
+def domain_json(info: DomainInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "alias_of": info.alias_of,
+        "default_quota": info.default_quota,
+        "max_users": info.max_users,
+        "catchall": info.unknown_user,
+        "users": info.users,
+        "aliases": info.aliases,
+        "alias_domains": list(info.alias_domains),
+        "created": info.created,
+    }
+
+
+def user_json(info: UserInfo, *, usage: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "address": info.address,
+        "quota": info.quota,
+        "quota_messages": info.quota_messages,
+        "flags": [name for flag, name in FLAG_NAMES if info.flags & flag],
+        "has_password": info.has_password,
+        "created": info.created,
+    }
+    if usage:
+        found = read_maildirsize(info.maildir)
+        out["usage"] = None
+        if found is not None:
+            out["usage"] = {"bytes": found[1].bytes, "messages": found[1].messages}
+    return out
+
+
+class Executor:
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.directory = Directory.open(
+            home, database_url(home), credentials_url=credentials_url(home)
+        )
+
+    def answer(self, line: bytes) -> bytes:
+        try:
+            request = json.loads(line)
+            func = OPS[request["op"]]
+            args = request.get("args") or {}
+            if not isinstance(args, dict):
+                raise TypeError("args is not an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            return encode({"error": f"bad request to the executor: {exc}", "status": 400})
+        try:
+            result = func(self, args)
+        except OpError as exc:
+            return encode({"error": exc.message, "status": exc.status})
+        except DirectoryError as exc:
+            return encode({"error": str(exc), "status": _status(exc)})
+        except (QtoasterError, OSError, click.ClickException) as exc:
+            return encode({"error": str(exc), "status": 503})
+        finally:
+            if request.get("op") in WRITES:
+                give_owners(self.home)
+        return encode({"ok": result})
+
+
+def serve_executor(home: Home, sock: socket.socket) -> None:
+    """Answer the http role until it closes the channel."""
+    executor = Executor(home)
+    with sock, sock.makefile("rb") as reader:
+        while line := reader.readline(MAX_LINE):
+            sock.sendall(executor.answer(line))
+    executor.directory.close()
+
+
+# -- operations ------------------------------------------------------------------------
+
+
+@op("token_check")
+def _token_check(ex: Executor, args: dict[str, Any]) -> Any:
+    found = tokens.check(tokens.tokens_file(ex.home.root), str(args["token"]))
+    return None if found is None else {"name": found.name, "scope": found.scope}
+
+
+@op("status")
+def _status_op(ex: Executor, args: dict[str, Any]) -> Any:
+    store = QueueStore(ex.home.queue)
+    return {
+        "domains": len(ex.directory.domains()),
+        "queue": {"messages": len(store.ids()), "held": len(store.held())},
+    }
+
+
+@op("domains_list")
+def _domains_list(ex: Executor, args: dict[str, Any]) -> Any:
+    names = ex.directory.domains()
+    search = str(args.get("search", "")).lower()
+    only = args.get("only")
+    names = [n for n in names if search in n and (only is None or n == only)]
+    offset, limit = int(args.get("offset", 0)), int(args.get("limit", 50))
+    return {"total": len(names), "items": names[offset : offset + limit]}
+
+
+@op("domain_show")
+def _domain_show(ex: Executor, args: dict[str, Any]) -> Any:
+    info = ex.directory.domain(str(args["name"]))
+    if info is None:
+        raise OpError(404, f"unknown domain: {args['name']}")
+    return domain_json(info)
+
+
+@op("domain_add", writes=True)
+def _domain_add(ex: Executor, args: dict[str, Any]) -> Any:
+    name = str(args["name"]).lower()
+    quota = args.get("default_quota")
+    default = None if quota is None else _quota(str(quota))[0]
+    ex.directory.add_domain(name, default_quota=default, max_users=args.get("max_users"))
+    ex.directory.add_user(f"postmaster@{name}", args.get("postmaster_password"))
+    edit_rcpthosts(ex.home, add=name)
+    return _domain_show(ex, {"name": name})
+
+
+@op("domain_delete", writes=True)
+def _domain_delete(ex: Executor, args: dict[str, Any]) -> Any:
+    info = ex.directory.domain(str(args["name"]))
+    if info is None:
+        raise OpError(404, f"unknown domain: {args['name']}")
+    ex.directory.delete_domain(info.name)
+    for hosted in (info.name, *info.alias_domains):
+        edit_rcpthosts(ex.home, remove=hosted)
+    if info.alias_of is None:
+        remove_mail(ex.home, ex.home.domains / info.name)
+    return {"deleted": info.name}
+
+
+@op("domain_catchall", writes=True)
+def _domain_catchall(ex: Executor, args: dict[str, Any]) -> Any:
+    ex.directory.set_domain(str(args["name"]), unknown_user=str(args["catchall"]))
+    return _domain_show(ex, args)
+
+
+@op("users_list")
+def _users_list(ex: Executor, args: dict[str, Any]) -> Any:
+    total, page = ex.directory.user_page(
+        str(args["domain"]),
+        search=str(args.get("search", "")),
+        offset=int(args.get("offset", 0)),
+        limit=int(args.get("limit", 50)),
+    )
+    return {"total": total, "items": [user_json(u) for u in page]}
+
+
+def _user(ex: Executor, address: str) -> UserInfo:
+    info = ex.directory.user(address)
+    if info is None:
+        raise OpError(404, f"unknown user: {address}")
+    return info
+
+
+@op("user_show")
+def _user_show(ex: Executor, args: dict[str, Any]) -> Any:
+    return user_json(_user(ex, str(args["address"])), usage=True)
+
+
+@op("user_add", writes=True)
+def _user_add(ex: Executor, args: dict[str, Any]) -> Any:
+    address = str(args["address"])
+    password = args.get("password")
+    if password == "":
+        raise OpError(422, "the password is empty")
+    if args.get("quota") is None:
+        ex.directory.add_user(address, password)
+    else:
+        size, messages = _quota(str(args["quota"]))
+        ex.directory.add_user(address, password, size, quota_messages=messages)
+    return user_json(_user(ex, address))
+
+
+@op("user_delete", writes=True)
+def _user_delete(ex: Executor, args: dict[str, Any]) -> Any:
+    info = _user(ex, str(args["address"]))
+    ex.directory.delete_user(info.address)
+    remove_mail(ex.home, info.maildir.parent)
+    return {"deleted": info.address}
+
+
+@op("user_set", writes=True)
+def _user_set(ex: Executor, args: dict[str, Any]) -> Any:
+    info = _user(ex, str(args["address"]))
+    if "password" in args:
+        if args["password"] == "":
+            raise OpError(422, "the password is empty")
+        ex.directory.set_password(info.address, args["password"])
+    changes: dict[str, Any] = {}
+    if "quota" in args:
+        changes["quota"], changes["quota_messages"] = _quota(str(args["quota"]))
+    add = _flags(list(args.get("flags_add", [])))
+    clear = _flags(list(args.get("flags_clear", [])))
+    if changes or add or clear:
+        ex.directory.set_user(info.address, add_flags=add, clear_flags=clear, **changes)
+    return user_json(_user(ex, info.address), usage=True)
+
+
+@op("aliases_list")
+def _aliases_list(ex: Executor, args: dict[str, Any]) -> Any:
+    found = ex.directory.aliases(str(args["domain"]))
+    address = args.get("address")
+    if address is not None:
+        found = [a for a in found if a.address == str(address).lower()]
+    return [{"address": a.address, "target": a.target, "keep_copy": a.keep_copy} for a in found]
+
+
+@op("alias_add", writes=True)
+def _alias_add(ex: Executor, args: dict[str, Any]) -> Any:
+    targets = args.get("targets")
+    if not isinstance(targets, list) or not targets:
+        raise OpError(422, "targets: give a list of at least one address")
+    ex.directory.add_alias(
+        str(args["address"]), [str(t) for t in targets], bool(args.get("keep_copy"))
+    )
+    domain = str(args["address"]).rpartition("@")[2]
+    return _aliases_list(ex, {"domain": domain, "address": args["address"]})
+
+
+@op("alias_delete", writes=True)
+def _alias_delete(ex: Executor, args: dict[str, Any]) -> Any:
+    targets = args.get("targets")
+    removed = ex.directory.delete_alias(str(args["address"]), targets)
+    return {"deleted": removed}
+
+
+def _store(ex: Executor) -> QueueStore:
+    if not (ex.home.queue / "mess").is_dir():
+        raise OpError(503, "no queue in this home")
+    return QueueStore(ex.home.queue)
+
+
+@op("queue_list")
+def _queue_list(ex: Executor, args: dict[str, Any]) -> Any:
+    store = _store(ex)
+    held = store.held()
+    items: list[dict[str, Any]] = []
+    for qid in store.ids():
+        try:
+            msg = store.load(qid)
+        except NoSuchMessage:
+            continue
+        except BadQueueFile as exc:
+            items.append({"id": qid, "unreadable": str(exc)})
+            continue
+        items.append(
+            {
+                "id": qid,
+                "sender": msg.envelope.sender,
+                "recipients": list(msg.envelope.recipients),
+                "size": msg.size,
+                "birth": msg.birth,
+                "held": qid in held,
+            }
+        )
+    return items
+
+
+@op("queue_action", writes=True)
+def _queue_action(ex: Executor, args: dict[str, Any]) -> Any:
+    store = _store(ex)
+    qid, action = str(args["id"]), str(args["action"])
+    if qid not in store.ids():
+        raise OpError(404, f"msg {qid}: not in the queue")
+    if action == "hold":
+        store.hold(qid)
+        store.notify(f"~{qid}")
+    elif action == "release":
+        if not store.release(qid):
+            raise OpError(409, f"msg {qid}: not held")
+        store.notify(f"~{qid}")
+    elif action == "retry":
+        if qid in store.held():
+            raise OpError(409, f"msg {qid}: held, not retried; release it first")
+        store.notify(f"!{qid}")
+    elif action == "delete":
+        store.release(qid)
+        try:
+            store.delete(qid)
+        except NoSuchMessage:
+            raise OpError(404, f"msg {qid}: not in the queue") from None
+    else:
+        raise OpError(404, f"unknown queue action {action!r}")
+    return {"id": qid, "done": action}
+
+
+def channel_socket(fd: int) -> socket.socket:
+    return socket.socket(fileno=fd)

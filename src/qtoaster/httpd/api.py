@@ -1,0 +1,445 @@
+"""The JSON API under /api/v1 (docs/http.md): routes, logins, refusals, the change log.
+
+Each handler finds the request's :class:`~qtoaster.httpd.access.Principal` (a Bearer token,
+else the session cookie), checks the login's scope, and asks the executor
+(httpd/channel.py) to do the work.  Errors are ``{"error": TEXT}`` with 400 (malformed
+JSON or parameter), 401 (no or bad login), 403 (outside the login's scope, CSRF token
+missing), 404, 405, 409 (exists already, not held), 422 (a value the directory refuses).
+
+Invariants: every change that succeeded is logged once, ``http.change who=... what=...``,
+with the login that made it; a password login goes through the auth role (service
+``http``), so the login throttle of SMTP and POP3 applies to it too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from qtoaster.auth.client import AuthClient
+from qtoaster.core.logfields import fields
+from qtoaster.httpd.access import (
+    Principal,
+    Sessions,
+    csrf_ok,
+    principal_for_login,
+    principal_for_token,
+)
+from qtoaster.httpd.channel import AdminChannel, OpError
+
+log = logging.getLogger("qtoaster.http")
+COOKIE = "qtoaster_session"
+SAFE = ("GET", "HEAD", "OPTIONS")
+MAX_LIMIT = 500
+
+
+@dataclass
+class Context:
+    channel: AdminChannel
+    auth: AuthClient
+    admins: tuple[str, ...]
+    sessions: Sessions
+
+
+Handler = Callable[[Request, Context, Principal], Awaitable[Any]]
+
+
+def error(status: int, text: str) -> JSONResponse:
+    return JSONResponse({"error": text}, status_code=status)
+
+
+async def body(request: Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise OpError(400, "the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise OpError(400, "the body is not a JSON object")
+    return data
+
+
+def page(request: Request) -> dict[str, Any]:
+    try:
+        offset = int(request.query_params.get("offset", "0"))
+        limit = int(request.query_params.get("limit", "50"))
+    except ValueError:
+        raise OpError(400, "offset and limit are integers") from None
+    if offset < 0 or not 0 < limit <= MAX_LIMIT:
+        raise OpError(400, f"offset >= 0 and 0 < limit <= {MAX_LIMIT}")
+    return {"offset": offset, "limit": limit, "search": request.query_params.get("search", "")}
+
+
+async def principal(request: Request, ctx: Context) -> Principal:
+    """The login of ``request`` (401 without one); CSRF checked for cookie logins."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise OpError(401, "Authorization: give Bearer TOKEN")
+        found = await ctx.channel.call("token_check", token=token.strip())
+        if found is None:
+            raise OpError(401, "unknown token")
+        return principal_for_token(found["name"], found["scope"])
+    session = ctx.sessions.get(request.cookies.get(COOKIE, ""))
+    if session is None:
+        raise OpError(401, "log in first (POST /api/v1/login) or give a Bearer token")
+    if request.method not in SAFE and not csrf_ok(session, request.headers.get("x-csrf-token")):
+        raise OpError(403, "missing or wrong X-CSRF-Token (see GET /api/v1/me)")
+    return session.principal
+
+
+def changed(who: Principal, what: str, target: str) -> None:
+    log.info("http.change %s", fields(who=who.name, what=what, target=target))
+
+
+def endpoint(ctx: Context, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        try:
+            who = await principal(request, ctx)
+            result = await handler(request, ctx, who)
+        except OpError as exc:
+            return error(exc.status, exc.message)
+        status = 201 if request.method == "POST" and isinstance(result, dict) else 200
+        return JSONResponse(result, status_code=status)
+
+    return run
+
+
+# -- handlers ----------------------------------------------------------------------------
+
+
+async def me(request: Request, ctx: Context, who: Principal) -> Any:
+    session = ctx.sessions.get(request.cookies.get(COOKIE, ""))
+    return {
+        "login": who.name,
+        "kind": who.kind,
+        "domain": who.domain,
+        "csrf_token": session.csrf if session is not None else None,
+    }
+
+
+async def status(request: Request, ctx: Context, who: Principal) -> Any:
+    who.may_site()
+    return await ctx.channel.call("status")
+
+
+async def domains_list(request: Request, ctx: Context, who: Principal) -> Any:
+    only = None if who.kind == "site" else who.domain
+    if who.kind == "user":
+        raise OpError(403, "this needs a site or domain administrator")
+    return await ctx.channel.call("domains_list", only=only, **page(request))
+
+
+async def domain_add(request: Request, ctx: Context, who: Principal) -> Any:
+    who.may_site()
+    data = await body(request)
+    if not isinstance(data.get("name"), str):
+        raise OpError(400, "name: give the domain's name")
+    args = {
+        k: data[k]
+        for k in ("name", "default_quota", "max_users", "postmaster_password")
+        if k in data
+    }
+    result = await ctx.channel.call("domain_add", **args)
+    changed(who, "domain.add", result["name"])
+    return result
+
+
+async def domain_show(request: Request, ctx: Context, who: Principal) -> Any:
+    name = request.path_params["domain"]
+    who.may_domain(name)
+    return await ctx.channel.call("domain_show", name=name)
+
+
+async def domain_delete(request: Request, ctx: Context, who: Principal) -> Any:
+    who.may_site()
+    name = request.path_params["domain"]
+    result = await ctx.channel.call("domain_delete", name=name)
+    changed(who, "domain.delete", name)
+    return result
+
+
+async def domain_catchall(request: Request, ctx: Context, who: Principal) -> Any:
+    name = request.path_params["domain"]
+    who.may_domain(name)
+    data = await body(request)
+    if not isinstance(data.get("catchall"), str):
+        raise OpError(400, "catchall: give an address, bounce or delete")
+    result = await ctx.channel.call("domain_catchall", name=name, catchall=data["catchall"])
+    changed(who, "domain.catchall", name)
+    return result
+
+
+async def users_list(request: Request, ctx: Context, who: Principal) -> Any:
+    domain = request.path_params["domain"]
+    if who.kind == "user":
+        raise OpError(403, "this needs a site or domain administrator")
+    who.may_domain(domain)
+    return await ctx.channel.call("users_list", domain=domain, **page(request))
+
+
+async def user_add(request: Request, ctx: Context, who: Principal) -> Any:
+    domain = request.path_params["domain"]
+    if who.kind == "user":
+        raise OpError(403, "this needs a site or domain administrator")
+    who.may_domain(domain)
+    data = await body(request)
+    local = data.get("name")
+    if not isinstance(local, str) or "@" in local:
+        raise OpError(400, "name: give the local part (alice for alice@DOMAIN)")
+    password = data.get("password")
+    if password is not None and not isinstance(password, str):
+        raise OpError(400, "password: a string")
+    address = f"{local}@{domain}"
+    result = await ctx.channel.call(
+        "user_add", address=address, password=password, quota=data.get("quota")
+    )
+    changed(who, "user.add", result["address"])
+    return result
+
+
+async def user_show(request: Request, ctx: Context, who: Principal) -> Any:
+    address = request.path_params["address"]
+    who.may_user(address)
+    return await ctx.channel.call("user_show", address=address)
+
+
+async def user_set(request: Request, ctx: Context, who: Principal) -> Any:
+    address = request.path_params["address"]
+    who.may_user(address)
+    data = await body(request)
+    allowed = (
+        ("password",) if who.kind == "user" else ("password", "quota", "flags_add", "flags_clear")
+    )
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise OpError(403 if who.kind == "user" else 400, f"cannot set: {', '.join(unknown)}")
+    if "password" in data and not isinstance(data["password"], str):
+        raise OpError(400, "password: a string")
+    result = await ctx.channel.call("user_set", address=address, **data)
+    changed(who, "user.set " + ",".join(sorted(data)), result["address"])
+    return result
+
+
+async def user_delete(request: Request, ctx: Context, who: Principal) -> Any:
+    address = request.path_params["address"]
+    if who.kind == "user":
+        raise OpError(403, "this needs a site or domain administrator")
+    who.may_user(address)
+    result = await ctx.channel.call("user_delete", address=address)
+    changed(who, "user.delete", result["deleted"])
+    return result
+
+
+async def aliases_list(request: Request, ctx: Context, who: Principal) -> Any:
+    domain = request.path_params["domain"]
+    if who.kind == "user":
+        raise OpError(403, "this needs a site or domain administrator")
+    who.may_domain(domain)
+    return await ctx.channel.call("aliases_list", domain=domain)
+
+
+def _targets(data: dict[str, Any]) -> list[str]:
+    targets = data.get("targets")
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise OpError(400, "targets: a list of addresses")
+    return targets
+
+
+async def alias_add(request: Request, ctx: Context, who: Principal) -> Any:
+    domain = request.path_params["domain"]
+    if who.kind == "user":
+        raise OpError(403, "this needs a site or domain administrator")
+    who.may_domain(domain)
+    data = await body(request)
+    local = data.get("name")
+    if not isinstance(local, str) or "@" in local:
+        raise OpError(400, "name: give the local part of the alias")
+    address = f"{local}@{domain}"
+    result = await ctx.channel.call(
+        "alias_add", address=address, targets=_targets(data), keep_copy=bool(data.get("keep_copy"))
+    )
+    changed(who, "alias.add", address)
+    return {"address": address, "targets": result}
+
+
+async def forwards_show(request: Request, ctx: Context, who: Principal) -> Any:
+    address = request.path_params["address"].lower()
+    who.may_user(address)
+    return await ctx.channel.call(
+        "aliases_list", domain=address.rpartition("@")[2], address=address
+    )
+
+
+async def forwards_set(request: Request, ctx: Context, who: Principal) -> Any:
+    """Replace the address's targets (a user's own forwarding)."""
+    address = request.path_params["address"].lower()
+    who.may_user(address)
+    data = await body(request)
+    targets = _targets(data)
+    current = await ctx.channel.call(
+        "aliases_list", domain=address.rpartition("@")[2], address=address
+    )
+    if current:
+        await ctx.channel.call("alias_delete", address=address)
+    result = []
+    if targets:
+        result = await ctx.channel.call(
+            "alias_add", address=address, targets=targets, keep_copy=bool(data.get("keep_copy"))
+        )
+    changed(who, "alias.set", address)
+    return result
+
+
+async def forwards_delete(request: Request, ctx: Context, who: Principal) -> Any:
+    address = request.path_params["address"].lower()
+    who.may_user(address)
+    result = await ctx.channel.call("alias_delete", address=address)
+    changed(who, "alias.delete", address)
+    return result
+
+
+async def queue_list(request: Request, ctx: Context, who: Principal) -> Any:
+    who.may_site()
+    return await ctx.channel.call("queue_list")
+
+
+async def queue_action(request: Request, ctx: Context, who: Principal) -> Any:
+    who.may_site()
+    qid = request.path_params["qid"]
+    action = "delete" if request.method == "DELETE" else request.path_params["action"]
+    result = await ctx.channel.call("queue_action", id=qid, action=action)
+    changed(who, f"queue.{action}", qid)
+    return result
+
+
+# -- logins ------------------------------------------------------------------------------
+
+
+def login_route(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
+    async def login(request: Request) -> Response:
+        try:
+            data = await body(request)
+        except OpError as exc:
+            return error(exc.status, exc.message)
+        user, password = data.get("user"), data.get("password")
+        if not isinstance(user, str) or not isinstance(password, str) or not user or not password:
+            return error(400, "give user and password")
+        client = request.client.host if request.client else "unknown"
+        answer = await ctx.auth.verify(
+            service="http", mechanism="PLAIN", user=user, secret=password, ip=client
+        )
+        if answer.temporary:
+            log.warning("auth.unavailable %s", fields(client=client, error=answer.reason))
+            return error(503, "logins are not possible right now; try again later")
+        if not answer.ok:
+            log.info(
+                "login.failed %s",
+                fields(service="http", user=user, client=client, reason=answer.reason),
+            )
+            return error(401, "wrong user or password")
+        who = principal_for_login(answer.user, ctx.admins)
+        log.info("login.ok %s", fields(service="http", user=answer.user, client=client))
+        sid, session = ctx.sessions.open(who)
+        response = JSONResponse(
+            {"login": who.name, "kind": who.kind, "domain": who.domain, "csrf_token": session.csrf}
+        )
+        response.set_cookie(COOKIE, sid, httponly=True, secure=True, samesite="strict", path="/")
+        return response
+
+    return login
+
+
+def logout_route(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
+    async def logout(request: Request) -> Response:
+        sid = request.cookies.get(COOKIE, "")
+        session = ctx.sessions.get(sid)
+        if session is None:
+            return error(401, "not logged in")
+        if not csrf_ok(session, request.headers.get("x-csrf-token")):
+            return error(403, "missing or wrong X-CSRF-Token")
+        ctx.sessions.close(sid)
+        response = JSONResponse({"logged_out": session.principal.name})
+        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    return logout
+
+
+API = "/api/v1"
+# path -> [(method, handler)]: the one table of the API (openapi.py documents it).
+TABLE: list[tuple[str, str, Handler, str]] = [
+    ("/me", "GET", me, "who is logged in, and the session's CSRF token"),
+    ("/status", "GET", status, "server status: domains, queue (site)"),
+    ("/domains", "GET", domains_list, "domains, paged (offset, limit, search)"),
+    ("/domains", "POST", domain_add, "add a domain and its postmaster (site)"),
+    ("/domains/{domain}", "GET", domain_show, "one domain"),
+    ("/domains/{domain}", "DELETE", domain_delete, "delete a domain and its mail (site)"),
+    (
+        "/domains/{domain}/catchall",
+        "PUT",
+        domain_catchall,
+        "unknown users: bounce, delete or an address",
+    ),
+    ("/domains/{domain}/users", "GET", users_list, "users, paged (offset, limit, search)"),
+    ("/domains/{domain}/users", "POST", user_add, "add a user (name, password, quota)"),
+    ("/domains/{domain}/aliases", "GET", aliases_list, "aliases and forwards of a domain"),
+    ("/domains/{domain}/aliases", "POST", alias_add, "add an alias (name, targets, keep_copy)"),
+    ("/users/{address}", "GET", user_show, "one user with its quota usage"),
+    ("/users/{address}", "PATCH", user_set, "set password, quota, flags_add, flags_clear"),
+    ("/users/{address}", "DELETE", user_delete, "delete a user and its mail"),
+    ("/forwards/{address}", "GET", forwards_show, "the forwards of an address"),
+    ("/forwards/{address}", "PUT", forwards_set, "replace the forwards of an address"),
+    ("/forwards/{address}", "DELETE", forwards_delete, "remove the forwards of an address"),
+    ("/queue", "GET", queue_list, "queued messages (site)"),
+    ("/queue/{qid}/{action}", "POST", queue_action, "hold, release or retry a message (site)"),
+    ("/queue/{qid}", "DELETE", queue_action, "delete a queued message (site)"),
+]
+PUBLIC: list[tuple[str, str, str]] = [
+    ("/login", "POST", "log in with user and password: a session cookie and a CSRF token"),
+    ("/logout", "POST", "end the session (X-CSRF-Token)"),
+    ("/openapi.json", "GET", "this API's OpenAPI document"),
+]
+
+
+def make_app(ctx: Context) -> Starlette:
+    from qtoaster.httpd.openapi import document
+
+    spec = document()
+    by_path: dict[str, dict[str, Handler]] = {}
+    for path, method, handler, _ in TABLE:
+        by_path.setdefault(path, {})[method] = handler
+
+    def dispatch(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
+        wrapped = {m: endpoint(ctx, h) for m, h in handlers.items()}
+
+        async def route(request: Request) -> Response:
+            return await wrapped[request.method](request)
+
+        return route
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    routes = [Route(API + p, dispatch(h), methods=list(h)) for p, h in by_path.items()]
+    routes += [
+        Route(API + "/login", login_route(ctx), methods=["POST"]),
+        Route(API + "/logout", logout_route(ctx), methods=["POST"]),
+        Route(API + "/openapi.json", openapi, methods=["GET"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        response = error(exc.status_code, exc.detail)
+        response.headers.update(exc.headers or {})
+        return response
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
