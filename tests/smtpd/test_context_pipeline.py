@@ -20,10 +20,20 @@ def test_checks_of_each_stage_in_the_documented_order(tmp_path: Path) -> None:
     with ThreadPoolExecutor(1) as executor:
         pipeline = SmtpdContext.build(load_config(home), executor).pipeline
     assert {stage: pipeline.names(stage) for stage in Stage} == {
-        Stage.CONNECT: ["rblsmtpd", "ratelimit"],
+        Stage.CONNECT: ["rblsmtpd", "dnsbl", "ratelimit"],
         Stage.HELO: [],
         Stage.MAIL: ["databytes", "mfcheck", "ratelimit"],
-        Stage.RCPT: ["qregex", "srs", "rcpthosts", "greylist", "ratelimit", "tarpit"],
+        Stage.RCPT: [
+            "dnsbl",
+            "pregreet",
+            "pipelining",
+            "qregex",
+            "srs",
+            "rcpthosts",
+            "greylist",
+            "ratelimit",
+            "tarpit",
+        ],
         Stage.DATA: [
             "databytes",
             "hops",

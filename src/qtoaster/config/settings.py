@@ -39,6 +39,12 @@ from qtoaster.config.mailsettings import (
     publish_settings,
     srs_settings,
 )
+from qtoaster.config.screensettings import (
+    DnsblSettings,
+    PregreetSettings,
+    dnsbl_settings,
+    pregreet_settings,
+)
 from qtoaster.config.tables import Tables as _Tables
 from qtoaster.config.tables import choice as _choice
 from qtoaster.config.tables import int_between as _int_between
@@ -277,6 +283,8 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     greylist: GreylistSettings = field(default_factory=GreylistSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    pregreet: PregreetSettings = field(default_factory=PregreetSettings)
+    dnsbl: DnsblSettings = field(default_factory=DnsblSettings)
     # [log] file: the supervisor writes every role's lines there (docs/logging.md), rotated
     # at max_bytes with keep old files; None: stderr (journald under systemd).
     log_file: str | None = None
@@ -478,6 +486,8 @@ def settings_from_toml(data: dict[str, Any], source: str = "qtoaster.toml") -> S
         http=http_settings(tables),
         greylist=greylist_settings(tables),
         ratelimit=ratelimit_settings(tables),
+        pregreet=pregreet_settings(tables),
+        dnsbl=dnsbl_settings(tables),
     )
     settings = replace(settings, imapd=imap_settings(tables, settings.auth_allow_plaintext))
     tables.unknown()

@@ -103,6 +103,27 @@ class GreylistMemo:
 
 
 @dataclass(slots=True)
+class EarlyTalk:
+    """The pregreet and pipelining tests of one session (the session sets them,
+    policy/checks/pregreet.py refuses on them)."""
+
+    tested: bool = False  # the tests apply to this client
+    waiting: bool = False  # the greeting is not written yet: any byte now is a pregreet
+    offered: bool = False  # EHLO was answered (PIPELINING offered): the test is over
+    pregreet: bool = False  # the client talked before the greeting
+    pipelining: bool = False  # it sent a command ahead of a reply without PIPELINING
+
+
+@dataclass(slots=True)
+class DnsblMemo:
+    """The client's DNSBL score, looked up at CONNECT (policy/checks/dnsbl.py)."""
+
+    score: int = 0
+    blocked: Reply | None = None  # the refusal every RCPT gets
+    allowed: bool = False  # at or below the allow threshold: the other screens skip it
+
+
+@dataclass(slots=True)
 class SessionState:
     """What checks remember across the commands of one SMTP session.
 
@@ -117,3 +138,5 @@ class SessionState:
     # (the spool path it is for, the evaluation)
     mailauth: tuple[str, Evaluation] | None = None
     greylist: GreylistMemo = field(default_factory=GreylistMemo)
+    early: EarlyTalk = field(default_factory=EarlyTalk)
+    dnsbl: DnsblMemo = field(default_factory=DnsblMemo)

@@ -29,10 +29,12 @@ from qtoaster.mailauth.srs import key_path as srs_key_path
 from qtoaster.policy.checks.chkuser import Chkuser, ChkuserSettings
 from qtoaster.policy.checks.clamd import Clamd
 from qtoaster.policy.checks.databytes import Databytes
+from qtoaster.policy.checks.dnsbl import DnsblCheck
 from qtoaster.policy.checks.greylist import Greylist
 from qtoaster.policy.checks.hops import Hops
 from qtoaster.policy.checks.mailauth import Dmarc, FcrdnsCheck, MailAuth, Spf
 from qtoaster.policy.checks.mfcheck import Mfcheck, SenderDomains
+from qtoaster.policy.checks.pregreet import Pipelining, Pregreet
 from qtoaster.policy.checks.qregex import Qregex
 from qtoaster.policy.checks.ratelimit import VARIABLES as RATELIMIT_VARIABLES
 from qtoaster.policy.checks.ratelimit import RateLimit
@@ -53,6 +55,7 @@ from qtoaster.tls.server import TlsError, read_tls_controls, server_context
 if TYPE_CHECKING:
     from qtoaster.config.settings import Settings
     from qtoaster.mailauth.verifier import Verifier
+    from qtoaster.policy.dnsbl import Dnsbl
     from qtoaster.policy.rbl import Rbl
 
 log = logging.getLogger("qtoaster.smtpd")
@@ -85,6 +88,8 @@ _PROCESS_VARIABLES = (
     "GREYLIST",
     "RATELIMIT",
     *RATELIMIT_VARIABLES,
+    "PREGREET",
+    "DNSBL",
 )
 
 
@@ -183,6 +188,23 @@ def _rbl(settings: Settings) -> Rbl | None:
     )
 
 
+# One DNSBL scorer (its cache of scores) per worker, kept across reloads while its
+# settings stay the same.
+_dnsbl: tuple[tuple[object, ...], Dnsbl] | None = None
+
+
+def _dnsbl_scorer(settings: Settings) -> Dnsbl | None:
+    global _dnsbl
+    if not settings.dnsbl.sites:
+        return None
+    from qtoaster.policy.dnsbl import Dnsbl
+
+    key = (settings.dnsbl, settings.dns_nameservers)
+    if _dnsbl is None or _dnsbl[0] != key:
+        _dnsbl = (key, Dnsbl(settings.dnsbl, nameservers=settings.dns_nameservers))
+    return _dnsbl[1]
+
+
 def _srs_check(config: Config, executor: Executor, shared: WorkerShared | None) -> SrsCheck | None:
     """The srs check, asking whoever may read the key: this process when it may (one
     user for every role), else the auth role. None when SRS is off, or when neither
@@ -265,10 +287,10 @@ def _checks(
     config: Config, recipient: Check, signatures: Signatures | None, srs: SrsCheck | None = None
 ) -> list[Check]:
     """The policy checks, each stage's in the toaster's order (spec 4; docs/policy.md):
-    CONNECT rblsmtpd, ratelimit; MAIL databytes, mfcheck, ratelimit; RCPT qregex (badhelo,
-    badmailfrom, badmailto), srs, relay/chkuser, greylist, ratelimit, tarpit last; DATA
-    databytes, hops, signatures, spf, fcrdns, dmarc, clamd, spamd.  A new check is one
-    module under policy/checks/ and one line here."""
+    CONNECT rblsmtpd, dnsbl, ratelimit; MAIL databytes, mfcheck, ratelimit; RCPT dnsbl,
+    pregreet, pipelining, qregex (badhelo, badmailfrom, badmailto), srs, relay/chkuser,
+    greylist, ratelimit, tarpit last; DATA databytes, hops, signatures, spf, fcrdns, dmarc,
+    clamd, spamd.  A new check is one module under policy/checks/ and one line here."""
     control = config.home.control
     settings = config.settings
     domains = SenderDomains(settings.dns_nameservers)
@@ -276,6 +298,9 @@ def _checks(
     me = config.controls.me
     checks: list[Check] = [
         Rblsmtpd(_rbl(settings)),
+        DnsblCheck(_dnsbl_scorer(settings)),  # CONNECT: the score; RCPT: its refusal
+        Pregreet(),  # RCPT: what the session saw before the greeting and EHLO
+        Pipelining(),
         Databytes(config.controls.databytes),  # MAIL (SIZE=) and DATA (bytes received)
         Mfcheck.from_control_dir(control, domains),
         # CONNECT after rblsmtpd, MAIL last (issue 18)

@@ -44,6 +44,7 @@ from qtoaster.core import reply as R
 from qtoaster.core.logfields import fields
 from qtoaster.core.reply import Reply
 from qtoaster.net.driver import EngineDriver, plain_ip, tls_version
+from qtoaster.policy.checks import pregreet
 from qtoaster.policy.checks.databytes import effective_databytes
 from qtoaster.policy.verdict import Facts, SessionState, Stage, Verdict
 from qtoaster.protocols.smtp import events as ev
@@ -59,6 +60,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qtoaster.smtpd")
 _ids = itertools.count(1)
+
+# The events of a command line a client must not send ahead of our reply before it knows
+# we offer PIPELINING (RFC 2920 3.1; BDAT's octets follow its line by design).
+_COMMANDS = (
+    ev.Helo,
+    ev.MailFrom,
+    ev.RcptTo,
+    ev.Data,
+    ev.Rset,
+    ev.Noop,
+    ev.Vrfy,
+    ev.Help,
+    ev.Quit,
+    ev.Auth,
+    ev.StartTls,
+)
 
 
 class SmtpSession(EngineDriver[ServerConnection]):
@@ -161,10 +178,33 @@ class SmtpSession(EngineDriver[ServerConnection]):
         if close:
             transport.close()
 
-    def _greet(self) -> None:
-        self.write(Reply(220, f"{self.ctx.config.controls.smtpgreeting} ESMTP").render())
+    def _greet(self, opened: float) -> None:
+        """Our 220, or (the pregreet test on) the 220 once ``[pregreet] wait`` seconds
+        after ``opened`` have passed, the session busy meanwhile so that early input
+        stays unread; with ``multiline`` a ``220-`` line goes out at once (postscreen's
+        greet banner: a client must wait for the last line, RFC 5321 4.2.1)."""
+        line = f"{self.ctx.config.controls.smtpgreeting} ESMTP"
+        early = self.policy.early
+        settings = self.ctx.config.settings.pregreet
+        if self.policy.dnsbl.allowed:
+            early.tested = False  # a DNSWL-allowed client skips the screens
+        remaining = opened + settings.wait - time.monotonic() if early.tested else 0.0
+        if remaining <= 0:
+            early.waiting = False
+            self.write(Reply(220, line).render())
+            return
+        if settings.multiline:
+            self.write(f"220-{line}\r\n".encode())
+        self.wait_for(self._greet_later(remaining, line))
+
+    async def _greet_later(self, seconds: float, line: str) -> None:
+        await asyncio.sleep(seconds)
+        self.policy.early.waiting = False
+        self.write(Reply(220, line).render())
 
     def data_received(self, data: bytes) -> None:
+        if self.policy.early.waiting:
+            self.policy.early.pregreet = True  # before our (last) greeting line
         if self.gate is not None:
             self.last_activity = time.monotonic()
             self.gate.feed(data)
@@ -194,6 +234,10 @@ class SmtpSession(EngineDriver[ServerConnection]):
 
     # -- the engine's events (EngineDriver.process) --------------------------
     def handle(self, event: object) -> None:
+        early = self.policy.early
+        # More input behind a command line before EHLO was answered: sent ahead.
+        if early.tested and not early.offered and self.conn.buffered:
+            early.pipelining = early.pipelining or isinstance(event, _COMMANDS)
         if isinstance(event, ev.DataChunk):
             self.intake.chunk(event.data)
         elif isinstance(event, ev.DataEnd):
@@ -270,16 +314,21 @@ class SmtpSession(EngineDriver[ServerConnection]):
         """The CONNECT checks, then our greeting, or rblsmtpd's dialog for a client they
         refuse (qmail's toaster ran rblsmtpd in front of qmail-smtpd: spec 1)."""
 
+        opened = time.monotonic()
+        facts = self._facts()
+        if pregreet.tested(facts, self.ctx.config.settings.pregreet.enabled):
+            self.policy.early.tested = self.policy.early.waiting = True
+
         def answer(verdict: Verdict) -> None:
             if verdict.reply is None:
-                self._greet()
+                self._greet(opened)
             elif verdict.reply.code == 421:  # ratelimit's connections: refused, hang up
                 self.write(verdict.reply.render(self.conn.enhanced), close=True)
             elif verdict.reply is not R.INTERNAL_ERROR:  # a failed check: expire() answers
                 self.gate = RblGate(self, verdict.reply)
                 self.gate.start()
 
-        self._policy(Stage.CONNECT, self._facts(), answer)
+        self._policy(Stage.CONNECT, facts, answer)
 
     def _helo(self, event: ev.Helo) -> None:
         self.reset()
@@ -287,8 +336,11 @@ class SmtpSession(EngineDriver[ServerConnection]):
         def answer(verdict: Verdict) -> None:
             if verdict.reply is not None:
                 self.conn.send(verdict.reply)
+            elif event.extended:
+                self.policy.early.offered = True  # PIPELINING is known from now on
+                self.conn.send(self._ehlo_reply())
             else:
-                self.conn.send(self._ehlo_reply() if event.extended else self._greeting(250))
+                self.conn.send(self._greeting(250))
 
         self._policy(Stage.HELO, self._facts(helo=event.name), answer)
 

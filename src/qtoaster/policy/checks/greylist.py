@@ -5,13 +5,14 @@ passes, and so does all later mail of the triplet (issue 18; docs/antispam.md
 ``policy/state.py``'s).
 
 Who is never greylisted: clients on another listener than ``smtp`` (port 25), RELAYCLIENT
-clients, authenticated sessions, what control/greylistpass lists (client, sender or
-recipient), clients auto-whitelisted after ``auto_whitelist`` passed retries, and mail
-whose MAIL FROM passes SPF for the client, when ``[mailauth] enabled`` (asked only when
-the triplet would be greylisted, so it costs nothing on the common path; the triplet is
-then recorded as passed; a lookup takes at most ``[mailauth] timeout``).  DKIM is known
-only after DATA, too late for a RCPT answer: a DKIM-signing sender is greylisted once and
-then auto-whitelisted like any other that retries.
+clients, authenticated sessions, clients a DNSWL allows (``[dnsbl] allow_threshold``),
+what control/greylistpass lists (client, sender or recipient), clients auto-whitelisted
+after ``auto_whitelist`` passed retries, and mail whose MAIL FROM passes SPF for the
+client, when ``[mailauth] enabled`` (asked only when the triplet would be greylisted, so
+it costs nothing on the common path; the triplet is then recorded as passed; a lookup
+takes at most ``[mailauth] timeout``). DKIM is known only after DATA, too late for a RCPT
+answer: a DKIM-signing sender is greylisted once and then auto-whitelisted like any other
+that retries.
 
 Switch: ``[greylist] enabled``; GREYLIST in tcp.smtp per client (``"0"`` or empty: off,
 any other value: on).
@@ -84,7 +85,11 @@ class Greylist:
         self, stage: Stage, facts: Facts, state: SessionState
     ) -> Verdict | Awaitable[Verdict]:
         memo = state.greylist
-        if memo.whitelisted or not switched_on(facts, self._settings.enabled):
+        if (
+            memo.whitelisted
+            or state.dnsbl.allowed
+            or not switched_on(facts, self._settings.enabled)
+        ):
             return PASS
         if facts.listener != "smtp" or "RELAYCLIENT" in facts.env or facts.authenticated:
             return PASS
