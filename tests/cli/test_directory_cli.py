@@ -478,7 +478,7 @@ def test_user_show(home: Home) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     maildir = home.maildir("example.com", "a")
-    assert lines[:9] == [
+    assert lines[:11] == [
         "address:        a@example.com",
         "domain:         example.com",
         "local part:     a",
