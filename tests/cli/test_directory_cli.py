@@ -478,7 +478,7 @@ def test_user_show(home: Home) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     maildir = home.maildir("example.com", "a")
-    assert lines[:9] == [
+    assert lines[:11] == [
         "address:        a@example.com",
         "domain:         example.com",
         "local part:     a",
@@ -488,8 +488,10 @@ def test_user_show(home: Home) -> None:
         "usage:          not computed (no maildirsize yet)",
         "flags:          -",
         "secrets:        the domain's choice (not kept); stored: no",
+        "spam folder:    inbox",
+        "vacation:       off",
     ]
-    assert lines[9].startswith("created:        ") and len(lines) == 10
+    assert lines[11].startswith("created:        ") and len(lines) == 12
 
     (maildir / "maildirsize").write_text("1048576S\n262144 3\n-1024 -1\n")
     run(home, "user", "set", "a@example.com", "--disable", "--no-relay")

@@ -194,7 +194,8 @@ def _make_v2(home: Home, db: Engine) -> tuple[str, str]:
         if conn.dialect.has_table(conn, "credentials"):
             conn.execute(text("DROP TABLE credentials"))
         schema.install(conn)
-        for column in ("has_password", "has_secrets"):
+        schema.vacations.drop(conn)  # version 4
+        for column in ("has_password", "has_secrets", "junk_spam"):
             conn.execute(text(f"ALTER TABLE users DROP COLUMN {column}"))
         conn.execute(update(schema.schema_version).values(version=2))
         conn.execute(

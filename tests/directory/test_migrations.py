@@ -11,10 +11,11 @@ from sqlalchemy import Engine, text, update
 from qtoaster.core.home import Home
 from qtoaster.directory import schema
 from qtoaster.directory.engine import make_engine
-from qtoaster.directory.store import Directory, DirectoryError, create_directory
+from qtoaster.directory.store import Directory, DirectoryError, Vacation, create_directory
 
 V2_COLUMNS = {"domains": ["secrets"], "users": ["secrets", "cram_md5", "apop_secret"]}
 V3_COLUMNS = {"users": ["has_password", "has_secrets"]}
+V4_COLUMNS = {"users": ["junk_spam"]}
 
 
 @pytest.fixture
@@ -30,7 +31,8 @@ def _make_v1(engine: Engine) -> None:
     """The version 1 schema, as the foundation shipped it, with one domain and user."""
     with engine.begin() as conn:
         schema.install(conn)
-        for table, columns in [*V3_COLUMNS.items(), *V2_COLUMNS.items()]:
+        schema.vacations.drop(conn)
+        for table, columns in [*V4_COLUMNS.items(), *V3_COLUMNS.items(), *V2_COLUMNS.items()]:
             for column in columns:
                 conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(update(schema.schema_version).values(version=1))
@@ -64,6 +66,10 @@ def test_version_1_is_upgraded_and_keeps_its_rows(home: Home, directory_url: str
         directory.set_user("alice@example.com", secrets=True)
         directory.set_password("alice@example.com", "pw")
         assert directory.auth_secrets("alice@example.com")[0] is not None
+        # Version 4: the spam folder choice (off) and the vacations table.
+        assert not user.junk_spam and directory.vacation("alice@example.com") is None
+        directory.set_vacation("alice@example.com", Vacation(True, "Away", "Back soon."))
+        assert directory.vacation("alice@example.com") is not None
     finally:
         directory.close()
     engine = make_engine(home, directory_url)

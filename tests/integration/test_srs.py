@@ -62,7 +62,7 @@ def test_forward_bounce_and_forgery(setup: tuple[Path, Server, SmtpPeer]) -> Non
         )
         assert replies[3] == b"550 sorry, invalid SRS address (#5.1.1)", replies
     log = home / "server.log"
-    wait_until(lambda: "check=srs" in log.read_text(errors="replace"), 10, "the srs refusal")
+    wait_until(lambda: "reason=srs" in log.read_text(errors="replace"), 10, "the srs refusal")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: roles drop root")

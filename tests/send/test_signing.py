@@ -38,7 +38,7 @@ def test_trusted_origins() -> None:
     assert smtp_origin("10.0.0.1", relay=True) == "smtp 10.0.0.1 relay"
     assert smtp_origin("::1", True, requiretls=True) == "smtp ::1 relay requiretls"
     trusted_origins = ("smtp 10.0.0.1 relay", "smtp ::1 relay requiretls", "inject uid 0")
-    for origin in (*trusted_origins, "sendmail uid 1000", "bounce"):
+    for origin in (*trusted_origins, "sendmail uid 1000", "bounce", "vacation"):
         assert trusted(origin), origin
     for origin in ("smtp 10.0.0.1", "forward", "", "smtp relay", "smtp ::1 requiretls"):
         assert not trusted(origin), origin

@@ -22,6 +22,7 @@ from qtoaster.cli.dirsupport import (
 )
 from qtoaster.cli.options import home_option
 from qtoaster.cli.userbatch import add_batch, no_default_quota
+from qtoaster.cli.uservacation import spam_folder_text, user_vacation, vacation_text
 from qtoaster.core.home import Home
 from qtoaster.directory.schema import UserFlag
 from qtoaster.directory.store import (
@@ -34,7 +35,7 @@ from qtoaster.maildir.quota import Quota, read_maildirsize
 
 @click.group()
 def user() -> None:
-    """Mailbox users: add, del, passwd, quota, set, show, list."""
+    """Mailbox users: add, del, passwd, quota, set, vacation, show, list."""
 
 
 @user.command("add")
@@ -169,6 +170,7 @@ def user_show(home: Home, address: str) -> None:
             raise click.ClickException(f"unknown user: {address}")
         domain_info = directory.domain(info.domain)
         usage = _usage_text(info)
+        vacation = directory.vacation(info.address)
     show_rows(
         [
             ("address", info.address),
@@ -180,6 +182,8 @@ def user_show(home: Home, address: str) -> None:
             ("usage", usage),
             ("flags", flags_text(info.flags)),
             ("secrets", _secrets_text(info, domain_info)),
+            ("spam folder", spam_folder_text(info.junk_spam)),
+            ("vacation", vacation_text(vacation)),
             ("created", when_text(info.created)),
         ]
     )
@@ -197,6 +201,12 @@ def user_show(home: Home, address: str) -> None:
 @click.option("--secrets", "secrets", flag_value="on", help="Keep CRAM-MD5/APOP secrets.")
 @click.option("--no-secrets", "secrets", flag_value="off", help="Keep none; forget them.")
 @click.option("--domain-secrets", "secrets", flag_value="domain", help="As its domain says.")
+@click.option(
+    "--spam-folder",
+    type=click.Choice(["junk", "inbox"]),
+    default=None,
+    help="Where mail the spam scanner marked goes: .Junk or the INBOX.",
+)
 def user_set(
     home: Home,
     address: str,
@@ -207,8 +217,10 @@ def user_set(
     enable: bool | None,
     bounce_mail: bool | None,
     secrets: str | None,
+    spam_folder: str | None,
 ) -> None:
-    """Change the flags of ADDRESS (vpopmail's vmoduser) or its secrets choice."""
+    """Change the flags of ADDRESS (vpopmail's vmoduser), its secrets choice or its spam
+    folder."""
     add, clear = UserFlag(0), UserFlag(0)
     # --pop etc. allow something: they clear a NO_* bit; --bounce-mail sets its bit.
     for allowed, flag in (
@@ -223,13 +235,18 @@ def user_set(
             clear |= flag
         elif allowed is False:
             add |= flag
-    if not add and not clear and secrets is None:
+    if not add and not clear and secrets is None and spam_folder is None:
         raise click.UsageError("nothing to change: give at least one option")
     choice = UNSET if secrets is None else {"on": True, "off": False, "domain": None}[secrets]
     with open_directory(home) as directory:
-        info = directory.set_user(address, add_flags=add, clear_flags=clear, secrets=choice)
+        junk = UNSET if spam_folder is None else spam_folder == "junk"
+        info = directory.set_user(
+            address, add_flags=add, clear_flags=clear, secrets=choice, junk_spam=junk
+        )
         domain_info = directory.domain(info.domain)
     click.echo(f"{info.address}: flags {flags_text(info.flags)}")
+    if spam_folder is not None:
+        click.echo(f"{info.address}: spam folder {spam_folder_text(info.junk_spam)}")
     if secrets is not None:
         click.echo(f"{info.address}: secrets {_secrets_text(info, domain_info)}")
         from_domain = domain_info is not None and domain_info.secrets
@@ -252,3 +269,6 @@ def user_list(home: Home, domain_name: str | None) -> None:
                 quota = "NOQUOTA" if info.quota is None else str(info.quota)
             secret = "password" if info.has_password else "no-password"
             click.echo(f"{info.address}\t{quota}\t{secret}\t{flags_text(info.flags)}")
+
+
+user.add_command(user_vacation)

@@ -70,6 +70,8 @@ class DeliveryJob:
     files: int = 0
     forwards: list[str] = field(default_factory=list)
     programs: int = 0
+    junk_spam: bool = False  # the user files mail the spam scanner marked into .Junk
+    inbox: int = 0  # copies stored in the user's own INBOX (not .Junk): the autoresponder's cue
 
     @property
     def dtline(self) -> bytes:
@@ -160,15 +162,18 @@ def store_maildir(job: DeliveryJob, maildir: Path) -> Result | None:
     """Store one copy in ``maildir``, checking the quota if it is the user's own.
 
     A message smtpd quarantined (mailauth's ``X-Qtoaster-Quarantine: junk``, which only
-    smtpd sets: it removes any copy a sender sends) goes into the user's own Maildir's
-    ``.Junk`` folder, made when missing; the quota (maildirsize) stays the Maildir's."""
+    smtpd sets: it removes any copy a sender sends), and for a user who chose it
+    (``junk_spam``) a message the spam scanner marked (``X-Spam-Flag: YES`` or
+    ``X-Spam-Status: Yes``), goes into the user's own Maildir's ``.Junk`` folder, made
+    when missing (Maildir++); the quota (maildirsize) stays the Maildir's, which counts
+    its folders as Maildir++ does."""
     prefix = job.rpline + job.dtline
     quota = None
     target = maildir
     if job.mailbox is not None and _same(maildir, job.mailbox.maildir):
         quota = job.mailbox.quota
         try:
-            if _quarantined(job):
+            if _to_junk(job):
                 target = maildir / JUNK
                 make_folder(target)
         except OSError as exc:
@@ -193,6 +198,8 @@ def store_maildir(job: DeliveryJob, maildir: Path) -> Result | None:
     except OSError as exc:
         return _temporary(MAILDIR_TEMPORARY, exc)
     if quota is not None:
+        if target is maildir:
+            job.inbox += 1
         try:
             maildirquota.record(maildir, size)
         except OSError:
@@ -203,19 +210,33 @@ def store_maildir(job: DeliveryJob, maildir: Path) -> Result | None:
 
 JUNK = ".Junk"
 _MARK = b"x-qtoaster-quarantine:"
-_HEAD_MAX = 256 << 10  # header bytes searched for the mark
+_SPAM_FLAG = b"x-spam-flag:"
+_SPAM_STATUS = b"x-spam-status:"
+_HEAD_MAX = 256 << 10  # header bytes searched for the marks
 
 
-def _quarantined(job: DeliveryJob) -> bool:
-    """Whether the message's header carries mailauth's mark asking for .Junk."""
+def _to_junk(job: DeliveryJob) -> bool:
+    """Whether the message goes to .Junk: mailauth's quarantine mark, or (``junk_spam``)
+    the spam scanner's.  Only the first X-Spam-Flag and X-Spam-Status count: our spamd
+    check puts its lines on top of the message (delivery/vacation.py spam_marked)."""
     source = job.rewind()
     read = 0
+    seen: set[bytes] = set()
     for line in source:
         read += len(line)
         if line in (b"\n", b"\r\n") or read > _HEAD_MAX:
             return False
-        if line[: len(_MARK)].lower() == _MARK:
+        lowered = line.lower()
+        if lowered.startswith(_MARK):
             return line[len(_MARK) :].strip().lower() == b"junk"
+        if not job.junk_spam:
+            continue
+        for name in (_SPAM_FLAG, _SPAM_STATUS):
+            if lowered.startswith(name) and name not in seen:
+                seen.add(name)
+                value = lowered[len(name) :].strip()
+                if value.replace(b",", b" ").split()[:1] == [b"yes"]:
+                    return True
     return False
 
 

@@ -8,6 +8,10 @@ Then, as vdelivermail: the address's aliases (forwards, with or without a copy k
 else the user's mailbox, through the user's ``.qmail`` file if it has one; else the
 domain's handling of unknown users (bounce, delete, or a catch-all address).
 
+A user's choices (docs/vacation.md): mail the spam scanner marked goes to ``.Junk``
+(``junk_spam``, instructions.py), and a message stored in the INBOX of a user on
+vacation is answered once per sender and period (autoreply.py), the reply queued here.
+
 SRS (docs/srs.md): a forwarded copy leaves with its sender rewritten at the forwarding
 domain, unless the sender is null, the double-bounce sender or in a domain delivered
 here; mail to an SRS address of a local domain (a bounce of a forward) is sent on to the
@@ -25,24 +29,26 @@ Invariants:
 from __future__ import annotations
 
 import os
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from functools import partial
 from typing import BinaryIO, Protocol
 
 from qtoaster.config.mailsettings import SrsSettings
+from qtoaster.core.clock import Clock, SystemClock
 from qtoaster.core.durable import DirSyncs
 from qtoaster.core.envelope import DOUBLE_BOUNCE_SENDER, Envelope, split_address
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.home import Home
 from qtoaster.core.outcome import Outcome, Result
-from qtoaster.delivery import instructions
+from qtoaster.delivery import autoreply, instructions
 from qtoaster.delivery.dotqmail import DotQmailError, Instruction, Kind, read_dotqmail
 from qtoaster.delivery.instructions import DeliveryJob, ForwardSource, MaildirTarget
 from qtoaster.directory.cache import CachedLookups, Lookups
-from qtoaster.directory.model import Recipient, UserInfo
+from qtoaster.directory.model import Recipient, UserInfo, Vacation
 from qtoaster.directory.schema import UNKNOWN_BOUNCE, UNKNOWN_DELETE, UserFlag
 from qtoaster.mailauth.srs import SrsError, SrsService, is_srs
 from qtoaster.maildir.quota import Quota
+from qtoaster.queue.origin import VACATION as ORIGIN_VACATION
 from qtoaster.queue.store import QueueStore, commit_message
 
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
@@ -87,6 +93,7 @@ class LocalAgent:
         queue: QueueStore | None = None,
         srs: SrsService | None = None,
         srs_settings: SrsSettings | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """``srs``: who rewrites forwarded senders and reverses SRS addresses; None (or
         ``[srs] enabled`` false) leaves senders as they are, as qmail does."""
@@ -101,6 +108,7 @@ class LocalAgent:
         settings = srs_settings or SrsSettings()
         self._srs = srs if settings.enabled else None
         self._srs_domain = settings.domain
+        self._clock = clock or SystemClock()
 
     def is_local(self, recipient: str) -> bool:
         """Whether ``recipient`` is delivered here (raises TemporaryFailure if the
@@ -124,7 +132,9 @@ class LocalAgent:
         if isinstance(plan, Result):
             return plan
         assert target is not None
-        return self._carry_out(message, body_offset, sender, recipient, target, found.user, plan)
+        return self._carry_out(
+            message, body_offset, sender, recipient, target, found.user, plan, found.vacation
+        )
 
     def _srs_back(
         self,
@@ -154,9 +164,10 @@ class LocalAgent:
         target: str,
         user: UserInfo | None,
         plan: list[Instruction] | None,
+        vacation: Vacation | None = None,
     ) -> Result:
         """Open the message, check for a loop, and follow ``plan`` (None: the user's
-        .qmail file or mailbox)."""
+        .qmail file or mailbox); then answer it if ``vacation`` says so."""
         try:
             source = open(message, "rb")  # noqa: SIM115 - closed by the with below
         except OSError as exc:
@@ -174,7 +185,21 @@ class LocalAgent:
             if isinstance(steps, Result):
                 return steps
             inject = partial(self._inject, split_address(target)[1]) if self._queue else None
-            return instructions.run(job, steps, inject)
+            result = instructions.run(job, steps, inject)
+            if result.outcome is Outcome.SUCCESS and vacation is not None and job.inbox:
+                self._answer(job, user, vacation)
+            return result
+
+    def _answer(self, job: DeliveryJob, user: UserInfo | None, vacation: Vacation) -> None:
+        """The autoresponder's turn, once the message is in the user's INBOX."""
+        if self._queue is None or user is None:
+            return
+        queue = self._queue
+
+        def inject(envelope: Envelope, chunks: Iterable[bytes]) -> str:
+            return commit_message(queue, envelope, ORIGIN_VACATION, chunks)
+
+        autoreply.answer(job, user.address, vacation, inject, self._clock.time())
 
     def _plan(self, found: Recipient) -> list[Instruction] | Result | None:
         """What to do for ``found``: instructions, a final result, or None for "the
@@ -216,9 +241,11 @@ class LocalAgent:
     ) -> DeliveryJob:
         mailbox = None
         home = self._home.domains
+        junk_spam = False
         if user is not None:
             mailbox = MaildirTarget(user.maildir, _quota(user))
             home = user.maildir.parent
+            junk_spam = user.junk_spam
         return DeliveryJob(
             source=source,
             body_offset=body_offset,
@@ -229,6 +256,7 @@ class LocalAgent:
             mailbox=mailbox,
             fsync=self._fsync,
             dirsyncs=self._dirsyncs,
+            junk_spam=junk_spam,
         )
 
     def _inject(self, domain: str, envelope: Envelope, source: ForwardSource) -> str:

@@ -301,6 +301,7 @@ class DirectoryBase:
             quota_messages=row.quota_messages,
             secrets=None if row.secrets is None else bool(row.secrets),
             has_secrets=bool(row.has_secrets),
+            junk_spam=bool(row.junk_spam),
         )
 
     def _now(self) -> int:

@@ -33,6 +33,7 @@ from qtoaster.directory.model import (
     valid_unknown_user,
 )
 from qtoaster.directory.schema import UNKNOWN_BOUNCE, aliases, domains, users
+from qtoaster.directory.vacations import read_vacation
 
 
 class DomainOps(DirectoryBase):
@@ -210,7 +211,8 @@ class DomainOps(DirectoryBase):
                 .where(aliases.c.domain_id == real.id, aliases.c.local_part == local)
                 .order_by(aliases.c.id)
             ).all()
-        row = next((rows[c] for c in candidates(local) if c in rows), None)
+            row = next((rows[c] for c in candidates(local) if c in rows), None)
+            vacation = None if row is None else read_vacation(conn, int(row.id))
         return Recipient(
             domain=real.name,
             local_part=local,
@@ -218,6 +220,7 @@ class DomainOps(DirectoryBase):
             forwards=tuple(t.target for t in targets),
             keep_copy=any(t.keep_copy for t in targets),
             unknown_user=real.unknown_user,
+            vacation=vacation,
         )
 
     # -- aliases ---------------------------------------------------------------------

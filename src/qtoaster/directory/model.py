@@ -40,6 +40,55 @@ class UserInfo:
     quota_messages: int | None = None  # Maildir++ 'C'; None = unlimited
     secrets: bool | None = None  # keeps CRAM-MD5/APOP secrets; None = the domain's choice
     has_secrets: bool = False  # CRAM-MD5/APOP secrets are stored now
+    junk_spam: bool = False  # mail the spam scanner marked goes to .Junk (docs/vacation.md)
+
+
+DAY = 86400
+VACATION_PERIOD = 7 * DAY  # vacation(1)'s default: one reply per sender a week
+PERIOD_RANGE = (60, 365 * DAY)
+SUBJECT_MAX = 255
+BODY_MAX = 64 * 1024  # characters
+
+
+@dataclass(frozen=True, slots=True)
+class Vacation:
+    """A user's autoresponder (qmailadmin's vacation; docs/vacation.md).
+
+    ``subject`` "" means "Auto: " and the subject of the message answered (RFC 3834
+    3.1.5); ``starts``/``ends`` are Unix seconds (``ends`` exclusive), None for no bound;
+    ``period``: seconds before the same sender gets another reply."""
+
+    enabled: bool
+    subject: str
+    body: str
+    starts: int | None = None
+    ends: int | None = None
+    period: int = VACATION_PERIOD
+
+    def active(self, now: float) -> bool:
+        """Whether it answers mail arriving at ``now``."""
+        if not self.enabled:
+            return False
+        if self.starts is not None and now < self.starts:
+            return False
+        return self.ends is None or now < self.ends
+
+
+def valid_vacation(vacation: Vacation) -> Vacation:
+    """``vacation`` if it can be stored and sent, else DirectoryError saying why."""
+    low, high = PERIOD_RANGE
+    if not low <= vacation.period <= high:
+        raise DirectoryError(f"invalid period {vacation.period}s: from {low}s to {high // DAY}d")
+    if len(vacation.subject) > SUBJECT_MAX or any(c in vacation.subject for c in "\r\n\x00"):
+        raise DirectoryError(f"invalid subject: one line of at most {SUBJECT_MAX} characters")
+    if len(vacation.body) > BODY_MAX or "\x00" in vacation.body:
+        raise DirectoryError(f"invalid message: at most {BODY_MAX} characters, no NUL")
+    if vacation.enabled and not vacation.body.strip():
+        raise DirectoryError("the vacation message is empty")
+    starts, ends = vacation.starts, vacation.ends
+    if starts is not None and ends is not None and ends <= starts:
+        raise DirectoryError("the vacation ends before it starts")
+    return vacation
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +122,7 @@ class Recipient:
     forwards: tuple[str, ...]  # alias targets of exactly this address
     keep_copy: bool  # with forwards: also deliver to ``user``
     unknown_user: str  # the domain's handling of addresses that have neither
+    vacation: Vacation | None = None  # the user's autoresponder setting, if it has one
 
     @property
     def exists(self) -> bool:

@@ -12,6 +12,8 @@ Invariants:
 - since version 3 ``users`` holds no credential (its retired credential columns stay
   NULL): hashes and secrets are in the credential store (credentials.py), and
   ``has_password``/``has_secrets`` say what it holds;
+- since version 4 ``users.junk_spam`` is the user's spam folder choice and ``vacations``
+  holds at most one autoresponder setting per user (docs/vacation.md);
 - ``schema_version`` has exactly one row, equal to :data:`SCHEMA_VERSION` once
   :func:`install` or :func:`upgrade` has committed.
 """
@@ -32,13 +34,14 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     false,
     select,
     text,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Unknown-user handling of a domain (vpopmail's .qmail-default argument, spec 22):
 # 'bounce' (bounce-no-mailbox), 'delete' (accept and discard), or a catch-all address.
@@ -103,6 +106,8 @@ users = Table(
     # user has a password (can log in) and whether CRAM-MD5/APOP secrets are stored.
     Column("has_password", Boolean, nullable=False, default=False, server_default=false()),
     Column("has_secrets", Boolean, nullable=False, default=False, server_default=false()),
+    # v4: file mail the spam scanner marked into .Junk instead of INBOX (docs/vacation.md).
+    Column("junk_spam", Boolean, nullable=False, default=False, server_default=false()),
     # The delivery lookup is one probe of this index (domain_id, local_part).
     UniqueConstraint("domain_id", "local_part", name="users_address"),
 )
@@ -118,6 +123,26 @@ aliases = Table(
     UniqueConstraint("domain_id", "local_part", "target", name="aliases_target"),
 )
 Index("aliases_address", aliases.c.domain_id, aliases.c.local_part)
+
+# v4: the vacation autoresponder of a user (qmailadmin's vacation, docs/vacation.md).  A
+# row that is not enabled keeps its text for the next time; it goes with its user.
+vacations = Table(
+    "vacations",
+    metadata,
+    Column(
+        "user_id",
+        Integer,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("enabled", Boolean, nullable=False),
+    Column("subject", String(255), nullable=False),  # "" = "Auto: " + the original subject
+    Column("body", Text, nullable=False),
+    Column("starts", BigInteger, nullable=True),  # Unix seconds; NULL = at once
+    Column("ends", BigInteger, nullable=True),  # Unix seconds, exclusive; NULL = no end
+    Column("period", Integer, nullable=False),  # seconds between two replies to one sender
+)
 
 
 # version n -> the function that upgrades a connection from n to n + 1.  Each runs in the
@@ -157,7 +182,16 @@ def _v2_to_v3(conn: Connection) -> None:
     conn.execute(users.update().values(password_hash=None, cram_md5=None, apop_secret=None))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn: Connection) -> None:
+    _add_columns(conn, users, ["junk_spam"])
+    vacations.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}
 CREDENTIALS_MOVED = 3  # the first version without credentials in users
 
 

@@ -29,10 +29,12 @@ from qtoaster.directory.model import (
     DomainInfo,
     Recipient,
     UserInfo,
+    Vacation,
     valid_address,
     valid_domain,
 )
 from qtoaster.directory.users import UserOps
+from qtoaster.directory.vacations import VacationOps
 
 # Re-exported: callers import the directory's names from here.
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "NewUser",
     "Recipient",
     "UserInfo",
+    "Vacation",
     "create_directory",
     "credentials_file",
     "valid_address",
@@ -53,8 +56,9 @@ __all__ = [
 ]
 
 
-class Directory(DomainOps, UserOps):
-    """Domains, users and aliases: one object per process, shared by its threads."""
+class Directory(DomainOps, UserOps, VacationOps):
+    """Domains, users, aliases and vacation settings: one object per process, shared by
+    its threads."""
 
 
 def create_directory(home: Home) -> None:

@@ -182,8 +182,10 @@ class UserOps(DirectoryBase):
         add_flags: UserFlag = NO_FLAGS,
         clear_flags: UserFlag = NO_FLAGS,
         secrets: Any = UNSET,
+        junk_spam: Any = UNSET,
     ) -> UserInfo:
-        """Change a user's quota, flags or secrets choice; the updated user.
+        """Change a user's quota, flags, secrets choice or spam folder choice (``junk_spam``:
+        True files mail the spam scanner marked into .Junk); the updated user.
 
         Turning secrets off forgets the stored ones at once; turning them on takes effect
         at the next password change (the server never knows the password otherwise)."""
@@ -194,6 +196,8 @@ class UserOps(DirectoryBase):
             values["quota_messages"] = non_negative("quota", quota_messages)
         if secrets is not UNSET:
             values["secrets"] = secrets
+        if junk_spam is not UNSET:
+            values["junk_spam"] = bool(junk_spam)
         with self._write() as conn:
             row = self._user_row(conn, address)
             flags = (UserFlag(row.flags) | add_flags) & ~clear_flags

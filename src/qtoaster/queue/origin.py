@@ -6,8 +6,9 @@ Origins written: ``smtp IP`` (an SMTP client we relay nothing for), followed by 
 users) and ``requiretls`` (MAIL FROM had REQUIRETLS, RFC 8689: remote delivery obeys it),
 e.g. ``smtp 192.0.2.1 relay requiretls``, and ``binarymime`` (MAIL FROM had BODY=BINARYMIME,
 RFC 3030 3: never relayed by DATA, send/remotelane.py bounces it);
-``inject uid N`` (``queue-inject``), ``sendmail uid N``, ``bounce`` (our own bounces) and
-``forward`` (a ``.qmail``/alias forward of mail that came from elsewhere).
+``inject uid N`` (``queue-inject``), ``sendmail uid N``, ``bounce`` (our own bounces),
+``vacation`` (a user's autoresponder reply, docs/vacation.md) and ``forward`` (a
+``.qmail``/alias forward of mail that came from elsewhere).
 
 Invariant: :func:`trusted` is the only place that decides whether a message is our users'
 own mail (the send role signs it with DKIM, docs/dkim.md) and :func:`origin_flags` the only
@@ -20,7 +21,8 @@ from __future__ import annotations
 RELAY = "relay"
 REQUIRETLS = "requiretls"
 BINARYMIME = "binarymime"
-_LOCAL = frozenset(("inject", "sendmail", "bounce"))
+VACATION = "vacation"
+_LOCAL = frozenset(("inject", "sendmail", "bounce", VACATION))
 
 
 def smtp_origin(ip: str, relay: bool, requiretls: bool = False, binarymime: bool = False) -> str:
@@ -43,7 +45,8 @@ def origin_flags(origin: str) -> frozenset[str]:
 
 
 def trusted(origin: str) -> bool:
-    """Our users' mail: an SMTP session marked ``relay``, an injection, or our bounce."""
+    """Our users' mail: an SMTP session marked ``relay``, an injection, our bounce or a
+    user's vacation reply."""
     words = origin.split()
     if not words:
         return False
