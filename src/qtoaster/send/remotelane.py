@@ -24,6 +24,7 @@ from concurrent.futures import Executor
 from typing import Protocol
 
 from qtoaster.core.clock import Clock
+from qtoaster.core.domain import domain_key
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule
 from qtoaster.queue.origin import BINARYMIME, REQUIRETLS, origin_flags
@@ -106,7 +107,7 @@ class RemoteLane:
         groups: dict[str, Group] = {}
         for idx in indexes:
             rcpt = job.recipients[idx]
-            groups.setdefault(rcpt.rpartition("@")[2].lower(), []).append((idx, rcpt))
+            groups.setdefault(domain_key(rcpt.rpartition("@")[2]), []).append((idx, rcpt))
         heads: list[asyncio.Future[bytes]] = []  # made by the first group that sends
 
         def head() -> asyncio.Future[bytes]:
@@ -127,7 +128,7 @@ class RemoteLane:
         if recipients is None:
             self.politeness.resume()
         for rcpt in recipients or ():
-            self.politeness.resume(rcpt.rpartition("@")[2].lower())
+            self.politeness.resume(domain_key(rcpt.rpartition("@")[2]))
 
     async def close(self) -> None:
         await self.agent.close()
