@@ -45,6 +45,7 @@ class FakeRemote:
         recipients: Sequence[str],
         domain: str,
         requiretls: bool = False,
+        smtputf8: bool = False,
     ) -> FakeAttempt:
         self.requiretls.append(requiretls)
         data = os.pread(body.fd, body.size, body.offset)

@@ -26,8 +26,8 @@ from typing import Any, Self
 from sqlalchemy import Connection, Engine, Row, func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from qtoaster.core.domain import domain_key, local_key, valid_utf8
 from qtoaster.core.clock import Clock, SystemClock
+from qtoaster.core.domain import domain_key, local_key, valid_utf8
 from qtoaster.core.envelope import split_address
 from qtoaster.core.home import Home
 from qtoaster.directory import credentials, passwords, schema
@@ -230,9 +230,7 @@ class DirectoryBase:
     def _user_row(self, conn: Connection, address: str) -> Row[Any]:
         local, domain = split_address(address)
         row = conn.execute(
-            self._lookup.where(
-                self._asked.c.name == domain, users.c.local_part == local_key(local)
-            )
+            self._lookup.where(self._asked.c.name == domain, users.c.local_part == local_key(local))
         ).first()
         if row is None:
             raise DirectoryError(f"unknown user: {address}")

@@ -189,9 +189,7 @@ class DomainOps(DirectoryBase):
         if not storable(domain):
             return None
         with database_errors(), self._engine.connect() as conn:
-            real = conn.execute(
-                self._real_domain.where(self._asked.c.name == domain)
-            ).first()
+            real = conn.execute(self._real_domain.where(self._asked.c.name == domain)).first()
             if real is None:
                 return None
             if not storable(local):

@@ -21,6 +21,7 @@ from qtoaster.config.control import Controls
 from qtoaster.core.clock import Clock
 from qtoaster.core.logfields import fields
 from qtoaster.queue.format import received_line
+from qtoaster.queue.origin import bounce_origin
 from qtoaster.queue.store import QueuedMessage, QueueStore, commit_message
 from qtoaster.send import results
 from qtoaster.send.bounce import BounceParams, build_bounce
@@ -61,7 +62,8 @@ class Bouncer:
             chunks = itertools.chain(
                 (received, bounce.head), _message_chunks(job.message), (bounce.tail,)
             )
-            bounce_id = commit_message(self._store, bounce.envelope, "bounce", chunks)
+            origin = bounce_origin(job.message.origin, bounce.envelope.recipients)
+            bounce_id = commit_message(self._store, bounce.envelope, origin, chunks)
             log.info("bounce %s", fields(msg=job.qid, bounce=bounce_id))
         results.record_bounce(self._store, job, bounce_id)
 

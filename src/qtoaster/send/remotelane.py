@@ -27,7 +27,7 @@ from qtoaster.core.clock import Clock
 from qtoaster.core.domain import domain_key
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule
-from qtoaster.queue.origin import BINARYMIME, REQUIRETLS, origin_flags
+from qtoaster.queue.origin import BINARYMIME, REQUIRETLS, SMTPUTF8, origin_flags
 from qtoaster.queue.store import QueueStore
 from qtoaster.remote.body import Body
 from qtoaster.remote.politeness import Politeness
@@ -69,6 +69,7 @@ class RemoteAgentLike(Protocol):
         recipients: Sequence[str],
         domain: str,
         requiretls: bool = False,
+        smtputf8: bool = False,
     ) -> AttemptLike: ...
 
     async def close(self) -> None: ...
@@ -162,6 +163,7 @@ class RemoteLane:
                 [r for _, r in rcpts],
                 domain,
                 REQUIRETLS in origin_flags(message.origin),
+                smtputf8=SMTPUTF8 in origin_flags(message.origin),
             )
             return attempt.results, attempt.reached
         except Exception as exc:  # a bug must not bounce mail: defer and say so

@@ -83,7 +83,9 @@ class MessageIntake:
         envelope = Envelope(session.sender, tuple(session.recipients))
         # Our users' mail (AUTH or RELAYCLIENT) is marked: the send role signs it.
         relay = session.secure.auth_user is not None or "RELAYCLIENT" in session.env
-        origin = smtp_origin(session.remote_ip, relay, session.requiretls, session.binarymime)
+        origin = smtp_origin(
+            session.remote_ip, relay, session.requiretls, session.binarymime, session.smtputf8
+        )
         session.reset()  # qmail: the transaction is over at DATA, whatever the outcome
         try:
             spool = session.ctx.store.open_spool(envelope, origin)
