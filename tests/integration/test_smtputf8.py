@@ -126,7 +126,7 @@ def test_without_smtputf8_utf8_addresses_are_refused(tmp_path: Path) -> None:
             client.command_encoding = "utf-8"  # what an old client would do: no SMTPUTF8
             assert client.mail("jörg@example.test") == (
                 553,
-                b"sorry, non-ASCII address needs SMTPUTF8 (#5.6.7)",
+                b"5.6.7 sorry, non-ASCII address needs SMTPUTF8 (#5.6.7)",
             )
             assert client.mail("alice@example.test", ["SMTPUTF8"])[0] == 250
             client.send(b"RCPT TO:<bad\xff@example.test>\r\n")
