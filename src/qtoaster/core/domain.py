@@ -3,12 +3,13 @@ and what an address needs of the next hop (RFC 6531 SMTPUTF8).
 
 :func:`domain_key` is the one normalisation every comparison and lookup of a domain uses
 (``core/envelope.split_address``, the control files' domain sets and maps, smtproutes, the
-directory): ``bücher.example``, ``BÜCHER.example`` and ``xn--bcher-kva.example`` all become
-``xn--bcher-kva.example`` (a leading dot, rcpthosts' suffix form, is kept).  An ASCII
-domain is only lower-cased (A-Z), exactly as before (qmail's constmap); the mapping to A-labels is the ``idna`` package's UTS 46 processing
-(non-transitional), not ours.  A name IDNA refuses (``a..b``, a label over 63 octets, a
-disallowed code point, bytes that were not UTF-8) keeps its lower-cased text: it matches
-no A-label, so it is simply a domain we do not host.
+directory): ``bücher.example``, ``BÜCHER.example`` and ``xn--bcher-kva.example`` all
+become ``xn--bcher-kva.example`` (a leading dot, rcpthosts' suffix form, is kept).  An
+ASCII domain is only lower-cased (A-Z), exactly as before (qmail's constmap); the mapping
+to A-labels is the ``idna`` package's UTS 46 processing (non-transitional), not ours.  A
+name IDNA refuses (``a..b``, a label over 63 octets, a disallowed code point, bytes that
+were not UTF-8) keeps its lower-cased text: it matches no A-label, so it is simply a
+domain we do not host.
 
 Invariant: every function here is pure and total on ``str`` (including the lone
 surrogates that ``surrogateescape`` makes of invalid UTF-8); none raises.
