@@ -310,3 +310,29 @@ def test_morercpthosts_file(control: Path) -> None:
     c = load_controls(control)
     assert c.rcpthosts_allows("b.com")
     assert not c.rcpthosts_allows("e.com")
+
+
+@pytest.mark.parametrize(
+    ("listed", "asked"),
+    [
+        ("bücher.example", "xn--bcher-kva.example"),  # a U-label file matches an A-label RCPT
+        ("xn--bcher-kva.example", "BÜCHER.example"),  # and the other way round
+        (".bücher.example", "mail.XN--BCHER-KVA.example"),  # suffix entries too
+    ],
+)
+def test_rcpthosts_u_labels_and_a_labels_are_one_domain(
+    control: Path, listed: str, asked: str
+) -> None:
+    write(control, "morercpthosts", f"{listed}\n")
+    write(control, "rcpthosts", "other.example\n")
+    c = load_controls(control)
+    assert c.rcpthosts_allows(asked)
+    assert not c.rcpthosts_allows("buecher.example")
+
+
+def test_locals_and_percenthack_keep_a_labels(control: Path) -> None:
+    write(control, "locals", "Bücher.example\n")
+    write(control, "percenthack", "münchen.example\n")
+    c = load_controls(control)
+    assert c.locals == frozenset({"xn--bcher-kva.example"})
+    assert c.percenthack == frozenset({"xn--mnchen-3ya.example"})

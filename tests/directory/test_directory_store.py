@@ -416,3 +416,48 @@ def test_an_empty_part_is_named(address: str, message: str) -> None:
     with pytest.raises(DirectoryError) as caught:
         valid_target(address)
     assert str(caught.value) == message
+
+
+def test_idna_domain_and_utf8_mailbox(home: Home, directory: Directory) -> None:
+    """Decision 0021: a domain is stored as its A-labels and found by either spelling; a
+    UTF-8 local part is stored lower-cased in NFC, its Maildir a UTF-8 directory name."""
+    directory.add_domain("Bücher.example")
+    assert directory.domains() == ["xn--bcher-kva.example"]
+    assert directory.hosts_domain("bücher.example")
+    assert directory.hosts_domain("XN--BCHER-KVA.example")
+    with pytest.raises(DirectoryError, match="already exists"):
+        directory.add_domain("xn--bcher-kva.example")
+    directory.add_user("JÖRG@bücher.example", None)
+    maildir = home.root / "domains/xn--bcher-kva.example/jörg/Maildir"
+    assert (maildir / "new").is_dir()
+    decomposed = "jo\u0308rg@xn--bcher-kva.example"  # NFD: the same name
+    assert directory.find_mailbox(decomposed) == maildir
+    found = directory.resolve("Jörg@BÜCHER.example")
+    assert found is not None and found.exists and found.domain == "xn--bcher-kva.example"
+    unknown = directory.resolve("zoë@bücher.example")
+    assert unknown is not None and not unknown.exists
+    invalid = directory.resolve("bad\udcff@bücher.example")  # not UTF-8: no such user
+    assert invalid is not None and not invalid.exists
+    directory.add_alias("grüße@bücher.example", ["jörg@bücher.example"])
+    alias = directory.resolve("GRÜSSE@xn--bcher-kva.example")
+    assert alias is None or not alias.forwards  # 'ß' lower-cases to itself, not 'ss'
+    assert directory.resolve("grüße@xn--bcher-kva.example").forwards == (  # type: ignore[union-attr]
+        "jörg@xn--bcher-kva.example",
+    )
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a\u202eb@x.example",
+        "a b@x.example",
+        "a\u200db@x.example",
+        "€@x.example",
+        "ü" * 33 + "@x.de",
+    ],
+)
+def test_utf8_local_parts_refused(address: str) -> None:
+    """Only letters, marks and digits beyond ASCII (no bidi override, zero-width joiner,
+    symbol or space), at most 64 octets."""
+    with pytest.raises(DirectoryError, match="invalid address"):
+        valid_address(address)

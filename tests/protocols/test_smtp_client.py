@@ -1057,3 +1057,109 @@ def test_requiretls_without_tls_is_permanent(feed: Callable[[bytes], Iterator[by
     driver = run(script, [SECRET], feed, tls=TlsMode.REQUIRED, tls_file="X", tls_permanent=True)
     assert driver.results[0].text == "No TLS achieved while X exists (#5.7.10)"
     assert driver.results[0].outcomes() == [(Outcome.PERMANENT, driver.results[0].text)]
+
+
+# -- SMTPUTF8 (RFC 6531, protocols/smtp/nexthop.py) --------------------------------------------
+
+EHLO_UTF8 = """
+    X: 0
+    S: 220 mx.example ESMTP
+    C: EHLO me.example
+    S: 250-mx.example
+    S: 250 SMTPUTF8
+    E: Ready
+"""
+
+
+def test_utf8_local_part_goes_with_smtputf8(feed: Callable[[bytes], Iterator[bytes]]) -> None:
+    script = (
+        EHLO_UTF8
+        + """
+        C: MAIL FROM:<jörg@bücher.example> SMTPUTF8
+        S: 250 ok
+        C: RCPT TO:<zoë@x.example>
+        S: 250 ok
+        C: DATA
+        S: 354 go ahead
+        E: SendBody
+        C: abc
+        C: .
+        S: 250 ok
+        E: Done K r
+    """
+    )
+    tx = (Transaction("jörg@bücher.example", ("zoë@x.example",), 4, False), b"abc\n")
+    run(script, [tx], feed)
+
+
+def test_smtputf8_flag_alone_asks_for_smtputf8(feed: Callable[[bytes], Iterator[bytes]]) -> None:
+    script = (
+        EHLO_UTF8
+        + """
+        C: MAIL FROM:<a@me.example> SMTPUTF8
+        S: 250 ok
+        C: RCPT TO:<b@bücher.example>
+        S: 250 ok
+        C: DATA
+        S: 354 go ahead
+        E: SendBody
+        C: abc
+        C: .
+        S: 250 ok
+        E: Done K r
+    """
+    )
+    tx = Transaction("a@me.example", ("b@bücher.example",), 4, False, smtputf8=True)
+    run(script, [(tx, b"abc\n")], feed)
+
+
+def test_no_smtputf8_at_the_hop_fails_permanently_and_sends_nothing(
+    feed: Callable[[bytes], Iterator[bytes]],
+) -> None:
+    # The first needs SMTPUTF8 (a UTF-8 local part), the second only has a U-label domain:
+    # that one goes, its domain as A-labels (RFC 6531 3.2), with no SMTPUTF8 parameter.
+    script = """
+        X: 0
+        S: 220 mx.example ESMTP
+        C: EHLO me.example
+        S: 250-mx.example
+        S: 250 8BITMIME
+        E: Ready
+        E: Done D r
+        X: 1
+        C: MAIL FROM:<a@xn--bcher-kva.example>
+        S: 250 ok
+        C: RCPT TO:<b@xn--mnchen-3ya.example>
+        S: 250 ok
+        C: DATA
+        S: 354 go ahead
+        E: SendBody
+        C: abc
+        C: .
+        S: 250 ok
+        E: Done K r
+    """
+    utf8 = (Transaction("a@me.example", ("jörg@x.example",), 4, False), b"abc\n")
+    idna = (Transaction("a@bücher.example", ("b@München.example",), 4, False), b"abc\n")
+    driver = run(script, [utf8, idna], feed)
+    assert driver.results[0].text == (
+        f"{IP} does not support SMTPUTF8 and the message needs it"
+        " (a UTF-8 address or a message sent with SMTPUTF8). (#5.6.7)"
+    )
+    assert driver.results[0].outcomes()[0][0] is Outcome.PERMANENT
+
+
+def test_smtputf8_flag_without_the_extension_fails(
+    feed: Callable[[bytes], Iterator[bytes]],
+) -> None:
+    script = """
+        X: 0
+        S: 220 mx.example ESMTP
+        C: EHLO me.example
+        S: 250 mx.example
+        E: Ready
+        E: Done D r
+    """
+    tx = Transaction("a@me.example", ("b@x.example",), 4, False, smtputf8=True)
+    driver = run(script, [(tx, b"abc\n")], feed)
+    assert "(#5.6.7)" in driver.results[0].text

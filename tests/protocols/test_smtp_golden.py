@@ -27,11 +27,13 @@ from qtoaster.core.reply import Reply
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
 from qtoaster.protocols.smtp.states import State
+from qtoaster.smtpd.addresses import utf8_refusal
 
 GOLDEN = Path(__file__).parent / "golden"
 ME = "mail.example.test"
 DATABYTES = 10_000
 USERS = {b"alice": b"secret"}
+BUECHER = "xn--bcher-kva.example"  # rcpthosts lists bücher.example: core/domain.domain_key
 
 # The auth patch's replies (spec 6.2, 26).
 AUTH_OK = Reply(235, "ok, go ahead (#2.0.0)")
@@ -86,6 +88,7 @@ class FakeDriver:
     spool: bytearray = field(default_factory=bytearray)
     authenticated: bool = False
     sasl: FakeSasl | None = None
+    smtputf8: bool = False  # the transaction's MAIL had SMTPUTF8 (RFC 6531)
 
     def start(self) -> None:
         self.conn.send(Reply(220, f"{ME} ESMTP"))
@@ -102,14 +105,17 @@ class FakeDriver:
     def answer(self, event: ev.Event) -> Reply | None:
         match event:
             case ev.Helo(extended=True):
-                return Reply(250, f"{ME}\nPIPELINING\n8BITMIME\nSIZE {DATABYTES}")
+                return Reply(250, f"{ME}\nPIPELINING\n8BITMIME\nSMTPUTF8\nSIZE {DATABYTES}")
             case ev.Helo():
                 return Reply(250, ME)
-            case ev.MailFrom(size=size):
-                return R.DATABYTES if size is not None and size > DATABYTES else R.OK
+            case ev.MailFrom(address=address, params=params, size=size):
+                return self.mail(address, params, size)
             case ev.RcptTo(address=address):
+                refusal = utf8_refusal(address, self.smtputf8)
+                if refusal is not None:
+                    return refusal
                 domain = split_address(address)[1]
-                return R.OK if domain in ("", "example.test") else R.NOT_RCPTHOSTS
+                return R.OK if domain in ("", "example.test", BUECHER) else R.NOT_RCPTHOSTS
             case ev.Data() | ev.Bdat():
                 self.spool.clear()
                 return R.GO_AHEAD
@@ -141,6 +147,17 @@ class FakeDriver:
                 self.spool.clear()
                 return None
         raise AssertionError(event)
+
+    def mail(self, address: str, params: dict[str, str | None], size: int | None) -> Reply:
+        if params.get("SMTPUTF8") is not None:
+            return R.SMTPUTF8_VALUE
+        refusal = utf8_refusal(address, "SMTPUTF8" in params)
+        if refusal is not None:
+            return refusal
+        if size is not None and size > DATABYTES:
+            return R.DATABYTES
+        self.smtputf8 = "SMTPUTF8" in params
+        return R.OK
 
     def auth(self, mechanism: str, response: str | None) -> Reply:
         # The auth patch's order of checks (spec 6.2).

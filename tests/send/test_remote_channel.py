@@ -37,6 +37,7 @@ class FakeRemote:
     calls: list[tuple[str, tuple[str, ...], bytes]] = field(default_factory=list)
     closed: bool = False
     requiretls: list[bool] = field(default_factory=list)  # per call
+    smtputf8: list[bool] = field(default_factory=list)  # per call
 
     async def deliver(
         self,
@@ -45,8 +46,10 @@ class FakeRemote:
         recipients: Sequence[str],
         domain: str,
         requiretls: bool = False,
+        smtputf8: bool = False,
     ) -> FakeAttempt:
         self.requiretls.append(requiretls)
+        self.smtputf8.append(smtputf8)
         data = os.pread(body.fd, body.size, body.offset)
         self.calls.append((domain, tuple(recipients), data))
         if domain in self.unreachable:
@@ -304,3 +307,38 @@ async def test_binarymime_message_bounces_without_a_connection(tmp_path: Path) -
     assert [(d, r) for d, r, _ in remote.calls] == [("somewhere.example", ("a@somewhere.example",))]
     assert b"BODY=BINARYMIME" in remote.calls[0][2] and b"(#5.6.3)" in remote.calls[0][2]
     assert store.ids() == []
+
+
+async def test_smtputf8_origin_flag_reaches_the_agent_and_its_bounce(tmp_path: Path) -> None:
+    """smtpd's ``smtputf8`` origin flag (RFC 6531) is passed on, and the bounce of such a
+    message is flagged too (``bounce smtputf8``); U-label domains are grouped as A-labels."""
+    store, remote, _, manager = make(tmp_path)
+    remote.outcome["bad@bücher.example"] = Outcome.PERMANENT
+    commit_message(
+        store,
+        Envelope("a@somewhere.example", ("bad@bücher.example",)),
+        "smtp 192.0.2.1 smtputf8",
+        ["Subject: Grüße\n\nx\n".encode()],
+    )
+    queue(store, "a@example.com", "plain@far.example")
+    try:
+        await run(manager)
+        await run(manager)
+    finally:
+        manager.close()
+    flags = {(d, r): f for (d, r, _), f in zip(remote.calls, remote.smtputf8, strict=True)}
+    assert flags == {
+        ("xn--bcher-kva.example", ("bad@bücher.example",)): True,
+        ("far.example", ("plain@far.example",)): False,
+        ("somewhere.example", ("a@somewhere.example",)): True,  # the bounce: "bounce smtputf8"
+    }
+
+
+def test_bounce_origin_flags() -> None:
+    from qtoaster.queue.origin import bounce_origin, origin_flags, trusted
+
+    assert bounce_origin("smtp 192.0.2.1 smtputf8", ["a@b.example"]) == "bounce smtputf8"
+    assert bounce_origin("smtp 192.0.2.1", ["jörg@b.example"]) == "bounce smtputf8"
+    assert bounce_origin("smtp 192.0.2.1 relay", ["a@bücher.example"]) == "bounce"
+    assert origin_flags("bounce smtputf8") == {"smtputf8"}
+    assert trusted("bounce smtputf8") and origin_flags("bounce") == frozenset()

@@ -22,6 +22,7 @@ def test_clear_text_offers_only_cram_and_starttls() -> None:
         "8BITMIME",
         "ENHANCEDSTATUSCODES",
         "SIZE 0",
+        "SMTPUTF8",
         "CHUNKING",
         "BINARYMIME",
         "DSN",

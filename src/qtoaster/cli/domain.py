@@ -23,6 +23,7 @@ from qtoaster.cli.dirsupport import (
     when_text,
 )
 from qtoaster.cli.options import home_option
+from qtoaster.core.domain import domain_key
 from qtoaster.core.home import Home
 from qtoaster.directory.store import (
     DomainInfo,
@@ -57,14 +58,14 @@ def domain_add(
 ) -> None:
     """Add domain NAME, its postmaster user and its control/rcpthosts line."""
     unknown = unknown_action(catchall, bounce, delete)
-    added = name.lower()
+    added = domain_key(name)  # bücher.example is kept as xn--bcher-kva.example
     if alias_of is not None:
         if quota is not None or max_users is not None or unknown is not None or secrets:
             raise click.UsageError("--alias-of takes no other option: the target's apply")
         with open_directory(home) as directory:
             directory.add_alias_domain(added, alias_of)
             edit_rcpthosts(home, add=added)
-        click.echo(f"added alias domain {added} -> {alias_of.lower()}")
+        click.echo(f"added alias domain {added} -> {domain_key(alias_of)}")
         return
     default_quota = None if quota is None else parse_domain_quota(quota)
     with open_directory(home) as directory:
@@ -77,7 +78,8 @@ def domain_add(
         )
         directory.add_user(f"postmaster@{added}", None)
         edit_rcpthosts(home, add=added)
-    click.echo(f"added domain {added} with user postmaster@{added} (no password)")
+    shown = f"{added} ({name})" if added != name.lower() else added
+    click.echo(f"added domain {shown} with user postmaster@{added} (no password)")
 
 
 @domain.command("del")
@@ -88,7 +90,7 @@ def domain_del(home: Home, name: str, yes: bool) -> None:
     """Delete domain NAME, its users, its alias domains, rcpthosts lines and all its mail.
 
     An alias domain: only that name goes; no mail is removed."""
-    removed = name.lower()
+    removed = domain_key(name)
     with open_directory(home) as directory:
         info = directory.domain(removed)
         if info is None:
@@ -145,7 +147,7 @@ def domain_show(home: Home, name: str) -> None:
     with open_directory(home) as directory:
         info = directory.domain(name)
     if info is None:
-        raise click.ClickException(f"unknown domain: {name.lower()}")
+        raise click.ClickException(f"unknown domain: {domain_key(name)}")
     if info.alias_of is not None:
         # An alias domain has no settings of its own: its target's apply (store.resolve).
         of_target = f"(of {info.alias_of})"

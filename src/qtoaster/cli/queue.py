@@ -21,6 +21,7 @@ from collections.abc import Callable
 import click
 
 from qtoaster.cli.options import home_option
+from qtoaster.core.domain import domain_key
 from qtoaster.core.home import Home
 from qtoaster.queue import state
 from qtoaster.queue.format import BadQueueFile, date822
@@ -56,7 +57,7 @@ def _classifier(home: Home) -> Callable[[str], tuple[str, str]]:
 
     def classify(rcpt: str) -> tuple[str, str]:
         address = rewrite(rcpt, controls.envnoathost, controls.percenthack)
-        domain = address.rpartition("@")[2].lower()
+        domain = domain_key(address.rpartition("@")[2])
         local = domain in controls.locals or domain in controls.virtualdomains or hosted(domain)
         return address, "local" if local else "remote"
 

@@ -12,7 +12,9 @@ Reading rules follow qmail-1.03 control.c byte for byte:
 
 Invariants: `load_controls` either returns a complete `Controls` or raises one
 `ConfigError` listing every problem it found; domains in sets and map keys are
-ASCII-lower-cased (qmail's constmap compares case-insensitively for A-Z only).
+ASCII-lower-cased (qmail's constmap compares case-insensitively for A-Z only), and a
+domain written with U-labels (``bücher.example``) is kept as its A-labels
+(``core/domain.py``), so either spelling in a file matches either spelling in mail.
 Nothing here is read again after loading: a reload builds a new `Controls`.
 """
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from qtoaster.core.domain import domain_key
 from qtoaster.core.envelope import decode
 from qtoaster.core.errors import ConfigError
 
@@ -149,7 +152,7 @@ class Controls:
         """
         if self.rcpthosts is None or not domain:
             return True
-        domain = ascii_lower(domain)
+        domain = domain_key(domain)
         keys = [domain] + [domain[i:] for i, ch in enumerate(domain) if ch == "." and i > 0]
         if any(key in self.rcpthosts for key in keys):
             return True
@@ -202,7 +205,7 @@ class _Reader:
 
     def domains(self, name: str) -> frozenset[str] | None:
         entries = self.list(name)
-        return None if entries is None else frozenset(ascii_lower(e) for e in entries)
+        return None if entries is None else frozenset(domain_key(e) for e in entries)
 
     def integer(self, name: str, default: int) -> int:
         value = self.line(name)
@@ -223,7 +226,7 @@ class _Reader:
             if not colon:
                 self.problems.append(f"{self._name(name)}: {entry!r} has no ':' (ignored by qmail)")
                 continue
-            result[ascii_lower(key)] = value
+            result[domain_key(key)] = value
         return MappingProxyType(result)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qtoaster.core.domain import domain_key
+
 DOUBLE_BOUNCE_SENDER = "#@[]"
 
 
@@ -34,8 +36,9 @@ def decode(raw: bytes) -> str:
 
 
 def split_address(address: str) -> tuple[str, str]:
-    """Split at the LAST ``@`` (qmail's rule); domain lower-cased, ``""`` if none."""
+    """Split at the LAST ``@`` (qmail's rule); the domain as :func:`domain_key` names it
+    (lower-cased, IDNA U-labels as A-labels), ``""`` if none."""
     local, at, domain = address.rpartition("@")
     if not at:
         return address, ""
-    return local, domain.lower()
+    return local, domain_key(domain)

@@ -86,10 +86,13 @@ BAD_RCPT_SYNTAX = Reply(501, "bad address syntax (#5.1.3)")
 SHUTTING_DOWN = Reply(421, "service shutting down, try again later (#4.3.2)")
 INTERNAL_ERROR = Reply(421, "internal error, closing connection (#4.3.0)")
 
-# Ours, not qmail's (qmail-smtpd passed 8-bit addresses on).  We offer no SMTPUTF8, so an
-# address with a non-ASCII byte cannot be delivered or bounced properly: refused at RCPT
-# with RFC 6531's enhanced code (docs/directory.md).
+# Ours, not qmail's (qmail-smtpd passed 8-bit addresses on).  An address with a non-ASCII
+# byte is taken only in a transaction whose MAIL had SMTPUTF8 (RFC 6531 3.4), and only as
+# valid UTF-8; otherwise it could not be delivered or bounced properly: refused at MAIL or
+# RCPT with RFC 6531's enhanced code (docs/protocols.md).
 NON_ASCII_ADDRESS = Reply(553, "sorry, non-ASCII address needs SMTPUTF8 (#5.6.7)")
+NOT_UTF8_ADDRESS = Reply(553, "sorry, that address is not valid UTF-8 (#5.6.7)")
+SMTPUTF8_VALUE = Reply(501, "SMTPUTF8 takes no value (#5.5.4)")
 
 
 def too_many_connections(me: str, per_ip: bool) -> Reply:

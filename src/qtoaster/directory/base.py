@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, Row, func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from qtoaster.core.clock import Clock, SystemClock
+from qtoaster.core.domain import domain_key, local_key, valid_utf8
 from qtoaster.core.envelope import split_address
 from qtoaster.core.home import Home
 from qtoaster.directory import credentials, passwords, schema
@@ -213,12 +214,12 @@ class DirectoryBase:
     def _domain_row(self, conn: Connection, name: str, *, lock: bool = True) -> Row[Any]:
         """The domain's row; in a write, locked until commit (FOR UPDATE: concurrent
         user adds cannot pass max_users; SQLite serialises writers anyway)."""
-        query = select(domains).where(domains.c.name == name.lower())
+        query = select(domains).where(domains.c.name == domain_key(name))
         if lock and conn.in_transaction() and self._engine.dialect.name == "postgresql":
             query = query.with_for_update()
         row = conn.execute(query).first()
         if row is None:
-            raise DirectoryError(f"unknown domain: {name.lower()}")
+            raise DirectoryError(f"unknown domain: {domain_key(name)}")
         return row
 
     def _real_domain_id(self, conn: Connection, name: str) -> int:
@@ -229,9 +230,7 @@ class DirectoryBase:
     def _user_row(self, conn: Connection, address: str) -> Row[Any]:
         local, domain = split_address(address)
         row = conn.execute(
-            self._lookup.where(
-                self._asked.c.name == domain.lower(), users.c.local_part == local.lower()
-            )
+            self._lookup.where(self._asked.c.name == domain, users.c.local_part == local_key(local))
         ).first()
         if row is None:
             raise DirectoryError(f"unknown user: {address}")
@@ -265,7 +264,7 @@ class DirectoryBase:
         if not storable(domain, *candidates):
             return None
         query = self._lookup.where(
-            self._asked.c.name == domain.lower(), users.c.local_part.in_(candidates)
+            self._asked.c.name == domain_key(domain), users.c.local_part.in_(candidates)
         )
         with database_errors(), self._engine.connect() as conn:
             rows = {row.local_part: row for row in conn.execute(query)}
@@ -374,10 +373,11 @@ def _purge_freed_pages(engine: Engine) -> None:
 
 
 def storable(*names: str) -> bool:
-    """Whether names can be in the database at all: stored names are validated ASCII, and
-    PostgreSQL refuses a NUL or undecodable text with an error (which would look like an
-    outage, a temporary failure, for what is simply "no such name")."""
-    return all(name.isascii() and "\x00" not in name for name in names)
+    """Whether names can be in the database at all: stored names are validated ASCII or
+    UTF-8 (a hosted local part may be UTF-8, decision 0021), and PostgreSQL refuses a NUL
+    or undecodable text with an error (which would look like an outage, a temporary
+    failure, for what is simply "no such name")."""
+    return all(valid_utf8(name) and "\x00" not in name for name in names)
 
 
 def candidates(local: str) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from qtoaster.core.domain import domain_key, local_key
 from qtoaster.core.envelope import split_address
 from qtoaster.directory import credentials
 from qtoaster.directory.base import (
@@ -137,7 +138,7 @@ class DomainOps(DirectoryBase):
 
     def domain(self, name: str) -> DomainInfo | None:
         with database_errors(), self._engine.connect() as conn:
-            row = conn.execute(select(domains).where(domains.c.name == name.lower())).first()
+            row = conn.execute(select(domains).where(domains.c.name == domain_key(name))).first()
             if row is None:
                 return None
             real_id = row.alias_of if row.alias_of is not None else row.id
@@ -174,7 +175,7 @@ class DomainOps(DirectoryBase):
     def hosts_domain(self, name: str) -> bool:
         if not storable(name):
             return False
-        query = select(domains.c.id).where(domains.c.name == name.lower())
+        query = select(domains.c.id).where(domains.c.name == domain_key(name))
         with database_errors(), self._engine.connect() as conn:
             return conn.execute(query).first() is not None
 
@@ -185,13 +186,11 @@ class DomainOps(DirectoryBase):
         aliases of exactly this local part (vdelivermail checks valias first, spec 22).
         """
         local, domain = split_address(address)
-        local = local.lower()
+        local = local_key(local)
         if not storable(domain):
             return None
         with database_errors(), self._engine.connect() as conn:
-            real = conn.execute(
-                self._real_domain.where(self._asked.c.name == domain.lower())
-            ).first()
+            real = conn.execute(self._real_domain.where(self._asked.c.name == domain)).first()
             if real is None:
                 return None
             if not storable(local):
@@ -256,7 +255,7 @@ class DomainOps(DirectoryBase):
         local, domain = split_address(address)
         with self._write() as conn:
             real_id = self._real_domain_id(conn, domain)
-            where = (aliases.c.domain_id == real_id) & (aliases.c.local_part == local.lower())
+            where = (aliases.c.domain_id == real_id) & (aliases.c.local_part == local_key(local))
             if targets:
                 where = where & aliases.c.target.in_([valid_target(t) for t in targets])
             removed = conn.execute(aliases.delete().where(where)).rowcount

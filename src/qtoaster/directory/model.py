@@ -3,16 +3,20 @@
 Invariants:
 - every name that reaches the database went through :func:`valid_domain`,
   :func:`valid_address` or :func:`valid_target` and is lower-cased (local parts too:
-  vpopmail is case-insensitive, spec 22);
+  vpopmail is case-insensitive, spec 22); a domain is stored as its IDNA A-labels
+  (``core/domain.domain_key``) and a UTF-8 local part in NFC (``local_key``), so either
+  spelling of a name finds it (decision 0021);
 - the values are immutable, so caches can share them between threads.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtoaster.core.domain import domain_key, local_key
 from qtoaster.core.envelope import split_address
 from qtoaster.core.errors import QtoasterError
 from qtoaster.directory.schema import UNKNOWN_BOUNCE, UNKNOWN_DELETE, UserFlag
@@ -21,6 +25,24 @@ from qtoaster.directory.schema import UNKNOWN_BOUNCE, UNKNOWN_DELETE, UserFlag
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # RFC 5322 3.2.3 atext and dots, minus '/' (the local part names a directory on disk).
 _LOCAL = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+=?^_`{|}~-]+)*$")
+# RFC 6532 3.2 allows any UTF-8 in a local part; a hosted mailbox takes only letters,
+# marks and digits beyond ASCII, never a space, a format character (bidi overrides,
+# zero-width joiners), a symbol or a control: the name is also a directory name people
+# read and type (decision 0021).
+_UTF8_LOCAL_CATEGORIES = frozenset("LMN")
+
+
+def _local_ok(local: str) -> bool:
+    if not local.isascii():
+        local = "".join(
+            c
+            if c.isascii()
+            else "a"
+            if unicodedata.category(c)[0] in _UTF8_LOCAL_CATEGORIES
+            else " "
+            for c in local
+        )
+    return _LOCAL.match(local) is not None
 
 
 class DirectoryError(QtoasterError):
@@ -132,8 +154,9 @@ class Recipient:
 
 
 def valid_domain(name: str) -> str:
-    """``name`` lower-cased, or DirectoryError if it is not a DNS host name."""
-    lowered = name.lower()
+    """``name`` lower-cased with U-labels as A-labels (``bücher.example`` is stored as
+    ``xn--bcher-kva.example``), or DirectoryError if it is not a DNS host name."""
+    lowered = domain_key(name)
     labels = lowered.split(".")
     if len(lowered) > 253 or not all(_LABEL.match(label) for label in labels):
         raise DirectoryError(f"invalid domain name: {name!r}")
@@ -144,8 +167,9 @@ def valid_address(address: str) -> tuple[str, str]:
     """``(local, domain)`` lower-cased, or DirectoryError if not a mailbox address."""
     local, domain = split_address(address)
     _missing_part(address)
-    lowered = local.lower()
-    if "@" not in address or len(lowered) > 64 or not _LOCAL.match(lowered):
+    lowered = local_key(local)
+    too_long = len(lowered.encode("utf-8", "surrogateescape")) > 64  # octets, RFC 5321 4.5.3.1.1
+    if "@" not in address or too_long or not _local_ok(lowered):
         raise DirectoryError(f"invalid address: {address!r}")
     return lowered, valid_domain(domain)
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Row, func, select
 from sqlalchemy.exc import IntegrityError
 
+from qtoaster.core.domain import local_key
 from qtoaster.core.envelope import split_address
 from qtoaster.directory import credentials, passwords
 from qtoaster.directory.base import (
@@ -141,7 +142,7 @@ class UserOps(DirectoryBase):
             real_id = self._real_domain_id(conn, domain)
             user_id = conn.execute(
                 select(users.c.id).where(
-                    users.c.domain_id == real_id, users.c.local_part == local.lower()
+                    users.c.domain_id == real_id, users.c.local_part == local_key(local)
                 )
             ).scalar()
             if user_id is None:
@@ -152,7 +153,7 @@ class UserOps(DirectoryBase):
             # As vdeluser: the address's own forwards go with it.
             conn.execute(
                 aliases.delete().where(
-                    aliases.c.domain_id == real_id, aliases.c.local_part == local.lower()
+                    aliases.c.domain_id == real_id, aliases.c.local_part == local_key(local)
                 )
             )
 
@@ -256,7 +257,7 @@ class UserOps(DirectoryBase):
         """The user with exactly this address, or None.  An address in an alias domain
         gives the user of the target domain (``UserInfo.address`` is the canonical one)."""
         local, domain = split_address(address)
-        row = self._find(domain, [local.lower()])
+        row = self._find(domain, [local_key(local)])
         return None if row is None else self._info(row)
 
     def find_mailbox(self, address: str) -> Path | None:
@@ -266,7 +267,7 @@ class UserOps(DirectoryBase):
         part before the first ``-`` is tried (``user``).  BOUNCE_MAIL users have none.
         """
         local, domain = split_address(address)
-        row = self._find(domain, candidates(local.lower()))
+        row = self._find(domain, candidates(local_key(local)))
         if row is None or row.flags & UserFlag.BOUNCE_MAIL:
             return None
         return self._home.root / str(row.maildir)
@@ -274,7 +275,7 @@ class UserOps(DirectoryBase):
     def verify_password(self, address: str, password: str) -> bool:
         """Whether ``password`` is the user's; False for unknown, password-less or DISABLED."""
         local, domain = split_address(address)
-        row = self._find(domain, [local.lower()])
+        row = self._find(domain, [local_key(local)])
         usable = row is not None and row.has_password and not row.flags & UserFlag.DISABLED
         stored = self._stored(row).password_hash if row is not None and usable else None
         if not passwords.verify(stored, password):
@@ -302,7 +303,7 @@ class UserOps(DirectoryBase):
 
         DISABLED users have none."""
         local, domain = split_address(address)
-        row = self._find(domain, [local.lower()])
+        row = self._find(domain, [local_key(local)])
         if row is None or row.flags & UserFlag.DISABLED or not row.has_secrets:
             return None, None
         stored = self._stored(row)

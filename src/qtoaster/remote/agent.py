@@ -142,16 +142,18 @@ class RemoteAgent:
         recipients: Sequence[str],
         domain: str,
         requiretls: bool = False,
+        smtputf8: bool = False,
     ) -> RemoteAttempt:
         """*requiretls*: the message came with REQUIRETLS (RFC 8689): only verified TLS to a
-        host that offers REQUIRETLS, else a permanent failure."""
+        host that offers REQUIRETLS, else a permanent failure.  *smtputf8*: it came with
+        SMTPUTF8 (RFC 6531): only a host that offers SMTPUTF8 (protocols/smtp/nexthop.py)."""
         domain = ascii_lower(domain)
         # The 8-bit scan reads the whole message: a big one is read off the event loop.
         if body.length <= INLINE_SCAN:
             eightbit = has_eight_bit(body)
         else:
             eightbit = await asyncio.to_thread(has_eight_bit, body)
-        tx = Transaction(sender, tuple(recipients), body.length, eightbit, requiretls)
+        tx = Transaction(sender, tuple(recipients), body.length, eightbit, requiretls, smtputf8)
         # A REQUIRETLS message never reuses a session opened with less TLS.
         key = f"{domain}\0requiretls" if requiretls else domain
         reused = await self._try_idle(key, tx, body)

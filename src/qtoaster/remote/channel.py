@@ -5,10 +5,12 @@ The send role asks, the remote process answers, over one Unix stream socket
 length and that many bytes of UTF-8 JSON, an object whose ``t`` names its kind:
 
 - ``{"t": "deliver", "id": N, "offset": N, "size": N, "sender": S, "recipients": [S...],
-  "domain": S, "head": B64, "requiretls": B}``: deliver the message of the descriptor that
-  travels with this frame (SCM_RIGHTS, sent with the frame's first byte), ``size`` bytes
-  from ``offset``, after the bytes of ``head`` (base64; the DKIM-Signature fields; absent:
-  none); ``requiretls`` (RFC 8689, optional, false when absent) only when true;
+  "domain": S, "head": B64, "requiretls": B, "smtputf8": B}``: deliver the message of the
+  descriptor that travels with this frame (SCM_RIGHTS, sent with the frame's first byte),
+  ``size`` bytes from ``offset``, after the bytes of ``head`` (base64; the DKIM-Signature
+  fields; absent: none); ``requiretls`` (RFC 8689) and ``smtputf8`` (RFC 6531: the
+  message was received with SMTPUTF8), each optional, false when absent, written only
+  when true;
 - ``{"t": "answer", "id": N, "reached": B, "results": [[OUTCOME, TEXT]...]}``: one result
   per recipient, in order (OUTCOME is ``core/outcome.py``'s value: success, deferral,
   failure), and whether some host of the domain answered SMTP.
@@ -44,6 +46,7 @@ class Deliver:
     domain: str
     head: bytes = b""
     requiretls: bool = False  # the message was received with REQUIRETLS (RFC 8689)
+    smtputf8: bool = False  # the message was received with SMTPUTF8 (RFC 6531)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ def encode(message: Message) -> bytes:
             obj["head"] = base64.b64encode(message.head).decode("ascii")
         if message.requiretls:
             obj["requiretls"] = True
+        if message.smtputf8:
+            obj["smtputf8"] = True
     else:
         obj = {
             "t": "answer",
@@ -146,6 +151,7 @@ def parse(payload: bytes) -> Message | Malformed:
                 _text(obj.get("domain")),
                 _head(obj.get("head", "")),
                 _flag(obj.get("requiretls", False), "requiretls"),
+                _flag(obj.get("smtputf8", False), "smtputf8"),
             )
         if kind == "answer":
             reached = obj.get("reached")

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from qtoaster.config.control import ascii_lower
+from qtoaster.core.domain import domain_key
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.literal import DOTTED_QUAD, literal_address
 
@@ -63,7 +63,7 @@ class SmtpRoutes:
 
     def lookup(self, domain: str) -> Route | None:
         """The route for *domain*: full name, each ".suffix", then ""; None = use MX."""
-        domain = ascii_lower(domain)
+        domain = domain_key(domain)
         for key in _candidate_keys(domain):
             if key in self._table:
                 return self._table[key]
@@ -94,9 +94,9 @@ def _parse_line(line: str) -> tuple[str, Route | None]:
     if not relay:
         if port_text:
             raise ValueError("a port without a relay")
-        return ascii_lower(key), None
+        return domain_key(key), None
     _check_relay(relay)
-    return ascii_lower(key), Route(relay=relay, port=_parse_port(port_text))
+    return domain_key(key), Route(relay=relay, port=_parse_port(port_text))
 
 
 def _split_relay(rest: str) -> tuple[str, str]:

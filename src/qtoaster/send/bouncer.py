@@ -28,6 +28,7 @@ from qtoaster.core.clock import Clock
 from qtoaster.core.logfields import fields
 from qtoaster.queue import state
 from qtoaster.queue.format import received_line
+from qtoaster.queue.origin import bounce_origin
 from qtoaster.queue.store import QueuedMessage, QueueStore, commit_message
 from qtoaster.send import results
 from qtoaster.send.bounce import Bounce, BounceParams, build_bounce
@@ -86,7 +87,8 @@ class Bouncer:
         bounce_id: str | None = None
         if bounce is not None:
             headers_only = message_dsn.mail.ret == "HDRS"  # RFC 3461 4.3
-            bounce_id = self._inject(bounce, job.message, "bounce", headers_only)
+            origin = bounce_origin(job.message.origin, bounce.envelope.recipients)
+            bounce_id = self._inject(bounce, job.message, origin, headers_only)
             log.info("bounce %s", fields(msg=job.qid, bounce=bounce_id))
         results.record_bounce(self._store, job, bounce_id)
 
@@ -138,7 +140,8 @@ class Bouncer:
         )
         if notice is None:
             return None
-        return self._inject(notice, None, "bounce", False)
+        origin = bounce_origin(job.message.origin, notice.envelope.recipients)
+        return self._inject(notice, None, origin, False)
 
     def _inject(
         self, bounce: Bounce, message: QueuedMessage | None, origin: str, headers_only: bool

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Container
 
-from qtoaster.config.control import Controls, ascii_lower
+from qtoaster.config.control import Controls
+from qtoaster.core.domain import domain_key
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.logfields import fields
 from qtoaster.queue import state
@@ -32,7 +33,7 @@ def rewrite(recipient: str, envnoathost: str, percenthack: frozenset[str]) -> st
     if "@" not in recipient:
         recipient = f"{recipient}@{envnoathost}"
     local, _, domain = recipient.rpartition("@")
-    while ascii_lower(domain) in percenthack and "%" in local:
+    while domain_key(domain) in percenthack and "%" in local:
         local, _, domain = local.rpartition("%")
     return f"{local}@{domain}"
 

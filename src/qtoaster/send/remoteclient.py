@@ -130,6 +130,7 @@ class RemoteClient:
         recipients: Sequence[str],
         domain: str,
         requiretls: bool = False,
+        smtputf8: bool = False,
     ) -> Attempt:
         link = await self._running()
         if link is None:  # the child of start_now is gone; the role is stopping
@@ -144,6 +145,7 @@ class RemoteClient:
             domain,
             body.head,
             requiretls,
+            smtputf8,
         )
         future: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = (future, len(recipients))

@@ -24,9 +24,10 @@ from concurrent.futures import Executor
 from typing import Protocol
 
 from qtoaster.core.clock import Clock
+from qtoaster.core.domain import domain_key
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule
-from qtoaster.queue.origin import BINARYMIME, REQUIRETLS, origin_flags
+from qtoaster.queue.origin import BINARYMIME, REQUIRETLS, SMTPUTF8, origin_flags
 from qtoaster.queue.store import QueueStore
 from qtoaster.remote.body import Body
 from qtoaster.remote.politeness import Politeness
@@ -68,6 +69,7 @@ class RemoteAgentLike(Protocol):
         recipients: Sequence[str],
         domain: str,
         requiretls: bool = False,
+        smtputf8: bool = False,
     ) -> AttemptLike: ...
 
     async def close(self) -> None: ...
@@ -106,7 +108,7 @@ class RemoteLane:
         groups: dict[str, Group] = {}
         for idx in indexes:
             rcpt = job.recipients[idx]
-            groups.setdefault(rcpt.rpartition("@")[2].lower(), []).append((idx, rcpt))
+            groups.setdefault(domain_key(rcpt.rpartition("@")[2]), []).append((idx, rcpt))
         heads: list[asyncio.Future[bytes]] = []  # made by the first group that sends
 
         def head() -> asyncio.Future[bytes]:
@@ -127,7 +129,7 @@ class RemoteLane:
         if recipients is None:
             self.politeness.resume()
         for rcpt in recipients or ():
-            self.politeness.resume(rcpt.rpartition("@")[2].lower())
+            self.politeness.resume(domain_key(rcpt.rpartition("@")[2]))
 
     async def close(self) -> None:
         await self.agent.close()
@@ -161,6 +163,7 @@ class RemoteLane:
                 [r for _, r in rcpts],
                 domain,
                 REQUIRETLS in origin_flags(message.origin),
+                smtputf8=SMTPUTF8 in origin_flags(message.origin),
             )
             return attempt.results, attempt.reached
         except Exception as exc:  # a bug must not bounce mail: defer and say so

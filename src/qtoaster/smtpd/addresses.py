@@ -1,5 +1,6 @@
-"""Address rewriting smtpd does before any policy check (spec 3.3, 23.2), and when two
-recipients of one transaction are the same (:func:`recipient_key`).
+"""Address rewriting smtpd does before any policy check (spec 3.3, 23.2), when two
+recipients of one transaction are the same (:func:`recipient_key`), and which non-ASCII
+addresses a transaction may use (:func:`utf8_refusal`, RFC 6531).
 
 An address ending in ``@[d.d.d.d]`` where d.d.d.d is this host (the address the
 client connected to, or 0.0.0.0, which RFC 1122 3.2.1.3 calls "this host") gets
@@ -8,6 +9,10 @@ delivery see our own name.
 """
 
 from __future__ import annotations
+
+from qtoaster.core import reply as R
+from qtoaster.core.domain import domain_key, valid_utf8
+from qtoaster.core.reply import Reply
 
 THIS_HOST = "0.0.0.0"
 
@@ -29,4 +34,14 @@ def recipient_key(address: str) -> str:
     compared case-insensitively, the local part exactly (RFC 5321 2.4: only the receiving
     host may fold its case)."""
     local, at, domain = address.rpartition("@")
-    return f"{local}{at}{domain.lower()}" if at else address
+    return f"{local}{at}{domain_key(domain)}" if at else address
+
+
+def utf8_refusal(address: str, smtputf8: bool) -> Reply | None:
+    """Why MAIL/RCPT refuses *address*, or None: a non-ASCII address only in a transaction
+    whose MAIL had SMTPUTF8 (RFC 6531 3.4), and then only valid UTF-8 (RFC 6532 3.1)."""
+    if address.isascii():
+        return None
+    if not smtputf8:
+        return R.NON_ASCII_ADDRESS
+    return None if valid_utf8(address) else R.NOT_UTF8_ADDRESS

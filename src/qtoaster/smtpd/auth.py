@@ -75,6 +75,7 @@ def ehlo_lines(greeting: str, offered: Offer, databytes: int) -> list[str]:
         names = " ".join(m.value for m in offered.mechanisms)
         lines += [f"AUTH {names}", f"AUTH={names}"]
     lines += ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", f"SIZE {databytes}"]
+    lines.append("SMTPUTF8")  # RFC 6531: UTF-8 addresses after MAIL ... SMTPUTF8
     lines += ["CHUNKING", "BINARYMIME"]  # RFC 3030, on every listener
     lines.append("DSN")  # RFC 3461: NOTIFY, ORCPT, RET, ENVID (core/dsn.py)
     if offered.requiretls:

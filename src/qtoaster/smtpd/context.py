@@ -21,6 +21,7 @@ from qtoaster.auth.client import AuthClient
 from qtoaster.broker.client import quota_percent
 from qtoaster.broker.protocol import socket_path as broker_socket_path
 from qtoaster.config.loader import Config
+from qtoaster.core.domain import domain_key
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.directory.cache import CachedLookups
 from qtoaster.directory.lazy import LazyDirectory
@@ -235,7 +236,7 @@ def _srs_check(config: Config, executor: Executor, shared: WorkerShared | None) 
 
     def local_domain(domain: str) -> bool:
         hosted = lookups is not None and lookups.hosts_domain(domain)
-        return hosted or domain.lower() in locals_
+        return hosted or domain_key(domain) in locals_
 
     return SrsCheck(reverse, local_domain, shared.lookup_executor if shared else executor)
 

@@ -84,7 +84,9 @@ class MessageIntake:
         envelope = Envelope(session.sender, tuple(session.recipients))
         # Our users' mail (AUTH or RELAYCLIENT) is marked: the send role signs it.
         relay = session.secure.auth_user is not None or "RELAYCLIENT" in session.env
-        origin = smtp_origin(session.remote_ip, relay, session.requiretls, session.binarymime)
+        origin = smtp_origin(
+            session.remote_ip, relay, session.requiretls, session.binarymime, session.smtputf8
+        )
         dsn = EnvelopeDsn(session.dsn_mail, session.dsn_rcpts or None)  # RFC 3461
         session.reset()  # qmail: the transaction is over at DATA, whatever the outcome
         try:

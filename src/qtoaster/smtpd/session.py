@@ -26,7 +26,8 @@ Invariants:
 - a spool that is not committed is always aborted (connection lost, 4xx, 5xx);
 - only :meth:`SmtpSession.write` calls ``transport.write``;
 - the envelope holds each recipient once (a duplicate RCPT is answered 250 and not added),
-  and no address with a non-ASCII byte (553, no SMTPUTF8 yet).
+  and an address with a non-ASCII byte only when MAIL had SMTPUTF8 and it is valid UTF-8
+  (else 553, RFC 6531 3.4); such a message is queued with the ``smtputf8`` origin flag.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from qtoaster.policy.verdict import Facts, SessionState, Stage, Verdict
 from qtoaster.protocols.smtp import events as ev
 from qtoaster.protocols.smtp.server import NEED_DATA, ServerConnection
 from qtoaster.smtpd import auth
-from qtoaster.smtpd.addresses import recipient_key, rewrite_localip
+from qtoaster.smtpd.addresses import recipient_key, rewrite_localip, utf8_refusal
 from qtoaster.smtpd.intake import MessageIntake
 from qtoaster.smtpd.rblgate import RblGate
 from qtoaster.smtpd.secure import SecureSession
@@ -96,6 +97,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
         "requiretls",
         "secure",
         "sender",
+        "smtputf8",
     )
 
     need_data: ClassVar[object] = NEED_DATA
@@ -114,6 +116,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
         self.sender: str | None = None
         self.requiretls = False  # MAIL had REQUIRETLS (RFC 8689): queued as an origin flag
         self.binarymime = False  # MAIL had BODY=BINARYMIME (RFC 3030): an origin flag too
+        self.smtputf8 = False  # MAIL had SMTPUTF8 (RFC 6531): UTF-8 addresses; an origin flag
         self.recipients: list[str] = []  # each address once (recipient_key)
         self.dsn_mail = dsn.NO_MAIL_DSN  # MAIL's RET/ENVID (RFC 3461), queued with it
         self.dsn_rcpts: dict[int, dsn.RcptDsn] = {}  # NOTIFY/ORCPT by recipient index
@@ -350,6 +353,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
         self.sender = None
         self.requiretls = False
         self.binarymime = False
+        self.smtputf8 = False
         self.recipients = []
         self.dsn_mail = dsn.NO_MAIL_DSN
         self.dsn_rcpts = {}
@@ -369,6 +373,12 @@ class SmtpSession(EngineDriver[ServerConnection]):
         ):
             self.conn.send(auth.NOT_YOUR_SENDER)
             return
+        smtputf8 = "SMTPUTF8" in event.params
+        refusal = R.SMTPUTF8_VALUE if event.params.get("SMTPUTF8") is not None else None
+        refusal = refusal or utf8_refusal(event.address, smtputf8)
+        if refusal is not None:
+            self.conn.send(refusal)
+            return
         requiretls = "REQUIRETLS" in event.params
         if requiretls and not self.secure.offer().requiretls:
             self.conn.send(auth.REQUIRETLS_NEEDS_TLS)
@@ -387,6 +397,7 @@ class SmtpSession(EngineDriver[ServerConnection]):
             self.binarymime = event.body == "BINARYMIME"
             self.dsn_mail = mail_dsn
             self.dsn_rcpts = {}
+            self.smtputf8 = smtputf8
             self.recipients = []
             self._recipient_keys = None
             self.conn.send(R.OK)
@@ -395,9 +406,9 @@ class SmtpSession(EngineDriver[ServerConnection]):
         self._policy(Stage.MAIL, facts, answer)
 
     def _rcpt(self, address: str, params: Mapping[str, str | None]) -> None:
-        if not address.isascii():
-            # We offer no SMTPUTF8 (RFC 6531): accepted, it could only bounce later.
-            self.conn.send(R.NON_ASCII_ADDRESS)
+        refusal = utf8_refusal(address, self.smtputf8)
+        if refusal is not None:  # accepted, it could only bounce later (RFC 6531 3.4)
+            self.conn.send(refusal)
             return
         rcpt_dsn = dsn.rcpt_dsn(params)
         if isinstance(rcpt_dsn, Reply):

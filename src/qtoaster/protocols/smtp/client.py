@@ -48,6 +48,7 @@ from types import MappingProxyType
 
 from qtoaster.core.errors import ProtocolError
 from qtoaster.protocols.linereader import LineReader
+from qtoaster.protocols.smtp import nexthop
 from qtoaster.protocols.smtp.bodyencode import PARTIAL_LINE_TEXT, BodyEncoder, PartialLineError
 from qtoaster.protocols.smtp.client_events import (
     Closed,
@@ -63,6 +64,7 @@ from qtoaster.protocols.smtp.client_events import (
     TransactionDone,
     TransactionResult,
 )
+from qtoaster.protocols.smtp.nexthop import mail_parameters, wire_address
 
 __all__ = [
     "PARTIAL_LINE_TEXT",
@@ -403,19 +405,14 @@ class ClientEngine:
     def _start(self) -> list[Event]:
         tx = self._tx
         assert tx is not None
-        refusal = self._refusal(tx)
+        refusal = nexthop.refusal(tx, self._peer, self._tls_active, self._extensions)
         if refusal is not None:
             return self._finish("D", refusal)
-        params = b""
-        if "SIZE" in self._extensions:
-            params += b" SIZE=%d" % tx.size  # RFC 1870 4: an estimate; we know no better
-        if tx.eightbit:
-            params += b" BODY=8BITMIME"  # RFC 6152 2
-        if tx.requiretls:
-            params += b" REQUIRETLS"  # RFC 8689 4.2.1
+        params = mail_parameters(tx, self._extensions)
         commands = [("RSET", b"RSET\r\n")] if self._dirty else []
-        commands.append(("MAIL", b"MAIL FROM:<" + _wire(tx.sender) + b">" + params + b"\r\n"))
-        commands += [("RCPT", b"RCPT TO:<" + _wire(r) + b">\r\n") for r in tx.recipients]
+        sender = wire_address(tx, tx.sender)
+        commands.append(("MAIL", b"MAIL FROM:<" + sender + b">" + params + b"\r\n"))
+        commands += [("RCPT", b"RCPT TO:<" + wire_address(tx, r) + b">\r\n") for r in tx.recipients]
         commands.append(("DATA", b"DATA\r\n"))
         self._dirty = False
         self._state = _S.TX
@@ -426,30 +423,6 @@ class ClientEngine:
             run.to_send.clear()
             return [Send(b"".join(line for _, line in commands))]
         return self._send_next(run)
-
-    def _refusal(self, tx: Transaction) -> str | None:
-        """Why ``tx`` cannot be offered to this server at all (nothing is sent)."""
-        if any("\r" in a or "\n" in a for a in (tx.sender, *tx.recipients)):
-            return "Sorry, an envelope address contains CR or LF. (#5.1.3)"
-        if not tx.recipients:
-            return f"Giving up on {self._peer}."
-        if tx.requiretls and not self._tls_active:  # a reused clear-text session
-            return f"REQUIRETLS: no TLS with {self._peer}. (#5.7.10)"
-        if tx.requiretls and "REQUIRETLS" not in self._extensions:
-            # RFC 8689 4.2.1; 5.7.30 is its "REQUIRETLS support required".
-            return f"{self._peer} does not support REQUIRETLS, which the sender required. (#5.7.30)"
-        if tx.eightbit and "8BITMIME" not in self._extensions:
-            # RFC 6152 3: no 8BITMIME, no 8-bit data; we do not downgrade.
-            return (
-                "Remote host does not support 8BITMIME and the message has 8-bit content. (#5.6.3)"
-            )
-        limit = (self._extensions.get("SIZE") or "").strip()
-        if limit.isdigit() and 0 < int(limit) < tx.size:  # RFC 1870 4
-            return (
-                f"{self._peer} rejected the message size: {tx.size} bytes is more than"
-                f" the limit of {int(limit)}. (#5.3.4)"
-            )
-        return None
 
     def _send_next(self, run: _Run) -> list[Event]:
         kind, line = run.to_send.popleft()
@@ -569,10 +542,6 @@ class ClientEngine:
         self._in.clear()
         self._lines, self._run, self._tx = [], None, None
         return [Closed()]
-
-
-def _wire(address: str) -> bytes:
-    return address.encode("utf-8", "surrogateescape")
 
 
 def _parse_ehlo(lines: tuple[str, ...]) -> dict[str, str | None]:

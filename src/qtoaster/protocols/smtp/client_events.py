@@ -33,6 +33,7 @@ class Transaction:
     size: int  # octets of the message as stored (LF line ends)
     eightbit: bool  # the message contains bytes > 127
     requiretls: bool = False  # RFC 8689: MAIL gets REQUIRETLS; the peer must offer it, in TLS
+    smtputf8: bool = False  # RFC 6531: received with SMTPUTF8; the peer must offer it
 
 
 @dataclass(frozen=True, slots=True)
