@@ -44,6 +44,7 @@ from qtoaster.config.limitsettings import RateLimitSettings
 from qtoaster.core.clock import Clock, SystemClock
 from qtoaster.core.errors import TemporaryFailure
 from qtoaster.core.reply import Reply
+from qtoaster.policy.reservations import Reservations, batch_size
 from qtoaster.policy.state import PolicyState
 from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
@@ -134,6 +135,7 @@ class RateLimit:
         self._executor = executor
         self._connections = too_many_connections(me)
         self._clock = clock or SystemClock()
+        self._reserved = Reservations(state, executor, self._clock)
 
     def check(
         self, stage: Stage, facts: Facts, state: SessionState
@@ -178,9 +180,21 @@ class RateLimit:
 
     def _take(
         self, key: str, limit: int, period: float, reply: Reply, why: str
-    ) -> Awaitable[Verdict]:
+    ) -> Verdict | Awaitable[Verdict]:
+        if batch_size(limit) >= 2:
+            if self._reserved.take_now(key, limit, period):
+                return PASS  # from this worker's batch: no transaction, no thread hop
+            return self._batch(key, limit, period, reply, why)
         now = self._clock.time()
         return self._answer(lambda: self._state.take(key, now, limit, period), reply, why)
+
+    async def _batch(self, key: str, limit: int, period: float, reply: Reply, why: str) -> Verdict:
+        try:
+            allowed = await self._reserved.take(key, limit, period)
+        except TemporaryFailure as exc:
+            log.warning("ratelimit %s; let through", exc)
+            return PASS
+        return PASS if allowed else Verdict(reply=reply, why=why)
 
     def _distinct(self, key: str, member: str, limit: int) -> Callable[[], bool]:
         now = self._clock.time()
