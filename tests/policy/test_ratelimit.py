@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -208,3 +209,32 @@ def test_unused_reservation_goes_back(tmp_path: Path, monkeypatch: pytest.Monkey
 
     assert asyncio.run(scenario()) == pytest.approx(1.0)
     state.close()
+
+
+def test_concurrent_sessions_share_one_reservation(tmp_path: Path) -> None:
+    """30 sessions of one worker at once: one transaction in flight, the others wait for
+    its batch (and ask again when it is used up), none is lost or counted twice."""
+    state = SqlPolicyState.open(Home(tmp_path), None, GreylistSettings())
+    asked: list[int] = []
+    take_batch = state.take_batch
+
+    def counted(*args: Any) -> int:
+        asked.append(args[4])
+        return take_batch(*args)
+
+    state.take_batch = counted  # type: ignore[method-assign]
+    f = facts(env={"RATELIMIT_MESSAGES": "200"})  # batches of 20
+
+    async def scenario() -> list[Verdict]:
+        with ThreadPoolExecutor(2) as pool:
+            check = RateLimit(ON, state, pool, ALL, "mx", FakeClock(1e6))
+
+            async def one() -> Verdict:
+                answer = check.check(Stage.MAIL, f, SessionState())
+                return answer if isinstance(answer, Verdict) else await answer
+
+            return await asyncio.gather(*(one() for _ in range(30)))
+
+    assert asyncio.run(scenario()) == [PASS] * 30
+    state.close()
+    assert asked == [20, 20]
