@@ -18,7 +18,7 @@ from qtoaster.config.limitsettings import GreylistSettings, RateLimitSettings
 from qtoaster.core.clock import FakeClock
 from qtoaster.core.home import Home
 from qtoaster.policy import reservations
-from qtoaster.policy.checks.ratelimit import RateLimit, client_key, limits_for
+from qtoaster.policy.checks.ratelimit import VARIABLES, RateLimit, client_key, limits_for
 from qtoaster.policy.reservations import batch_size
 from qtoaster.policy.state import SqlPolicyState
 from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
@@ -238,3 +238,19 @@ def test_concurrent_sessions_share_one_reservation(tmp_path: Path) -> None:
     assert asyncio.run(scenario()) == [PASS] * 30
     state.close()
     assert asked == [20, 20]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"RELAYCLIENT": ""}, {"RATELIMIT": "0"}, {"RELAYCLIENT": "", "RATELIMIT": "1"}]
+    + [{variable: "7"} for variable in VARIABLES],
+)
+@pytest.mark.parametrize("settings", [ON, RateLimitSettings()])
+def test_precomputed_limits_are_limits_for(
+    tmp_path: Path, env: dict[str, str], settings: RateLimitSettings
+) -> None:
+    state = SqlPolicyState.open(Home(tmp_path), None, GreylistSettings())
+    with ThreadPoolExecutor(1) as pool:
+        check = RateLimit(settings, state, pool, ALL)
+        assert check.limits(env) == limits_for(env, settings)
+    state.close()
