@@ -18,7 +18,8 @@ of two thin connection layers:
   every host.
 
 Rate limits are GCRA buckets (a limit of N per period holds N and refills one every
-period/N seconds): one row per bucket, updated by one atomic statement.
+period/N seconds): one row per bucket, updated by one atomic statement, for one event or
+a worker's batch (:meth:`SqlPolicyState.take_batch`, ``policy/reservations.py``).
 
 Invariants: every method is one short transaction (SQLite: BEGIN IMMEDIATE, so writers
 queue in busy_timeout instead of failing); growth is bounded: :meth:`expire` (called
