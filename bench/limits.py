@@ -12,12 +12,17 @@ Two homes on 127.0.0.1:PORT, started one at a time, fresh for every repeat, inte
    and RCPT; and ``[pregreet] enabled`` with ``wait = 0`` (the early-talker tests watch
    every session; no greeting delay, which would only measure itself).
 
+Besides msg/s, each run prints the smtpd workers' CPU per message (user + system, from
+/proc): on a shared machine the rate swings with other work, the CPU a message costs much
+less, so the difference on - off is the checks' cost.
+
 Invariants: every wait is bounded (bench/load.py's deadline); loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import statistics
 import time
@@ -27,6 +32,23 @@ from load import WARMUP, Load, run_load
 from qtoaster_side import QtoasterServer
 
 HIGH = "10000000"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def smtpd_cpu(master: int) -> float:
+    """Seconds of CPU (user + system) the master's smtpd children used so far."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == master and b"smtpd" in cmdline and b"serve" in cmdline:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 class Home(QtoasterServer):
@@ -79,6 +101,7 @@ def main() -> None:
     }
     loads = [Load(1024, 20, args.small), Load(100 * 1024, 20, args.large)]
     rates: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.repeat):
         for name, server in homes.items():
             server.configure()
@@ -86,20 +109,27 @@ def main() -> None:
             try:
                 run_load(server, Load(1024, 5, WARMUP), 120)
                 for load in loads:
+                    before = smtpd_cpu(server.master_pid())
                     result = run_load(server, load, 300)
+                    cpu_ms = (smtpd_cpu(server.master_pid()) - before) * 1000 / load.messages
                     print(
                         f"  {name:4} {load.size // 1024:>4} KB x {load.sessions}:"
-                        f" {result.delivered}/{load.messages} {result.rate:.1f} msg/s",
+                        f" {result.delivered}/{load.messages} {result.rate:.1f} msg/s,"
+                        f" smtpd {cpu_ms:.2f} ms CPU/msg",
                         flush=True,
                     )
                     rates.setdefault((name, load.size), []).append(result.rate)
+                    cpus.setdefault((name, load.size), []).append(cpu_ms)
             finally:
                 server.stop()
     for load in loads:
         off = statistics.median(rates[("off", load.size)])
         on = statistics.median(rates[("on", load.size)])
+        cpu_off = statistics.median(cpus[("off", load.size)])
+        cpu_on = statistics.median(cpus[("on", load.size)])
         print(
-            f"{load.size // 1024:>4} KB x 20: off {off:.1f} on {on:.1f} msg/s ratio {on / off:.3f}"
+            f"{load.size // 1024:>4} KB x 20: off {off:.1f} on {on:.1f} msg/s ratio {on / off:.3f};"
+            f" smtpd CPU/msg off {cpu_off:.2f} on {cpu_on:.2f} ms"
         )
 
 

@@ -6,6 +6,7 @@ the state.  Waits poll with deadlines, never sleep.
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import time
@@ -107,7 +108,7 @@ def test_messages_per_minute_hit_and_recovered(tmp_path: Path) -> None:
         # RATELIMIT="0" for 127.0.0.2: no limit.
         assert _mails_until_refused(srv.port, "127.0.0.2", 70) == [250] * 71
         log = (home / "server.log").read_text(errors="replace")
-        assert "reason=ratelimit" in log and "messages_per_minute=60" in log
+        assert "reason=ratelimit" in log and 'why="messages_per_minute=60"' in log
     finally:
         srv.stop()
 
@@ -145,10 +146,27 @@ def test_two_workers_share_the_connection_limit(tmp_path: Path) -> None:
         refusal = b"421 mx.example.test too many connections from your address per minute"
         assert lines[5:] == [refusal + b" (#4.7.0)\r\n"] * 15
         pids = {
-            line.split("[", 1)[1].split("]", 1)[0]  # TIME ROLE[PID] LEVEL EVENT ...
+            found.group(1)
             for line in (home / "server.log").read_text(errors="replace").splitlines()
             if " refused " in line and "reason=ratelimit" in line
+            for found in [re.search(r" smtpd#\d+\[(\d+)\] ", line)]
+            if found
         }
         assert len(pids) == 2, pids  # both workers refused some: they share the count
+    finally:
+        srv.stop()
+
+
+def test_two_workers_with_batches_stay_within_the_limit(tmp_path: Path) -> None:
+    """A limit of 40 (so batches of 4, policy/reservations.py) over two workers: never more
+    than 40 greeted, and at most k - 1 = 3 refused early (what the other worker holds)."""
+    home = make_home(tmp_path)
+    configure(home, "connections_per_minute = 40\n")
+    srv = Server(home, workers=2)
+    try:
+        lines = [_greeting(srv.port) for _ in range(60)]
+        greeted = sum(line.startswith(b"220 ") for line in lines)
+        assert 40 - 3 <= greeted <= 40
+        assert all(line.startswith((b"220 ", b"421 ")) for line in lines)
     finally:
         srv.stop()

@@ -142,6 +142,21 @@ def test_buckets(store: SqlPolicyState) -> None:
     assert not store.take("b", clock.time(), 3, 60)
 
 
+def test_bucket_batches(store: SqlPolicyState) -> None:
+    """A worker's batch (policy/reservations.py): granted whole while the bucket stays at
+    most half used, one at a time after that; unused events go back, never past full."""
+    clock = FakeClock(1_000_000.0)
+    now = clock.time()
+    assert [store.take_batch("b", now, 100, 60, 10) for _ in range(6)] == [10] * 5 + [1]
+    assert store.take_batch("b", now, 100, 60, 0, back=11) == 0  # 40 used now
+    assert store.take_batch("b", now, 100, 60, 10) == 10
+    assert store.take_batch("b", now, 100, 60, 10) == 1
+    assert sum(store.take("b", now, 100, 60) for _ in range(60)) == 49  # 100 in all
+    clock.advance(60)  # full again: a late give-back must not make it hold more than 100
+    assert store.take_batch("b", clock.time(), 100, 60, 0, back=10) == 0
+    assert sum(store.take("b", clock.time(), 100, 60) for _ in range(110)) == 100
+
+
 def test_distinct_members(store: SqlPolicyState) -> None:
     now = 1_000_000.0
     assert store.take_distinct("u", "a@x", now, 2, 86400)

@@ -4,17 +4,22 @@ with a fake clock, RELAYCLIENT and authenticated sessions."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from qtoaster.config.limitsettings import GreylistSettings, RateLimitSettings
 from qtoaster.core.clock import FakeClock
 from qtoaster.core.home import Home
-from qtoaster.policy.checks.ratelimit import RateLimit, client_key, limits_for
+from qtoaster.policy import reservations
+from qtoaster.policy.checks.ratelimit import VARIABLES, RateLimit, client_key, limits_for
+from qtoaster.policy.reservations import batch_size
 from qtoaster.policy.state import SqlPolicyState
 from qtoaster.policy.verdict import PASS, Facts, SessionState, Stage, Verdict
 
@@ -146,3 +151,106 @@ def test_off_for_a_client(check: tuple[RateLimit, FakeClock]) -> None:
     limit, _ = check
     f = facts(env={"RATELIMIT": "0", "RATELIMIT_MESSAGES": "1"})
     assert limit.check(Stage.MAIL, f, SessionState()) is PASS
+
+
+# -- batches: a worker reserves events from the shared bucket (policy/reservations.py) --
+
+
+def test_batch_size() -> None:
+    assert [batch_size(n) for n in (5, 19, 20, 60, 1000, 10**7)] == [0, 1, 2, 6, 64, 64]
+
+
+def test_two_workers_with_batches_never_exceed_the_limit(tmp_path: Path) -> None:
+    """Two workers (two checks on one state) with a limit of 100 (batches of 10): most
+    events are answered from memory, none past the limit, at most k - 1 refused early."""
+    state = SqlPolicyState.open(Home(tmp_path), None, GreylistSettings())
+    f = facts(env={"RATELIMIT_MESSAGES": "100"})
+
+    async def scenario() -> tuple[int, int]:
+        with ThreadPoolExecutor(1) as pool:
+            workers = [RateLimit(ON, state, pool, ALL, "mx", FakeClock(1e6)) for _ in range(2)]
+            allowed = hops = 0
+            for n in range(150):
+                answer = workers[n % 2].check(Stage.MAIL, f, SessionState())
+                if not isinstance(answer, Verdict):
+                    hops += n < 40
+                    answer = await answer
+                allowed += answer is PASS
+            return allowed, hops
+
+    allowed, hops = asyncio.run(scenario())
+    state.close()
+    assert 100 - 9 <= allowed <= 100
+    assert hops == 4  # of the first 40 events: batches of 10 while the bucket is half full
+
+
+def test_unused_reservation_goes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reservations, "LEASE_SECONDS", 0.05)
+    state = SqlPolicyState.open(Home(tmp_path), None, GreylistSettings())
+    clock = FakeClock(1_000_000.0)
+    f = facts(env={"RATELIMIT_MESSAGES": "60"})  # batches of 6, one event a second
+
+    def reserved() -> float:
+        with sqlite3.connect(tmp_path / "policy" / "state.sqlite3") as db:
+            (tat,) = db.execute("SELECT tat FROM qtoaster_rate").fetchone()
+        return float(tat) - clock.time()
+
+    async def scenario() -> float:
+        with ThreadPoolExecutor(1) as pool:
+            check = RateLimit(ON, state, pool, ALL, "mx", clock)
+            answer = check.check(Stage.MAIL, f, SessionState())
+            assert not isinstance(answer, Verdict) and await answer is PASS  # type: ignore[misc]
+            assert reserved() == pytest.approx(6.0)  # six events counted, one used
+            deadline = time.monotonic() + 10
+            while reserved() > 1.5:  # the lease ends, five go back
+                assert time.monotonic() < deadline, "the reservation never went back"
+                await asyncio.sleep(0.01)
+            return reserved()
+
+    assert asyncio.run(scenario()) == pytest.approx(1.0)
+    state.close()
+
+
+def test_concurrent_sessions_share_one_reservation(tmp_path: Path) -> None:
+    """30 sessions of one worker at once: one transaction in flight, the others wait for
+    its batch (and ask again when it is used up), none is lost or counted twice."""
+    state = SqlPolicyState.open(Home(tmp_path), None, GreylistSettings())
+    asked: list[int] = []
+    take_batch = state.take_batch
+
+    def counted(*args: Any) -> int:
+        asked.append(args[4])
+        return take_batch(*args)
+
+    state.take_batch = counted  # type: ignore[method-assign]
+    f = facts(env={"RATELIMIT_MESSAGES": "200"})  # batches of 20
+
+    async def scenario() -> list[Verdict]:
+        with ThreadPoolExecutor(2) as pool:
+            check = RateLimit(ON, state, pool, ALL, "mx", FakeClock(1e6))
+
+            async def one() -> Verdict:
+                answer = check.check(Stage.MAIL, f, SessionState())
+                return answer if isinstance(answer, Verdict) else await answer
+
+            return await asyncio.gather(*(one() for _ in range(30)))
+
+    assert asyncio.run(scenario()) == [PASS] * 30
+    state.close()
+    assert asked == [20, 20]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"RELAYCLIENT": ""}, {"RATELIMIT": "0"}, {"RELAYCLIENT": "", "RATELIMIT": "1"}]
+    + [{variable: "7"} for variable in VARIABLES],
+)
+@pytest.mark.parametrize("settings", [ON, RateLimitSettings()])
+def test_precomputed_limits_are_limits_for(
+    tmp_path: Path, env: dict[str, str], settings: RateLimitSettings
+) -> None:
+    state = SqlPolicyState.open(Home(tmp_path), None, GreylistSettings())
+    with ThreadPoolExecutor(1) as pool:
+        check = RateLimit(settings, state, pool, ALL)
+        assert check.limits(env) == limits_for(env, settings)
+    state.close()

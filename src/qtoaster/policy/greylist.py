@@ -20,6 +20,7 @@ State machine of one triplet (:func:`decide`; times in seconds, settings
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +71,17 @@ def whitelisted(count: int, last_seen: float, now: float, settings: GreylistSett
 
 def client_network(ip: str, settings: GreylistSettings) -> str:
     """The triplet's client part: ``192.0.2.0/24``, ``2001:db8:1:2::/64``; an address that
-    does not parse is taken whole."""
+    does not parse is taken whole (remembered: a busy client is parsed once)."""
+    return _network(ip, settings.ipv4_prefix, settings.ipv6_prefix)
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return ip
-    prefix = settings.ipv4_prefix if address.version == 4 else settings.ipv6_prefix
+    prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 

@@ -18,7 +18,8 @@ of two thin connection layers:
   every host.
 
 Rate limits are GCRA buckets (a limit of N per period holds N and refills one every
-period/N seconds): one row per bucket, updated by one atomic statement.
+period/N seconds): one row per bucket, updated by one atomic statement, for one event or
+a worker's batch (:meth:`SqlPolicyState.take_batch`, ``policy/reservations.py``).
 
 Invariants: every method is one short transaction (SQLite: BEGIN IMMEDIATE, so writers
 queue in busy_timeout instead of failing); growth is bounded: :meth:`expire` (called
@@ -64,13 +65,22 @@ _SCHEMA = (
 )
 
 # A GCRA bucket (limit N per period P, interval t = P/N): the theoretical arrival time
-# moves t ahead per event; an event is refused while it would move past now + P.
-_AHEAD = "(CASE WHEN qtoaster_rate.tat > :now THEN qtoaster_rate.tat ELSE :now END) + :t"
+# moves t ahead per event; an event is refused while it would move past now + P. One
+# statement serves single events and a worker's batches (policy/reservations.py): first
+# :back unused events of an earlier batch are given back (never below now: a full bucket
+# stays full), then :want events are granted while the bucket stays at most :half used,
+# else one while it has room, else none; ``ok`` holds the number granted.
+_BASE = (
+    "(CASE WHEN qtoaster_rate.tat - :back * :t > :now"
+    " THEN qtoaster_rate.tat - :back * :t ELSE :now END)"
+)
+_GRANT = (
+    f"(CASE WHEN {_BASE} + :want * :t - :now <= :half THEN :want"
+    f" WHEN {_BASE} + :t - :now <= :p THEN 1 ELSE 0 END)"
+)
 _TAKE = (
-    "INSERT INTO qtoaster_rate (name, tat, ok) VALUES (:name, :now + :t, 1)"
-    " ON CONFLICT (name) DO UPDATE SET"
-    f" ok = CASE WHEN {_AHEAD} - :now <= :p THEN 1 ELSE 0 END,"
-    f" tat = CASE WHEN {_AHEAD} - :now <= :p THEN {_AHEAD} ELSE qtoaster_rate.tat END"
+    "INSERT INTO qtoaster_rate (name, tat, ok) VALUES (:name, :now + :want * :t, :want)"
+    f" ON CONFLICT (name) DO UPDATE SET ok = {_GRANT}, tat = {_BASE} + {_GRANT} * :t"
     " RETURNING ok"
 )
 _CLIENT = "SELECT retries, last_seen FROM qtoaster_greyclient WHERE net = :net"
@@ -128,6 +138,10 @@ class PolicyState(Protocol):
     def take_distinct(
         self, name: str, member: str, now: float, limit: int, period: float
     ) -> bool: ...
+
+    def take_batch(
+        self, name: str, now: float, limit: int, period: float, want: int, back: int = 0
+    ) -> int: ...
 
 
 class Transaction(Protocol):
@@ -220,7 +234,17 @@ class SqlPolicyState:
     def take(self, name: str, now: float, limit: int, period: float) -> bool:
         """One event for bucket ``name`` (``limit`` per ``period`` seconds): allowed?"""
         with self._transaction(now) as tx:
-            return _take(tx, name, now, limit, period)
+            return _take(tx, name, now, limit, period) > 0
+
+    def take_batch(
+        self, name: str, now: float, limit: int, period: float, want: int, back: int = 0
+    ) -> int:
+        """Give back ``back`` unused events of an earlier batch, then reserve up to ``want``
+        events at once: ``want`` while the bucket stays at most half used, else one while
+        it has room, else none. Returns how many were reserved (``want=0``: only give
+        back)."""
+        with self._transaction(now) as tx:
+            return _take(tx, name, now, limit, period, want, back)
 
     def take_distinct(self, name: str, member: str, now: float, limit: int, period: float) -> bool:
         """An event that counts once per ``member`` within ``period`` (distinct recipients)."""
@@ -269,10 +293,20 @@ def _whitelisted(tx: Transaction, net: str, now: float, settings: GreylistSettin
     return True
 
 
-def _take(tx: Transaction, name: str, now: float, limit: int, period: float) -> bool:
-    params = {"name": name, "now": now, "t": period / limit, "p": period + _EPSILON}
+def _take(
+    tx: Transaction, name: str, now: float, limit: int, period: float, want: int = 1, back: int = 0
+) -> int:
+    params = {
+        "name": name,
+        "now": now,
+        "t": period / limit,
+        "p": period + _EPSILON,
+        "half": (period if want <= 1 else period / 2) + _EPSILON,
+        "want": want,
+        "back": back,
+    }
     row = tx.row(_TAKE, params)
-    return bool(row and row[0])
+    return int(row[0]) if row else 0
 
 
 class SqliteBackend:
@@ -412,6 +446,11 @@ class LazyPolicyState:
 
     def take_distinct(self, name: str, member: str, now: float, limit: int, period: float) -> bool:
         return self._get().take_distinct(name, member, now, limit, period)
+
+    def take_batch(
+        self, name: str, now: float, limit: int, period: float, want: int, back: int = 0
+    ) -> int:
+        return self._get().take_batch(name, now, limit, period, want, back)
 
     def close(self) -> None:
         with self._lock:
