@@ -40,15 +40,15 @@ class RblGate:
         """rblsmtpd's greeting (or, with ``-t0``, the refusal alone and hang up)."""
         session = self._session
         refusal = self._refusal
+        # The pipeline logged the refusal (refused stage=connect reason=rblsmtpd); this is
+        # rblsmtpd's own line: the dialog it starts now.
         log.info(
-            "refused %s",
+            "rblsmtpd %s",
             fields(
                 session=session.id,
-                stage="connect",
-                reason="rblsmtpd",
-                code=refusal.code,
-                reply=reply_text(refusal.code, refusal.text),
                 client=session.remote_ip,
+                reply=reply_text(refusal.code, refusal.text),
+                timeout=session.ctx.config.settings.rbl_timeout,
             ),
         )
         lifetime = session.ctx.config.settings.rbl_timeout
