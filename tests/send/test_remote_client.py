@@ -208,7 +208,13 @@ class _Raising:
         self.closed = False
 
     async def deliver(
-        self, body: Body, sender: str, rcpts: Sequence[str], domain: str, requiretls: bool
+        self,
+        body: Body,
+        sender: str,
+        rcpts: Sequence[str],
+        domain: str,
+        requiretls: bool,
+        dsn: object = None,
     ) -> None:
         assert os.pread(body.fd, 7, body.offset) == b"Subject"
         raise RuntimeError("boom")

@@ -104,6 +104,7 @@ async def serve_remote(config: Config, sock: socket.socket) -> None:
                 request.recipients,
                 request.domain,
                 request.requiretls,
+                request.dsn,
             )
             answer = Answer(request.id, tuple(attempt.results), attempt.reached)
         except Exception as exc:  # a bug must not bounce mail: defer and say so

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.core.privilege import Identity
 from qtoaster.remote.body import Body
@@ -130,6 +131,7 @@ class RemoteClient:
         recipients: Sequence[str],
         domain: str,
         requiretls: bool = False,
+        dsn: EnvelopeDsn = NO_DSN,
     ) -> Attempt:
         link = await self._running()
         if link is None:  # the child of start_now is gone; the role is stopping
@@ -144,6 +146,7 @@ class RemoteClient:
             domain,
             body.head,
             requiretls,
+            dsn,
         )
         future: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = (future, len(recipients))

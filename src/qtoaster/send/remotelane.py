@@ -5,6 +5,9 @@ agent (one SMTP connection, spec 17.1), run concurrently, bounded by concurrency
 (spec 15.2) and by each domain's politeness window (``remote/politeness.py``).  Results
 go through ``results`` exactly as local ones do (rules, then the record in ``state/ID``).
 
+The message's DSN request (RFC 3461) goes with each group (``group_dsn``); the agent relays
+it to a next hop that offers DSN and marks those successes ``Result.dsn``.
+
 What goes in front of the message (DKIM signatures, ``send/signing.py``) is made once per
 message per pass, in the signer's threads, when the first group is about to be sent, and
 travels as ``Body.head``.
@@ -24,6 +27,7 @@ from concurrent.futures import Executor
 from typing import Protocol
 
 from qtoaster.core.clock import Clock
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule
 from qtoaster.queue.origin import BINARYMIME, REQUIRETLS, origin_flags
@@ -68,6 +72,7 @@ class RemoteAgentLike(Protocol):
         recipients: Sequence[str],
         domain: str,
         requiretls: bool = False,
+        dsn: EnvelopeDsn = NO_DSN,
     ) -> AttemptLike: ...
 
     async def close(self) -> None: ...
@@ -75,6 +80,15 @@ class RemoteAgentLike(Protocol):
 
 Group = list[tuple[int, str]]  # (recipient index, address) at one domain
 HeadMaker = Callable[[], Awaitable[bytes]]  # the message's head, made once per pass
+
+
+def group_dsn(dsn: EnvelopeDsn, rcpts: Group) -> EnvelopeDsn:
+    """The message's DSN request for one group: its recipients renumbered by their
+    position in the group, as the agent's transaction counts them."""
+    if dsn.empty:
+        return NO_DSN
+    mine = {pos: dsn.rcpt(idx) for pos, (idx, _) in enumerate(rcpts) if not dsn.rcpt(idx).empty}
+    return EnvelopeDsn(dsn.mail, mine or None)
 
 
 class RemoteLane:
@@ -161,6 +175,7 @@ class RemoteLane:
                 [r for _, r in rcpts],
                 domain,
                 REQUIRETLS in origin_flags(message.origin),
+                group_dsn(message.dsn, rcpts),
             )
             return attempt.results, attempt.reached
         except Exception as exc:  # a bug must not bounce mail: defer and say so

@@ -63,6 +63,7 @@ from qtoaster.protocols.smtp.client_events import (
     TransactionDone,
     TransactionResult,
 )
+from qtoaster.protocols.smtp.esmtpparams import mail_params, rcpt_params
 
 __all__ = [
     "PARTIAL_LINE_TEXT",
@@ -406,16 +407,12 @@ class ClientEngine:
         refusal = self._refusal(tx)
         if refusal is not None:
             return self._finish("D", refusal)
-        params = b""
-        if "SIZE" in self._extensions:
-            params += b" SIZE=%d" % tx.size  # RFC 1870 4: an estimate; we know no better
-        if tx.eightbit:
-            params += b" BODY=8BITMIME"  # RFC 6152 2
-        if tx.requiretls:
-            params += b" REQUIRETLS"  # RFC 8689 4.2.1
+        ext = self._extensions  # SIZE, BODY, REQUIRETLS; DSN's when offered (esmtpparams.py)
         commands = [("RSET", b"RSET\r\n")] if self._dirty else []
-        commands.append(("MAIL", b"MAIL FROM:<" + _wire(tx.sender) + b">" + params + b"\r\n"))
-        commands += [("RCPT", b"RCPT TO:<" + _wire(r) + b">\r\n") for r in tx.recipients]
+        mail = b"MAIL FROM:<%s>%s\r\n" % (_wire(tx.sender), mail_params(tx, ext))
+        commands.append(("MAIL", mail))
+        for i, r in enumerate(tx.recipients):
+            commands.append(("RCPT", b"RCPT TO:<%s>%s\r\n" % (_wire(r), rcpt_params(tx, i, ext))))
         commands.append(("DATA", b"DATA\r\n"))
         self._dirty = False
         self._state = _S.TX
@@ -507,18 +504,19 @@ class ClientEngine:
         )
 
     def _final_reply(self, reply: _Reply) -> list[Event]:
-        if reply.ok:
-            return self._finish("K", f"{self._peer} accepted message." + reply.said)
+        if reply.ok:  # with DSN offered, the DSN request went along (RFC 3461 5.2.3)
+            text = f"{self._peer} accepted message." + reply.said
+            return self._finish("K", text, dsn="DSN" in self._extensions)
         text = f"{self._peer} failed after I sent the message." + reply.said
         return self._finish(_fail_letter(reply.code), text)
 
     def _discard_reply(self, reply: _Reply) -> list[Event]:
         return self._finish_known()
 
-    def _finish(self, letter: str, text: str) -> list[Event]:
+    def _finish(self, letter: str, text: str, dsn: bool = False) -> list[Event]:
         assert self._tx is not None
         reports = self._run.reports if self._run is not None else []
-        self._result = self._result_for(self._tx, letter, text, reports)
+        self._result = self._result_for(self._tx, letter, text, reports, dsn)
         return self._finish_known()
 
     def _finish_known(self) -> list[Event]:
@@ -535,11 +533,12 @@ class ClientEngine:
         letter: str,
         text: str,
         reports: list[RecipientReport | None] | None = None,
+        dsn: bool = False,
     ) -> TransactionResult:
         known = list(reports or [])
         known += [None] * (len(tx.recipients) - len(known))
         full = tuple(r if r is not None else RecipientReport("r", "") for r in known)
-        return TransactionResult(full, letter, text)
+        return TransactionResult(full, letter, text, dsn)
 
     # -- endings ------------------------------------------------------------------------------
 
