@@ -51,3 +51,21 @@ def test_malformed_line_is_bad(tmp_path: Path) -> None:
     path.write_bytes(b"D zero\n")
     with pytest.raises(BadQueueFile):
         state.read_state(path)
+
+
+def test_dsn_delivery_and_success_notice_records(tmp_path: Path) -> None:
+    """``D <idx> dsn``: the next hop got the DSN request; ``S``: the success notice is queued."""
+    path = tmp_path / "s"
+    state.append(path, [state.delivered(0, dsn=True), state.delivered(1), state.notified("n1")])
+    assert path.read_bytes() == b"D 0 dsn\nD 1\nS n1\n"
+    got = state.read_state(path)
+    assert got.delivered == {0, 1} and got.passed_on == {0}
+    assert got.notified == "n1"
+
+
+@pytest.mark.parametrize("line", [b"D 0 other\n", b"D x dsn\n", b"S\n"])
+def test_bad_dsn_records_make_the_file_unreadable(tmp_path: Path, line: bytes) -> None:
+    path = tmp_path / "s"
+    path.write_bytes(line)
+    with pytest.raises(BadQueueFile):
+        state.read_state(path)

@@ -137,3 +137,35 @@ def test_requiretls_travels_only_when_set() -> None:
     assert Decoder().feed(encode(plain) + encode(secret)) == [plain, secret]
     bad = b'{"t":"deliver","id":1,"offset":0,"size":1,"sender":"","recipients":[],'
     assert isinstance(parse(bad + b'"domain":"d","requiretls":1}'), Malformed)
+
+
+def test_dsn_request_and_dsn_results_travel_only_when_set() -> None:
+    """RFC 3461: the DSN request of a delivery (by position in its recipients) and a result's
+    ``dsn`` mark round-trip; they are absent from the bytes when there are none."""
+    from qtoaster.core.dsn import EnvelopeDsn, MailDsn, RcptDsn
+
+    dsn = EnvelopeDsn(MailDsn("HDRS", "E+2B1"), {1: RcptDsn(frozenset({"NEVER"}), "rfc822;c")})
+    request = Deliver(3, 0, 10, "a@b", ("x@d", "y@d"), "d", dsn=dsn)
+    answer = Answer(3, (Result(Outcome.SUCCESS, "ok", True), Result(Outcome.SUCCESS, "ok")), True)
+    assert b"dsn" not in encode(DELIVER)
+    assert b'"dsn":{"mail":["RET=HDRS","ENVID=E+2B1"],"rcpts":[[1,["NOTIFY=NEVER",' in encode(
+        request
+    )
+    assert b'[["success","ok",true],["success","ok"]]' in encode(answer)
+    assert Decoder().feed(encode(request) + encode(answer)) == [request, answer]
+
+
+def test_a_dsn_request_that_breaks_the_grammar_is_malformed() -> None:
+    head = b'{"t":"deliver","id":1,"offset":0,"size":1,"sender":"","recipients":["a@b"],'
+    for dsn in (
+        b'{"mail":["RET=SOME"]}',
+        b'{"mail":["ENVID=a b"]}',
+        b'{"rcpts":[[1,["NOTIFY=NEVER"]]]}',  # no recipient at position 1
+        b'{"rcpts":[[0,["NOTIFY=NEVER,DELAY"]]]}',
+        b'{"rcpts":[[0,["ORCPT=rfc822;+4"]]]}',
+        b'{"rcpts":[[true,[]]]}',
+        b"[]",
+    ):
+        assert isinstance(parse(head + b'"domain":"d","dsn":' + dsn + b"}"), Malformed), dsn
+    bad_result = b'{"t":"answer","id":1,"reached":true,"results":[["success","ok",1]]}'
+    assert isinstance(parse(bad_result), Malformed)

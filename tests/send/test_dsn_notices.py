@@ -151,3 +151,84 @@ async def test_delay_warning_off_at_zero(tmp_path: Path) -> None:
     finally:
         manager.close()
     assert store.ids() == [qid]
+
+
+def make_remote(tmp_path: Path, dsn_hop: bool) -> tuple[QueueStore, FakeClock, QueueManager]:
+    from tests.send.test_remote_channel import FakeRemote
+
+    clock = FakeClock(BIRTH)
+    QueueStore.create(tmp_path / "queue")
+    store = QueueStore(tmp_path / "queue", fsync=False, clock=clock)
+    config = FakeConfig(Controls.for_me("mx.example.com"))
+    remote = FakeRemote(dsn_hop=dsn_hop)
+    return store, clock, QueueManager(store, config, FakeAgent(), clock, remote)  # type: ignore[arg-type]
+
+
+async def test_relayed_to_a_dsn_hop_gives_no_notice_from_us(tmp_path: Path) -> None:
+    """RFC 3461 5.2.3: the hop got NOTIFY=SUCCESS with the message; its notice, not ours.
+    The local recipient that asked still gets ``delivered``; the ``D 1 dsn`` record keeps
+    the hop's part known across a restart."""
+    store, _, manager = make_remote(tmp_path, dsn_hop=True)
+    rcpts = ("bob@example.com", "x@far.example")
+    dsn = EnvelopeDsn(rcpts={0: notify("SUCCESS"), 1: notify("SUCCESS")})
+    qid = queue(store, rcpts, dsn)
+    state_path = store.state_path(qid)
+    try:
+        await manager.run_once()
+        [notice] = notices(store, set())
+    finally:
+        manager.close()
+    assert qid not in store.ids() and not state_path.exists()
+    assert b"Action: delivered" in notice and b"Action: relayed" not in notice
+    assert b"x@far.example" not in notice.split(b"text/rfc822-headers")[0]
+
+
+async def test_relayed_to_a_hop_without_dsn_gives_action_relayed(tmp_path: Path) -> None:
+    store, _, manager = make_remote(tmp_path, dsn_hop=False)
+    queue(store, ("x@far.example",), EnvelopeDsn(rcpts={0: notify("SUCCESS")}))
+    try:
+        await manager.run_once()
+        [notice] = notices(store, set())
+    finally:
+        manager.close()
+    assert b"Action: relayed" in notice and b"Final-Recipient: rfc822; x@far.example" in notice
+
+
+async def test_a_dsn_hop_recorded_before_a_restart_still_means_no_notice(tmp_path: Path) -> None:
+    """``D <idx> dsn`` written by an earlier run: the restarted manager sends no notice."""
+    store, _, _, manager = make(tmp_path)
+    rcpts = ("x@far.example", "bob@example.com")
+    qid = queue(store, rcpts, EnvelopeDsn(rcpts={0: notify("SUCCESS")}))
+    state.append(store.state_path(qid), [state.delivered(0, dsn=True)], fsync=False)
+    try:
+        await manager.run_once()
+    finally:
+        manager.close()
+    assert store.ids() == []  # delivered to bob, and no notice for x
+
+
+async def test_a_crash_between_notice_and_delete_sends_no_second_notice(tmp_path: Path) -> None:
+    """``S`` is recorded once the success notice is queued: a delete that did not happen
+    (crash, I/O error) leaves the message, and the restart deletes it without a new notice."""
+    store, _, _, manager = make(tmp_path)
+    qid = queue(store, ("bob@example.com",), EnvelopeDsn(rcpts={0: notify("SUCCESS")}))
+
+    def no_delete(qid: str) -> None:
+        raise OSError("simulated crash before the delete")
+
+    real_delete = store.delete
+    store.delete = no_delete  # type: ignore[method-assign]
+    try:
+        await manager.run_once()
+    finally:
+        manager.close()
+    [notice_id] = set(store.ids()) - {qid}
+    assert state.read_state(store.state_path(qid)).notified == notice_id
+    store.delete = real_delete  # type: ignore[method-assign]
+    _, _, _, again = make(tmp_path)
+    try:
+        await again.run_once()
+    finally:
+        again.close()
+    assert qid not in store.ids()
+    assert [i for i in store.ids() if i != notice_id] == []  # no second notice

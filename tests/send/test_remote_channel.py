@@ -15,6 +15,7 @@ from tests.send.test_queue_manager import BIRTH, FakeAgent, FakeConfig, queue
 
 from qtoaster.config.control import Controls
 from qtoaster.core.clock import FakeClock
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn
 from qtoaster.core.envelope import Envelope
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule, state
@@ -38,6 +39,8 @@ class FakeRemote:
     closed: bool = False
     requiretls: list[bool] = field(default_factory=list)  # per call
     smtputf8: list[bool] = field(default_factory=list)  # per call
+    dsn: list[EnvelopeDsn] = field(default_factory=list)  # per call
+    dsn_hop: bool = False  # the next hop offers DSN: successes are Result.dsn
 
     async def deliver(
         self,
@@ -47,9 +50,11 @@ class FakeRemote:
         domain: str,
         requiretls: bool = False,
         smtputf8: bool = False,
+        dsn: EnvelopeDsn = NO_DSN,
     ) -> FakeAttempt:
         self.requiretls.append(requiretls)
         self.smtputf8.append(smtputf8)
+        self.dsn.append(dsn)
         data = os.pread(body.fd, body.size, body.offset)
         self.calls.append((domain, tuple(recipients), data))
         if domain in self.unreachable:
@@ -58,7 +63,8 @@ class FakeRemote:
         results = []
         for rcpt in recipients:
             kind = self.outcome.get(rcpt, Outcome.SUCCESS)
-            results.append(Result(kind, f"{kind.value} for {rcpt}"))
+            hop_dsn = self.dsn_hop and kind is Outcome.SUCCESS
+            results.append(Result(kind, f"{kind.value} for {rcpt}", hop_dsn))
         return FakeAttempt(results, True)
 
     async def close(self) -> None:
@@ -342,3 +348,25 @@ def test_bounce_origin_flags() -> None:
     assert bounce_origin("smtp 192.0.2.1 relay", ["a@bücher.example"]) == "bounce"
     assert origin_flags("bounce smtputf8") == {"smtputf8"}
     assert trusted("bounce smtputf8") and origin_flags("bounce") == frozenset()
+
+
+async def test_dsn_request_goes_to_the_agent_by_position_in_each_group(tmp_path: Path) -> None:
+    """RFC 3461 5.2: each domain's call carries MAIL's DSN parameters and its recipients'
+    NOTIFY/ORCPT, renumbered by their place in that call."""
+    from qtoaster.core.dsn import MailDsn, RcptDsn
+
+    store, remote, _, manager = make(tmp_path)
+    never = RcptDsn(frozenset({"NEVER"}))
+    orcpt = RcptDsn(None, "rfc822;z+40other.example")
+    dsn = EnvelopeDsn(MailDsn("HDRS", "E1"), {1: never, 2: orcpt})
+    rcpts = ("x@far.example", "y@far.example", "z@other.example")
+    spool = store.open_spool(Envelope("a@example.com", rcpts), "smtp 192.0.2.1", dsn)
+    spool.write(b"Subject: t\n\nhi\n")
+    spool.commit()
+    try:
+        await run(manager)
+    finally:
+        manager.close()
+    got = {d: dsn for (d, _, _), dsn in zip(remote.calls, remote.dsn, strict=True)}
+    assert got["far.example"] == EnvelopeDsn(MailDsn("HDRS", "E1"), {1: never})
+    assert got["other.example"] == EnvelopeDsn(MailDsn("HDRS", "E1"), {0: orcpt})

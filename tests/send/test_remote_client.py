@@ -215,6 +215,7 @@ class _Raising:
         domain: str,
         requiretls: bool,
         smtputf8: bool,
+        dsn: object = None,
     ) -> None:
         assert os.pread(body.fd, 7, body.offset) == b"Subject"
         raise RuntimeError("boom")

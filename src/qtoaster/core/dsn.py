@@ -152,6 +152,23 @@ def valid_orcpt(value: str) -> bool:
     return atom and xtext_decode(xtext) is not None
 
 
+def mail_words(dsn: MailDsn) -> list[str]:
+    """MAIL's parameters in their wire form: ``RET=HDRS``, ``ENVID=<xtext>`` (as present)."""
+    words = [f"RET={dsn.ret}"] if dsn.ret is not None else []
+    return words + ([f"ENVID={dsn.envid}"] if dsn.envid is not None else [])
+
+
+def rcpt_words(dsn: RcptDsn) -> list[str]:
+    """RCPT's parameters in their wire form: ``NOTIFY=<list>``, ``ORCPT=<type;xtext>``."""
+    words = [f"NOTIFY={format_notify(dsn.notify)}"] if dsn.notify is not None else []
+    return words + ([f"ORCPT={dsn.orcpt}"] if dsn.orcpt is not None else [])
+
+
+def params_of(words: list[str]) -> dict[str, str | None]:
+    """``KEY=value`` words back into the dict :func:`mail_dsn` and :func:`rcpt_dsn` read."""
+    return {key.upper(): value for key, _, value in (w.partition("=") for w in words)}
+
+
 def orcpt_text(orcpt: str) -> str:
     """``rfc822; user@example.org`` for a report (RFC 3464 2.3.1), from the stored form."""
     addr_type, _, xtext = orcpt.partition(";")

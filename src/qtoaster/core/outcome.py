@@ -21,3 +21,6 @@ class Outcome(enum.Enum):
 class Result:
     outcome: Outcome
     report: str  # qmail's text, e.g. "Sorry, no mailbox here by that name. (#5.1.1)"
+    # A success at a next hop that offered DSN and so got the DSN request: the notices are
+    # its job from there on, none is ours (RFC 3461 5.2.3, send/notices.py).
+    dsn: bool = False

@@ -117,16 +117,13 @@ def encode_header(
 def encode_dsn(dsn: EnvelopeDsn, recipients: int) -> bytes:
     """The ``+M``/``+R`` lines (none for a message without DSN parameters)."""
     lines = []
-    mail = [f"RET={dsn.mail.ret}"] * (dsn.mail.ret is not None)
-    mail += [f"ENVID={dsn.mail.envid}"] * (dsn.mail.envid is not None)
+    mail = dsnp.mail_words(dsn.mail)
     if mail:
         lines.append("+M " + " ".join(mail) + "\n")
     for idx, rcpt in sorted((dsn.rcpts or {}).items()):
         if not 0 <= idx < recipients or rcpt.empty:
             continue
-        words = [] if rcpt.notify is None else [f"NOTIFY={dsnp.format_notify(rcpt.notify)}"]
-        words += [f"ORCPT={rcpt.orcpt}"] * (rcpt.orcpt is not None)
-        lines.append(f"+R {idx} " + " ".join(words) + "\n")
+        lines.append(f"+R {idx} " + " ".join(dsnp.rcpt_words(rcpt)) + "\n")
     text = "".join(lines)
     if not text.isascii() or "\r" in text or any(len(line) > MAX_HEADER_LINE for line in lines):
         raise EnvelopeError(91, "bad DSN parameter")
@@ -139,7 +136,7 @@ def parse_dsn_lines(lines: list[bytes]) -> EnvelopeDsn:
     rcpts: dict[int, RcptDsn] = {}
     for raw in lines:
         words = decode(raw).rstrip("\n").split(" ")
-        params = dict(w.partition("=")[::2] for w in words[2 if words[0] == "+R" else 1 :])
+        params = dsnp.params_of(words[2 if words[0] == "+R" else 1 :])
         if words[0] == "+M":
             parsed_mail = dsnp.mail_dsn(params)
             if not isinstance(parsed_mail, MailDsn):

@@ -3,9 +3,13 @@
 One record per line, indexes counting the envelope's recipients from 0::
 
     D <idx>                      delivered (success)
+    D <idx> dsn                  delivered to a next hop that got the DSN request (RFC
+                                 3461 5.2.3): its success notice is that hop's, not ours
     F <idx> <report>             permanent failure; report with \\ and LF escaped
     B <bounce id | ->            the bounce for every F is queued (``-``: none needed)
     W <notice id | ->            the delay warning is queued (``-``: none was due), once
+    S <notice id>                the success notice is queued (for every recipient that
+                                 asked), once: a crash before the delete does not repeat it
 
 Invariants: records are only appended, and each append is fsynced before the
 manager acts on it (qmail marks ``T`` -> ``D`` in place; an append-only file gives
@@ -31,6 +35,8 @@ class MessageState:
     failed: dict[int, str] = field(default_factory=dict)
     bounce: str | None = None  # bounce id, "-" when no bounce was needed, None: not yet
     warned: str | None = None  # delay warning id, "-" when none was due, None: not yet
+    passed_on: set[int] = field(default_factory=set)  # delivered ones with ``D <idx> dsn``
+    notified: str | None = None  # success notice id (``S``), None: not sent
 
     @property
     def done(self) -> set[int]:
@@ -54,8 +60,8 @@ def unescape(text: str) -> str:
     return "".join(out)
 
 
-def delivered(idx: int) -> str:
-    return f"D {idx}\n"
+def delivered(idx: int, dsn: bool = False) -> str:
+    return f"D {idx} dsn\n" if dsn else f"D {idx}\n"
 
 
 def failed(idx: int, report: str) -> str:
@@ -70,6 +76,10 @@ def warned(notice_id: str | None) -> str:
     return f"W {notice_id or '-'}\n"
 
 
+def notified(notice_id: str) -> str:
+    return f"S {notice_id}\n"
+
+
 def parse_state(raw: bytes) -> MessageState:
     state = MessageState()
     lines = raw.split(b"\n")
@@ -77,7 +87,12 @@ def parse_state(raw: bytes) -> MessageState:
         kind, _, rest = decode(line).partition(" ")
         try:
             if kind == "D":
-                state.delivered.add(int(rest))
+                idx, _, flag = rest.partition(" ")
+                if flag not in ("", "dsn"):
+                    raise ValueError(flag)
+                state.delivered.add(int(idx))
+                if flag:
+                    state.passed_on.add(int(idx))
             elif kind == "F":
                 idx, _, report = rest.partition(" ")
                 state.failed[int(idx)] = unescape(report)
@@ -85,6 +100,8 @@ def parse_state(raw: bytes) -> MessageState:
                 state.bounce = rest
             elif kind == "W" and rest:
                 state.warned = rest
+            elif kind == "S" and rest:
+                state.notified = rest
             else:
                 raise ValueError(kind)
         except ValueError:

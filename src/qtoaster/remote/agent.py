@@ -27,6 +27,7 @@ from pathlib import Path
 
 from qtoaster.config.control import Controls, ascii_lower, read_list
 from qtoaster.config.rolecontrols import load_remote
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.literal import ip_literal
 from qtoaster.core.outcome import Outcome, Result
@@ -143,17 +144,28 @@ class RemoteAgent:
         domain: str,
         requiretls: bool = False,
         smtputf8: bool = False,
+        dsn: EnvelopeDsn = NO_DSN,
     ) -> RemoteAttempt:
         """*requiretls*: the message came with REQUIRETLS (RFC 8689): only verified TLS to a
         host that offers REQUIRETLS, else a permanent failure.  *smtputf8*: it came with
-        SMTPUTF8 (RFC 6531): only a host that offers SMTPUTF8 (protocols/smtp/nexthop.py)."""
+        SMTPUTF8 (RFC 6531): only a host that offers SMTPUTF8 (protocols/smtp/nexthop.py).
+        *dsn*: the DSN request, its recipients by position in ``recipients``, relayed to a
+        host that offers DSN."""
         domain = ascii_lower(domain)
         # The 8-bit scan reads the whole message: a big one is read off the event loop.
         if body.length <= INLINE_SCAN:
             eightbit = has_eight_bit(body)
         else:
             eightbit = await asyncio.to_thread(has_eight_bit, body)
-        tx = Transaction(sender, tuple(recipients), body.length, eightbit, requiretls, smtputf8)
+        tx = Transaction(
+            sender,
+            tuple(recipients),
+            body.length,
+            eightbit,
+            requiretls,
+            smtputf8=smtputf8,
+            dsn=dsn,
+        )
         # A REQUIRETLS message never reuses a session opened with less TLS.
         key = f"{domain}\0requiretls" if requiretls else domain
         reused = await self._try_idle(key, tx, body)
@@ -335,7 +347,10 @@ def _clear(policy: ClientTlsPolicy) -> ClientTlsPolicy:
 
 
 def _results(result: TransactionResult) -> list[Result]:
-    return [Result(outcome, report) for outcome, report in result.outcomes()]
+    return [
+        Result(outcome, report, result.dsn and outcome is Outcome.SUCCESS)
+        for outcome, report in result.outcomes()
+    ]
 
 
 def _died_unsent(result: TransactionResult) -> bool:

@@ -11,9 +11,13 @@ length and that many bytes of UTF-8 JSON, an object whose ``t`` names its kind:
   fields; absent: none); ``requiretls`` (RFC 8689) and ``smtputf8`` (RFC 6531: the
   message was received with SMTPUTF8), each optional, false when absent, written only
   when true;
+  ``dsn`` (RFC 3461, absent: none) ``{"mail": [W...], "rcpts": [[POS, [W...]]...]}``, the
+  DSN parameters in their wire form (``RET=HDRS``, ``NOTIFY=SUCCESS``, ...) of MAIL and of
+  the recipients at those positions in ``recipients``, checked by ``core/dsn.py``'s grammar;
 - ``{"t": "answer", "id": N, "reached": B, "results": [[OUTCOME, TEXT]...]}``: one result
   per recipient, in order (OUTCOME is ``core/outcome.py``'s value: success, deferral,
-  failure), and whether some host of the domain answered SMTP.
+  failure; a third item ``true`` when a success went to a next hop that got the DSN
+  request, ``Result.dsn``), and whether some host of the domain answered SMTP.
 
 Invariants: :class:`Decoder` turns any bytes into messages or one :class:`Malformed` (after
 which it yields nothing more), never raises, and never buffers more than ``MAX_FRAME`` plus
@@ -29,6 +33,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from qtoaster.core import dsn as dsnp
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn, MailDsn, RcptDsn
 from qtoaster.core.outcome import Outcome, Result
 
 HEADER = struct.Struct(">I")
@@ -47,6 +53,7 @@ class Deliver:
     head: bytes = b""
     requiretls: bool = False  # the message was received with REQUIRETLS (RFC 8689)
     smtputf8: bool = False  # the message was received with SMTPUTF8 (RFC 6531)
+    dsn: EnvelopeDsn = NO_DSN  # RFC 3461; rcpts by position in ``recipients``
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +92,14 @@ def encode(message: Message) -> bytes:
             obj["requiretls"] = True
         if message.smtputf8:
             obj["smtputf8"] = True
+        if not message.dsn.empty:
+            obj["dsn"] = _dsn_obj(message.dsn)
     else:
         obj = {
             "t": "answer",
             "id": message.id,
             "reached": message.reached,
-            "results": [[r.outcome.value, r.report] for r in message.results],
+            "results": [[r.outcome.value, r.report, *[True] * r.dsn] for r in message.results],
         }
     payload = json.dumps(obj, separators=(",", ":")).encode("ascii")
     if len(payload) > MAX_FRAME:
@@ -142,16 +151,18 @@ def parse(payload: bytes) -> Message | Malformed:
     kind = obj.get("t")
     try:
         if kind == "deliver":
+            recipients = tuple(_text(r) for r in _list(obj.get("recipients")))
             return Deliver(
                 _count(obj, "id"),
                 _count(obj, "offset"),
                 _count(obj, "size"),
                 _text(obj.get("sender")),
-                tuple(_text(r) for r in _list(obj.get("recipients"))),
+                recipients,
                 _text(obj.get("domain")),
                 _head(obj.get("head", "")),
                 _flag(obj.get("requiretls", False), "requiretls"),
                 _flag(obj.get("smtputf8", False), "smtputf8"),
+                _dsn(obj.get("dsn", {}), len(recipients)),
             )
         if kind == "answer":
             reached = obj.get("reached")
@@ -198,7 +209,32 @@ def _list(value: object) -> list[Any]:
 
 
 def _result(value: object) -> Result:
-    pair = _list(value)
-    if len(pair) != 2 or not isinstance(pair[0], str) or pair[0] not in _OUTCOMES:
+    items = _list(value)
+    if len(items) not in (2, 3) or not isinstance(items[0], str) or items[0] not in _OUTCOMES:
         raise TypeError("result")
-    return Result(_OUTCOMES[pair[0]], _text(pair[1]))
+    dsn = len(items) == 3 and _flag(items[2], "result")
+    return Result(_OUTCOMES[items[0]], _text(items[1]), dsn)
+
+
+def _dsn_obj(dsn: EnvelopeDsn) -> dict[str, Any]:
+    rcpts = [[pos, dsnp.rcpt_words(r)] for pos, r in sorted((dsn.rcpts or {}).items())]
+    return {"mail": dsnp.mail_words(dsn.mail), "rcpts": rcpts}
+
+
+def _dsn(value: object, recipients: int) -> EnvelopeDsn:
+    """The ``dsn`` object, every value checked by the RFC 3461 grammar (TypeError if not)."""
+    if not isinstance(value, dict):
+        raise TypeError("dsn")
+    mail = dsnp.mail_dsn(dsnp.params_of([_text(w) for w in _list(value.get("mail", []))]))
+    if not isinstance(mail, MailDsn):
+        raise TypeError("dsn")
+    rcpts: dict[int, RcptDsn] = {}
+    for item in _list(value.get("rcpts", [])):
+        pair = _list(item)
+        if len(pair) != 2 or type(pair[0]) is not int or not 0 <= pair[0] < recipients:
+            raise TypeError("dsn")
+        rcpt = dsnp.rcpt_dsn(dsnp.params_of([_text(w) for w in _list(pair[1])]))
+        if not isinstance(rcpt, RcptDsn):
+            raise TypeError("dsn")
+        rcpts[pair[0]] = rcpt
+    return EnvelopeDsn(mail, rcpts or None)

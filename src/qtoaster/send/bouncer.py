@@ -7,7 +7,8 @@ message followed by a copy of the original, then records ``B`` through ``results
 RFC 3461: a recipient whose NOTIFY leaves out FAILURE (``NEVER`` among them) is left out of
 the bounce (no bounce at all when none is left); ``RET=HDRS`` returns only the header of
 the message.  :meth:`Bouncer.notify` and :meth:`Bouncer.warn` inject the success and delay
-notices (``notice.py``); the delay warning is recorded ``W`` so it is sent once.
+notices (``notice.py``); the delay warning is recorded ``W`` and the success notice ``S``,
+so each is sent once.
 
 Invariants: the bounce is committed (fsynced) before ``B`` is recorded, and ``B`` before
 the message may be deleted: a crash repeats a bounce, never loses one.  A failed double
@@ -93,7 +94,8 @@ class Bouncer:
         results.record_bounce(self._store, job, bounce_id)
 
     def notify(self, job: MessageJob, delivered: list[tuple[int, str]]) -> str | None:
-        """The success notice for ``delivered`` (index, action) whose NOTIFY has SUCCESS."""
+        """The success notice for ``delivered`` (index, action) whose NOTIFY has SUCCESS;
+        ``S`` recorded (fsynced) once it is queued, so it is never sent twice."""
         wanted = [
             (i, action)
             for i, action in delivered
@@ -101,6 +103,13 @@ class Bouncer:
         ]
         notice_id = self._notice(job, wanted)
         if notice_id is not None:
+            state.append(
+                self._store.state_path(job.qid),
+                [state.notified(notice_id)],
+                fsync=self._store.fsync,
+                sync_dir=self._store.state_sync.sync,
+            )
+            job.state.notified = notice_id
             log.info("dsn.success %s", fields(msg=job.qid, notice=notice_id))
         return notice_id
 

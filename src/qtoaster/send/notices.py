@@ -2,10 +2,11 @@
 
 - Success: once every recipient is final, the delivered ones whose NOTIFY has SUCCESS get
   one notice, ``Action: delivered`` for local recipients and ``relayed`` for remote ones
-  (our remote client does not pass DSN requests on yet, so the next hop never sends one:
-  RFC 3461 5.2.2 asks the relaying MTA to say so).  It is sent before the message is
-  deleted; a crash in between can repeat it (at-least-once, like bounces), never lose it
-  once the message is gone.
+  whose next hop did not offer DSN (RFC 3461 5.2.2: it will send none, so we say so).  A
+  recipient relayed to a hop that offered DSN got the request with the message (``D <idx>
+  dsn``, ``Result.dsn``): its notice is that hop's job (5.2.3), none comes from us.  The
+  notice is queued, then ``S`` recorded, then the message deleted: a crash before ``S``
+  can repeat it (at-least-once, like bounces), one after it does not, and none is lost.
 - Delay: Postfix's ``delay_warning_time``: once a message has been queued ``[send]
   delay_warning`` seconds with recipients still being retried, one warning to the sender
   for those whose NOTIFY allows DELAY (the default, core/dsn.py).  ``W`` in ``state/ID``
@@ -66,10 +67,13 @@ async def warn_if_due(
 
 async def notify_delivered(io: Executor, bouncer: Bouncer, job: MessageJob) -> bool:
     """The success notice, if any recipient asked for one; False if it could not be made."""
+    if job.state.notified is not None or job.message.dsn.empty:
+        return True  # sent before a crash or a failed delete (``S``), or none was asked
     delivered = [
-        (i, DELIVERED if job.channel[i] == LOCAL else RELAYED) for i in sorted(job.state.delivered)
+        (i, DELIVERED if job.channel[i] == LOCAL else RELAYED)
+        for i in sorted(job.state.delivered - job.state.passed_on)
     ]
-    if not delivered or job.message.dsn.empty:
+    if not delivered:
         return True
     try:
         await asyncio.get_running_loop().run_in_executor(io, bouncer.notify, job, delivered)

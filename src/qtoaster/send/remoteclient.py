@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.core.privilege import Identity
 from qtoaster.remote.body import Body
@@ -131,6 +132,7 @@ class RemoteClient:
         domain: str,
         requiretls: bool = False,
         smtputf8: bool = False,
+        dsn: EnvelopeDsn = NO_DSN,
     ) -> Attempt:
         link = await self._running()
         if link is None:  # the child of start_now is gone; the role is stopping
@@ -146,6 +148,7 @@ class RemoteClient:
             body.head,
             requiretls,
             smtputf8,
+            dsn,
         )
         future: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = (future, len(recipients))

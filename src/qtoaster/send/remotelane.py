@@ -5,6 +5,9 @@ agent (one SMTP connection, spec 17.1), run concurrently, bounded by concurrency
 (spec 15.2) and by each domain's politeness window (``remote/politeness.py``).  Results
 go through ``results`` exactly as local ones do (rules, then the record in ``state/ID``).
 
+The message's DSN request (RFC 3461) goes with each group (``group_dsn``); the agent relays
+it to a next hop that offers DSN and marks those successes ``Result.dsn``.
+
 What goes in front of the message (DKIM signatures, ``send/signing.py``) is made once per
 message per pass, in the signer's threads, when the first group is about to be sent, and
 travels as ``Body.head``.
@@ -25,6 +28,7 @@ from typing import Protocol
 
 from qtoaster.core.clock import Clock
 from qtoaster.core.domain import domain_key
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn
 from qtoaster.core.outcome import Outcome, Result
 from qtoaster.queue import schedule
 from qtoaster.queue.origin import BINARYMIME, REQUIRETLS, SMTPUTF8, origin_flags
@@ -70,6 +74,7 @@ class RemoteAgentLike(Protocol):
         domain: str,
         requiretls: bool = False,
         smtputf8: bool = False,
+        dsn: EnvelopeDsn = NO_DSN,
     ) -> AttemptLike: ...
 
     async def close(self) -> None: ...
@@ -77,6 +82,15 @@ class RemoteAgentLike(Protocol):
 
 Group = list[tuple[int, str]]  # (recipient index, address) at one domain
 HeadMaker = Callable[[], Awaitable[bytes]]  # the message's head, made once per pass
+
+
+def group_dsn(dsn: EnvelopeDsn, rcpts: Group) -> EnvelopeDsn:
+    """The message's DSN request for one group: its recipients renumbered by their
+    position in the group, as the agent's transaction counts them."""
+    if dsn.empty:
+        return NO_DSN
+    mine = {pos: dsn.rcpt(idx) for pos, (idx, _) in enumerate(rcpts) if not dsn.rcpt(idx).empty}
+    return EnvelopeDsn(dsn.mail, mine or None)
 
 
 class RemoteLane:
@@ -164,6 +178,7 @@ class RemoteLane:
                 domain,
                 REQUIRETLS in origin_flags(message.origin),
                 smtputf8=SMTPUTF8 in origin_flags(message.origin),
+                dsn=group_dsn(message.dsn, rcpts),
             )
             return attempt.results, attempt.reached
         except Exception as exc:  # a bug must not bounce mail: defer and say so

@@ -10,9 +10,10 @@ Rules, in this order, for every lane:
 Records (docs/queue.md, "The state file"):
 - ``F`` is appended and fsynced (and ``state/`` with the file's first append) before
   anyone acts on the failure;
-- ``D`` is appended unsynced, and only when the message has several recipients: the
-  copy is durable at its destination already, so a lost ``D`` only repeats a delivery,
-  and a one-recipient message is deleted right after;
+- ``D`` (``D <idx> dsn`` for a next hop that got the DSN request) is appended unsynced,
+  and only when the message has several recipients: the copy is durable at its
+  destination already, so a lost ``D`` only repeats a delivery, and a one-recipient
+  message is deleted right after;
 - a temporary result is never recorded (the retry time lives in memory);
 - a result that cannot be recorded becomes TEMPORARY: the delivery is repeated
   (at-least-once), never lost;
@@ -85,7 +86,7 @@ def record(store: QueueStore, qid: str, results: Results, several: bool) -> Resu
         if failed:
             state.append(path, failed, fsync=store.fsync, sync_dir=store.state_sync.sync)
         if several:
-            ok = [state.delivered(i) for i, r in results if r.outcome is Outcome.SUCCESS]
+            ok = [state.delivered(i, r.dsn) for i, r in results if r.outcome is Outcome.SUCCESS]
             if ok:
                 state.append(path, ok, fsync=False)
     except OSError as exc:
@@ -109,6 +110,8 @@ def note(job: MessageJob, idx: int, result: Result) -> None:
     """Note a recorded result in memory (the disk has it already) and log it."""
     if result.outcome is Outcome.SUCCESS:
         job.state.delivered.add(idx)
+        if result.dsn:
+            job.state.passed_on.add(idx)
     elif result.outcome is Outcome.PERMANENT:
         job.state.failed[idx] = result.report
     metrics.delivery(result.outcome.value, CHANNELS[job.channel[idx]], job.message.birth)

@@ -64,7 +64,8 @@ from qtoaster.protocols.smtp.client_events import (
     TransactionDone,
     TransactionResult,
 )
-from qtoaster.protocols.smtp.nexthop import mail_parameters, wire_address
+from qtoaster.protocols.smtp.esmtpparams import mail_params, rcpt_params
+from qtoaster.protocols.smtp.nexthop import wire_address
 
 __all__ = [
     "PARTIAL_LINE_TEXT",
@@ -408,11 +409,13 @@ class ClientEngine:
         refusal = nexthop.refusal(tx, self._peer, self._tls_active, self._extensions)
         if refusal is not None:
             return self._finish("D", refusal)
-        params = mail_parameters(tx, self._extensions)
+        ext = self._extensions  # SIZE, BODY, REQUIRETLS, SMTPUTF8; DSN's when offered
         commands = [("RSET", b"RSET\r\n")] if self._dirty else []
         sender = wire_address(tx, tx.sender)
-        commands.append(("MAIL", b"MAIL FROM:<" + sender + b">" + params + b"\r\n"))
-        commands += [("RCPT", b"RCPT TO:<" + wire_address(tx, r) + b">\r\n") for r in tx.recipients]
+        commands.append(("MAIL", b"MAIL FROM:<%s>%s\r\n" % (sender, mail_params(tx, ext))))
+        for i, r in enumerate(tx.recipients):
+            rcpt = wire_address(tx, r)
+            commands.append(("RCPT", b"RCPT TO:<%s>%s\r\n" % (rcpt, rcpt_params(tx, i, ext))))
         commands.append(("DATA", b"DATA\r\n"))
         self._dirty = False
         self._state = _S.TX
@@ -480,18 +483,19 @@ class ClientEngine:
         )
 
     def _final_reply(self, reply: _Reply) -> list[Event]:
-        if reply.ok:
-            return self._finish("K", f"{self._peer} accepted message." + reply.said)
+        if reply.ok:  # with DSN offered, the DSN request went along (RFC 3461 5.2.3)
+            text = f"{self._peer} accepted message." + reply.said
+            return self._finish("K", text, dsn="DSN" in self._extensions)
         text = f"{self._peer} failed after I sent the message." + reply.said
         return self._finish(_fail_letter(reply.code), text)
 
     def _discard_reply(self, reply: _Reply) -> list[Event]:
         return self._finish_known()
 
-    def _finish(self, letter: str, text: str) -> list[Event]:
+    def _finish(self, letter: str, text: str, dsn: bool = False) -> list[Event]:
         assert self._tx is not None
         reports = self._run.reports if self._run is not None else []
-        self._result = self._result_for(self._tx, letter, text, reports)
+        self._result = self._result_for(self._tx, letter, text, reports, dsn)
         return self._finish_known()
 
     def _finish_known(self) -> list[Event]:
@@ -508,11 +512,12 @@ class ClientEngine:
         letter: str,
         text: str,
         reports: list[RecipientReport | None] | None = None,
+        dsn: bool = False,
     ) -> TransactionResult:
         known = list(reports or [])
         known += [None] * (len(tx.recipients) - len(known))
         full = tuple(r if r is not None else RecipientReport("r", "") for r in known)
-        return TransactionResult(full, letter, text)
+        return TransactionResult(full, letter, text, dsn)
 
     # -- endings ------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from qtoaster.core.dsn import NO_DSN, EnvelopeDsn
 from qtoaster.core.outcome import Outcome
 
 
@@ -34,6 +35,9 @@ class Transaction:
     eightbit: bool  # the message contains bytes > 127
     requiretls: bool = False  # RFC 8689: MAIL gets REQUIRETLS; the peer must offer it, in TLS
     smtputf8: bool = False  # RFC 6531: received with SMTPUTF8; the peer must offer it
+    # RFC 3461: RET/ENVID, and NOTIFY/ORCPT by position in ``recipients``; sent only to a
+    # server that offers DSN (protocols/smtp/esmtpparams.py)
+    dsn: EnvelopeDsn = NO_DSN
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,7 @@ class TransactionResult:
     recipients: tuple[RecipientReport, ...]  # same order as Transaction.recipients
     letter: str  # "K" success, "Z" temporary, "D" permanent
     text: str  # qmail-remote's message report
+    dsn: bool = False  # the server offered DSN, so it got the DSN request (RFC 3461 5.2.3)
 
     def outcomes(self) -> list[tuple[Outcome, str]]:
         """Per recipient, as qmail-send combines the reports (qmail-rspawn, spec 17.1)."""

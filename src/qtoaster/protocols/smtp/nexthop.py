@@ -59,20 +59,6 @@ def refusal(
     return None
 
 
-def mail_parameters(tx: Transaction, extensions: Mapping[str, str | None]) -> bytes:
-    """The ESMTP parameters of MAIL (after :func:`refusal` said None)."""
-    params = b""
-    if "SIZE" in extensions:
-        params += b" SIZE=%d" % tx.size  # RFC 1870 4: an estimate; we know no better
-    if tx.eightbit:
-        params += b" BODY=8BITMIME"  # RFC 6152 2
-    if tx.requiretls:
-        params += b" REQUIRETLS"  # RFC 8689 4.2.1
-    if needs_utf8(tx):
-        params += b" SMTPUTF8"  # RFC 6531 3.4
-    return params
-
-
 def wire_address(tx: Transaction, address: str) -> bytes:
     """*address* as MAIL/RCPT write it: as is in an SMTPUTF8 transaction, else with its
     domain as A-labels."""
