@@ -72,6 +72,10 @@ def test_each_role_lands_on_its_page_and_no_further(server: Server) -> None:
     assert admin.get("/domains/other.test").status_code == 403
     assert admin.get("/users/olga@other.test").status_code == 403
     assert admin.get("/users/bob@example.test").status_code == 200
+    listed = admin.get("/domains/example.test", params={"limit": 1, "offset": 1}).text
+    assert "2–2 of " in listed and 'id="previous"' in listed and 'id="next"' in listed
+    assert listed.count('href="/users/') == 1
+    assert admin.get("/domains/example.test", params={"limit": 9999}).status_code == 400
 
     user, csrf = logged_in(server, "bob@example.test")
     assert user.get("/").headers["location"] == "/users/bob@example.test"
