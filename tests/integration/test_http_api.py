@@ -195,3 +195,76 @@ def test_site_admin_login(server: Server) -> None:
     c, _ = login(server, "alice@example.test")
     assert c.get(f"{A}/me").json()["kind"] == "site"
     assert c.get(f"{A}/status").status_code == 200
+
+
+def test_vacation_and_spam_folder(server: Server, site: httpx.Client) -> None:
+    """A user sets its own vacation and spam folder; its domain admin and the site admin
+    may too; another user and another domain's admin may not."""
+    c, csrf = login(server, "carol@example.test")
+    h = {"X-CSRF-Token": csrf}
+    url = f"{A}/users/carol@example.test/vacation"
+    assert c.get(url).json() == {
+        "enabled": False,
+        "subject": "",
+        "body": "",
+        "start": None,
+        "end": None,
+        "period": 7 * 86400,
+    }
+    setting = {"subject": "Away", "body": "Back Monday."}
+    setting |= {"start": "2030-08-01", "end": "2030-08-31"}
+    r = c.put(url, json={**setting, "period": "2d"}, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "enabled": True,
+        "subject": "Away",
+        "body": "Back Monday.",
+        "start": "2030-08-01T00:00:00Z",
+        "end": "2030-09-01T00:00:00Z",  # the end day included
+        "period": 2 * 86400,
+    }
+    assert c.get(url).json()["end"] == "2030-09-01T00:00:00Z"
+    assert c.put(url, json=setting).status_code == 403  # no CSRF token
+    assert c.put(url, json={**setting, "period": "1s"}, headers=h).status_code == 422
+    assert c.put(url, json={**setting, "end": "someday"}, headers=h).status_code == 422
+    assert c.put(url, json={"body": ""}, headers=h).status_code == 422  # enabled, no text
+    assert c.put(url, json={**setting, "colour": "red"}, headers=h).status_code == 400
+    r = c.delete(url, headers=h)
+    assert r.json()["enabled"] is False and r.json()["body"] == "Back Monday."
+    # another user's vacation and spam folder
+    other = f"{A}/users/bob@example.test"
+    assert c.get(f"{other}/vacation").status_code == 403
+    assert c.put(f"{other}/vacation", json=setting, headers=h).status_code == 403
+    assert c.delete(f"{other}/vacation", headers=h).status_code == 403
+    assert c.patch(other, json={"spam_folder": "junk"}, headers=h).status_code == 403
+    # its own spam folder
+    me = f"{A}/users/carol@example.test"
+    assert c.get(me).json()["spam_folder"] == "inbox"
+    r = c.patch(me, json={"spam_folder": "junk"}, headers=h)
+    assert r.status_code == 200 and r.json()["spam_folder"] == "junk"
+    assert c.patch(me, json={"spam_folder": "trash"}, headers=h).status_code == 400
+    # the site admin (a token) and the domain's admin may; another domain's admin may not
+    assert site.put(url, json=setting).json()["enabled"] is True
+    assert site.patch(me, json={"spam_folder": "inbox"}).json()["spam_folder"] == "inbox"
+    site.post(f"{A}/domains", json={"name": "fourth.test", "postmaster_password": "pm4"})
+    gil_user = {"name": "gil", "password": "g"}
+    assert site.post(f"{A}/domains/fourth.test/users", json=gil_user).status_code == 201
+    pm, pm_csrf = login(server, "postmaster@fourth.test", "pm4")
+    ph = {"X-CSRF-Token": pm_csrf}
+    assert pm.get(url).status_code == 403
+    assert pm.patch(me, json={"spam_folder": "junk"}, headers=ph).status_code == 403
+    gil = f"{A}/users/gil@fourth.test"
+    assert pm.put(f"{gil}/vacation", json=setting, headers=ph).json()["subject"] == "Away"
+    assert pm.patch(gil, json={"spam_folder": "junk"}, headers=ph).json()["spam_folder"] == "junk"
+    assert pm.get(f"{A}/users/nobody@fourth.test/vacation").status_code == 404
+    log = (server.home / "server.log").read_text()
+    assert "http.change who=carol@example.test what=vacation.set target=carol@example.test" in log
+    assert "what=vacation.off target=carol@example.test" in log
+    assert 'http.change who=carol@example.test what="user.set spam_folder"' in log
+    shown = subprocess.run(
+        [*QTOASTER, "user", "show", "--home", str(server.home), "gil@fourth.test"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "Away" in shown and "junk" in shown

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -24,8 +25,10 @@ import click
 from qtoaster.cli.controlfiles import edit_rcpthosts
 from qtoaster.cli.dirsupport import FLAG_NAMES, credentials_url, database_url, remove_mail
 from qtoaster.cli.options import give_owners
+from qtoaster.cli.uservacation import parse_period, parse_when
 from qtoaster.core.errors import QtoasterError
 from qtoaster.core.home import Home
+from qtoaster.directory.model import VACATION_PERIOD, Vacation
 from qtoaster.directory.schema import UserFlag
 from qtoaster.directory.store import NO_FLAGS, Directory, DirectoryError, DomainInfo, UserInfo
 from qtoaster.httpd import tokens
@@ -98,6 +101,7 @@ def user_json(info: UserInfo, *, usage: bool = False) -> dict[str, Any]:
         "flags": [name for flag, name in FLAG_NAMES if info.flags & flag],
         "has_password": info.has_password,
         "created": info.created,
+        "spam_folder": "junk" if info.junk_spam else "inbox",
     }
     if usage:
         found = read_maildirsize(info.maildir)
@@ -364,3 +368,97 @@ def _queue_action(ex: Executor, args: dict[str, Any]) -> Any:
 
 def channel_socket(fd: int) -> socket.socket:
     return socket.socket(fileno=fd)
+
+
+# -- the web pages' and the self-service operations (docs/http.md) ---------------------
+
+
+@op("users_page")
+def _users_page(ex: Executor, args: dict[str, Any]) -> Any:
+    """As users_list, with each user's Maildir++ usage (the pages' quota bars)."""
+    total, page = ex.directory.user_page(
+        str(args["domain"]),
+        search=str(args.get("search", "")),
+        offset=int(args.get("offset", 0)),
+        limit=int(args.get("limit", 50)),
+    )
+    return {"total": total, "items": [user_json(u, usage=True) for u in page]}
+
+
+@op("user_spam_folder", writes=True)
+def _user_spam_folder(ex: Executor, args: dict[str, Any]) -> Any:
+    folder = args.get("spam_folder")
+    if folder not in ("junk", "inbox"):
+        raise OpError(422, "spam_folder: junk or inbox")
+    info = ex.directory.set_user(str(args["address"]), junk_spam=folder == "junk")
+    return user_json(info, usage=True)
+
+
+def vacation_json(vacation: Vacation | None) -> dict[str, Any]:
+    """The API's shape of a setting: times as ISO 8601 UTC (end exclusive), period in s."""
+    if vacation is None:
+        vacation = Vacation(False, "", "")
+
+    def iso(seconds: int | None) -> str | None:
+        if seconds is None:
+            return None
+        return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+    return {
+        "enabled": vacation.enabled,
+        "subject": vacation.subject,
+        "body": vacation.body,
+        "start": iso(vacation.starts),
+        "end": iso(vacation.ends),
+        "period": vacation.period,
+    }
+
+
+def _when(value: Any, *, end: bool) -> int | None:
+    """A date (UTC day; an end date includes its day), an ISO time, or None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise OpError(422, f"{'end' if end else 'start'}: a date (YYYY-MM-DD) or an ISO time")
+    try:
+        return parse_when(value.replace("Z", "+00:00"), end=end)
+    except click.BadParameter as exc:
+        raise OpError(422, f"{'end' if end else 'start'}: {exc.message}") from None
+
+
+def _period(value: Any) -> int:
+    if value is None:
+        return VACATION_PERIOD
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        return parse_period(str(value))
+    except click.BadParameter as exc:
+        raise OpError(422, f"period: {exc.message}") from None
+
+
+@op("vacation_show")
+def _vacation_show(ex: Executor, args: dict[str, Any]) -> Any:
+    return vacation_json(ex.directory.vacation(str(args["address"])))
+
+
+@op("vacation_set", writes=True)
+def _vacation_set(ex: Executor, args: dict[str, Any]) -> Any:
+    """Replace the setting; absent fields take their defaults (on, no bounds, 7 days)."""
+    subject, body = args.get("subject", ""), args.get("body", "")
+    if not isinstance(subject, str) or not isinstance(body, str):
+        raise OpError(422, "subject and body: strings")
+    vacation = Vacation(
+        enabled=bool(args.get("enabled", True)),
+        subject=subject,
+        body=body,
+        starts=_when(args.get("start"), end=False),
+        ends=_when(args.get("end"), end=True),
+        period=_period(args.get("period")),
+    )
+    return vacation_json(ex.directory.set_vacation(str(args["address"]), vacation))
+
+
+@op("vacation_off", writes=True)
+def _vacation_off(ex: Executor, args: dict[str, Any]) -> Any:
+    return vacation_json(ex.directory.vacation_off(str(args["address"])))

@@ -44,6 +44,12 @@ class Principal:
             return
         raise OpError(403, f"not yours: domain {domain.lower()}")
 
+    def may_administer(self, domain: str) -> None:
+        """Administer ``domain``'s users and aliases (a user: never, not even its own)."""
+        if self.kind == "user":
+            raise OpError(403, "this needs a site or domain administrator")
+        self.may_domain(domain)
+
     def may_user(self, address: str) -> None:
         """Read or change one user (a user: only itself)."""
         if self.kind == "user":

@@ -14,39 +14,24 @@ with the login that made it; a password login goes through the auth role (servic
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from qtoaster.auth.client import AuthClient
-from qtoaster.core.logfields import fields
-from qtoaster.httpd.access import (
-    Principal,
-    Sessions,
-    csrf_ok,
-    principal_for_login,
-    principal_for_token,
-)
-from qtoaster.httpd.channel import AdminChannel, OpError
+from qtoaster.httpd import actions
+from qtoaster.httpd.access import Principal, csrf_ok, principal_for_token
+from qtoaster.httpd.actions import Context, changed
+from qtoaster.httpd.channel import OpError
 
 log = logging.getLogger("qtoaster.http")
 COOKIE = "qtoaster_session"
 SAFE = ("GET", "HEAD", "OPTIONS")
 MAX_LIMIT = 500
-
-
-@dataclass
-class Context:
-    channel: AdminChannel
-    auth: AuthClient
-    admins: tuple[str, ...]
-    sessions: Sessions
 
 
 Handler = Callable[[Request, Context, Principal], Awaitable[Any]]
@@ -96,10 +81,6 @@ async def principal(request: Request, ctx: Context) -> Principal:
     return session.principal
 
 
-def changed(who: Principal, what: str, target: str) -> None:
-    log.info("http.change %s", fields(who=who.name, what=what, target=target))
-
-
 def endpoint(ctx: Context, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         try:
@@ -132,10 +113,7 @@ async def status(request: Request, ctx: Context, who: Principal) -> Any:
 
 
 async def domains_list(request: Request, ctx: Context, who: Principal) -> Any:
-    only = None if who.kind == "site" else who.domain
-    if who.kind == "user":
-        raise OpError(403, "this needs a site or domain administrator")
-    return await ctx.channel.call("domains_list", only=only, **page(request))
+    return await actions.domains(ctx, who, **page(request))
 
 
 async def domain_add(request: Request, ctx: Context, who: Principal) -> Any:
@@ -154,9 +132,7 @@ async def domain_add(request: Request, ctx: Context, who: Principal) -> Any:
 
 
 async def domain_show(request: Request, ctx: Context, who: Principal) -> Any:
-    name = request.path_params["domain"]
-    who.may_domain(name)
-    return await ctx.channel.call("domain_show", name=name)
+    return await actions.domain(ctx, who, request.path_params["domain"])
 
 
 async def domain_delete(request: Request, ctx: Context, who: Principal) -> Any:
@@ -179,72 +155,38 @@ async def domain_catchall(request: Request, ctx: Context, who: Principal) -> Any
 
 
 async def users_list(request: Request, ctx: Context, who: Principal) -> Any:
-    domain = request.path_params["domain"]
-    if who.kind == "user":
-        raise OpError(403, "this needs a site or domain administrator")
-    who.may_domain(domain)
-    return await ctx.channel.call("users_list", domain=domain, **page(request))
+    return await actions.users(ctx, who, request.path_params["domain"], **page(request))
 
 
 async def user_add(request: Request, ctx: Context, who: Principal) -> Any:
     domain = request.path_params["domain"]
-    if who.kind == "user":
-        raise OpError(403, "this needs a site or domain administrator")
-    who.may_domain(domain)
+    who.may_administer(domain)
     data = await body(request)
     local = data.get("name")
-    if not isinstance(local, str) or "@" in local:
+    if not isinstance(local, str):
         raise OpError(400, "name: give the local part (alice for alice@DOMAIN)")
     password = data.get("password")
     if password is not None and not isinstance(password, str):
         raise OpError(400, "password: a string")
-    address = f"{local}@{domain}"
-    result = await ctx.channel.call(
-        "user_add", address=address, password=password, quota=data.get("quota")
-    )
-    changed(who, "user.add", result["address"])
-    return result
+    return await actions.add_user(ctx, who, domain, local, password, data.get("quota"))
 
 
 async def user_show(request: Request, ctx: Context, who: Principal) -> Any:
-    address = request.path_params["address"]
-    who.may_user(address)
-    return await ctx.channel.call("user_show", address=address)
+    return await actions.user(ctx, who, request.path_params["address"])
 
 
 async def user_set(request: Request, ctx: Context, who: Principal) -> Any:
     address = request.path_params["address"]
     who.may_user(address)
-    data = await body(request)
-    allowed = (
-        ("password",) if who.kind == "user" else ("password", "quota", "flags_add", "flags_clear")
-    )
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise OpError(403 if who.kind == "user" else 400, f"cannot set: {', '.join(unknown)}")
-    if "password" in data and not isinstance(data["password"], str):
-        raise OpError(400, "password: a string")
-    result = await ctx.channel.call("user_set", address=address, **data)
-    changed(who, "user.set " + ",".join(sorted(data)), result["address"])
-    return result
+    return await actions.set_user(ctx, who, address, await body(request))
 
 
 async def user_delete(request: Request, ctx: Context, who: Principal) -> Any:
-    address = request.path_params["address"]
-    if who.kind == "user":
-        raise OpError(403, "this needs a site or domain administrator")
-    who.may_user(address)
-    result = await ctx.channel.call("user_delete", address=address)
-    changed(who, "user.delete", result["deleted"])
-    return result
+    return await actions.delete_user(ctx, who, request.path_params["address"])
 
 
 async def aliases_list(request: Request, ctx: Context, who: Principal) -> Any:
-    domain = request.path_params["domain"]
-    if who.kind == "user":
-        raise OpError(403, "this needs a site or domain administrator")
-    who.may_domain(domain)
-    return await ctx.channel.call("aliases_list", domain=domain)
+    return await actions.aliases(ctx, who, request.path_params["domain"])
 
 
 def _targets(data: dict[str, Any]) -> list[str]:
@@ -256,55 +198,44 @@ def _targets(data: dict[str, Any]) -> list[str]:
 
 async def alias_add(request: Request, ctx: Context, who: Principal) -> Any:
     domain = request.path_params["domain"]
-    if who.kind == "user":
-        raise OpError(403, "this needs a site or domain administrator")
-    who.may_domain(domain)
+    who.may_administer(domain)
     data = await body(request)
     local = data.get("name")
-    if not isinstance(local, str) or "@" in local:
+    if not isinstance(local, str):
         raise OpError(400, "name: give the local part of the alias")
-    address = f"{local}@{domain}"
-    result = await ctx.channel.call(
-        "alias_add", address=address, targets=_targets(data), keep_copy=bool(data.get("keep_copy"))
-    )
-    changed(who, "alias.add", address)
-    return {"address": address, "targets": result}
+    keep = bool(data.get("keep_copy"))
+    return await actions.add_alias(ctx, who, domain, local, _targets(data), keep)
 
 
 async def forwards_show(request: Request, ctx: Context, who: Principal) -> Any:
-    address = request.path_params["address"].lower()
-    who.may_user(address)
-    return await ctx.channel.call(
-        "aliases_list", domain=address.rpartition("@")[2], address=address
-    )
+    return await actions.forwards(ctx, who, request.path_params["address"])
 
 
 async def forwards_set(request: Request, ctx: Context, who: Principal) -> Any:
     """Replace the address's targets (a user's own forwarding)."""
-    address = request.path_params["address"].lower()
+    address = request.path_params["address"]
     who.may_user(address)
     data = await body(request)
-    targets = _targets(data)
-    current = await ctx.channel.call(
-        "aliases_list", domain=address.rpartition("@")[2], address=address
-    )
-    if current:
-        await ctx.channel.call("alias_delete", address=address)
-    result = []
-    if targets:
-        result = await ctx.channel.call(
-            "alias_add", address=address, targets=targets, keep_copy=bool(data.get("keep_copy"))
-        )
-    changed(who, "alias.set", address)
-    return result
+    keep = bool(data.get("keep_copy"))
+    return await actions.set_forwards(ctx, who, address, _targets(data), keep)
 
 
 async def forwards_delete(request: Request, ctx: Context, who: Principal) -> Any:
-    address = request.path_params["address"].lower()
+    return await actions.delete_forwards(ctx, who, request.path_params["address"])
+
+
+async def vacation_show(request: Request, ctx: Context, who: Principal) -> Any:
+    return await actions.vacation(ctx, who, request.path_params["address"])
+
+
+async def vacation_set(request: Request, ctx: Context, who: Principal) -> Any:
+    address = request.path_params["address"]
     who.may_user(address)
-    result = await ctx.channel.call("alias_delete", address=address)
-    changed(who, "alias.delete", address)
-    return result
+    return await actions.set_vacation(ctx, who, address, await body(request))
+
+
+async def vacation_off(request: Request, ctx: Context, who: Principal) -> Any:
+    return await actions.vacation_off(ctx, who, request.path_params["address"])
 
 
 async def queue_list(request: Request, ctx: Context, who: Principal) -> Any:
@@ -334,20 +265,10 @@ def login_route(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
         if not isinstance(user, str) or not isinstance(password, str) or not user or not password:
             return error(400, "give user and password")
         client = request.client.host if request.client else "unknown"
-        answer = await ctx.auth.verify(
-            service="http", mechanism="PLAIN", user=user, secret=password, ip=client
-        )
-        if answer.temporary:
-            log.warning("auth.unavailable %s", fields(client=client, error=answer.reason))
-            return error(503, "logins are not possible right now; try again later")
-        if not answer.ok:
-            log.info(
-                "login.failed %s",
-                fields(service="http", user=user, client=client, reason=answer.reason),
-            )
-            return error(401, "wrong user or password")
-        who = principal_for_login(answer.user, ctx.admins)
-        log.info("login.ok %s", fields(service="http", user=answer.user, client=client))
+        try:
+            who = await actions.password_login(ctx, user, password, client)
+        except OpError as exc:
+            return error(exc.status, exc.message)
         sid, session = ctx.sessions.open(who)
         response = JSONResponse(
             {"login": who.name, "kind": who.kind, "domain": who.domain, "csrf_token": session.csrf}
@@ -394,8 +315,21 @@ TABLE: list[tuple[str, str, Handler, str]] = [
     ("/domains/{domain}/aliases", "GET", aliases_list, "aliases and forwards of a domain"),
     ("/domains/{domain}/aliases", "POST", alias_add, "add an alias (name, targets, keep_copy)"),
     ("/users/{address}", "GET", user_show, "one user with its quota usage"),
-    ("/users/{address}", "PATCH", user_set, "set password, quota, flags_add, flags_clear"),
+    (
+        "/users/{address}",
+        "PATCH",
+        user_set,
+        "set password, spam_folder (junk, inbox); admins: quota, flags_add, flags_clear",
+    ),
     ("/users/{address}", "DELETE", user_delete, "delete a user and its mail"),
+    ("/users/{address}/vacation", "GET", vacation_show, "the user's vacation autoresponder"),
+    (
+        "/users/{address}/vacation",
+        "PUT",
+        vacation_set,
+        "set the vacation reply: enabled, subject, body, start, end, period",
+    ),
+    ("/users/{address}/vacation", "DELETE", vacation_off, "stop the vacation replies"),
     ("/forwards/{address}", "GET", forwards_show, "the forwards of an address"),
     ("/forwards/{address}", "PUT", forwards_set, "replace the forwards of an address"),
     ("/forwards/{address}", "DELETE", forwards_delete, "remove the forwards of an address"),
@@ -410,7 +344,8 @@ PUBLIC: list[tuple[str, str, str]] = [
 ]
 
 
-def make_app(ctx: Context) -> Starlette:
+def make_app(ctx: Context, pages: Sequence[BaseRoute] = ()) -> Starlette:
+    """The API's routes, then ``pages`` (the web pages, web.py)."""
     from qtoaster.httpd.openapi import document
 
     spec = document()
@@ -429,11 +364,14 @@ def make_app(ctx: Context) -> Starlette:
     async def openapi(request: Request) -> Response:
         return JSONResponse(spec)
 
-    routes = [Route(API + p, dispatch(h), methods=list(h)) for p, h in by_path.items()]
+    routes: list[BaseRoute] = [
+        Route(API + p, dispatch(h), methods=list(h)) for p, h in by_path.items()
+    ]
     routes += [
         Route(API + "/login", login_route(ctx), methods=["POST"]),
         Route(API + "/logout", logout_route(ctx), methods=["POST"]),
         Route(API + "/openapi.json", openapi, methods=["GET"]),
+        *pages,
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

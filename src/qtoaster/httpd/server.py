@@ -1,4 +1,5 @@
-"""The http role: uvicorn serving the API (api.py) over HTTPS on the supervisor's socket.
+"""The http role: uvicorn serving the API (api.py) and the web pages (webpages.py) over
+HTTPS on the supervisor's socket.
 
 HTTPS with ``control/servercert.pem`` (key and certificate in one file, as qmail's); plain
 HTTP only when ``[http] plain = true`` and the listener is on loopback (settings refuse
@@ -17,8 +18,10 @@ import uvicorn
 
 from qtoaster.auth.client import AuthClient
 from qtoaster.httpd.access import Sessions
-from qtoaster.httpd.api import Context, make_app
+from qtoaster.httpd.actions import Context
+from qtoaster.httpd.api import make_app
 from qtoaster.httpd.channel import AdminChannel
+from qtoaster.httpd.webpages import routes as page_routes
 
 
 async def serve_http(
@@ -33,7 +36,7 @@ async def serve_http(
     admin = AdminChannel(channel)
     ctx = Context(admin, AuthClient(auth_socket), admins, Sessions())
     config = uvicorn.Config(
-        make_app(ctx),
+        make_app(ctx, pages=page_routes(ctx)),
         lifespan="off",
         access_log=False,
         log_level="warning",
