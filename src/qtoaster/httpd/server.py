@@ -19,6 +19,7 @@ from qtoaster.auth.client import AuthClient
 from qtoaster.httpd.access import Sessions
 from qtoaster.httpd.api import Context, make_app
 from qtoaster.httpd.channel import AdminChannel
+from qtoaster.httpd.timing import ServerTiming
 
 
 async def serve_http(
@@ -33,7 +34,7 @@ async def serve_http(
     admin = AdminChannel(channel)
     ctx = Context(admin, AuthClient(auth_socket), admins, Sessions())
     config = uvicorn.Config(
-        make_app(ctx),
+        ServerTiming(make_app(ctx)),
         lifespan="off",
         access_log=False,
         log_level="warning",
