@@ -136,27 +136,35 @@ def _new_users(entries: list[BatchLine]) -> list[NewUser]:
     ]
 
 
+def store_batch(directory: Directory, entries: list[BatchLine]) -> dict[str, DomainInfo]:
+    """Check ``entries``, hash their passwords in parallel and add them in one transaction
+    (all or none): the CLI's ``--from-file`` and the API's batch (cli/adminops.py).  The
+    domains they went to; ClickException naming the first entry that cannot be added."""
+    infos = _check_batch(directory, entries)
+    new = _new_users(entries)
+    try:
+        directory.add_users(new)  # one transaction: all or none
+    except DirectoryError as exc:
+        raise click.ClickException(f"{exc}; nobody was added") from exc
+    with_default = {name for name, info in infos.items() if info.default_quota is not None}
+    no_default_quota(
+        directory,
+        [
+            e.address
+            for e in entries
+            if e.quota is not None and e.quota.bytes is None and e.domain in with_default
+        ],
+    )
+    return infos
+
+
 def add_batch(home: Home, source: IO[str]) -> None:
     started = time.monotonic()
     entries = parse_batch(source)
     if not entries:
         raise click.ClickException("no users in the file")
     with open_directory(home) as directory:
-        infos = _check_batch(directory, entries)
-        new = _new_users(entries)
-        try:
-            directory.add_users(new)  # one transaction: all or none
-        except DirectoryError as exc:
-            raise click.ClickException(f"{exc}; nobody was added") from exc
-        with_default = {name for name, info in infos.items() if info.default_quota is not None}
-        no_default_quota(
-            directory,
-            [
-                e.address
-                for e in entries
-                if e.quota is not None and e.quota.bytes is None and e.domain in with_default
-            ],
-        )
+        infos = store_batch(directory, entries)
     passwords = sum(1 for e in entries if e.password is not None)
     click.echo(
         f"added {len(entries)} user(s) in {len(infos)} domain(s), {passwords} with a password,"

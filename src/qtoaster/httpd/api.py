@@ -171,6 +171,20 @@ async def user_add(request: Request, ctx: Context, who: Principal) -> Any:
     return await actions.add_user(ctx, who, domain, local, password, data.get("quota"))
 
 
+async def users_batch(request: Request, ctx: Context, who: Principal) -> Any:
+    """Many users at once, all or none (as ``user add --from-file``): one login check,
+    the passwords hashed on every core by the executor, one transaction."""
+    domain = request.path_params["domain"]
+    if who.kind == "user":
+        raise OpError(403, "this needs a site or domain administrator")
+    who.may_domain(domain)
+    data = await body(request)
+    result = await ctx.channel.call("users_batch", domain=domain, users=data.get("users"))
+    for address in result["added"]:
+        changed(who, "user.add", address)
+    return result
+
+
 async def user_show(request: Request, ctx: Context, who: Principal) -> Any:
     return await actions.user(ctx, who, request.path_params["address"])
 
@@ -312,6 +326,12 @@ TABLE: list[tuple[str, str, Handler, str]] = [
     ),
     ("/domains/{domain}/users", "GET", users_list, "users, paged (offset, limit, search)"),
     ("/domains/{domain}/users", "POST", user_add, "add a user (name, password, quota)"),
+    (
+        "/domains/{domain}/users:batch",
+        "POST",
+        users_batch,
+        "add up to 10,000 users at once, all or none (users: [{name, password, quota}])",
+    ),
     ("/domains/{domain}/aliases", "GET", aliases_list, "aliases and forwards of a domain"),
     ("/domains/{domain}/aliases", "POST", alias_add, "add an alias (name, targets, keep_copy)"),
     ("/users/{address}", "GET", user_show, "one user with its quota usage"),

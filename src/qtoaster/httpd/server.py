@@ -21,6 +21,7 @@ from qtoaster.httpd.access import Sessions
 from qtoaster.httpd.actions import Context
 from qtoaster.httpd.api import make_app
 from qtoaster.httpd.channel import AdminChannel
+from qtoaster.httpd.timing import ServerTiming
 from qtoaster.httpd.webpages import routes as page_routes
 
 
@@ -36,7 +37,7 @@ async def serve_http(
     admin = AdminChannel(channel)
     ctx = Context(admin, AuthClient(auth_socket), admins, Sessions())
     config = uvicorn.Config(
-        make_app(ctx, pages=page_routes(ctx)),
+        ServerTiming(make_app(ctx, pages=page_routes(ctx))),
         lifespan="off",
         access_log=False,
         log_level="warning",

@@ -93,8 +93,10 @@ def layout(home: Home, users: RoleUsers) -> list[Rule]:
     return rules
 
 
-def apply(home: Home, users: RoleUsers) -> list[str]:
-    """Make ``home`` match :func:`layout`; what was changed (root only)."""
+def apply(home: Home, users: RoleUsers, *, mailboxes: bool = True) -> list[str]:
+    """Make ``home`` match :func:`layout`; what was changed (root only).  ``mailboxes``
+    False leaves domains/ below its top alone: a caller that knows what it created there
+    gives just that to the mailbox owner (:func:`own_mail_trees`), without a walk."""
     changed: list[str] = []
     for rule in layout(home, users):
         uid, gid = _ids(rule.user, rule.group)
@@ -104,8 +106,38 @@ def apply(home: Home, users: RoleUsers) -> list[str]:
                 own_rule = child.name in KEY_FILES
                 if child.is_file() and not child.is_symlink() and not own_rule:
                     changed += _fix(child, uid, gid, rule.mode & 0o640)
-    changed += _own_mailboxes(home, users)
+    if mailboxes:
+        changed += _own_mailboxes(home, users)
     return changed
+
+
+def own_mail_trees(home: Home, users: RoleUsers, tops: list[Path]) -> list[str]:
+    """Give the mailbox owner the trees ``tops`` (a domain's or a user's directory under
+    domains/ that a root process just made) and their parents up to domains/; a path
+    outside domains/, a link or a missing one is skipped."""
+    uid, gid = _ids(users.send, users.send)
+    changed: list[str] = []
+    base = home.domains
+    for top in tops:
+        if not top.is_relative_to(base) or top == base:
+            continue
+        try:
+            st = top.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        for parent in top.relative_to(base).parents:
+            above = base / parent
+            if above != base and above.lstat().st_uid != uid:
+                changed += _fix_owner(above, uid, gid)
+        changed += _chown_tree(top, uid, gid)
+    return changed
+
+
+def _fix_owner(path: Path, uid: int, gid: int) -> list[str]:
+    os.lchown(path, uid, gid)
+    return [f"{path}: owner {uid}:{gid}"]
 
 
 def make_run_dirs(home: Home) -> None:
