@@ -64,10 +64,21 @@ from qtoaster.protocols.smtp.client_events import (
     TransactionDone,
     TransactionResult,
 )
+from qtoaster.protocols.smtp.clientreply import (
+    MAX_REPLY_LINE,
+    MAX_REPLY_LINES,
+    Malformed,
+    Reply,
+    ReplyReader,
+    fail_letter,
+    parse_ehlo,
+)
 from qtoaster.protocols.smtp.esmtpparams import mail_params, rcpt_params
 from qtoaster.protocols.smtp.nexthop import wire_address
 
 __all__ = [
+    "MAX_REPLY_LINE",
+    "MAX_REPLY_LINES",
     "PARTIAL_LINE_TEXT",
     "BodyEncoder",
     "ClientEngine",
@@ -87,19 +98,11 @@ __all__ = [
     "TransactionResult",
 ]
 
-MAX_REPLY_LINE = 2048
-"""Bytes per reply line with its CRLF (RFC 5321 4.5.3.1.5 asks for 512; we allow slack)."""
-MAX_REPLY_LINES = 100
-"""Lines per reply: an EHLO answer has a dozen."""
 QUIT = b"QUIT\r\n"
 
 
 class ClientStateError(ProtocolError, RuntimeError):
     """The driver called the engine out of turn (a driver bug, never the peer's doing)."""
-
-
-class _Malformed(ProtocolError):
-    """Not a reply line (internal: it ends the session)."""
 
 
 class _S(enum.Enum):
@@ -118,20 +121,6 @@ class _S(enum.Enum):
     CLOSED = "closed"
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    code: int
-    lines: tuple[str, ...]  # as received, code included, CRs removed (qmail's get())
-
-    @property
-    def said(self) -> str:
-        return "\nRemote host said: " + "\n".join(self.lines) + "\n"
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-
 @dataclass
 class _Run:
     """One transaction on the wire: commands still to send and replies still to come."""
@@ -142,10 +131,6 @@ class _Run:
     awaiting: deque[str] = field(default_factory=deque)
     reports: list[RecipientReport | None] = field(default_factory=list)
     failure: tuple[str, str] | None = None  # the MAIL refusal or "Giving up"
-
-
-def _fail_letter(code: int) -> str:
-    return "D" if code >= 500 else "Z"
 
 
 class ClientEngine:
@@ -169,7 +154,7 @@ class ClientEngine:
         self._tls_active = tls_active
         self._state = _S.GREETING
         self._in = LineReader()
-        self._lines: list[str] = []  # the reply being read
+        self._replies = ReplyReader()  # the reply being read
         self._extensions: dict[str, str | None] = {}
         self._ready = False
         self._tx: Transaction | None = None
@@ -241,8 +226,8 @@ class ClientEngine:
             if line is None:
                 break
             try:
-                reply = self._reply_line(line)
-            except _Malformed:
+                reply = self._replies.add(line)
+            except Malformed:
                 events += self._fatal("Z", self._malformed(), quit=False)
                 break
             if reply is not None:
@@ -313,32 +298,13 @@ class ClientEngine:
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _reply_line(self, raw: object) -> _Reply | None:
-        """Add a line to the reply being read: the reply when complete, None for more.
-        Raises _Malformed when the line is not a reply line (RFC 5321 4.2) or too long."""
-        if not isinstance(raw, bytes):  # TOO_LONG
-            raise _Malformed
-        line = raw.replace(b"\r", b"")
-        if len(line) < 3 or not line[:3].isdigit() or line[:1] not in b"2345":
-            raise _Malformed
-        if len(line) > 3 and line[3:4] not in b" -":
-            raise _Malformed
-        self._lines.append(line.decode("utf-8", "surrogateescape"))
-        if len(self._lines) > MAX_REPLY_LINES:
-            raise _Malformed
-        if line[3:4] == b"-":
-            return None
-        # RFC 5321 4.2.1: the last line's code counts (qmail's smtpcode() does the same).
-        lines, self._lines = tuple(self._lines), []
-        return _Reply(int(line[:3]), lines)
-
-    def _on_reply(self, reply: _Reply) -> list[Event]:
+    def _on_reply(self, reply: Reply) -> list[Event]:
         handler = _HANDLERS.get(self._state)
         if handler is None:  # unreachable: receive() reads nothing in TLS_WAIT or CLOSED
             raise ClientStateError(f"a reply in state {self._state.value}")
         return handler(self, reply)
 
-    def _greeting(self, reply: _Reply) -> list[Event]:
+    def _greeting(self, reply: Reply) -> list[Event]:
         text = f"Connected to {self._peer} but greeting failed." + reply.said
         if reply.code == 220:
             self._state = _S.EHLO
@@ -348,17 +314,17 @@ class ClientEngine:
             return [Send(QUIT), SkipHost(text), *self._close()]
         return self._fatal("Z", text)
 
-    def _ehlo(self, reply: _Reply) -> list[Event]:
+    def _ehlo(self, reply: Reply) -> list[Event]:
         if reply.code != 250:  # qmail-tls: anything but 250 -> HELO
             self._state = _S.HELO
             return [Send(b"HELO " + self._helo + b"\r\n")]
-        self._extensions = _parse_ehlo(reply.lines)
+        self._extensions = parse_ehlo(reply.lines)
         return self._after_hello()
 
-    def _helo_reply(self, reply: _Reply) -> list[Event]:
+    def _helo_reply(self, reply: Reply) -> list[Event]:
         if reply.code != 250:  # accept-5xx patch: 5xx is permanent (spec 17.3)
             text = f"Connected to {self._peer} but my name was rejected." + reply.said
-            return self._fatal(_fail_letter(reply.code), text)
+            return self._fatal(fail_letter(reply.code), text)
         self._extensions = {}
         return self._after_hello()
 
@@ -371,7 +337,7 @@ class ClientEngine:
                 return self._tls_fatal(f"No TLS achieved while {self._tls_file} exists")
         return self._become_ready()
 
-    def _starttls(self, reply: _Reply) -> list[Event]:
+    def _starttls(self, reply: Reply) -> list[Event]:
         if reply.code == 220:
             self._in.clear()  # pipelined clear text must never be read (RFC 3207 5)
             self._state = _S.TLS_WAIT
@@ -381,11 +347,11 @@ class ClientEngine:
             return self._tls_fatal(text)
         return self._become_ready()  # opportunistic: go on in clear text
 
-    def _ehlo_tls(self, reply: _Reply) -> list[Event]:
+    def _ehlo_tls(self, reply: Reply) -> list[Event]:
         if reply.code != 250:
             text = f"TLS connected to {self._peer} but my name was rejected." + reply.said
             return self._fatal("Z", text)  # qmail-tls's text
-        self._extensions = _parse_ehlo(reply.lines)
+        self._extensions = parse_ehlo(reply.lines)
         return self._become_ready()
 
     def _become_ready(self) -> list[Event]:
@@ -394,11 +360,11 @@ class ClientEngine:
         events: list[Event] = [Ready(MappingProxyType(dict(self._extensions)))]
         return events + self._start() if self._tx is not None else events
 
-    def _idle(self, reply: _Reply) -> list[Event]:
+    def _idle(self, reply: Reply) -> list[Event]:
         # Unasked for while idle: a 421 before the server hangs up (RFC 5321 3.8).
         return self._fatal("Z", self._died(), quit=False)
 
-    def _quit_reply(self, reply: _Reply) -> list[Event]:
+    def _quit_reply(self, reply: Reply) -> list[Event]:
         return self._close()
 
     # -- transactions -------------------------------------------------------------------------
@@ -432,7 +398,7 @@ class ClientEngine:
         run.awaiting.append(kind)
         return [Send(line)]
 
-    def _tx_reply(self, reply: _Reply) -> list[Event]:
+    def _tx_reply(self, reply: Reply) -> list[Event]:
         run = self._run
         assert run is not None and run.awaiting
         kind = run.awaiting.popleft()
@@ -440,7 +406,7 @@ class ClientEngine:
             return self._data_reply(run, reply)
         if kind == "MAIL" and not reply.ok:
             text = f"Connected to {self._peer} but sender was rejected." + reply.said
-            run.failure = (_fail_letter(reply.code), text)
+            run.failure = (fail_letter(reply.code), text)
         elif kind == "RCPT" and run.failure is None:
             run.reports.append(self._rcpt_report(reply))
         if run.pipelined:
@@ -451,7 +417,7 @@ class ClientEngine:
             return self._finish(*self._giving_up(run))
         return self._send_next(run)
 
-    def _rcpt_report(self, reply: _Reply) -> RecipientReport:
+    def _rcpt_report(self, reply: Reply) -> RecipientReport:
         if reply.ok:
             return RecipientReport("r", "")
         letter = "h" if reply.code >= 500 else "s"
@@ -466,7 +432,7 @@ class ClientEngine:
         all_soft = all(r is not None and r.letter == "s" for r in run.reports)
         return ("Z" if all_soft else "D", f"Giving up on {self._peer}.")
 
-    def _data_reply(self, run: _Run, reply: _Reply) -> list[Event]:
+    def _data_reply(self, run: _Run, reply: Reply) -> list[Event]:
         if run.failure is None and not self._accepted(run):
             run.failure = self._giving_up(run)
         if run.failure is not None:
@@ -479,17 +445,17 @@ class ClientEngine:
             self._state = _S.BODY
             return [SendBody()]
         return self._finish(
-            _fail_letter(reply.code), f"{self._peer} failed on DATA command." + reply.said
+            fail_letter(reply.code), f"{self._peer} failed on DATA command." + reply.said
         )
 
-    def _final_reply(self, reply: _Reply) -> list[Event]:
+    def _final_reply(self, reply: Reply) -> list[Event]:
         if reply.ok:  # with DSN offered, the DSN request went along (RFC 3461 5.2.3)
             text = f"{self._peer} accepted message." + reply.said
             return self._finish("K", text, dsn="DSN" in self._extensions)
         text = f"{self._peer} failed after I sent the message." + reply.said
-        return self._finish(_fail_letter(reply.code), text)
+        return self._finish(fail_letter(reply.code), text)
 
-    def _discard_reply(self, reply: _Reply) -> list[Event]:
+    def _discard_reply(self, reply: Reply) -> list[Event]:
         return self._finish_known()
 
     def _finish(self, letter: str, text: str, dsn: bool = False) -> list[Event]:
@@ -545,18 +511,9 @@ class ClientEngine:
     def _close(self) -> list[Event]:
         self._state = _S.CLOSED
         self._in.clear()
-        self._lines, self._run, self._tx = [], None, None
+        self._run, self._tx = None, None
+        self._replies.clear()
         return [Closed()]
-
-
-def _parse_ehlo(lines: tuple[str, ...]) -> dict[str, str | None]:
-    """EHLO keywords (RFC 5321 4.1.1.1), upper-cased, each with its parameters or None."""
-    extensions: dict[str, str | None] = {}
-    for line in lines[1:]:
-        words = line[4:].split(None, 1)
-        if words:
-            extensions[words[0].upper()] = words[1].strip() if len(words) > 1 else None
-    return extensions
 
 
 _HANDLERS = {
