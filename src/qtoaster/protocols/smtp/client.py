@@ -8,6 +8,8 @@ Dialog: 220 greeting -> ``EHLO`` (not 250: ``HELO``) -> ``STARTTLS`` when offere
 ``TlsMode.NONE`` or already in TLS) -> 220 -> handshake -> ``EHLO`` again -> ``Ready``.  Each
 transaction is ``MAIL``, the ``RCPT`` s and ``DATA`` (one write with PIPELINING, RFC 2920 3.1,
 replies matched in order; else one command per reply), then the body and the final reply.
+A ``binarymime`` transaction (RFC 3030) has no ``DATA``: after the envelope replies the
+engine emits ``SendChunk`` and the driver calls ``chunk`` per ``BDAT`` (``bdatsend.py``).
 After ``TransactionDone`` the connection can carry another transaction (``RSET`` first when
 the last one failed) or ``quit()``.  Report texts are qmail-remote's, byte for byte; a text
 that follows a remote reply ends with ``\\nRemote host said: <reply lines>\\n`` (outsmtptext).
@@ -31,7 +33,7 @@ Invariants: no I/O imports; after ``receive`` the input buffered is under ``MAX_
 bytes, except what arrived in the same chunk after a reply that ends an event list (below),
 plus under ``MAX_REPLY_LINE`` more while the body goes out; a reply has at most
 ``MAX_REPLY_LINES`` lines; bytes received after a 220 to STARTTLS and before ``tls_started``
-are dropped (RFC 3207 5, CVE-2011-0411); ``StartTls``, ``SendBody``, and a ``Ready`` or
+are dropped (RFC 3207 5, CVE-2011-0411); ``StartTls``, ``SendBody``, ``SendChunk``, a ``Ready`` or
 ``TransactionDone`` that leaves the session idle end their event list (later input is read by
 ``tls_started``, ``body_sent``, ``send_message`` or ``quit``), so no chunking of the input
 changes the dialog; one transaction at a time; ``Closed`` is emitted once and every later call
@@ -49,6 +51,7 @@ from types import MappingProxyType
 from qtoaster.core.errors import ProtocolError
 from qtoaster.protocols.linereader import LineReader
 from qtoaster.protocols.smtp import nexthop
+from qtoaster.protocols.smtp.bdatsend import bdat_command
 from qtoaster.protocols.smtp.bodyencode import PARTIAL_LINE_TEXT, BodyEncoder, PartialLineError
 from qtoaster.protocols.smtp.client_events import (
     Closed,
@@ -57,6 +60,7 @@ from qtoaster.protocols.smtp.client_events import (
     RecipientReport,
     Send,
     SendBody,
+    SendChunk,
     SkipHost,
     StartTls,
     TlsMode,
@@ -90,6 +94,7 @@ __all__ = [
     "RecipientReport",
     "Send",
     "SendBody",
+    "SendChunk",
     "SkipHost",
     "StartTls",
     "TlsMode",
@@ -115,7 +120,9 @@ class _S(enum.Enum):
     READY = "ready"  # idle, or a transaction waiting for a check that sends nothing
     TX = "tx"  # RSET/MAIL/RCPT/DATA replies outstanding
     BODY = "body"  # SendBody emitted, body_sent() not yet called: input is only buffered
-    FINAL = "final"  # the dot is out, waiting for the final reply
+    FINAL = "final"  # the dot or BDAT LAST is out, waiting for the final reply
+    CHUNK = "chunk"  # SendChunk emitted, chunk() not yet called: input is only buffered
+    BDAT = "bdat"  # a BDAT chunk (not the last) is out, waiting for its reply
     DISCARD = "discard"  # a lone dot after an unwanted 354; its reply is ignored
     QUIT = "quit"
     CLOSED = "closed"
@@ -207,7 +214,7 @@ class ClientEngine:
         if self._state is _S.TLS_WAIT:
             return []  # clear text after the 220 to STARTTLS is never read (RFC 3207 5)
         self._in.feed(data)
-        if self._state is _S.BODY and self._in.buffered >= MAX_REPLY_LINE:
+        if self._state in (_S.BODY, _S.CHUNK) and self._in.buffered >= MAX_REPLY_LINE:
             return self._fatal("Z", self._malformed(), quit=False)  # RFC 5321 4.3.2: silence
         return self._pump(idle_reads=True)
 
@@ -219,7 +226,7 @@ class ClientEngine:
         events: list[Event] = []
         # SendBody, Ready and TransactionDone end a list: what comes after them is read after
         # body_sent(), send_message() or quit(), so the chunking never changes the dialog.
-        while self._state not in (_S.CLOSED, _S.TLS_WAIT, _S.BODY) and not (
+        while self._state not in (_S.CLOSED, _S.TLS_WAIT, _S.BODY, _S.CHUNK) and not (
             self._state is _S.READY and (events or not idle_reads)
         ):
             line = self._in.take_line(MAX_REPLY_LINE)
@@ -274,9 +281,21 @@ class ClientEngine:
         message: the connection is closed, as qmail-remote exits mid-DATA."""
         if self._state is _S.CLOSED:
             return []  # the peer ended it first; the events said so
-        if self._state is not _S.BODY:
+        if self._state not in (_S.BODY, _S.CHUNK):
             raise ClientStateError(f"body_failed() in state {self._state.value}")
         return self._fatal("D" if permanent else "Z", text, quit=False)
+
+    def chunk(self, data: bytes, *, last: bool) -> list[Event]:
+        """After ``SendChunk``: the next piece of the body in wire form (``bdatsend.py``),
+        sent as ``BDAT <n> [LAST]`` and the octets.  One chunk at a time, each waiting for
+        its reply: RFC 3030 2 lets a client pipeline them with PIPELINING; we do not, so a
+        refused chunk stops the body, and a reply per MiB costs little."""
+        if self._state is _S.CLOSED:
+            return []  # the peer ended it first; the events said so
+        if self._state is not _S.CHUNK:
+            raise ClientStateError(f"chunk() in state {self._state.value}")
+        self._state = _S.FINAL if last else _S.BDAT
+        return [Send(bdat_command(len(data), last) + data), *self._pump()]
 
     def quit(self) -> list[Event]:
         """End the session: ``QUIT`` when idle, then ``Closed`` on its answer or EOF."""
@@ -382,7 +401,8 @@ class ClientEngine:
         for i, r in enumerate(tx.recipients):
             rcpt = wire_address(tx, r)
             commands.append(("RCPT", b"RCPT TO:<%s>%s\r\n" % (rcpt, rcpt_params(tx, i, ext))))
-        commands.append(("DATA", b"DATA\r\n"))
+        if not tx.binarymime:  # RFC 3030 3: BINARYMIME goes by BDAT only (SendChunk)
+            commands.append(("DATA", b"DATA\r\n"))
         self._dirty = False
         self._state = _S.TX
         run = _Run(tx, "PIPELINING" in self._extensions, deque(commands))
@@ -410,9 +430,11 @@ class ClientEngine:
         elif kind == "RCPT" and run.failure is None:
             run.reports.append(self._rcpt_report(reply))
         if run.pipelined:
-            return []
+            return [] if run.awaiting else self._envelope_done(run)
         if run.failure is not None:
             return self._finish(*run.failure)
+        if not run.to_send:  # BDAT: the last RCPT reply
+            return self._envelope_done(run)
         if run.to_send[0][0] == "DATA" and not self._accepted(run):
             return self._finish(*self._giving_up(run))
         return self._send_next(run)
@@ -447,6 +469,23 @@ class ClientEngine:
         return self._finish(
             fail_letter(reply.code), f"{self._peer} failed on DATA command." + reply.said
         )
+
+    def _envelope_done(self, run: _Run) -> list[Event]:
+        """A BDAT transaction has all its MAIL and RCPT replies: the body, or the failure."""
+        if run.failure is None and not self._accepted(run):
+            run.failure = self._giving_up(run)
+        if run.failure is not None:
+            return self._finish(*run.failure)
+        self._state = _S.CHUNK
+        return [SendChunk()]
+
+    def _bdat_reply(self, reply: Reply) -> list[Event]:
+        """RFC 3030 2: a 250 per chunk; after a refusal no more chunks (RSET comes next)."""
+        if reply.ok:
+            self._state = _S.CHUNK
+            return [SendChunk()]
+        text = f"{self._peer} failed on BDAT command." + reply.said
+        return self._finish(fail_letter(reply.code), text)
 
     def _final_reply(self, reply: Reply) -> list[Event]:
         if reply.ok:  # with DSN offered, the DSN request went along (RFC 3461 5.2.3)
@@ -525,6 +564,7 @@ _HANDLERS = {
     _S.READY: ClientEngine._idle,
     _S.TX: ClientEngine._tx_reply,
     _S.FINAL: ClientEngine._final_reply,
+    _S.BDAT: ClientEngine._bdat_reply,
     _S.DISCARD: ClientEngine._discard_reply,
     _S.QUIT: ClientEngine._quit_reply,
 }
