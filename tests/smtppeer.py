@@ -8,8 +8,10 @@ Invariants: the peer runs in its own thread with its own event loop, so sync tes
 async tests (whose loop would otherwise be blocked by a waiting test) can both use it; it
 listens on the given loopback address only; `SmtpPeer.messages` holds each message whose
 final reply was 2xx, in arrival order; `SmtpPeer.wait_for` waits on a condition variable,
-never by sleeping.  Replies given in `PeerBehaviour` are sent as they are: put ``\\n``
-between the lines of a multi-line reply (``"451-one\\n451 two"``).
+never by sleeping.  BDAT (RFC 3030) is served when ``CHUNKING`` is among the extensions
+offered (add ``BINARYMIME`` to offer that too): the chunks of a transaction are joined, and
+``BDAT <n> LAST`` gets ``final_reply``.  Replies given in `PeerBehaviour` are sent as they
+are: put ``\\n`` between the lines of a multi-line reply (``"451-one\\n451 two"``).
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ class PeerBehaviour:
 class ReceivedMessage:
     sender: str
     recipients: tuple[str, ...]
-    data: bytes  # dot-stuffing undone, CRLF kept, without the final ".\r\n"
+    data: bytes  # dot-stuffing undone, CRLF kept, without the final ".\r\n"; BDAT: the octets
     tls: bool
     client_cert: dict[str, Any] | None  # getpeercert() of the client under TLS
     helo: str
+    bdat: bool = False  # it came by BDAT, not DATA
 
 
 class _Closed(Exception):
@@ -72,6 +75,7 @@ class _Connection:
         self.tls = False
         self.sender: str | None = None
         self.recipients: list[str] = []
+        self.chunks = bytearray()  # BDAT octets of the transaction so far
 
     async def line(self) -> bytes:
         while (end := self.buffer.find(b"\n")) == -1:
@@ -91,6 +95,17 @@ class _Connection:
 
     def reset(self) -> None:
         self.sender, self.recipients = None, []
+        self.chunks = bytearray()
+
+    async def octets(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            chunk = await self.reader.read(65536)
+            if not chunk:
+                raise _Closed
+            self.buffer += chunk
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        return data
 
     async def run(self) -> None:
         await self.reply(self.behaviour.greeting)
@@ -125,6 +140,8 @@ class _Connection:
             await self.rcpt(argument)
         elif verb == "DATA":
             await self.data()
+        elif verb == "BDAT":
+            await self.bdat(argument)
         elif verb == "RSET":
             self.reset()
             await self.reply("250 ok")
@@ -197,13 +214,37 @@ class _Connection:
         self.reset()
         await self.reply(reply)
 
-    def message(self, body: bytes) -> ReceivedMessage:
+    async def bdat(self, argument: str) -> None:
+        """RFC 3030 2: ``BDAT <size> [LAST]``, then exactly *size* octets."""
+        words = argument.split()
+        last = len(words) == 2 and words[1].upper() == "LAST"
+        if not words or not words[0].isdigit() or len(words) > 1 + last:
+            await self.reply("501 5.5.4 syntax: BDAT <size> [LAST]")
+            raise _Closed  # the end of the chunk is unknown: the stream is out of step
+        data = await self.octets(int(words[0]))
+        if "CHUNKING" not in self.behaviour.extensions:
+            await self.reply("502 5.5.2 unimplemented")
+        elif self.sender is None or not self.recipients:
+            self.chunks = bytearray()
+            await self.reply("554 5.5.1 no valid recipients")
+        elif not last:
+            self.chunks += data
+            await self.reply(f"250 2.0.0 {len(data)} octets received")
+        else:
+            reply = self.behaviour.final_reply
+            if reply.startswith("2"):
+                self.peer.record(self.message(bytes(self.chunks + data), bdat=True))
+            self.reset()
+            await self.reply(reply)
+
+    def message(self, body: bytes, bdat: bool = False) -> ReceivedMessage:
         assert self.sender is not None
         cert = None
         if self.tls:
             ssl_object = self.writer.get_extra_info("ssl_object")
             cert = ssl_object.getpeercert() if ssl_object is not None else None
-        return ReceivedMessage(self.sender, tuple(self.recipients), body, self.tls, cert, self.helo)
+        recipients = tuple(self.recipients)
+        return ReceivedMessage(self.sender, recipients, body, self.tls, cert, self.helo, bdat)
 
 
 class SmtpPeer:

@@ -251,3 +251,29 @@ def test_ipv6_loopback() -> None:
             assert smtp.noop()[0] == 250
     finally:
         peer.stop()
+
+
+def test_bdat_when_chunking_is_offered() -> None:
+    """RFC 3030: chunks are joined as octets (no dot or line handling); LAST ends the message
+    with the final reply; a peer without CHUNKING answers 502 after reading the octets."""
+    chunking = PeerBehaviour(extensions=("PIPELINING", "CHUNKING", "BINARYMIME"))
+    with SmtpPeer("127.0.0.1", behaviour=chunking) as peer:
+        with socket.create_connection(("127.0.0.1", peer.port), timeout=5) as sock:
+            assert replies(sock, 1) == ["220 peer.test ESMTP"]
+            sock.sendall(b"EHLO c.test\r\nMAIL FROM:<a@x.test> BODY=BINARYMIME\r\n")
+            sock.sendall(b"RCPT TO:<b@y.test>\r\nBDAT 5\r\n.\r\n\x00\nBDAT 3 LAST\r\nz\r\n")
+            got = replies(sock, 5)
+            assert got[3:] == ["250 2.0.0 5 octets received", "250 ok queued"]
+            sock.sendall(b"BDAT 2 LAST\r\nab")
+            assert replies(sock, 1) == ["554 5.5.1 no valid recipients"]
+            sock.sendall(b"QUIT\r\n")
+            assert replies(sock, 1) == ["221 peer.test bye"]
+        [message] = peer.wait_for(1, timeout=5)
+        assert (message.data, message.bdat) == (b".\r\n\x00\nz\r\n", True)
+        assert (message.sender, message.recipients) == ("a@x.test", ("b@y.test",))
+    with (
+        SmtpPeer("127.0.0.1") as plain,
+        socket.create_connection(("127.0.0.1", plain.port), timeout=5) as sock,
+    ):
+        sock.sendall(b"EHLO c.test\r\nBDAT 6 LAST\r\nQUIT\r\nNOOP\r\n")
+        assert replies(sock, 4)[2:] == ["502 5.5.2 unimplemented", "250 ok"]

@@ -11,7 +11,8 @@ Transcript lines:
 The S: bytes between two action lines form one phase; C: and E: lines are checked as a whole
 (the output and the event list), so their place among S: lines is documentation.  On SendBody
 the driver writes the transaction's body through a BodyEncoder and calls body_sent() (or
-body_failed() on PartialLineError).
+body_failed() on PartialLineError); on SendChunk it calls chunk() with the next chunk of
+``bdat_size`` octets (a ChunkFramer's).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from qtoaster.core.outcome import Outcome
+from qtoaster.protocols.smtp.bdatsend import ChunkFramer
 from qtoaster.protocols.smtp.client import (
     BodyEncoder,
     ClientEngine,
@@ -33,6 +35,7 @@ from qtoaster.protocols.smtp.client import (
     RecipientReport,
     Send,
     SendBody,
+    SendChunk,
     SkipHost,
     TlsMode,
     Transaction,
@@ -61,6 +64,8 @@ class Driver:
     seen: list[str] = field(default_factory=list)
     results: list[TransactionResult] = field(default_factory=list)
     body: bytes = b""
+    bdat_size: int = 16  # BDAT chunk size (test_smtp_client_bdat.py)
+    chunks: list[bytes] | None = None
 
     def handle(self, events: list[Event]) -> None:
         for event in events:
@@ -72,6 +77,8 @@ class Driver:
                 self.results.append(event.result)
             elif isinstance(event, SendBody):
                 self.handle(self.send_body())
+            elif isinstance(event, SendChunk):
+                self.handle(self.send_chunk())
 
     def send_body(self) -> list[Event]:
         encoder = BodyEncoder()
@@ -82,9 +89,17 @@ class Driver:
             return self.engine.body_failed(str(error), permanent=True)
         return self.engine.body_sent()
 
+    def send_chunk(self) -> list[Event]:
+        if self.chunks is None:
+            framer = ChunkFramer(self.bdat_size)
+            self.chunks = [*framer.feed(self.body), framer.finish()]
+        data = self.chunks.pop(0)
+        return self.engine.chunk(data, last=not self.chunks)
+
     def act(self, tag: str, arg: str) -> None:
         if tag == "X:":
             tx, self.body = self.txs[int(arg)]
+            self.chunks = None
             self.handle(self.engine.send_message(tx))
         elif tag == "T:":
             self.handle(self.engine.tls_started())
@@ -115,10 +130,11 @@ def run(
     script: str,
     txs: list[tuple[Transaction, bytes]],
     feed: Callable[[bytes], Iterator[bytes]],
+    bdat_size: int = 16,
     **options: object,
 ) -> Driver:
     engine = ClientEngine(peer=IP, helo=HELO, **options)  # type: ignore[arg-type]
-    driver = Driver(engine, txs)
+    driver = Driver(engine, txs, bdat_size=bdat_size)
     expected_out, expected_events = bytearray(), []
     phase = bytearray()
     for line in script.strip().split("\n"):

@@ -139,6 +139,17 @@ def test_requiretls_travels_only_when_set() -> None:
     assert isinstance(parse(bad + b'"domain":"d","requiretls":1}'), Malformed)
 
 
+def test_binarymime_travels_only_when_set() -> None:
+    """RFC 3030: the ``binarymime`` origin flag reaches the remote process, as requiretls."""
+    plain = Deliver(1, 0, 10, "a@b", ("c@d",), "d")
+    assert b"binarymime" not in encode(plain)
+    binary = Deliver(2, 0, 10, "a@b", ("c@d",), "d", binarymime=True)
+    assert b'"binarymime":true' in encode(binary)
+    assert Decoder().feed(encode(plain) + encode(binary)) == [plain, binary]
+    bad = b'{"t":"deliver","id":1,"offset":0,"size":1,"sender":"","recipients":[],'
+    assert isinstance(parse(bad + b'"domain":"d","binarymime":"yes"}'), Malformed)
+
+
 def test_dsn_request_and_dsn_results_travel_only_when_set() -> None:
     """RFC 3461: the DSN request of a delivery (by position in its recipients) and a result's
     ``dsn`` mark round-trip; they are absent from the bytes when there are none."""

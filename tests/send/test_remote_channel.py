@@ -40,6 +40,7 @@ class FakeRemote:
     requiretls: list[bool] = field(default_factory=list)  # per call
     smtputf8: list[bool] = field(default_factory=list)  # per call
     dsn: list[EnvelopeDsn] = field(default_factory=list)  # per call
+    binarymime: list[bool] = field(default_factory=list)  # per call
     dsn_hop: bool = False  # the next hop offers DSN: successes are Result.dsn
 
     async def deliver(
@@ -51,7 +52,9 @@ class FakeRemote:
         requiretls: bool = False,
         smtputf8: bool = False,
         dsn: EnvelopeDsn = NO_DSN,
+        binarymime: bool = False,
     ) -> FakeAttempt:
+        self.binarymime.append(binarymime)
         self.requiretls.append(requiretls)
         self.smtputf8.append(smtputf8)
         self.dsn.append(dsn)
@@ -295,9 +298,9 @@ async def test_requiretls_origin_flag_reaches_the_agent(tmp_path: Path) -> None:
     }
 
 
-async def test_binarymime_message_bounces_without_a_connection(tmp_path: Path) -> None:
-    """RFC 3030 3: BODY=BINARYMIME cannot go by DATA, our only way out: a bounce that
-    says so, and no call to the agent for it (its bounce goes out as usual)."""
+async def test_binarymime_origin_flag_reaches_the_agent(tmp_path: Path) -> None:
+    """RFC 3030 3: a BODY=BINARYMIME message goes to the agent with its flag (it sends by
+    BDAT, or fails with #5.6.3 when the next hop lacks BINARYMIME); the others without."""
     store, remote, _, manager = make(tmp_path)
     commit_message(
         store,
@@ -310,8 +313,9 @@ async def test_binarymime_message_bounces_without_a_connection(tmp_path: Path) -
         await run(manager)
     finally:
         manager.close()
-    assert [(d, r) for d, r, _ in remote.calls] == [("somewhere.example", ("a@somewhere.example",))]
-    assert b"BODY=BINARYMIME" in remote.calls[0][2] and b"(#5.6.3)" in remote.calls[0][2]
+    assert [(d, r) for d, r, _ in remote.calls] == [("far.example", ("bin@far.example",))]
+    assert remote.binarymime == [True]
+    assert remote.calls[0][2].endswith(b"Subject: t\n\n\x00\xff\n")
     assert store.ids() == []
 
 

@@ -216,6 +216,7 @@ class _Raising:
         requiretls: bool,
         smtputf8: bool,
         dsn: object = None,
+        binarymime: bool = False,
     ) -> None:
         assert os.pread(body.fd, 7, body.offset) == b"Subject"
         raise RuntimeError("boom")

@@ -226,8 +226,8 @@ async def test_requiretls_in_tls_is_queued_as_an_origin_flag(ctx: SmtpdContext) 
 
 async def test_bdat_binarymime_is_queued_with_its_origin_flag(ctx: SmtpdContext) -> None:
     """RFC 3030: CHUNKING and BINARYMIME offered; the first BDAT opens the spool, RSET drops
-    the chunks so far, and a BINARYMIME message is queued as such (remote delivery bounces
-    it, send/remotelane.py)."""
+    the chunks so far, and a BINARYMIME message is queued as such (remote delivery sends
+    it only by BDAT, protocols/smtp/nexthop.py)."""
     store = QueueStore(ctx.config.home.queue)
     before = set(store.ids())
     session, transport = start(ctx)

@@ -5,7 +5,7 @@ Origins written: ``smtp IP`` (an SMTP client we relay nothing for), followed by 
 ``relay`` (a session that authenticated with SMTP AUTH or had RELAYCLIENT set: one of our
 users) and ``requiretls`` (MAIL FROM had REQUIRETLS, RFC 8689: remote delivery obeys it),
 e.g. ``smtp 192.0.2.1 relay requiretls``, and ``binarymime`` (MAIL FROM had BODY=BINARYMIME,
-RFC 3030 3: never relayed by DATA, send/remotelane.py bounces it), and ``smtputf8`` (MAIL
+RFC 3030 3: relayed only by BDAT, protocols/smtp/nexthop.py), and ``smtputf8`` (MAIL
 FROM had SMTPUTF8, RFC 6531: remote delivery needs a next hop that offers it);
 ``inject uid N`` (``queue-inject``), ``sendmail uid N``, ``bounce`` (our own bounces;
 ``bounce smtputf8`` for the bounce of a message that had the flag, or to a UTF-8 sender:

@@ -145,12 +145,14 @@ class RemoteAgent:
         requiretls: bool = False,
         smtputf8: bool = False,
         dsn: EnvelopeDsn = NO_DSN,
+        binarymime: bool = False,
     ) -> RemoteAttempt:
         """*requiretls*: the message came with REQUIRETLS (RFC 8689): only verified TLS to a
         host that offers REQUIRETLS, else a permanent failure.  *smtputf8*: it came with
         SMTPUTF8 (RFC 6531): only a host that offers SMTPUTF8 (protocols/smtp/nexthop.py).
         *dsn*: the DSN request, its recipients by position in ``recipients``, relayed to a
-        host that offers DSN."""
+        host that offers DSN.  *binarymime*: it came with BODY=BINARYMIME (RFC 3030): sent by
+        BDAT to a host that offers CHUNKING and BINARYMIME, else a permanent failure."""
         domain = ascii_lower(domain)
         # The 8-bit scan reads the whole message: a big one is read off the event loop.
         if body.length <= INLINE_SCAN:
@@ -165,6 +167,7 @@ class RemoteAgent:
             requiretls,
             smtputf8=smtputf8,
             dsn=dsn,
+            binarymime=binarymime,
         )
         # A REQUIRETLS message never reuses a session opened with less TLS.
         key = f"{domain}\0requiretls" if requiretls else domain

@@ -5,11 +5,12 @@ The send role asks, the remote process answers, over one Unix stream socket
 length and that many bytes of UTF-8 JSON, an object whose ``t`` names its kind:
 
 - ``{"t": "deliver", "id": N, "offset": N, "size": N, "sender": S, "recipients": [S...],
-  "domain": S, "head": B64, "requiretls": B, "smtputf8": B}``: deliver the message of the
-  descriptor that travels with this frame (SCM_RIGHTS, sent with the frame's first byte),
-  ``size`` bytes from ``offset``, after the bytes of ``head`` (base64; the DKIM-Signature
-  fields; absent: none); ``requiretls`` (RFC 8689) and ``smtputf8`` (RFC 6531: the
-  message was received with SMTPUTF8), each optional, false when absent, written only
+  "domain": S, "head": B64, "requiretls": B, "smtputf8": B, "binarymime": B}``: deliver the
+  message of the descriptor that travels with this frame (SCM_RIGHTS, sent with the frame's
+  first byte), ``size`` bytes from ``offset``, after the bytes of ``head`` (base64; the
+  DKIM-Signature fields; absent: none); ``requiretls`` (RFC 8689), ``smtputf8`` (RFC 6531: the
+  message was received with SMTPUTF8) and ``binarymime`` (RFC 3030: received with
+  BODY=BINARYMIME, sent only by BDAT), each optional, false when absent, written only
   when true;
   ``dsn`` (RFC 3461, absent: none) ``{"mail": [W...], "rcpts": [[POS, [W...]]...]}``, the
   DSN parameters in their wire form (``RET=HDRS``, ``NOTIFY=SUCCESS``, ...) of MAIL and of
@@ -54,6 +55,7 @@ class Deliver:
     requiretls: bool = False  # the message was received with REQUIRETLS (RFC 8689)
     smtputf8: bool = False  # the message was received with SMTPUTF8 (RFC 6531)
     dsn: EnvelopeDsn = NO_DSN  # RFC 3461; rcpts by position in ``recipients``
+    binarymime: bool = False  # the message was received with BODY=BINARYMIME (RFC 3030)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ def encode(message: Message) -> bytes:
             obj["requiretls"] = True
         if message.smtputf8:
             obj["smtputf8"] = True
+        if message.binarymime:
+            obj["binarymime"] = True
         if not message.dsn.empty:
             obj["dsn"] = _dsn_obj(message.dsn)
     else:
@@ -163,6 +167,7 @@ def parse(payload: bytes) -> Message | Malformed:
                 _flag(obj.get("requiretls", False), "requiretls"),
                 _flag(obj.get("smtputf8", False), "smtputf8"),
                 _dsn(obj.get("dsn", {}), len(recipients)),
+                _flag(obj.get("binarymime", False), "binarymime"),
             )
         if kind == "answer":
             reached = obj.get("reached")

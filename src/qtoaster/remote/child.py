@@ -106,6 +106,7 @@ async def serve_remote(config: Config, sock: socket.socket) -> None:
                 request.requiretls,
                 request.smtputf8,
                 request.dsn,
+                binarymime=request.binarymime,
             )
             answer = Answer(request.id, tuple(attempt.results), attempt.reached)
         except Exception as exc:  # a bug must not bounce mail: defer and say so

@@ -3,8 +3,9 @@
 :class:`Connection` owns the I/O that ``protocols/smtp/client.py`` leaves out: connecting
 (``timeoutconnect``, ``outgoingip``), implicit TLS for port 465, the STARTTLS handshake the
 engine asks for, streaming the message body from the queue file's descriptor through the engine's
-:class:`BodyEncoder`, and reply timeouts (``timeoutremote``).  It never decides what a reply
-means: the engine does, and the agent decides what to do with the result.
+:class:`BodyEncoder` (DATA) or in BDAT chunks of ``BDAT_CHUNK`` octets (a BINARYMIME message,
+RFC 3030, ``protocols/smtp/bdatsend.py``), and reply timeouts (``timeoutremote``).  It never
+decides what a reply means: the engine does, and the agent decides what to do with the result.
 
 Invariants: a handshake failure, a timeout or EOF always ends in an engine event (a
 ``TransactionDone`` with qmail's texts or ``SkipHost``), never in an exception leaking to the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -23,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from qtoaster.core.errors import DeliveryAttemptError
+from qtoaster.protocols.smtp.bdatsend import BDAT_CHUNK, ChunkFramer
 from qtoaster.protocols.smtp.bodyencode import PARTIAL_LINE_TEXT
 from qtoaster.protocols.smtp.client import (
     BodyEncoder,
@@ -34,6 +37,7 @@ from qtoaster.protocols.smtp.client import (
     RecipientReport,
     Send,
     SendBody,
+    SendChunk,
     SkipHost,
     StartTls,
     TlsMode,
@@ -183,6 +187,7 @@ class Connection:
 
     async def _pump(self, first: Iterable[Event], body: Body) -> TransactionResult:
         pending: deque[Event] = deque(first)
+        source = _ChunkSource(body)
         while True:
             while pending:
                 event = pending.popleft()
@@ -192,6 +197,8 @@ class Connection:
                     pending.extend(await self._start_tls())
                 elif isinstance(event, SendBody):
                     pending.extend(await self._send_body(body))
+                elif isinstance(event, SendChunk):
+                    pending.extend(await self._send_chunk(source))
                 elif isinstance(event, TransactionDone):
                     return event.result
                 elif isinstance(event, SkipHost):
@@ -291,11 +298,53 @@ class Connection:
             return self._engine.connection_lost()
         return self._engine.body_sent()
 
+    async def _send_chunk(self, source: _ChunkSource) -> list[Event]:
+        """The next BDAT chunk, written and drained within ``timeoutremote``."""
+        try:
+            data, last = source.next()
+        except OSError as exc:
+            return self._body_failed(exc)
+        events = deque(self._engine.chunk(data, last=last))
+        while events and isinstance(first := events[0], Send):
+            self._writer.write(first.data)
+            events.popleft()
+        try:
+            async with asyncio.timeout(self._timeouts.remote):
+                await self._writer.drain()
+        except (OSError, TimeoutError):  # the peer went away or stopped reading
+            self.abort()
+            return [*events, *self._engine.connection_lost()]
+        return list(events)
+
     def _body_failed(self, exc: OSError) -> list[Event]:
         """The queue file could not be read: temporary, and no dot goes out."""
         self.abort()
         text = f"Unable to read the message from the queue: {exc.strerror or exc}. (#4.3.0)"
         return self._engine.body_failed(text, permanent=False)
+
+
+class _ChunkSource:
+    """The body's BDAT chunks, read from the queue file as they are asked for; a chunk is
+    the last one when the file has nothing more (the framer keeps one back until then)."""
+
+    def __init__(self, body: Body) -> None:
+        self._pieces = chunks(body, _CHUNK)
+        self._framer = ChunkFramer(BDAT_CHUNK)
+        self._ready: deque[bytes] = deque()
+        self._left = body.length
+
+    def next(self) -> tuple[bytes, bool]:
+        """The next chunk and whether it is the last; OSError when the file cannot be read
+        or is shorter than its size (no partial message goes out as a whole one)."""
+        while not self._ready:
+            piece = next(self._pieces, b"")
+            if not piece:
+                if self._left:
+                    raise OSError(errno.EIO, "the queue file is shorter than the message")
+                return self._framer.finish(), True
+            self._left -= len(piece)
+            self._ready.extend(self._framer.feed(piece))
+        return self._ready.popleft(), False
 
 
 def describe_transport(writer: asyncio.StreamWriter) -> str:

@@ -133,6 +133,7 @@ class RemoteClient:
         requiretls: bool = False,
         smtputf8: bool = False,
         dsn: EnvelopeDsn = NO_DSN,
+        binarymime: bool = False,
     ) -> Attempt:
         link = await self._running()
         if link is None:  # the child of start_now is gone; the role is stopping
@@ -149,6 +150,7 @@ class RemoteClient:
             requiretls,
             smtputf8,
             dsn,
+            binarymime,
         )
         future: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = (future, len(recipients))

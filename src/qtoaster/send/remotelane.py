@@ -43,11 +43,6 @@ from qtoaster.send.signing import OutboundSigner
 log = logging.getLogger("qtoaster.send")
 
 UNREADABLE = "Unable to read the message from the queue: {why}. (#4.3.0)"
-BINARYMIME_NOT_RELAYED = (
-    "Sorry, this message was sent with BODY=BINARYMIME, which DATA cannot carry,"
-    " and I relay by DATA only. (#5.6.3)"
-)
-"""RFC 3030 3: binary content may not be sent with DATA; qtoaster's client has no BDAT."""
 PAUSED = "Delivery to {domain} is paused after a failed attempt; I'll try again later. (#4.4.1)"
 
 
@@ -75,6 +70,7 @@ class RemoteAgentLike(Protocol):
         requiretls: bool = False,
         smtputf8: bool = False,
         dsn: EnvelopeDsn = NO_DSN,
+        binarymime: bool = False,
     ) -> AttemptLike: ...
 
     async def close(self) -> None: ...
@@ -168,8 +164,6 @@ class RemoteLane:
         """One call to the agent with the queue file open as ``fd``, which is closed here."""
         message = job.message
         try:
-            if BINARYMIME in origin_flags(message.origin):  # no next hop can get it by DATA
-                return [Result(Outcome.PERMANENT, BINARYMIME_NOT_RELAYED)] * len(rcpts), True
             body = Body(fd, message.body_offset, message.size, await head())
             attempt = await self.agent.deliver(
                 body,
@@ -179,6 +173,7 @@ class RemoteLane:
                 REQUIRETLS in origin_flags(message.origin),
                 smtputf8=SMTPUTF8 in origin_flags(message.origin),
                 dsn=group_dsn(message.dsn, rcpts),
+                binarymime=BINARYMIME in origin_flags(message.origin),  # RFC 3030: BDAT only
             )
             return attempt.results, attempt.reached
         except Exception as exc:  # a bug must not bounce mail: defer and say so

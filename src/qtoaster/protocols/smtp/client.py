@@ -8,6 +8,8 @@ Dialog: 220 greeting -> ``EHLO`` (not 250: ``HELO``) -> ``STARTTLS`` when offere
 ``TlsMode.NONE`` or already in TLS) -> 220 -> handshake -> ``EHLO`` again -> ``Ready``.  Each
 transaction is ``MAIL``, the ``RCPT`` s and ``DATA`` (one write with PIPELINING, RFC 2920 3.1,
 replies matched in order; else one command per reply), then the body and the final reply.
+A ``binarymime`` transaction (RFC 3030) has no ``DATA``: after the envelope replies the
+engine emits ``SendChunk`` and the driver calls ``chunk`` per ``BDAT`` (``bdatsend.py``).
 After ``TransactionDone`` the connection can carry another transaction (``RSET`` first when
 the last one failed) or ``quit()``.  Report texts are qmail-remote's, byte for byte; a text
 that follows a remote reply ends with ``\\nRemote host said: <reply lines>\\n`` (outsmtptext).
@@ -31,7 +33,7 @@ Invariants: no I/O imports; after ``receive`` the input buffered is under ``MAX_
 bytes, except what arrived in the same chunk after a reply that ends an event list (below),
 plus under ``MAX_REPLY_LINE`` more while the body goes out; a reply has at most
 ``MAX_REPLY_LINES`` lines; bytes received after a 220 to STARTTLS and before ``tls_started``
-are dropped (RFC 3207 5, CVE-2011-0411); ``StartTls``, ``SendBody``, and a ``Ready`` or
+are dropped (RFC 3207 5, CVE-2011-0411); ``StartTls``, ``SendBody``, ``SendChunk``, a ``Ready`` or
 ``TransactionDone`` that leaves the session idle end their event list (later input is read by
 ``tls_started``, ``body_sent``, ``send_message`` or ``quit``), so no chunking of the input
 changes the dialog; one transaction at a time; ``Closed`` is emitted once and every later call
@@ -49,6 +51,7 @@ from types import MappingProxyType
 from qtoaster.core.errors import ProtocolError
 from qtoaster.protocols.linereader import LineReader
 from qtoaster.protocols.smtp import nexthop
+from qtoaster.protocols.smtp.bdatsend import bdat_command
 from qtoaster.protocols.smtp.bodyencode import PARTIAL_LINE_TEXT, BodyEncoder, PartialLineError
 from qtoaster.protocols.smtp.client_events import (
     Closed,
@@ -57,6 +60,7 @@ from qtoaster.protocols.smtp.client_events import (
     RecipientReport,
     Send,
     SendBody,
+    SendChunk,
     SkipHost,
     StartTls,
     TlsMode,
@@ -64,10 +68,21 @@ from qtoaster.protocols.smtp.client_events import (
     TransactionDone,
     TransactionResult,
 )
+from qtoaster.protocols.smtp.clientreply import (
+    MAX_REPLY_LINE,
+    MAX_REPLY_LINES,
+    Malformed,
+    Reply,
+    ReplyReader,
+    fail_letter,
+    parse_ehlo,
+)
 from qtoaster.protocols.smtp.esmtpparams import mail_params, rcpt_params
 from qtoaster.protocols.smtp.nexthop import wire_address
 
 __all__ = [
+    "MAX_REPLY_LINE",
+    "MAX_REPLY_LINES",
     "PARTIAL_LINE_TEXT",
     "BodyEncoder",
     "ClientEngine",
@@ -79,6 +94,7 @@ __all__ = [
     "RecipientReport",
     "Send",
     "SendBody",
+    "SendChunk",
     "SkipHost",
     "StartTls",
     "TlsMode",
@@ -87,19 +103,11 @@ __all__ = [
     "TransactionResult",
 ]
 
-MAX_REPLY_LINE = 2048
-"""Bytes per reply line with its CRLF (RFC 5321 4.5.3.1.5 asks for 512; we allow slack)."""
-MAX_REPLY_LINES = 100
-"""Lines per reply: an EHLO answer has a dozen."""
 QUIT = b"QUIT\r\n"
 
 
 class ClientStateError(ProtocolError, RuntimeError):
     """The driver called the engine out of turn (a driver bug, never the peer's doing)."""
-
-
-class _Malformed(ProtocolError):
-    """Not a reply line (internal: it ends the session)."""
 
 
 class _S(enum.Enum):
@@ -112,24 +120,12 @@ class _S(enum.Enum):
     READY = "ready"  # idle, or a transaction waiting for a check that sends nothing
     TX = "tx"  # RSET/MAIL/RCPT/DATA replies outstanding
     BODY = "body"  # SendBody emitted, body_sent() not yet called: input is only buffered
-    FINAL = "final"  # the dot is out, waiting for the final reply
+    FINAL = "final"  # the dot or BDAT LAST is out, waiting for the final reply
+    CHUNK = "chunk"  # SendChunk emitted, chunk() not yet called: input is only buffered
+    BDAT = "bdat"  # a BDAT chunk (not the last) is out, waiting for its reply
     DISCARD = "discard"  # a lone dot after an unwanted 354; its reply is ignored
     QUIT = "quit"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    code: int
-    lines: tuple[str, ...]  # as received, code included, CRs removed (qmail's get())
-
-    @property
-    def said(self) -> str:
-        return "\nRemote host said: " + "\n".join(self.lines) + "\n"
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
 
 
 @dataclass
@@ -142,10 +138,6 @@ class _Run:
     awaiting: deque[str] = field(default_factory=deque)
     reports: list[RecipientReport | None] = field(default_factory=list)
     failure: tuple[str, str] | None = None  # the MAIL refusal or "Giving up"
-
-
-def _fail_letter(code: int) -> str:
-    return "D" if code >= 500 else "Z"
 
 
 class ClientEngine:
@@ -169,7 +161,7 @@ class ClientEngine:
         self._tls_active = tls_active
         self._state = _S.GREETING
         self._in = LineReader()
-        self._lines: list[str] = []  # the reply being read
+        self._replies = ReplyReader()  # the reply being read
         self._extensions: dict[str, str | None] = {}
         self._ready = False
         self._tx: Transaction | None = None
@@ -222,7 +214,7 @@ class ClientEngine:
         if self._state is _S.TLS_WAIT:
             return []  # clear text after the 220 to STARTTLS is never read (RFC 3207 5)
         self._in.feed(data)
-        if self._state is _S.BODY and self._in.buffered >= MAX_REPLY_LINE:
+        if self._state in (_S.BODY, _S.CHUNK) and self._in.buffered >= MAX_REPLY_LINE:
             return self._fatal("Z", self._malformed(), quit=False)  # RFC 5321 4.3.2: silence
         return self._pump(idle_reads=True)
 
@@ -234,15 +226,15 @@ class ClientEngine:
         events: list[Event] = []
         # SendBody, Ready and TransactionDone end a list: what comes after them is read after
         # body_sent(), send_message() or quit(), so the chunking never changes the dialog.
-        while self._state not in (_S.CLOSED, _S.TLS_WAIT, _S.BODY) and not (
+        while self._state not in (_S.CLOSED, _S.TLS_WAIT, _S.BODY, _S.CHUNK) and not (
             self._state is _S.READY and (events or not idle_reads)
         ):
             line = self._in.take_line(MAX_REPLY_LINE)
             if line is None:
                 break
             try:
-                reply = self._reply_line(line)
-            except _Malformed:
+                reply = self._replies.add(line)
+            except Malformed:
                 events += self._fatal("Z", self._malformed(), quit=False)
                 break
             if reply is not None:
@@ -289,9 +281,21 @@ class ClientEngine:
         message: the connection is closed, as qmail-remote exits mid-DATA."""
         if self._state is _S.CLOSED:
             return []  # the peer ended it first; the events said so
-        if self._state is not _S.BODY:
+        if self._state not in (_S.BODY, _S.CHUNK):
             raise ClientStateError(f"body_failed() in state {self._state.value}")
         return self._fatal("D" if permanent else "Z", text, quit=False)
+
+    def chunk(self, data: bytes, *, last: bool) -> list[Event]:
+        """After ``SendChunk``: the next piece of the body in wire form (``bdatsend.py``),
+        sent as ``BDAT <n> [LAST]`` and the octets.  One chunk at a time, each waiting for
+        its reply: RFC 3030 2 lets a client pipeline them with PIPELINING; we do not, so a
+        refused chunk stops the body, and a reply per MiB costs little."""
+        if self._state is _S.CLOSED:
+            return []  # the peer ended it first; the events said so
+        if self._state is not _S.CHUNK:
+            raise ClientStateError(f"chunk() in state {self._state.value}")
+        self._state = _S.FINAL if last else _S.BDAT
+        return [Send(bdat_command(len(data), last) + data), *self._pump()]
 
     def quit(self) -> list[Event]:
         """End the session: ``QUIT`` when idle, then ``Closed`` on its answer or EOF."""
@@ -313,32 +317,13 @@ class ClientEngine:
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _reply_line(self, raw: object) -> _Reply | None:
-        """Add a line to the reply being read: the reply when complete, None for more.
-        Raises _Malformed when the line is not a reply line (RFC 5321 4.2) or too long."""
-        if not isinstance(raw, bytes):  # TOO_LONG
-            raise _Malformed
-        line = raw.replace(b"\r", b"")
-        if len(line) < 3 or not line[:3].isdigit() or line[:1] not in b"2345":
-            raise _Malformed
-        if len(line) > 3 and line[3:4] not in b" -":
-            raise _Malformed
-        self._lines.append(line.decode("utf-8", "surrogateescape"))
-        if len(self._lines) > MAX_REPLY_LINES:
-            raise _Malformed
-        if line[3:4] == b"-":
-            return None
-        # RFC 5321 4.2.1: the last line's code counts (qmail's smtpcode() does the same).
-        lines, self._lines = tuple(self._lines), []
-        return _Reply(int(line[:3]), lines)
-
-    def _on_reply(self, reply: _Reply) -> list[Event]:
+    def _on_reply(self, reply: Reply) -> list[Event]:
         handler = _HANDLERS.get(self._state)
         if handler is None:  # unreachable: receive() reads nothing in TLS_WAIT or CLOSED
             raise ClientStateError(f"a reply in state {self._state.value}")
         return handler(self, reply)
 
-    def _greeting(self, reply: _Reply) -> list[Event]:
+    def _greeting(self, reply: Reply) -> list[Event]:
         text = f"Connected to {self._peer} but greeting failed." + reply.said
         if reply.code == 220:
             self._state = _S.EHLO
@@ -348,17 +333,17 @@ class ClientEngine:
             return [Send(QUIT), SkipHost(text), *self._close()]
         return self._fatal("Z", text)
 
-    def _ehlo(self, reply: _Reply) -> list[Event]:
+    def _ehlo(self, reply: Reply) -> list[Event]:
         if reply.code != 250:  # qmail-tls: anything but 250 -> HELO
             self._state = _S.HELO
             return [Send(b"HELO " + self._helo + b"\r\n")]
-        self._extensions = _parse_ehlo(reply.lines)
+        self._extensions = parse_ehlo(reply.lines)
         return self._after_hello()
 
-    def _helo_reply(self, reply: _Reply) -> list[Event]:
+    def _helo_reply(self, reply: Reply) -> list[Event]:
         if reply.code != 250:  # accept-5xx patch: 5xx is permanent (spec 17.3)
             text = f"Connected to {self._peer} but my name was rejected." + reply.said
-            return self._fatal(_fail_letter(reply.code), text)
+            return self._fatal(fail_letter(reply.code), text)
         self._extensions = {}
         return self._after_hello()
 
@@ -371,7 +356,7 @@ class ClientEngine:
                 return self._tls_fatal(f"No TLS achieved while {self._tls_file} exists")
         return self._become_ready()
 
-    def _starttls(self, reply: _Reply) -> list[Event]:
+    def _starttls(self, reply: Reply) -> list[Event]:
         if reply.code == 220:
             self._in.clear()  # pipelined clear text must never be read (RFC 3207 5)
             self._state = _S.TLS_WAIT
@@ -381,11 +366,11 @@ class ClientEngine:
             return self._tls_fatal(text)
         return self._become_ready()  # opportunistic: go on in clear text
 
-    def _ehlo_tls(self, reply: _Reply) -> list[Event]:
+    def _ehlo_tls(self, reply: Reply) -> list[Event]:
         if reply.code != 250:
             text = f"TLS connected to {self._peer} but my name was rejected." + reply.said
             return self._fatal("Z", text)  # qmail-tls's text
-        self._extensions = _parse_ehlo(reply.lines)
+        self._extensions = parse_ehlo(reply.lines)
         return self._become_ready()
 
     def _become_ready(self) -> list[Event]:
@@ -394,11 +379,11 @@ class ClientEngine:
         events: list[Event] = [Ready(MappingProxyType(dict(self._extensions)))]
         return events + self._start() if self._tx is not None else events
 
-    def _idle(self, reply: _Reply) -> list[Event]:
+    def _idle(self, reply: Reply) -> list[Event]:
         # Unasked for while idle: a 421 before the server hangs up (RFC 5321 3.8).
         return self._fatal("Z", self._died(), quit=False)
 
-    def _quit_reply(self, reply: _Reply) -> list[Event]:
+    def _quit_reply(self, reply: Reply) -> list[Event]:
         return self._close()
 
     # -- transactions -------------------------------------------------------------------------
@@ -416,7 +401,8 @@ class ClientEngine:
         for i, r in enumerate(tx.recipients):
             rcpt = wire_address(tx, r)
             commands.append(("RCPT", b"RCPT TO:<%s>%s\r\n" % (rcpt, rcpt_params(tx, i, ext))))
-        commands.append(("DATA", b"DATA\r\n"))
+        if not tx.binarymime:  # RFC 3030 3: BINARYMIME goes by BDAT only (SendChunk)
+            commands.append(("DATA", b"DATA\r\n"))
         self._dirty = False
         self._state = _S.TX
         run = _Run(tx, "PIPELINING" in self._extensions, deque(commands))
@@ -432,7 +418,7 @@ class ClientEngine:
         run.awaiting.append(kind)
         return [Send(line)]
 
-    def _tx_reply(self, reply: _Reply) -> list[Event]:
+    def _tx_reply(self, reply: Reply) -> list[Event]:
         run = self._run
         assert run is not None and run.awaiting
         kind = run.awaiting.popleft()
@@ -440,18 +426,20 @@ class ClientEngine:
             return self._data_reply(run, reply)
         if kind == "MAIL" and not reply.ok:
             text = f"Connected to {self._peer} but sender was rejected." + reply.said
-            run.failure = (_fail_letter(reply.code), text)
+            run.failure = (fail_letter(reply.code), text)
         elif kind == "RCPT" and run.failure is None:
             run.reports.append(self._rcpt_report(reply))
         if run.pipelined:
-            return []
+            return [] if run.awaiting else self._envelope_done(run)
         if run.failure is not None:
             return self._finish(*run.failure)
+        if not run.to_send:  # BDAT: the last RCPT reply
+            return self._envelope_done(run)
         if run.to_send[0][0] == "DATA" and not self._accepted(run):
             return self._finish(*self._giving_up(run))
         return self._send_next(run)
 
-    def _rcpt_report(self, reply: _Reply) -> RecipientReport:
+    def _rcpt_report(self, reply: Reply) -> RecipientReport:
         if reply.ok:
             return RecipientReport("r", "")
         letter = "h" if reply.code >= 500 else "s"
@@ -466,7 +454,7 @@ class ClientEngine:
         all_soft = all(r is not None and r.letter == "s" for r in run.reports)
         return ("Z" if all_soft else "D", f"Giving up on {self._peer}.")
 
-    def _data_reply(self, run: _Run, reply: _Reply) -> list[Event]:
+    def _data_reply(self, run: _Run, reply: Reply) -> list[Event]:
         if run.failure is None and not self._accepted(run):
             run.failure = self._giving_up(run)
         if run.failure is not None:
@@ -479,17 +467,34 @@ class ClientEngine:
             self._state = _S.BODY
             return [SendBody()]
         return self._finish(
-            _fail_letter(reply.code), f"{self._peer} failed on DATA command." + reply.said
+            fail_letter(reply.code), f"{self._peer} failed on DATA command." + reply.said
         )
 
-    def _final_reply(self, reply: _Reply) -> list[Event]:
+    def _envelope_done(self, run: _Run) -> list[Event]:
+        """A BDAT transaction has all its MAIL and RCPT replies: the body, or the failure."""
+        if run.failure is None and not self._accepted(run):
+            run.failure = self._giving_up(run)
+        if run.failure is not None:
+            return self._finish(*run.failure)
+        self._state = _S.CHUNK
+        return [SendChunk()]
+
+    def _bdat_reply(self, reply: Reply) -> list[Event]:
+        """RFC 3030 2: a 250 per chunk; after a refusal no more chunks (RSET comes next)."""
+        if reply.ok:
+            self._state = _S.CHUNK
+            return [SendChunk()]
+        text = f"{self._peer} failed on BDAT command." + reply.said
+        return self._finish(fail_letter(reply.code), text)
+
+    def _final_reply(self, reply: Reply) -> list[Event]:
         if reply.ok:  # with DSN offered, the DSN request went along (RFC 3461 5.2.3)
             text = f"{self._peer} accepted message." + reply.said
             return self._finish("K", text, dsn="DSN" in self._extensions)
         text = f"{self._peer} failed after I sent the message." + reply.said
-        return self._finish(_fail_letter(reply.code), text)
+        return self._finish(fail_letter(reply.code), text)
 
-    def _discard_reply(self, reply: _Reply) -> list[Event]:
+    def _discard_reply(self, reply: Reply) -> list[Event]:
         return self._finish_known()
 
     def _finish(self, letter: str, text: str, dsn: bool = False) -> list[Event]:
@@ -545,18 +550,9 @@ class ClientEngine:
     def _close(self) -> list[Event]:
         self._state = _S.CLOSED
         self._in.clear()
-        self._lines, self._run, self._tx = [], None, None
+        self._run, self._tx = None, None
+        self._replies.clear()
         return [Closed()]
-
-
-def _parse_ehlo(lines: tuple[str, ...]) -> dict[str, str | None]:
-    """EHLO keywords (RFC 5321 4.1.1.1), upper-cased, each with its parameters or None."""
-    extensions: dict[str, str | None] = {}
-    for line in lines[1:]:
-        words = line[4:].split(None, 1)
-        if words:
-            extensions[words[0].upper()] = words[1].strip() if len(words) > 1 else None
-    return extensions
 
 
 _HANDLERS = {
@@ -568,6 +564,7 @@ _HANDLERS = {
     _S.READY: ClientEngine._idle,
     _S.TX: ClientEngine._tx_reply,
     _S.FINAL: ClientEngine._final_reply,
+    _S.BDAT: ClientEngine._bdat_reply,
     _S.DISCARD: ClientEngine._discard_reply,
     _S.QUIT: ClientEngine._quit_reply,
 }

@@ -38,6 +38,9 @@ class Transaction:
     # RFC 3461: RET/ENVID, and NOTIFY/ORCPT by position in ``recipients``; sent only to a
     # server that offers DSN (protocols/smtp/esmtpparams.py)
     dsn: EnvelopeDsn = NO_DSN
+    # RFC 3030: received with BODY=BINARYMIME; sent by BDAT to a peer offering CHUNKING and
+    # BINARYMIME, never by DATA (protocols/smtp/bdatsend.py)
+    binarymime: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,12 @@ class SendBody:
 
 
 @dataclass(frozen=True, slots=True)
+class SendChunk:
+    """The envelope is accepted, or the last BDAT chunk got its 250 (RFC 3030): call
+    ``chunk`` with the next piece of the body (``protocols/smtp/bdatsend.py``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class TransactionDone:
     result: TransactionResult
 
@@ -110,4 +119,4 @@ class Closed:
     """QUIT answered, or the connection is over: close the socket.  Emitted once."""
 
 
-Event = Send | StartTls | Ready | SkipHost | SendBody | TransactionDone | Closed
+Event = Send | StartTls | Ready | SkipHost | SendBody | SendChunk | TransactionDone | Closed

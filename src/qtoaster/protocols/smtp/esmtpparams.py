@@ -1,9 +1,11 @@
 """The ESMTP parameters the SMTP client puts on MAIL and RCPT, as wire bytes.
 
 MAIL: ``SIZE`` when offered (RFC 1870 4: our stored size is an estimate, as allowed),
+``BODY=BINARYMIME`` for a message received so (RFC 3030 3, sent by BDAT), else
 ``BODY=8BITMIME`` for 8-bit content (RFC 6152 2: the engine refuses the transaction first
-when 8BITMIME is not offered), ``REQUIRETLS`` (RFC 8689 4.2.1, same), ``SMTPUTF8`` (RFC
-6531 3.4, same), then DSN's ``RET`` and ``ENVID``.  RCPT: DSN's ``NOTIFY`` and ``ORCPT``.
+when 8BITMIME, or BINARYMIME and CHUNKING, is not offered), ``REQUIRETLS`` (RFC 8689
+4.2.1, same), ``SMTPUTF8`` (RFC 6531 3.4, same), then DSN's ``RET`` and ``ENVID``.
+RCPT: DSN's ``NOTIFY`` and ``ORCPT``.
 
 DSN (RFC 3461 5.2): a message relayed to a next hop that offers ``DSN`` in its EHLO reply
 keeps its DSN request, the values as they were received; a next hop that does not offer
@@ -33,7 +35,9 @@ def mail_params(tx: Transaction, extensions: Mapping[str, str | None]) -> bytes:
     params = b""
     if "SIZE" in extensions:
         params += b" SIZE=%d" % tx.size
-    if tx.eightbit:
+    if tx.binarymime:  # RFC 3030 3 (nexthop.refusal: only to a hop that offers it)
+        params += b" BODY=BINARYMIME"
+    elif tx.eightbit:
         params += b" BODY=8BITMIME"
     if tx.requiretls:
         params += b" REQUIRETLS"

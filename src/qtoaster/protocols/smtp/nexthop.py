@@ -4,6 +4,10 @@ parameters, and the addresses as written on the wire (the client engine's pure p
 - REQUIRETLS (RFC 8689 4.2.1), 8BITMIME (RFC 6152 3) and SIZE (RFC 1870 4) as
   qmail-remote and the RFCs have them: a hop that lacks what the message needs gets
   nothing and the transaction fails permanently with the reason.
+- BINARYMIME (RFC 3030 3): a message received with ``BODY=BINARYMIME``
+  (``Transaction.binarymime``) goes only to a hop that offers CHUNKING and BINARYMIME
+  (it is sent by BDAT, ``bdatsend.py``); any other hop gets nothing and the message fails
+  with ``#5.6.3``.  Its ``BODY=BINARYMIME`` stands for 8BITMIME too (one BODY value).
 - SMTPUTF8 (RFC 6531): a transaction *needs* it when the message was received with
   SMTPUTF8 (``Transaction.smtputf8``, the queue's ``smtputf8`` origin flag) or an
   envelope address has a non-ASCII local part.  A hop that offers SMTPUTF8 gets ``MAIL
@@ -47,7 +51,13 @@ def refusal(
             f"{peer} does not support SMTPUTF8 and the message needs it"
             " (a UTF-8 address or a message sent with SMTPUTF8). (#5.6.7)"
         )
-    if tx.eightbit and "8BITMIME" not in extensions:
+    if tx.binarymime and not {"CHUNKING", "BINARYMIME"} <= extensions.keys():
+        # RFC 3030 3: BINARYMIME only by BDAT, to a hop that offers both; no down-conversion.
+        return (
+            f"{peer} does not support BINARYMIME and CHUNKING, and the message was sent"
+            " with BODY=BINARYMIME: no next hop takes it. (#5.6.3)"
+        )
+    if tx.eightbit and not tx.binarymime and "8BITMIME" not in extensions:
         # RFC 6152 3: no 8BITMIME, no 8-bit data; we do not downgrade.
         return "Remote host does not support 8BITMIME and the message has 8-bit content. (#5.6.3)"
     limit = (extensions.get("SIZE") or "").strip()
