@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from qtoaster.cli import mailauthops
 from qtoaster.cli.controlfiles import edit_rcpthosts
 from qtoaster.cli.dirsupport import FLAG_NAMES, credentials_url, database_url, remove_mail
 from qtoaster.cli.userbatch import BatchLine, store_batch
@@ -548,3 +549,28 @@ def _vacation_set(ex: Executor, args: dict[str, Any]) -> Any:
 @op("vacation_off", writes=True)
 def _vacation_off(ex: Executor, args: dict[str, Any]) -> Any:
     return vacation_json(ex.directory.vacation_off(str(args["address"])))
+
+
+# -- DKIM keys and DNS records (cli/mailauthops.py) -------------------------------------
+
+
+@op("dkim_list")
+def _dkim_list(ex: Executor, args: dict[str, Any]) -> Any:
+    return mailauthops.dkim_list(ex.home, ex.directory, str(args["domain"]))
+
+
+@op("dkim_add", writes=True)
+def _dkim_add(ex: Executor, args: dict[str, Any]) -> Any:
+    return mailauthops.dkim_add(ex.home, ex.directory, str(args["domain"]), args)
+
+
+@op("dkim_delete", writes=True)
+def _dkim_delete(ex: Executor, args: dict[str, Any]) -> Any:
+    return mailauthops.dkim_delete(
+        ex.home, ex.directory, str(args["domain"]), str(args["selector"])
+    )
+
+
+@op("dns_records")
+def _dns_records(ex: Executor, args: dict[str, Any]) -> Any:
+    return mailauthops.dns_records(ex.home, ex.directory, str(args["domain"]))

@@ -69,9 +69,6 @@ def _store(home: Home) -> Path:
     return dkimkeys.dkim_dir(home.root)
 
 
-_ALGORITHM_NAMES = {"rsa": "rsa-sha256", "ed25519": "ed25519-sha256"}
-
-
 @dkim.command("keygen")
 @home_option
 @click.argument("domain")
@@ -97,20 +94,8 @@ def keygen(
     algorithms = [algorithm] if algorithm else list(settings.dkim.algorithms)
     if selector is not None and len(algorithms) > 1:
         raise click.UsageError("--selector names one key: give --algorithm too")
-    if active:
-        signing = {
-            k.algorithm for k in dkimkeys.load_keys(_store(home), name) if k.state == "active"
-        }
-        clash = [alg for alg in algorithms if _ALGORITHM_NAMES[alg] in signing]
-        if clash:
-            raise click.ClickException(
-                f"{name} already has an active {clash[0]} key: use qtoaster dkim rotate"
-            )
-    made = []
     try:
-        for alg in algorithms:
-            key = dkimkeys.generate(_store(home), name, alg, selector)
-            made.append(dkimkeys.set_state(_store(home), key, "active") if active else key)
+        made = dkimkeys.keygen(_store(home), name, algorithms, selector, active=active)
     except QtoasterError as exc:
         raise click.ClickException(str(exc)) from exc
     for key in made:

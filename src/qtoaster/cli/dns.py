@@ -25,15 +25,16 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
+from qtoaster.cli.dirsupport import open_directory
+from qtoaster.cli.dnsrecords import hosted, published
 from qtoaster.cli.options import home_option
 from qtoaster.cli.run import load_or_exit
 from qtoaster.config.loader import Config
 from qtoaster.core.errors import ConfigError
 from qtoaster.core.home import Home
-from qtoaster.mailauth.dkimkeys import dkim_dir, load_keys
 from qtoaster.mailauth.dnscheck import check
 from qtoaster.mailauth.dnsquery import DnsTemporary
-from qtoaster.mailauth.records import DkimRecord, Published, build_records, render_zone
+from qtoaster.mailauth.records import DkimRecord, Published, render_zone
 from qtoaster.net.resolver import make_resolver
 
 EXIT_PROBLEMS = 1
@@ -47,46 +48,23 @@ def dns_group() -> None:
     """What to publish in DNS for a hosted domain, and a check of the live DNS."""
 
 
-def dkim_records(home: Home, domain: str) -> list[DkimRecord]:
-    """The DKIM keys of *domain* to publish: pending, active and retiring ones (a retiring
-    key stays published through its grace period, docs/dkim.md)."""
-    keys = load_keys(dkim_dir(home.root), domain)
-    return [DkimRecord(key.record_name(), key.txt(), str(key.state)) for key in keys]
-
-
-def _hosted(home: Home, config: Config, domain: str) -> bool:
-    controls = config.controls
-    if domain in controls.locals or domain in controls.virtualdomains:
-        return True
-    from qtoaster.cli.dirsupport import open_directory
-
-    with open_directory(home) as directory:
-        return directory.hosts_domain(domain)
-
-
 def _published(home: Home, domain: str) -> tuple[Config, Published, list[DkimRecord]]:
     domain = domain.rstrip(".").lower()
     config = load_or_exit(home)
-    if not domain or not _hosted(home, config, domain):
+
+    def in_directory(name: str) -> bool:
+        with open_directory(home) as directory:
+            return directory.hosts_domain(name)
+
+    if not domain or not hosted(config, in_directory, domain):
         click.echo(
             f"qtoaster: {domain or '(empty)'} is not hosted here "
             "(qtoaster domain add, control/locals or control/virtualdomains)",
             err=True,
         )
         raise SystemExit(EXIT_NOT_HOSTED)
-    settings = config.settings
-    host = settings.publish.host or config.controls.me
-    # a listener on loopback serves this machine only: nothing to tell the world about
-    listeners = [
-        (str(listener.kind), listener.port)
-        for listener in settings.listeners
-        if not ipaddress.ip_address(listener.host).is_loopback
-    ]
-    dkim = dkim_records(home, domain)
-    published = build_records(
-        domain, host, settings.publish.addresses, dkim, listeners, settings.publish
-    )
-    return config, published, dkim
+    found, dkim = published(home, config, domain)
+    return config, found, dkim
 
 
 @dns_group.command("records")

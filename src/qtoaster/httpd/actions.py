@@ -203,3 +203,37 @@ async def vacation_off(ctx: Context, who: Principal, address: str) -> Any:
     result = await ctx.channel.call("vacation_off", address=address)
     changed(who, "vacation.off", address.lower())
     return result
+
+
+async def dkim(ctx: Context, who: Principal, domain: str) -> Any:
+    """The domain's DKIM keys with the TXT record of each (docs/dkim.md)."""
+    who.may_administer(domain)
+    return await ctx.channel.call("dkim_list", domain=domain)
+
+
+DKIM_FIELDS = ("algorithm", "selector", "active")
+
+
+async def add_dkim(ctx: Context, who: Principal, domain: str, data: dict[str, Any]) -> Any:
+    """New keys, as ``qtoaster dkim keygen`` (DKIM_FIELDS; docs/http.md)."""
+    who.may_administer(domain)
+    unknown = sorted(set(data) - set(DKIM_FIELDS))
+    if unknown:
+        raise OpError(400, f"unknown fields: {', '.join(unknown)}")
+    result = await ctx.channel.call("dkim_add", domain=domain, **data)
+    for key in result["keys"]:
+        changed(who, f"dkim.add {key['selector']}", result["domain"])
+    return result
+
+
+async def delete_dkim(ctx: Context, who: Principal, domain: str, selector: str) -> Any:
+    who.may_administer(domain)
+    result = await ctx.channel.call("dkim_delete", domain=domain, selector=selector)
+    changed(who, f"dkim.delete {result['deleted']['selector']}", result["domain"])
+    return result
+
+
+async def dns(ctx: Context, who: Principal, domain: str) -> Any:
+    """Every record the domain should publish, as ``qtoaster dns records`` (docs/dns.md)."""
+    who.may_administer(domain)
+    return await ctx.channel.call("dns_records", domain=domain)

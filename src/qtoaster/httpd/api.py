@@ -266,6 +266,25 @@ async def queue_action(request: Request, ctx: Context, who: Principal) -> Any:
     return result
 
 
+async def dkim_list(request: Request, ctx: Context, who: Principal) -> Any:
+    return await actions.dkim(ctx, who, request.path_params["domain"])
+
+
+async def dkim_add(request: Request, ctx: Context, who: Principal) -> Any:
+    domain = request.path_params["domain"]
+    who.may_administer(domain)
+    return await actions.add_dkim(ctx, who, domain, await body(request))
+
+
+async def dkim_delete(request: Request, ctx: Context, who: Principal) -> Any:
+    params = request.path_params
+    return await actions.delete_dkim(ctx, who, params["domain"], params["selector"])
+
+
+async def dns_records(request: Request, ctx: Context, who: Principal) -> Any:
+    return await actions.dns(ctx, who, request.path_params["domain"])
+
+
 # -- logins ------------------------------------------------------------------------------
 
 
@@ -334,6 +353,25 @@ TABLE: list[tuple[str, str, Handler, str]] = [
     ),
     ("/domains/{domain}/aliases", "GET", aliases_list, "aliases and forwards of a domain"),
     ("/domains/{domain}/aliases", "POST", alias_add, "add an alias (name, targets, keep_copy)"),
+    (
+        "/domains/{domain}/dkim",
+        "GET",
+        dkim_list,
+        "DKIM keys: selector, algorithm, state, the TXT record to publish",
+    ),
+    (
+        "/domains/{domain}/dkim",
+        "POST",
+        dkim_add,
+        "new DKIM keys as qtoaster dkim keygen (algorithm, selector, active)",
+    ),
+    ("/domains/{domain}/dkim/{selector}", "DELETE", dkim_delete, "delete a DKIM key"),
+    (
+        "/domains/{domain}/dns",
+        "GET",
+        dns_records,
+        "every DNS record to publish, as qtoaster dns records: [{name, type, value, ttl}]",
+    ),
     ("/users/{address}", "GET", user_show, "one user with its quota usage"),
     (
         "/users/{address}",

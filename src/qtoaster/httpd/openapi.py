@@ -11,9 +11,9 @@ ERRORS = {
     "400": "malformed request",
     "401": "no login, or a bad token",
     "403": "outside the login's scope, or the CSRF token missing",
-    "404": "no such domain, user, alias or message",
+    "404": "no such domain, user, alias, message or DKIM key",
     "409": "exists already, or not in the state asked for",
-    "422": "a value the directory refuses",
+    "422": "a value the directory or the DKIM key store refuses",
 }
 
 

@@ -2,7 +2,7 @@
 
 - ``/domains``: the site administrator's domains, paged and searched;
 - ``/domains/{domain}``: a domain's users (paged in the database, searched, each with a
-  quota bar), add a user, its aliases (add, delete);
+  quota bar), add a user, its aliases (add, delete), the DNS records it should publish;
 - ``/users/{address}``: one user: password, forwarding, vacation reply, spam folder, and
   for administrators its quota and its deletion.
 
@@ -70,6 +70,10 @@ async def domain_page(visit: Visit) -> Response:
     grouped: dict[str, list[str]] = {}
     for alias in aliases:
         grouped.setdefault(alias["address"], []).append(alias["target"])
+    try:
+        dns, dns_error = await actions.dns(visit.ctx, visit.who, name), None
+    except OpError as exc:  # the rest of the page is still of use
+        dns, dns_error = None, exc.message
     return render(
         visit.request,
         "domain.html",
@@ -77,6 +81,8 @@ async def domain_page(visit: Visit) -> Response:
         domain=info,
         users=found["items"],
         aliases=sorted(grouped.items()),
+        dns=dns,
+        dns_error=dns_error,
         search=query["search"],
         pages=_pages(found["total"], query["offset"], query["limit"]),
     )

@@ -189,6 +189,39 @@ def generate(
     return DkimKey(domain, selector, alg, "pending", now, _public_b64(private), now)
 
 
+def keygen(
+    dkim_dir: Path,
+    domain: str,
+    algorithms: Sequence[str],
+    selector: str | None = None,
+    *,
+    active: bool = False,
+) -> list[DkimKey]:
+    """New keys of ``domain``, one per algorithm ("rsa", "ed25519"): pending, or
+    ``active`` (signing from the send role's next start, without waiting for rotate to see
+    the record in DNS).  ConfigError when ``selector`` would name more than one key or when
+    ``active`` would put a key beside an active one of its algorithm (``qtoaster dkim
+    keygen`` and the http role's ``POST /domains/DOMAIN/dkim`` share this)."""
+    domain = check_domain(domain)
+    unknown = [name for name in algorithms if name not in ALGORITHMS]
+    if unknown or not algorithms:
+        raise ConfigError([f"algorithm {(unknown or [''])[0]!r}: rsa or ed25519"])
+    if selector is not None and len(algorithms) > 1:
+        raise ConfigError(["a selector names one key: give one algorithm"])
+    if active:
+        signing = {k.algorithm for k in load_keys(dkim_dir, domain) if k.state == "active"}
+        clash = [name for name in algorithms if ALGORITHMS[name] in signing]
+        if clash:
+            raise ConfigError(
+                [f"{domain} already has an active {clash[0]} key: use qtoaster dkim rotate"]
+            )
+    made = []
+    for name in algorithms:
+        key = generate(dkim_dir, domain, name, selector)
+        made.append(set_state(dkim_dir, key, "active") if active else key)
+    return made
+
+
 def set_state(dkim_dir: Path, key: DkimKey, state: str, now: float | None = None) -> DkimKey:
     """Move ``key`` to ``state`` (and record when)."""
     if state not in STATES:
