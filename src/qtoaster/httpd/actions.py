@@ -215,21 +215,22 @@ DKIM_FIELDS = ("algorithm", "selector", "active")
 
 
 async def add_dkim(ctx: Context, who: Principal, domain: str, data: dict[str, Any]) -> Any:
-    """New keys, as ``qtoaster dkim keygen`` (DKIM_FIELDS; docs/http.md)."""
+    """New keys, as ``qtoaster dkim keygen`` (DKIM_FIELDS; docs/http.md); each logged
+    with its record's name, ``SELECTOR._domainkey.DOMAIN``."""
     who.may_administer(domain)
     unknown = sorted(set(data) - set(DKIM_FIELDS))
     if unknown:
         raise OpError(400, f"unknown fields: {', '.join(unknown)}")
     result = await ctx.channel.call("dkim_add", domain=domain, **data)
     for key in result["keys"]:
-        changed(who, f"dkim.add {key['selector']}", result["domain"])
+        changed(who, "dkim.add", key["record"]["name"])
     return result
 
 
 async def delete_dkim(ctx: Context, who: Principal, domain: str, selector: str) -> Any:
     who.may_administer(domain)
     result = await ctx.channel.call("dkim_delete", domain=domain, selector=selector)
-    changed(who, f"dkim.delete {result['deleted']['selector']}", result["domain"])
+    changed(who, "dkim.delete", result["deleted"]["record"]["name"])
     return result
 
 
