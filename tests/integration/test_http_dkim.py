@@ -132,6 +132,9 @@ def test_domain_page_lists_dns_records(server: Server, site: httpx.Client) -> No
     page = c.get("/domains/dk.test")
     assert page.status_code == 200
     assert "DNS records" in page.text and 'id="dns"' in page.text
+    title = page.text.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert "DNS" not in title and page.text.count('id="dns"') == 1
+    assert page.text.index('id="aliases"') < page.text.index('id="dns"')
     key = site.get(f"{A}/domains/dk.test/dkim").json()["keys"][0]
     assert key["record"]["name"] in page.text and key["record"]["value"] in page.text
 
