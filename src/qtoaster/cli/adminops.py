@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from qtoaster.cli.adminfork import requests
 from qtoaster.cli.controlfiles import edit_rcpthosts
 from qtoaster.cli.dirsupport import FLAG_NAMES, credentials_url, database_url, remove_mail
 from qtoaster.cli.userbatch import BatchLine, store_batch
@@ -45,7 +46,7 @@ from qtoaster.directory.store import (
     valid_address,
 )
 from qtoaster.httpd import tokens
-from qtoaster.httpd.channel import MAX_LINE, OpError, encode
+from qtoaster.httpd.channel import OpError, encode
 from qtoaster.maildir.quota import QuotaSyntaxError, parse_quota, read_maildirsize
 from qtoaster.queue.format import BadQueueFile
 from qtoaster.queue.store import NoSuchMessage, QueueStore
@@ -178,13 +179,16 @@ def _role_users(home: Home) -> RoleUsers | None:
     return None if accounts.check_accounts(users) else users
 
 
-def serve_executor(home: Home, sock: socket.socket) -> None:
-    """Answer the http role until it closes the channel."""
+def serve_executor(home: Home, sock: socket.socket, idle: float | None = None) -> None:
+    """Answer the http role until it closes the channel or, with ``idle``, until it has
+    been silent that many seconds with no request partly read (cli/adminfork.py)."""
     executor = Executor(home)
-    with sock, sock.makefile("rb") as reader:
-        while line := reader.readline(MAX_LINE):
-            sock.sendall(executor.answer(line))
-    executor.directory.close()
+    try:
+        with sock:
+            for line in requests(sock, idle):
+                sock.sendall(executor.answer(line))
+    finally:
+        executor.directory.close()
 
 
 # -- operations ------------------------------------------------------------------------
