@@ -1,14 +1,15 @@
-"""The http role's executor (``qtoaster serve http-admin``): the CLI's operations, asked
-for over the role's channel (httpd/channel.py, decision 0025).
+"""The http role's executor: the CLI's operations, asked for over the role's channel
+(httpd/channel.py, decision 0025), in the child the executor forks for a burst of
+requests (cli/adminfork.py).
 
 The http role parses HTTP as its own user and decides who may do what; this process,
-started by it before it dropped root, does what it is asked with the CLI's code (the
+forked by it before it dropped root, does what it is asked with the CLI's code (the
 directory, control/rcpthosts, the queue, the token file) and gives what it wrote the
 roles' owners as a CLI command run as root does, but without walking domains/: an
 operation names the directories it made there (``Executor.made``), and only those get the
 mailbox owner, so a write costs the same in a domain of 10,000 users as in one of ten.
 It reads only its end of a socketpair:
-one JSON request per line, one answer per line, until the channel closes.
+one JSON request per line, one answer per line, until the channel closes or stays idle.
 
 Invariants: every operation validates its arguments (the same checks as the CLI's: the
 directory's names, vpopmail's quota syntax); a failure is an answer with an HTTP status,
