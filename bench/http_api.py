@@ -273,6 +273,18 @@ def idle_memory(home: Path, settle: float) -> dict[str, Any]:
     return out
 
 
+def print_memory(memory: dict[str, Any]) -> None:
+    w, wo, role = memory["with"], memory["without"], memory["http_role"]
+    print(
+        f"idle memory: run {wo['pss_kib'] / 1024:.1f} MiB PSS ({wo['processes']} processes),"
+        f" run --http {w['pss_kib'] / 1024:.1f} MiB PSS ({w['processes']});"
+        f" added {memory['added_pss_mib']:.1f} MiB PSS, {memory['added_rss_mib']:.1f} MiB RSS"
+        f" (bar < 30); http role + executor alone {role['pss_kib'] / 1024:.1f} MiB PSS,"
+        f" {role['rss_kib'] / 1024:.1f} MiB RSS ({role['processes']} processes)",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=10000)
@@ -283,12 +295,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/qtoaster-bench-http"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--idle-only", action="store_true", help="only part 3 (idle memory), on an empty home"
+    )
     args = parser.parse_args(argv)
     if args.users < 100:
         parser.error("--users: at least 100")
 
     home = make_home(args.workdir)
     results: dict[str, Any] = {"users": args.users, "cores": os.cpu_count()}
+    if args.idle_only:
+        results["memory"] = memory = idle_memory(home, args.settle)
+        print_memory(memory)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return 0
     cli_s = cli_add(home, "cli.test", args.users)
     print(f"CLI user add --from-file: {args.users} users in {cli_s:.1f} s", flush=True)
     token = qt(home, "token", "add", "--name", "bench", "--site").strip()
@@ -324,14 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             f" | {t['client_ms_median']:.1f} | {t['total']} |"
         )
     memory = idle_memory(home, args.settle)
-    w, wo, role = memory["with"], memory["without"], memory["http_role"]
-    print(
-        f"idle memory: run {wo['pss_kib'] / 1024:.1f} MiB PSS ({wo['processes']} processes),"
-        f" run --http {w['pss_kib'] / 1024:.1f} MiB PSS ({w['processes']});"
-        f" added {memory['added_pss_mib']:.1f} MiB PSS, {memory['added_rss_mib']:.1f} MiB RSS"
-        f" (bar < 30); http role + executor alone {role['pss_kib'] / 1024:.1f} MiB PSS,"
-        f" {role['rss_kib'] / 1024:.1f} MiB RSS"
-    )
+    print_memory(memory)
     results |= {
         "cli_s": cli_s,
         "api_batch_s": api_s,

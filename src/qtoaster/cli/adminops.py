@@ -1,14 +1,15 @@
-"""The http role's executor (``qtoaster serve http-admin``): the CLI's operations, asked
-for over the role's channel (httpd/channel.py, decision 0025).
+"""The http role's executor: the CLI's operations, asked for over the role's channel
+(httpd/channel.py, decision 0025), in the child the executor forks for a burst of
+requests (cli/adminfork.py).
 
 The http role parses HTTP as its own user and decides who may do what; this process,
-started by it before it dropped root, does what it is asked with the CLI's code (the
+forked by it before it dropped root, does what it is asked with the CLI's code (the
 directory, control/rcpthosts, the queue, the token file) and gives what it wrote the
 roles' owners as a CLI command run as root does, but without walking domains/: an
 operation names the directories it made there (``Executor.made``), and only those get the
 mailbox owner, so a write costs the same in a domain of 10,000 users as in one of ten.
 It reads only its end of a socketpair:
-one JSON request per line, one answer per line, until the channel closes.
+one JSON request per line, one answer per line, until the channel closes or stays idle.
 
 Invariants: every operation validates its arguments (the same checks as the CLI's: the
 directory's names, vpopmail's quota syntax); a failure is an answer with an HTTP status,
@@ -28,6 +29,7 @@ from typing import Any
 import click
 
 from qtoaster.cli import mailauthops
+from qtoaster.cli.adminfork import requests
 from qtoaster.cli.controlfiles import edit_rcpthosts
 from qtoaster.cli.dirsupport import FLAG_NAMES, credentials_url, database_url, remove_mail
 from qtoaster.cli.userbatch import BatchLine, store_batch
@@ -46,7 +48,7 @@ from qtoaster.directory.store import (
     valid_address,
 )
 from qtoaster.httpd import tokens
-from qtoaster.httpd.channel import MAX_LINE, OpError, encode
+from qtoaster.httpd.channel import OpError, encode
 from qtoaster.maildir.quota import QuotaSyntaxError, parse_quota, read_maildirsize
 from qtoaster.queue.format import BadQueueFile
 from qtoaster.queue.store import NoSuchMessage, QueueStore
@@ -179,13 +181,16 @@ def _role_users(home: Home) -> RoleUsers | None:
     return None if accounts.check_accounts(users) else users
 
 
-def serve_executor(home: Home, sock: socket.socket) -> None:
-    """Answer the http role until it closes the channel."""
+def serve_executor(home: Home, sock: socket.socket, idle: float | None = None) -> None:
+    """Answer the http role until it closes the channel or, with ``idle``, until it has
+    been silent that many seconds with no request partly read (cli/adminfork.py)."""
     executor = Executor(home)
-    with sock, sock.makefile("rb") as reader:
-        while line := reader.readline(MAX_LINE):
-            sock.sendall(executor.answer(line))
-    executor.directory.close()
+    try:
+        with sock:
+            for line in requests(sock, idle):
+                sock.sendall(executor.answer(line))
+    finally:
+        executor.directory.close()
 
 
 # -- operations ------------------------------------------------------------------------

@@ -257,7 +257,6 @@ def _fail(*lines: str) -> NoReturn:
             "remote",
             "metrics",
             "http",
-            "http-admin",
         ]
     ),
 )
@@ -276,7 +275,7 @@ def _fail(*lines: str) -> NoReturn:
     type=int,
     default=None,
     hidden=True,
-    help="remote, http-admin: the socket of the role that started it",
+    help="remote: the socket of the role that started it",
 )
 @click.option("--supervised", is_flag=True, help="exit when the supervisor dies")
 @click.option("--child-name", default=None, hidden=True)
@@ -315,14 +314,8 @@ def serve(
         except Locked as exc:
             _fail(str(exc))
         remote = _remote_child(config)  # started as its user while this is still root
-    if role == "http-admin":  # the http role's executor: stays as started (decision 0025)
-        from qtoaster.cli.adminops import serve_executor
-
-        if channel_fd is None:
-            raise click.UsageError("serve http-admin is started by the http role (--channel-fd)")
-        serve_executor(home, socket.socket(fileno=channel_fd))
-        return
-    executor = _http_executor(home) if role == "http" else None  # started before the drop
+    # the http role's executor: forked before the drop and the HTTP imports (decision 0025)
+    executor = _http_executor(home) if role == "http" else None
     peer_uids = _peer_uids(config)  # looked up while the account database is readable
     _become(config, role, announce=not supervised)
 
@@ -374,30 +367,11 @@ def serve(
 
 
 def _http_executor(home: Home) -> socket.socket:
-    """Start the http role's executor (``serve http-admin``) on a socketpair while this
-    process is still what it was started as; the role's end of the pair."""
-    import subprocess
+    """Fork the http role's executor on a socketpair while this process is still what it
+    was started as, before the HTTP stack is imported; the role's end of the pair."""
+    from qtoaster.cli.adminfork import start_executor
 
-    mine, theirs = socket.socketpair()
-    subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qtoaster",
-            "serve",
-            "http-admin",
-            "--home",
-            str(home.root),
-            "--channel-fd",
-            str(theirs.fileno()),
-            "--supervised",  # dies with the http role (PR_SET_PDEATHSIG)
-            "--child-name",
-            "http-admin",
-        ],
-        pass_fds=[theirs.fileno()],
-    )
-    theirs.close()
-    return mine
+    return start_executor(home)
 
 
 def _serve_http(

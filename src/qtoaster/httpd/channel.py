@@ -1,8 +1,8 @@
 """The http role's channel to its executor: one JSON object per line, each way.
 
 The http role parses HTTP as its own user and may change nothing; what it asks for is done
-by its executor (``qtoaster serve http-admin``, started by the role before it drops root,
-so running as root, with the CLI's own code: cli/adminops.py), over a socketpair only the
+by its executor (forked by the role before it drops root, cli/adminfork.py, so running as
+root, with the CLI's own code: cli/adminops.py), over a socketpair only the
 two of them hold (decision 0025).  Request ``{"op": NAME, "args": {...}}``; answer
 ``{"ok": RESULT}`` or ``{"error": TEXT, "status": HTTP_STATUS}``.
 
