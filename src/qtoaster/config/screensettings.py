@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtoaster.config.tables import Tables, int_between, is_bool, seconds_between
+from qtoaster.core.errors import FormatError
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +74,8 @@ _WEIGHT = re.compile(r"-?[0-9]{1,6}")
 _NUMBER = re.compile(r"[0-9]{1,3}")
 
 
-class SiteError(ValueError):
-    pass
+class SiteError(FormatError, ValueError):
+    """A [dnsbl] sites entry that does not follow postscreen_dnsbl_sites' syntax."""
 
 
 def parse_site(text: str) -> DnsblSite:
