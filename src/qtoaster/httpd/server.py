@@ -24,6 +24,9 @@ from qtoaster.httpd.channel import AdminChannel
 from qtoaster.httpd.timing import ServerTiming
 from qtoaster.httpd.webpages import routes as page_routes
 
+GRACE_SECONDS = 2
+"""How long a stop waits for requests in flight before it closes the connections."""
+
 
 async def serve_http(
     sock: socket.socket,
@@ -43,6 +46,9 @@ async def serve_http(
         log_level="warning",
         proxy_headers=False,
         ssl_certfile=None if certificate is None else str(certificate),
+        # A stop waits this long for open connections: an idle keep-alive TLS client that
+        # never answers close_notify would hold it for asyncio's 30 s SSL shutdown timeout.
+        timeout_graceful_shutdown=GRACE_SECONDS,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

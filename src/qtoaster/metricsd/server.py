@@ -86,7 +86,12 @@ def make_app(root: Path) -> Starlette:
 async def serve_metrics(root: Path, sock: socket.socket, ready: Callable[[], None]) -> None:
     """Serve until SIGTERM/SIGINT (uvicorn's own handlers: it stops gracefully)."""
     config = uvicorn.Config(
-        make_app(root), lifespan="off", access_log=False, log_level="warning", proxy_headers=False
+        make_app(root),
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,
+        timeout_graceful_shutdown=2,  # an idle keep-alive client does not hold a stop up
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
