@@ -49,7 +49,7 @@ def start_executor(home: Home, idle: float = IDLE_S) -> socket.socket:
             _child_of(parent, keep=theirs.fileno())
             status = serve_idle(home, theirs, idle)
         except BaseException:
-            log.exception("the http role's executor failed")
+            log.exception("http the role's executor failed")
         finally:
             _exit(status)
     theirs.close()
@@ -75,12 +75,12 @@ def serve_idle(home: Home, sock: socket.socket, idle: float) -> int:
                 serve_executor(home, sock, idle=idle)
                 status = 0
             except BaseException:
-                log.exception("the http role's executor child failed")
+                log.exception("http the role's executor child failed")
             finally:
                 _exit(status)
         _, status = os.waitpid(pid, 0)
         if status != 0:
-            log.error("the http role's executor child ended with status %#x", status)
+            log.error("http the role's executor child ended with status %#x", status)
             return 1
 
 
